@@ -1,0 +1,208 @@
+"""The run store (DESIGN.md): ``runs/<run_id>/run.json`` + ``runs/<run_id>/curve.parquet``.
+
+The engine writes it, fitting and reports read it. Every write goes to a temporary file in
+the same directory and is renamed into place, so a killed writer never leaves a torn file,
+and a curve never holds two rows for one ``(run_id, step)``.
+
+torch-free (fitting imports it); pandas and pyarrow are imported only where a table is read
+or written, so ``import data.runs`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from data.cli import BadInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+RUN_FILE = "run.json"
+CURVE_FILE = "curve.parquet"
+STATUSES = ("pending", "running", "done", "failed")
+
+META_COLUMNS: tuple[str, ...] = (
+    "run_id", "family", "parent", "method", "ratio_target", "ratio", "params_before",
+    "params_after", "nonembed_before", "nonembed_after", "loss_before", "init", "objective",
+    "seed",
+)
+"""Per-run metadata, stored under ``meta`` in run.json and repeated on every curve row."""
+CURVE_COLUMNS: tuple[str, ...] = ("step", "tokens", "eval_loss", "train_loss", "lr", "elapsed_s")
+"""Per-evaluation-point columns of curve.parquet (plus optional ``eval_loss.<domain>``)."""
+COLUMNS: tuple[str, ...] = META_COLUMNS + CURVE_COLUMNS + ("status",)
+DOMAIN_PREFIX = "eval_loss."
+
+
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary file and a rename (POSIX-atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_bytes_atomic(Path(path), (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+class RunStore:
+    """A directory of runs. Cheap to construct; nothing is read until asked."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / run_id
+
+    def run_ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / RUN_FILE).is_file())
+
+    def exists(self, run_id: str) -> bool:
+        return (self.run_dir(run_id) / RUN_FILE).is_file()
+
+    def read(self, run_id: str) -> dict[str, Any]:
+        path = self.run_dir(run_id) / RUN_FILE
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise BadInput(f"run {run_id!r} not found in {self.root}") from exc
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{path} is not valid JSON: {exc}") from exc
+
+    def status(self, run_id: str) -> str:
+        return self.read(run_id)["status"] if self.exists(run_id) else "pending"
+
+    def write(self, run_id: str, record: Mapping[str, Any]) -> None:
+        """Replace run.json: ``record`` holds run_id, status, meta, config and anything else."""
+        record = dict(record)
+        if record.get("status") not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {record.get('status')!r}")
+        record["run_id"] = run_id
+        record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        write_json_atomic(self.run_dir(run_id) / RUN_FILE, record)
+
+    def update(self, run_id: str, **fields: Any) -> dict[str, Any]:
+        """Read-modify-write run.json (``meta`` is merged, other keys replaced)."""
+        record = self.read(run_id)
+        meta = fields.pop("meta", None)
+        if meta:
+            record.setdefault("meta", {}).update(meta)
+        record.update(fields)
+        self.write(run_id, record)
+        return record
+
+    def set_status(self, run_id: str, status: str, reason: str | None = None) -> None:
+        self.update(run_id, status=status, reason=reason)
+
+    # -- curves -------------------------------------------------------------------------
+
+    def read_curve(self, run_id: str) -> "pd.DataFrame":
+        import pandas as pd
+
+        path = self.run_dir(run_id) / CURVE_FILE
+        if not path.is_file():
+            return pd.DataFrame(columns=list(CURVE_COLUMNS))
+        return pd.read_parquet(path)
+
+    def append_curve(self, run_id: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Add evaluation rows; a row for a step already present replaces it. Returns row count."""
+        import pandas as pd
+
+        new = pd.DataFrame(list(rows))
+        if new.empty:
+            return len(self.read_curve(run_id))
+        missing = [c for c in ("step", "tokens", "eval_loss") if c not in new.columns]
+        if missing:
+            raise ValueError(f"curve rows lack {missing}")
+        old = self.read_curve(run_id)
+        old = old[~old["step"].isin(new["step"])] if len(old) else old
+        frames = [f for f in (old, new) if len(f)]
+        curve = pd.concat(frames, ignore_index=True).sort_values("step", kind="stable")
+        self._write_curve(run_id, curve)
+        return len(curve)
+
+    def truncate_curve(self, run_id: str, max_step: int) -> int:
+        """Drop rows after ``max_step`` (a resumed run re-evaluates from its checkpoint)."""
+        curve = self.read_curve(run_id)
+        if len(curve) and (curve["step"] > max_step).any():
+            curve = curve[curve["step"] <= max_step]
+            self._write_curve(run_id, curve)
+        return len(curve)
+
+    def _write_curve(self, run_id: str, curve: "pd.DataFrame") -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        curve = curve.reset_index(drop=True)
+        curve["step"] = curve["step"].astype("int64")
+        curve["tokens"] = curve["tokens"].astype("int64")
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pandas(curve, preserve_index=False), sink)
+        write_bytes_atomic(self.run_dir(run_id) / CURVE_FILE, sink.getvalue().to_pybytes())
+
+
+def _meta_row(record: Mapping[str, Any]) -> dict[str, Any]:
+    meta = dict(record.get("meta") or {})
+    row = {col: meta.get(col) for col in META_COLUMNS}
+    row["run_id"] = record.get("run_id")
+    row["status"] = record.get("status")
+    return row
+
+
+def load(path: str | os.PathLike[str], *, statuses: Iterable[str] | None = None) -> "pd.DataFrame":
+    """All curves under ``path`` (a store root or one run directory), one row per eval point.
+
+    Columns are :data:`COLUMNS` in that order, then any ``eval_loss.<domain>`` columns.
+    ``statuses`` keeps only runs with those statuses (default: all).
+
+    Raises:
+        BadInput: the path is missing or holds no runs.
+    """
+    import pandas as pd
+
+    root = Path(path)
+    if not root.exists():
+        raise BadInput(f"run store {str(root)!r} does not exist")
+    if (root / RUN_FILE).is_file():
+        store, ids = RunStore(root.parent), [root.name]
+    else:
+        store = RunStore(root)
+        ids = store.run_ids()
+    if not ids:
+        raise BadInput(f"run store {str(root)!r} holds no runs (no */{RUN_FILE})")
+    keep = set(statuses) if statuses is not None else None
+    frames = []
+    for run_id in ids:
+        record = store.read(run_id)
+        if keep is not None and record.get("status") not in keep:
+            continue
+        curve = store.read_curve(run_id)
+        if curve.empty:
+            continue
+        for col, value in _meta_row(record).items():
+            curve[col] = value
+        frames.append(curve)
+    if not frames:
+        return pd.DataFrame(columns=list(COLUMNS))
+    table = pd.concat(frames, ignore_index=True)
+    for col in COLUMNS:
+        if col not in table.columns:
+            table[col] = math.nan
+    domains = sorted(c for c in table.columns if c.startswith(DOMAIN_PREFIX))
+    return table[list(COLUMNS) + domains]

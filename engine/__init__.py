@@ -1,0 +1,1 @@
+"""prunelaw: engine."""

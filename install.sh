@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install prunelaw into ./.venv (or $PRUNELAW_VENV): the CPU build of torch where no NVIDIA
+# GPU is visible, the default CUDA build where one is. Re-running it is safe.
+set -euo pipefail
+cd "$(dirname "$0")"
+venv="${PRUNELAW_VENV:-.venv}"
+python="${PYTHON:-python3}"
+
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "install.sh: NVIDIA GPU found: installing the CUDA build of torch"
+  "$venv/bin/python" -m pip install -q -e ".[engine,dev]"
+else
+  echo "install.sh: no GPU: installing the CPU build of torch (constraints/cpu.txt)"
+  "$venv/bin/python" -m pip install -q -c constraints/cpu.txt -e ".[engine,dev]"
+fi
+"$venv/bin/python" - <<'PY'
+import torch, deepspeed, transformers
+print(f"install.sh: torch {torch.__version__}, deepspeed {deepspeed.__version__}, "
+      f"transformers {transformers.__version__}, cuda={torch.cuda.is_available()}")
+PY
+echo "install.sh: done. Commands live in $venv/bin (engine, data, fitting, planner, reports)."
