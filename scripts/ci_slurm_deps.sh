@@ -29,7 +29,7 @@ fi
 
 start=$(date +%s)
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
+$SUDO apt-get -o DPkg::Lock::Timeout=300 update -qq
 # --no-install-recommends keeps it to the daemons, the client and munge (no docs, no mail).
-$SUDO apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+$SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
 echo "ci_slurm_deps: installed slurmctld slurmd slurm-client munge in $(( $(date +%s) - start )) s"

@@ -1,0 +1,1 @@
+"""One module per ``data`` subcommand: thin argparse adapters over the library functions."""

@@ -1,0 +1,555 @@
+"""The SLURM executor of ``engine grid``: one job array per generation of a grid.
+
+``engine grid launch GRID.yaml --executor slurm`` writes one sbatch script per generation
+(pretraining parents first, then their children), submits each as a job array (one array
+task per pending job, each task a ``deepspeed`` launch of that job) and records the array id
+and task index of every run, so that ``engine grid status`` can merge ``squeue`` with the
+run store and ``engine grid cancel`` can cancel exactly what was submitted.
+
+Submission is race-free with the trainer: arrays are submitted *held*, the SLURM ids are
+recorded, and only then released, so no task can start (and write its run.json) while the
+executor is still writing the record. The executor owns ``runs/<run_id>/slurm.json``; it
+also adds a ``slurm`` key to run.json (DESIGN's run store) through ``RunStore.update``.
+
+Requeue safety: scripts carry ``--requeue`` and ``--open-mode=append``; a requeued (preempted)
+task re-runs the same job file, and the trainer resumes from the run's last checkpoint
+(``engine.train.recipe.decide``), truncating the curve to the checkpoint's step so no
+``(run_id, step)`` row is ever duplicated.
+
+Nothing here imports torch: the grid CLI stays fast and this module works on login nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data.cli import BadInput
+from data.runs import RunStore, write_json_atomic
+
+LEDGER = "slurm.json"
+"""Per-run record of its SLURM submissions (``runs/<run_id>/slurm.json``), executor-owned."""
+SCRIPTS_DIR = "_slurm"
+"""Sub-directory of the run store for sbatch scripts and the scheduler's own logs."""
+RUN_PREFIX = "run:"
+"""A job's ``parent: run:<run_id>`` names another run of the same store (engine.train.config)."""
+PORT_BASE, PORT_SPAN = 20000, 40000
+"""MASTER_PORT = PORT_BASE + SLURM_JOB_ID % PORT_SPAN: distinct for tasks sharing a node."""
+
+# squeue state -> what `engine grid status` shows. Terminal states (COMPLETED, FAILED,
+# CANCELLED, TIMEOUT, ...) linger in squeue for MinJobAge seconds; they are left out so the
+# run store (done/failed, written by the trainer) speaks for finished runs.
+QUEUE_STATES: dict[str, str] = {
+    "PENDING": "queued", "REQUEUED": "queued", "REQUEUE_HOLD": "queued", "REQUEUE_FED": "queued",
+    "RESV_DEL_HOLD": "queued", "CONFIGURING": "running", "RUNNING": "running",
+    "COMPLETING": "running", "SIGNALING": "running", "STAGE_OUT": "running",
+    "RESIZING": "running", "SUSPENDED": "suspended", "STOPPED": "suspended",
+}
+
+# Placeholders handed to ``job_command`` and turned into shell variables in the script:
+# the job file, hostfile and rendezvous are only known inside the running array task.
+_VARS = {"@@JOB_FILE@@": "JOB_FILE", "@@HOSTFILE@@": "HOSTFILE",
+         "@@MASTER_ADDR@@": "MASTER_ADDR", "@@MASTER_PORT@@": "MASTER_PORT"}
+
+
+@dataclass
+class SlurmOptions:
+    """What each array task asks SLURM for (``engine grid launch --executor slurm`` flags)."""
+
+    partition: str | None = None
+    """``--partition``; None uses the cluster's default partition."""
+    gpus_per_job: int = 0
+    """GPUs per job, over all its nodes (0: CPU jobs). Must divide evenly by ``nodes_per_job``."""
+    nodes_per_job: int = 1
+    """Nodes per job; more than one builds a deepspeed hostfile from the allocation."""
+    procs_per_node: int | None = None
+    """Training processes per node; None: one per GPU, or 1 on CPU."""
+    cpus_per_task: int | None = None
+    """``--cpus-per-task`` for the launcher task of each node; None: the cluster default."""
+    mem: str | None = None
+    """``--mem`` per node (e.g. ``64G``); None: the cluster default."""
+    time: str | None = None
+    """``--time`` wall-clock limit per task (e.g. ``4:00:00``); None: the partition default."""
+    account: str | None = None
+    """``--account`` to charge; None: the user's default account."""
+    max_parallel: int | None = None
+    """At most this many tasks of one array run at once (``--array=0-N%M``); None: no cap."""
+    dry_run: bool = False
+    """Write and print the scripts, submit nothing (for clusters this machine cannot reach)."""
+    sbatch_extra: list[str] = field(default_factory=list)
+    """Verbatim extra ``#SBATCH`` options, e.g. ``--qos=high`` or ``--constraint=a100``."""
+
+    def __post_init__(self) -> None:
+        for name in ("gpus_per_job", "nodes_per_job", "procs_per_node", "cpus_per_task", "max_parallel"):
+            value = getattr(self, name)
+            low = 0 if name == "gpus_per_job" else 1
+            if value is not None and value < low:
+                raise BadInput(f"--{name.replace('_', '-')}={value} must be >= {low}")
+        if self.gpus_per_job % self.nodes_per_job:
+            raise BadInput(f"--gpus-per-job={self.gpus_per_job} must be a multiple of "
+                           f"--nodes-per-job={self.nodes_per_job} (the same GPU count on every node)")
+        bad = [x for x in self.sbatch_extra if not x.startswith("-")]
+        if bad:
+            raise BadInput(f"--sbatch-extra={bad[0]!r} must be an sbatch option such as --qos=high")
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.gpus_per_job // self.nodes_per_job
+
+    @property
+    def procs(self) -> int:
+        """Processes the deepspeed launcher starts on each node."""
+        return self.procs_per_node or self.gpus_per_node or 1
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "SlurmOptions":
+        """Options from the parsed ``engine grid`` arguments (absent flags keep defaults)."""
+        names = cls.__dataclass_fields__
+        values = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+        return cls(**values)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the SLURM executor's flags to ``engine grid launch`` (and friends)."""
+    group = parser.add_argument_group("SLURM executor (--executor slurm)")
+    group.add_argument("--partition", help="partition to submit to (default: the cluster's default)")
+    group.add_argument("--gpus-per-job", type=int, default=0, metavar="G",
+                       help="GPUs per job over all its nodes; 0 runs CPU jobs (default 0)")
+    group.add_argument("--nodes-per-job", type=int, default=1, metavar="K",
+                       help="nodes per job; >1 builds a deepspeed hostfile from the allocation (default 1)")
+    group.add_argument("--procs-per-node", type=int, default=None, metavar="P",
+                       help="training processes per node (default: one per GPU, or 1 on CPU)")
+    group.add_argument("--cpus-per-task", type=int, default=None, metavar="C",
+                       help="CPUs per node for the launcher and its ranks (default: cluster default)")
+    group.add_argument("--mem", default=None, help="memory per node, e.g. 64G (default: cluster default)")
+    group.add_argument("--time", default=None, metavar="T", help="time limit per job, e.g. 4:00:00")
+    group.add_argument("--account", default=None, metavar="A", help="account to charge")
+    group.add_argument("--max-parallel", type=int, default=None, metavar="M",
+                       help="run at most M jobs of an array at once (--array=...%%M)")
+    group.add_argument("--dry-run", action="store_true",
+                       help="write the sbatch scripts and print them; submit nothing")
+    group.add_argument("--sbatch-extra", action="append", default=[], metavar="OPT",
+                       help="extra sbatch option, repeatable; write it with '=': --sbatch-extra=--qos=high")
+
+
+# -- grid structure -----------------------------------------------------------------------------
+
+def _config_value(job: Any, key: str) -> Any:
+    """``key`` of a grid job's resolved config (a mapping or a config object)."""
+    config = getattr(job, "config", None)
+    if isinstance(config, dict):
+        return config.get(key)
+    return getattr(config, key, None)
+
+
+def parent_run(job: Any) -> str | None:
+    """The run id of the grid job this job starts from (``parent: run:<id>``), else None."""
+    if getattr(job, "depends", None):
+        return job.depends
+    parent = _config_value(job, "parent")
+    if isinstance(parent, str) and parent.startswith(RUN_PREFIX):
+        return parent[len(RUN_PREFIX):]
+    return None
+
+
+def generations(jobs: list[Any]) -> list[list[Any]]:
+    """Split ``jobs`` into generations: each depends only on jobs of earlier generations.
+
+    Only dependencies *among* ``jobs`` count: a parent that is already done (or already in
+    the queue, handled by the caller) does not hold a child back a generation.
+    """
+    ids = {job.run_id for job in jobs}
+    level: dict[str, int] = {}
+
+    def depth(job: Any, seen: tuple[str, ...] = ()) -> int:
+        if job.run_id in level:
+            return level[job.run_id]
+        parent = parent_run(job)
+        if job.run_id in seen:
+            raise BadInput(f"grid job {job.run_id!r} depends on itself through its parents")
+        by_id = {j.run_id: j for j in jobs}
+        level[job.run_id] = 0 if parent not in ids else depth(by_id[parent], seen + (job.run_id,)) + 1
+        return level[job.run_id]
+
+    for job in jobs:
+        depth(job)
+    out: list[list[Any]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for job in jobs:
+        out[level[job.run_id]].append(job)
+    return out
+
+
+# -- the sbatch script --------------------------------------------------------------------------
+
+def _shell_word(arg: str) -> str:
+    """Quote one argument for bash; placeholders inside it become ``${VAR}`` expansions."""
+    if not any(key in arg for key in _VARS):
+        return shlex.quote(arg)
+    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
+    for key, var in _VARS.items():
+        escaped = escaped.replace(key, "${%s}" % var)
+    return f'"{escaped}"'
+
+
+def launch_line(opts: SlurmOptions) -> str:
+    """The deepspeed launch every array task runs, with its per-task values as shell variables."""
+    from engine.grid.spec import job_command
+
+    multi = opts.nodes_per_job > 1
+    argv = job_command(["@@JOB_FILE@@"], opts.procs, hostfile="@@HOSTFILE@@" if multi else None,
+                       master_addr="@@MASTER_ADDR@@", master_port="@@MASTER_PORT@@")
+    segments: list[list[str]] = []
+    for arg in map(str, argv):  # one line per flag and its values, for the reader
+        if not segments or arg.startswith("--"):
+            segments.append([])
+        segments[-1].append(_shell_word(arg))
+    return " \\\n    ".join(" ".join(seg) for seg in segments)
+
+
+def _sbatch_lines(opts: SlurmOptions, name: str, n_tasks: int, log: Path, workdir: Path) -> list[str]:
+    """The ``#SBATCH`` header: resources, then the requeue-safety options, then extras."""
+    cap = f"%{opts.max_parallel}" if opts.max_parallel else ""
+    lines = [f"#SBATCH --job-name={name}", f"#SBATCH --array=0-{n_tasks - 1}{cap}",
+             f"#SBATCH --nodes={opts.nodes_per_job}",
+             "#SBATCH --ntasks-per-node=1          # the deepspeed launcher; it starts the ranks"]
+    if opts.gpus_per_node:
+        lines.append(f"#SBATCH --gpus-per-node={opts.gpus_per_node}")
+    for flag, value in (("cpus-per-task", opts.cpus_per_task), ("mem", opts.mem), ("time", opts.time),
+                        ("partition", opts.partition), ("account", opts.account)):
+        if value is not None:
+            lines.append(f"#SBATCH --{flag}={value}")
+    lines += ["#", "# Preemption-safe: a preempted task goes back to the queue instead of failing,",
+              "# and appends to its logs, so every attempt's output is kept.",
+              "#SBATCH --requeue", "#SBATCH --open-mode=append",
+              f"#SBATCH --output={log}", f"#SBATCH --chdir={workdir}",
+              "# A child whose parents failed is cancelled instead of waiting forever.",
+              "#SBATCH --kill-on-invalid-dep=yes"]
+    lines += [f"#SBATCH {extra}" for extra in opts.sbatch_extra]
+    return lines
+
+
+def _task_table(jobs: list[Any], job_files: dict[str, Path]) -> list[str]:
+    """``case`` arms mapping an array index to its run id and job file."""
+    arms = [f"    {i}) RUN_ID={shlex.quote(job.run_id)}; JOB_FILE={shlex.quote(str(job_files[job.run_id]))} ;;"
+            for i, job in enumerate(jobs)]
+    return (['case "$SLURM_ARRAY_TASK_ID" in', *arms,
+             '    *) echo "prunelaw: no job for array task $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;', "esac"])
+
+
+def _rendezvous(opts: SlurmOptions, runs_dir: Path) -> list[str]:
+    """Master address/port, and for multi-node jobs the deepspeed hostfile."""
+    lines = ["# Rendezvous: the allocation's first node is the master; the port is derived from",
+             "# the job id so that tasks sharing a node never collide.",
+             'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+             f"MASTER_PORT=$(( {PORT_BASE} + SLURM_JOB_ID % {PORT_SPAN} ))"]
+    if opts.nodes_per_job > 1:
+        lines += ["# Multi-node: one hostfile line per node of the allocation, \"host slots=P\";",
+                  "# deepspeed starts the other nodes' ranks over pdsh/ssh from the first node.",
+                  f'HOSTFILE={shlex.quote(str(runs_dir))}/"$RUN_ID"/hostfile-"$SLURM_JOB_ID"',
+                  f'scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/\\$/ slots={opts.procs}/" > "$HOSTFILE"']
+    return lines
+
+
+def render_script(jobs: list[Any], job_files: dict[str, Path], opts: SlurmOptions, *, name: str,
+                  runs_dir: Path, log: Path, workdir: Path, note: str) -> str:
+    """The sbatch script of one array: one task per job of ``jobs`` (in that order).
+
+    Args:
+        jobs: grid jobs of one generation; task ``i`` runs ``jobs[i]``.
+        job_files: run id -> resolved job YAML (from ``write_job_files``).
+        opts: resources and limits of each task.
+        name: SLURM job name.
+        runs_dir: absolute run-store root (per-run logs go to ``<runs_dir>/<run_id>/``).
+        log: the scheduler's own log pattern (``%A_%a``: array id and task index).
+        workdir: directory the tasks run in (relative paths in job files resolve from it).
+        note: header comment lines (what this array is, how it was submitted).
+    """
+    python_bin = Path(sys.executable).parent
+    out = ["#!/bin/bash", "# " + "-" * 90, *[f"# {line}" for line in note.splitlines()], "# " + "-" * 90,
+           "#", f"# Resources: each array task is one grid job on {opts.nodes_per_job} node(s), "
+           f"{opts.gpus_per_node} GPU(s) and {opts.procs} process(es) per node.",
+           *_sbatch_lines(opts, name, len(jobs), log, workdir), "",
+           "set -euo pipefail", "",
+           "# Environment: the Python that wrote this script (edit for another cluster).",
+           f'export PATH={shlex.quote(str(python_bin))}:"$PATH"', "",
+           "# Which job this task runs; its output goes next to its run in the store.",
+           *_task_table(jobs, job_files),
+           f'LOG={shlex.quote(str(runs_dir))}/"$RUN_ID"/slurm-"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}".out',
+           'echo "prunelaw: task $SLURM_ARRAY_TASK_ID runs $RUN_ID (attempt $(( ${SLURM_RESTART_COUNT:-0} + 1 ))),'
+           ' log $LOG"',
+           'mkdir -p "$(dirname "$LOG")"', 'exec >>"$LOG" 2>&1',
+           'echo "prunelaw: $(date -u +%FT%TZ) job $SLURM_JOB_ID on $SLURM_JOB_NODELIST,'
+           ' attempt $(( ${SLURM_RESTART_COUNT:-0} + 1 ))"', "",
+           *_rendezvous(opts, runs_dir), "",
+           "# Launch. A requeued task finds the run's checkpoint and resumes from it; the curve",
+           "# is cut back to the checkpoint's step first, so no step is logged twice.",
+           launch_line(opts), ""]
+    return "\n".join(out)
+
+
+# -- talking to SLURM ---------------------------------------------------------------------------
+
+def _require(tool: str, hint: str) -> str:
+    """Path of a SLURM client tool, or a BadInput that says what to do instead."""
+    path = shutil.which(tool)
+    if path is None:
+        raise BadInput(f"{tool!r} not found on PATH: this machine is not a SLURM login node; {hint}")
+    return path
+
+
+def _slurm(argv: list[str], *, what: str) -> str:
+    """Run a SLURM client command; its refusal of our request (bad partition, account, time,
+    ...) is bad input and passes SLURM's own words through, anything else is an error."""
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode == 0:
+        return proc.stdout
+    lines = [ln.split("error: ", 1)[-1].strip() for ln in proc.stderr.splitlines() if ln.strip()]
+    message = "; ".join(lines) or f"exit status {proc.returncode}"
+    if any(k in message.lower() for k in ("unable to contact", "connection refused", "timed out")):
+        raise RuntimeError(f"{what}: {message}")
+    raise BadInput(f"{what} refused by SLURM: {message}")
+
+
+def sbatch(script: Path, *, dependency: list[str] | None = None) -> str:
+    """Submit ``script`` held; returns the array job id (released later by :func:`release`)."""
+    argv = [_require("sbatch", "use --dry-run to write the sbatch script and submit it on the cluster"),
+            "--parsable", "--hold"]
+    if dependency:
+        argv.append("--dependency=afterok:" + ":".join(dependency))
+    out = _slurm(argv + [str(script)], what=f"sbatch {script.name}")
+    return out.strip().split(";")[0]  # --parsable prints "id" or "id;cluster"
+
+
+def release(job_ids: list[str]) -> None:
+    """Let held arrays start (their records are written)."""
+    if job_ids:
+        _slurm([_require("scontrol", "cannot release"), "release", ",".join(job_ids)], what="scontrol release")
+
+
+def scancel(job_ids: list[str]) -> None:
+    """Cancel jobs or array tasks (``123`` or ``123_4``)."""
+    if job_ids:
+        _slurm([_require("scancel", "cannot cancel from here"), *job_ids], what="scancel")
+
+
+def squeue(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """``{"<array>_<task>": (STATE, reason)}`` of those of ``job_ids`` SLURM still knows."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    proc = subprocess.run(["squeue", "--array", "--noheader", "--format=%i|%T|%r",
+                           "--jobs=" + ",".join(sorted(set(job_ids)))],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:  # every id has left the queue ("Invalid job id specified")
+        if "invalid job id" in proc.stderr.lower():
+            return {}
+        raise RuntimeError(f"squeue failed: {proc.stderr.strip()}")
+    table: dict[str, tuple[str, str]] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            table[parts[0]] = (parts[1], parts[2])
+    return table
+
+
+# -- the executor's records ---------------------------------------------------------------------
+
+def read_record(runs_dir: Path, run_id: str) -> dict[str, Any] | None:
+    """The run's latest SLURM submission (``slurm.json``), or None if never submitted."""
+    path = Path(runs_dir) / run_id / LEDGER
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_record(store: RunStore, run_id: str, record: dict[str, Any]) -> None:
+    """Record a submission in ``slurm.json`` and under run.json's ``slurm`` key.
+
+    A run that does not exist yet gets a run.json with status ``pending``; an existing one
+    only gains the ``slurm`` key, so the trainer's status and meta are left as they are.
+    """
+    previous = read_record(store.root, run_id)
+    history = (previous or {}).pop("history", []) + ([previous] if previous else [])
+    write_json_atomic(store.run_dir(run_id) / LEDGER, {**record, "history": history[-20:]})
+    if store.exists(run_id):
+        store.update(run_id, slurm=record)
+    else:
+        store.write(run_id, {"status": "pending", "reason": None, "slurm": record})
+
+
+def active_tasks(runs_dir: Path, run_ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    """run id -> (``<array>_<task>``, squeue state, reason) for runs SLURM is still running
+    or holding (terminal states are dropped: the run store reports how a run ended)."""
+    records = {rid: rec for rid in run_ids if (rec := read_record(runs_dir, rid))}
+    table = squeue([rec["job_id"] for rec in records.values()])
+    out: dict[str, tuple[str, str, str]] = {}
+    for run_id, rec in records.items():
+        state, reason = table.get(rec["job_id"], ("", ""))
+        if state in QUEUE_STATES:
+            out[run_id] = (rec["job_id"], state, reason)
+    return out
+
+
+def queue_states(runs_dir: str | Path) -> dict[str, str]:
+    """run id -> ``queued`` / ``running`` / ``suspended`` for runs SLURM still holds.
+
+    Runs that were never submitted, or whose task has left the queue, are absent: their
+    run.json status (pending / running / done / failed) is the truth for them.
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return {}
+    ids = sorted(p.parent.name for p in runs_dir.glob(f"*/{LEDGER}"))
+    return {rid: QUEUE_STATES[state] for rid, (_, state, _) in active_tasks(runs_dir, ids).items()}
+
+
+# -- launch / cancel ----------------------------------------------------------------------------
+
+@dataclass
+class Array:
+    """One generation of the grid as one job array (before and after submission)."""
+
+    jobs: list[Any]
+    script: Path
+    dependency: list[str]
+    """``<array>_<task>`` ids of the parents this array waits for (afterok)."""
+    job_id: str | None = None
+
+
+def _grid_name(grid: Any) -> str:
+    return str(getattr(grid, "name", None) or Path(getattr(grid, "path", None) or "grid").stem)
+
+
+def _pending(grid: Any, store: RunStore, active: dict[str, tuple[str, str, str]]) -> list[Any]:
+    """Jobs to submit: not done, and not already queued or running under SLURM."""
+    todo = []
+    for job in grid.jobs:
+        if store.status(job.run_id) == "done":
+            continue
+        if job.run_id in active:
+            task, state, _ = active[job.run_id]
+            print(f"{job.run_id}: already {QUEUE_STATES[state]} as SLURM task {task}; not resubmitted")
+            continue
+        todo.append(job)
+    return todo
+
+
+def _note(grid: Any, index: int, arrays: int, n_jobs: int, script: Path, dry_run: bool) -> str:
+    """Header comment of a script: what it is and how it is (to be) submitted."""
+    lines = [f"prunelaw grid {_grid_name(grid)!r}: generation {index + 1} of {arrays}, {n_jobs} job(s), "
+             "one SLURM array task per job.",
+             f"Written by `engine grid launch {getattr(grid, 'path', '')} --executor slurm` "
+             f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."]
+    if index == 0:
+        lines.append(f"Submit: {'P0=$(sbatch --parsable ' + str(script) + ')' if arrays > 1 else 'sbatch ' + str(script)}")
+    else:
+        lines.append(f"Submit after generation {index}: sbatch --dependency=afterok:$P{index - 1} {script}")
+        if not dry_run:
+            lines.append("(engine grid launch submitted it with afterok on the exact parent tasks.)")
+    return "\n".join(lines)
+
+
+def plan_arrays(grid: Any, todo: list[Any], runs_dir: Path, opts: SlurmOptions,
+                active: dict[str, tuple[str, str, str]]) -> list[Array]:
+    """Write the job files and one sbatch script per generation of ``todo``."""
+    from engine.grid.spec import write_job_files
+
+    files = {Path(p).parent.name: Path(p).resolve() for p in write_job_files(grid, runs_dir)}
+    gens = generations(todo)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    name, arrays = _grid_name(grid), []
+    for index, jobs in enumerate(gens):
+        script = runs_dir / SCRIPTS_DIR / f"{name}-gen{index}-{stamp}.sbatch"
+        text = render_script(jobs, files, opts, name=f"prunelaw-{name}", runs_dir=runs_dir,
+                             log=runs_dir / SCRIPTS_DIR / f"{name}-%A_%a.out", workdir=Path.cwd(),
+                             note=_note(grid, index, len(gens), len(jobs), script, opts.dry_run))
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(text)
+        script.chmod(0o755)
+        waits = sorted({active[p][0] for j in jobs if (p := parent_run(j)) in active})
+        arrays.append(Array(jobs=jobs, script=script, dependency=waits))
+    return arrays
+
+
+def submit_arrays(arrays: list[Array], store: RunStore, grid: Any) -> None:
+    """Submit every array held, record each task in the run store, then release them all.
+
+    Children depend on their parents' exact tasks (``afterok:<array>_<task>``). If anything
+    fails half-way, what was submitted is cancelled, so no orphan array is left behind.
+    """
+    task_of: dict[str, str] = {}
+    try:
+        for index, array in enumerate(arrays):
+            waits = sorted(set(array.dependency) | {task_of[p] for j in array.jobs if (p := parent_run(j)) in task_of})
+            array.dependency = waits
+            array.job_id = sbatch(array.script, dependency=waits)
+            for task, job in enumerate(array.jobs):
+                task_of[job.run_id] = f"{array.job_id}_{task}"
+                write_record(store, job.run_id, {
+                    "array_job_id": array.job_id, "task_id": task, "job_id": task_of[job.run_id],
+                    "generation": index, "dependency": waits, "grid": str(getattr(grid, "path", "")),
+                    "script": str(array.script),
+                    "log": str(store.run_dir(job.run_id) / f"slurm-{array.job_id}_{task}.out"),
+                    "submitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        release([a.job_id for a in arrays if a.job_id])
+    except BaseException:
+        scancel([a.job_id for a in arrays if a.job_id])
+        raise
+
+
+def launch(grid: Any, runs_dir: str | Path, args: argparse.Namespace) -> int:
+    """``engine grid launch --executor slurm``: submit every pending job; returns the exit code.
+
+    Done jobs are never resubmitted, and jobs SLURM is still holding are not submitted twice;
+    a job that was killed (cancelled, timed out, node failure) is submitted again and resumes
+    from its checkpoint.
+    """
+    opts = SlurmOptions.from_args(args)
+    if not opts.dry_run:
+        _require("sbatch", "use --dry-run to write the sbatch script and submit it on the cluster")
+    runs_dir = Path(runs_dir).resolve()
+    store = RunStore(runs_dir)
+    active = {} if opts.dry_run else active_tasks(runs_dir, [j.run_id for j in grid.jobs])
+    todo = _pending(grid, store, active)
+    if not todo:
+        n_done = sum(store.status(j.run_id) == "done" for j in grid.jobs)
+        print(f"{_grid_name(grid)}: {n_done} of {len(grid.jobs)} jobs are done and the rest are already "
+              f"queued or running: nothing submitted" if n_done < len(grid.jobs)
+              else f"{_grid_name(grid)}: all {n_done} jobs are done: nothing submitted")
+        return 0
+    arrays = plan_arrays(grid, todo, runs_dir, opts, active)
+    if opts.dry_run:
+        for array in arrays:
+            print(f"# ===== {array.script} ({len(array.jobs)} job(s)) =====")
+            print(array.script.read_text())
+        print(f"# dry run: {len(arrays)} script(s) written under {runs_dir / SCRIPTS_DIR}, nothing submitted")
+        return 0
+    submit_arrays(arrays, store, grid)
+    for array in arrays:
+        after = f", after {','.join(array.dependency)}" if array.dependency else ""
+        print(f"submitted array {array.job_id}: {len(array.jobs)} job(s){after}; script {array.script}")
+        for task, job in enumerate(array.jobs):
+            print(f"  {array.job_id}_{task}  {job.run_id}  log {store.run_dir(job.run_id)}/slurm-{array.job_id}_{task}.out")
+    return 0
+
+
+def cancel(grid: Any, runs_dir: str | Path, args: argparse.Namespace | None = None) -> int:
+    """``engine grid cancel``: cancel this grid's tasks still queued or running; exit code."""
+    _require("squeue", "there is no SLURM queue to cancel from on this machine")
+    runs_dir = Path(runs_dir).resolve()
+    active = active_tasks(runs_dir, [j.run_id for j in grid.jobs])
+    if not active:
+        print(f"{_grid_name(grid)}: nothing queued or running under SLURM; nothing cancelled")
+        return 0
+    scancel(sorted(task for task, _, _ in active.values()))
+    for run_id, (task, state, _) in sorted(active.items()):
+        print(f"cancelled {task} ({QUEUE_STATES[state]})  {run_id}")
+    return 0

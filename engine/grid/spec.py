@@ -1,0 +1,260 @@
+"""Grid specs: a YAML cross product expanded into fully resolved, re-runnable job configs.
+
+A grid is ``parents x methods x ratios x objectives x inits x seeds`` at one token budget.
+Parents are HF directories, or presets pretrained by the grid itself (init random, objective
+lm, no pruning, saved with ``save_pretrained``); a child names such a parent ``run:<id>``, so
+job ids (a hash of the resolved config) do not depend on where the run store lives.
+
+Example ``grids/tiny.yaml``::
+
+    name: tiny
+    data: {shards: shards/tiny}
+    parents:
+      - {name: s, preset: tiny-llama-s, tokens: 200K}
+    methods: [width, depth]
+    ratios: [0.25, 0.5]
+    objectives: [lm]
+    tokens: 100K
+    train: {deepspeed: {micro_batch: 8}, eval: {points: 8}}
+
+torch-free: ``engine grid plan`` validates every job in well under a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data.cli import BadInput
+from data.models import MODELS
+from engine.train.config import (
+    RUN_PREFIX, DataConfig, JobConfig, default_run_id, dump_job, from_dict, job_from_dict,
+)
+from engine.train.net import free_port
+
+JOB_FILE = "job.yaml"
+GRID_OWNED = ("parent", "tokens", "data", "run_id", "runs_dir", "family", "method", "ratio", "init",
+              "objective", "seed", "save_model")
+"""Job keys the grid sets itself; ``train:``/``pretrain:`` may set any other JobConfig key."""
+
+
+@dataclass
+class ParentSpec:
+    """One parent of the grid."""
+
+    name: str
+    """Short label, used in run ids and as ``parent`` in the metadata."""
+    preset: str = ""
+    """A ``data.models`` preset pretrained by the grid (set ``tokens``)..."""
+    path: str = ""
+    """...or an existing HF directory (``save_pretrained`` / ``engine model fetch``)."""
+    tokens: int | str = 0
+    """Pretraining token budget (preset parents only)."""
+    family: str = ""
+    """Family in the metadata; empty takes the preset's (``tiny``)."""
+    seed: int = 0
+    """Pretraining seed."""
+
+    def __post_init__(self) -> None:
+        if bool(self.preset) == bool(self.path):
+            raise BadInput(f"parent {self.name!r}: give exactly one of preset or path")
+        if self.preset and self.preset.lower() not in MODELS:
+            raise BadInput(f"parent {self.name!r}: unknown preset {self.preset!r}; presets: {', '.join(sorted(MODELS))}")
+        if self.preset and not self.tokens:
+            raise BadInput(f"parent {self.name!r}: a preset parent needs its pretraining tokens")
+
+
+@dataclass
+class GridSpec:
+    """The YAML document of a grid (every key documented; unknown keys are rejected)."""
+
+    name: str
+    """Grid name: the default run store is ``runs/<name>``."""
+    data: dict[str, Any]
+    """``DataConfig`` of every job (``shards:`` directory, optional seq_len, weights)."""
+    parents: list[dict[str, Any]]
+    """``ParentSpec`` entries."""
+    methods: list[str]
+    ratios: list[float]
+    tokens: int | str
+    """Post-training token budget of every pruned job (one long run serves smaller budgets)."""
+    objectives: list[str] = field(default_factory=lambda: ["lm"])
+    inits: list[str] = field(default_factory=lambda: ["pruned"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    runs: str = ""
+    """Default run store (``--runs`` overrides); empty means ``runs/<name>``."""
+    train: dict[str, Any] = field(default_factory=dict)
+    """JobConfig overrides for the post-training jobs (optim, deepspeed, eval, kd, recon, ...)."""
+    pretrain: dict[str, Any] = field(default_factory=dict)
+    """JobConfig overrides for the parents' pretraining jobs."""
+
+
+@dataclass
+class Job:
+    """One resolved job of a grid."""
+
+    config: JobConfig
+    kind: str
+    """``parent`` (pretraining, saved for its children) or ``post`` (prune + post-train)."""
+    depends: str | None = None
+    """run_id of the parent job this one loads, if the grid pretrains it."""
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+
+@dataclass
+class Grid:
+    """An expanded grid: ``jobs`` lists parents first, then the post-training jobs."""
+
+    path: Path
+    spec: GridSpec
+    parents: list[ParentSpec]
+    jobs: list[Job]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def default_runs(self) -> Path:
+        return Path(self.spec.runs or Path("runs") / self.spec.name)
+
+
+def _overrides(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    owned = sorted(set(raw) & set(GRID_OWNED))
+    if owned:
+        raise BadInput(f"{where}: key(s) {', '.join(owned)} are set by the grid itself; "
+                       f"allowed: {', '.join(f.name for f in dataclasses.fields(JobConfig) if f.name not in GRID_OWNED)}")
+    return raw
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def _make(base: dict[str, Any], where: str, **fields: Any) -> JobConfig:
+    try:
+        return job_from_dict({**base, **fields})
+    except BadInput as exc:
+        raise BadInput(f"{where}: {exc}") from None
+
+
+def _parent_jobs(spec: GridSpec, parents: list[ParentSpec], data: dict[str, Any]) -> dict[str, Job]:
+    """name -> pretraining Job for every preset parent."""
+    jobs = {}
+    for p in parents:
+        if p.preset:
+            cfg = _make(_overrides(spec.pretrain, "pretrain"), f"parent {p.name}", parent=p.preset.lower(),
+                        tokens=p.tokens, data=data, family=p.family, seed=p.seed, init="random",
+                        save_model=True)
+            cfg.run_id = default_run_id(cfg, head=p.name)
+            jobs[p.name] = Job(cfg, "parent")
+    return jobs
+
+
+def expand(spec: GridSpec, path: Path) -> Grid:
+    """All jobs of ``spec``; raises BadInput naming the first invalid one."""
+    parents = [from_dict(ParentSpec, p, f"parents[{i}]") for i, p in enumerate(spec.parents)]
+    data = dataclasses.asdict(from_dict(DataConfig, spec.data, "data"))
+    data["shards"] = _absolute(data["shards"])
+    pre = _parent_jobs(spec, parents, data)
+    train = _overrides(spec.train, "train")
+    posts = []
+    for p in parents:
+        parent = f"{RUN_PREFIX}{pre[p.name].run_id}" if p.name in pre else _absolute(p.path)
+        family = p.family or (MODELS[p.preset.lower()].family if p.preset else "")
+        for method in spec.methods:
+            for ratio in spec.ratios:
+                for objective in spec.objectives:
+                    for init in spec.inits:
+                        for seed in spec.seeds:
+                            cfg = _make(train, f"job {p.name}/{method}/{ratio}/{objective}/{init}/s{seed}",
+                                        parent=parent, tokens=spec.tokens, data=data, family=family,
+                                        method=method, ratio=ratio, objective=objective, init=init, seed=seed)
+                            cfg.run_id = default_run_id(cfg, head=p.name)
+                            posts.append(Job(cfg, "post", pre[p.name].run_id if p.name in pre else None))
+    jobs = list(pre.values()) + posts
+    _check_unique(jobs)
+    return Grid(path, spec, parents, jobs)
+
+
+def _check_unique(jobs: list[Job]) -> None:
+    seen: dict[str, int] = {}
+    for job in jobs:
+        if job.run_id in seen:
+            raise BadInput(f"two jobs resolve to the same run id {job.run_id!r}: repeated values in the grid?")
+        seen[job.run_id] = 1
+
+
+def load_grid(path: str | os.PathLike[str]) -> Grid:
+    """Read, validate and expand a grid YAML.
+
+    Raises:
+        BadInput: missing file, bad YAML, unknown/missing keys, or any invalid job.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"grid file {str(path)!r} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise BadInput(f"grid file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    try:
+        return expand(from_dict(GridSpec, raw, "grid"), path)
+    except BadInput as exc:
+        raise BadInput(f"{path}: {exc}") from None
+
+
+def write_job_files(grid: Grid, runs_dir: str | os.PathLike[str]) -> list[Path]:
+    """Write ``<runs_dir>/<run_id>/job.yaml`` for every job, parents first; returns the paths.
+
+    The files are complete job configs: ``engine train --config FILE`` re-runs any one alone.
+    """
+    runs = Path(runs_dir).resolve()
+    paths = []
+    for job in grid.jobs:
+        job.config.runs_dir = str(runs)
+        paths.append(dump_job(job.config, runs / job.run_id / JOB_FILE))
+    return paths
+
+
+def find_launcher() -> str:
+    """The ``deepspeed`` launcher: $PRUNELAW_DEEPSPEED, then PATH, then beside this Python.
+
+    Raises:
+        BadInput: none found.
+    """
+    override = os.environ.get("PRUNELAW_DEEPSPEED")
+    if override is not None:
+        if shutil.which(override) is None:
+            raise BadInput(f"PRUNELAW_DEEPSPEED={override!r} is not an executable deepspeed launcher")
+        return str(shutil.which(override))
+    found = shutil.which("deepspeed") or shutil.which("deepspeed", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise BadInput("no 'deepspeed' launcher on PATH (install the engine extra: pip install 'prunelaw[engine]')")
+    return found
+
+
+def job_command(job_files: list[str | os.PathLike[str]], procs: int, hostfile: str | None = None,
+                master_addr: str | None = None, master_port: int | None = None) -> list[str]:
+    """The exact command that runs ``job_files`` in order in one launcher invocation.
+
+    ``--num_gpus`` is the process count per node, on CPU too (DeepSpeed's CPU accelerator
+    takes it as is). ``--no_local_rank``: workers read LOCAL_RANK from the environment.
+    """
+    cmd = [find_launcher(), "--num_gpus", str(procs)]
+    if hostfile:
+        cmd += ["--hostfile", str(hostfile), "--no_ssh_check"]
+    if master_addr:
+        cmd += ["--master_addr", master_addr]
+    cmd += ["--master_port", str(master_port or free_port()), "--no_local_rank", "--module", "engine.train",
+            "--config", *[str(p) for p in job_files]]
+    return cmd

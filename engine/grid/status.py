@@ -1,0 +1,75 @@
+"""Grid tables: what ``engine grid plan`` and ``engine grid status`` print (torch-free)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from data.runs import CURVE_FILE, RunStore
+from data.units import format_count
+from engine.grid.spec import Grid
+
+PLAN_COLUMNS = ("id", "parent", "method", "ratio", "objective", "init", "tokens", "status")
+STATUS_COLUMNS = PLAN_COLUMNS + ("done_tokens", "eval_loss", "queue", "reason")
+
+
+def _last_point(run_dir: Path) -> tuple[int | None, float | None]:
+    """(tokens, eval_loss) of a run's last curve row, without pandas (plan must stay fast)."""
+    curve = run_dir / CURVE_FILE
+    if not curve.is_file():
+        return None, None
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(curve, columns=["tokens", "eval_loss"])
+    if table.num_rows == 0:
+        return None, None
+    return int(table["tokens"][-1].as_py()), float(table["eval_loss"][-1].as_py())
+
+
+def rows(grid: Grid, runs_dir: str | os.PathLike[str], queue: dict[str, str] | None = None,
+         detail: bool = False) -> list[dict[str, Any]]:
+    """One row per job, parents first: the plan columns, plus progress when ``detail``."""
+    store = RunStore(runs_dir)
+    out = []
+    for job in grid.jobs:
+        cfg = job.config
+        record = store.read(job.run_id) if store.exists(job.run_id) else {}
+        row = {"id": job.run_id, "parent": cfg.parent.split("/")[-1] if job.kind == "post" else cfg.parent,
+               "method": cfg.method, "ratio": cfg.ratio, "objective": cfg.objective, "init": cfg.init,
+               "tokens": cfg.tokens, "status": record.get("status", "pending")}
+        if detail:
+            tokens, loss = _last_point(store.run_dir(job.run_id))
+            row.update(done_tokens=tokens, eval_loss=loss, queue=(queue or {}).get(job.run_id, ""),
+                       reason=record.get("reason") or "")
+        out.append(row)
+    return out
+
+
+def _cell(value: Any, column: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if column in ("tokens", "done_tokens"):
+        return format_count(value)
+    if column == "eval_loss":
+        return f"{value:.4f}"
+    if column == "ratio":
+        return f"{value:g}"
+    return str(value)
+
+
+def render(table: list[dict[str, Any]], columns: tuple[str, ...] | None = None) -> str:
+    """A fixed-width text table with a status summary line under it."""
+    if not table:
+        return "(no jobs)"
+    columns = columns or tuple(table[0])
+    cells = [[_cell(r.get(c), c) for c in columns] for r in table]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    counts: dict[str, int] = {}
+    for r in table:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    lines.append(f"{len(table)} jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return "\n".join(lines)

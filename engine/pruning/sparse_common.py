@@ -1,0 +1,520 @@
+"""Shared machinery of the sparse methods (2:4 and unstructured): scores, solver, masks.
+
+What is pruned: the seven linear weights inside every decoder layer (q, k, v, o, gate, up,
+down). Embeddings, the LM head, norms and biases stay dense, as in Wanda (Sun et al. 2023) and
+SparseGPT (Frantar & Alistarh 2023): they are a small or sensitive share of the parameters.
+
+Three scorers share one layer-by-layer driver (:func:`prune_layerwise`):
+
+- ``magnitude``: ``|W|``; needs no calibration data.
+- ``wanda``: ``|W_ij| * ||X_j||_2``, the weight times the L2 norm of its input feature over
+  all calibration tokens.
+- ``sparsegpt``: OBS-style column-wise pruning with reconstruction, using the Hessian
+  ``H = X X^T`` of the layer's inputs (1% dampening, lazy updates in blocks of 128 columns).
+
+The driver keeps memory bounded: it holds the hidden states entering ONE decoder layer for
+all calibration sequences, hooks only that layer's linears, prunes them, then runs the
+PRUNED layer to produce the next layer's inputs (both papers do this: later layers see the
+errors of earlier ones). There is never a second copy of the model.
+
+Masks are ``{parameter name: bool tensor}`` with True = keep; the trainer re-applies them
+after every optimizer step with :func:`apply_masks`, because an optimizer step refills zeros.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from data.cli import BadInput
+
+TARGETS: tuple[str, ...] = (
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+)
+"""Linear modules pruned inside each decoder layer (paths relative to the layer)."""
+
+SHARED_INPUT: dict[str, str] = {
+    "self_attn.k_proj": "self_attn.q_proj",
+    "self_attn.v_proj": "self_attn.q_proj",
+    "mlp.up_proj": "mlp.gate_proj",
+}
+"""Linears that read the very same input tensor as another one (Llama / Qwen2 blocks): their
+input statistics are collected once, under the owner's name, which saves 3 of 7 Hessians."""
+
+SCORERS: tuple[str, ...] = ("magnitude", "wanda", "sparsegpt")
+GROUPS: tuple[str, ...] = ("row", "layer")
+
+
+@dataclass(frozen=True)
+class SparseArgs:
+    """Knobs of the sparse methods (``args`` of ``prune``); every default is the papers'."""
+
+    tolerance: float = 0.02
+    """2:4 only: largest allowed gap between the asked ratio and the one 2:4 achieves."""
+    group: str | None = None
+    """Unstructured comparison group: ``row`` (each output row drops the same share, Wanda's
+    per-output comparison) or ``layer`` (one threshold per weight matrix, the classic
+    magnitude baseline). None: ``row`` for Wanda, ``layer`` for magnitude. SparseGPT selects
+    per block of columns and ignores it."""
+    n: int = 2
+    """N:M patterns: weights kept in each group of ``m`` consecutive inputs."""
+    m: int = 4
+    """N:M patterns: group size along the input dimension (NVIDIA sparse tensor cores: 2:4)."""
+    blocksize: int = 128
+    """SparseGPT: columns per lazy-update block (mask selection happens per block)."""
+    damp: float = 0.01
+    """SparseGPT: dampening added to the Hessian diagonal, as a fraction of its mean."""
+    batch_size: int = 8
+    """Calibration sequences per forward pass of a decoder layer."""
+
+    def __post_init__(self) -> None:
+        if self.group is not None and self.group not in GROUPS:
+            raise BadInput(f"sparse args: group {self.group!r} not allowed; use one of {', '.join(GROUPS)}")
+        if not 0 < self.n < self.m:
+            raise BadInput(f"sparse args: n={self.n}, m={self.m}: need 0 < n < m (e.g. n=2, m=4)")
+        if self.blocksize <= 0 or self.blocksize % self.m:
+            raise BadInput(f"sparse args: blocksize {self.blocksize} must be a positive multiple of m={self.m}")
+        if not 0 <= self.damp < 1 or not 0 <= self.tolerance < 1 or self.batch_size < 1:
+            raise BadInput(f"sparse args: need 0 <= damp < 1, 0 <= tolerance < 1, batch_size >= 1; "
+                           f"got {self.damp}, {self.tolerance}, {self.batch_size}")
+
+    @classmethod
+    def from_dict(cls, args: dict[str, Any] | None) -> SparseArgs:
+        """Build from a plain dict, naming the allowed keys when one is unknown."""
+        args = dict(args or {})
+        allowed = [f.name for f in fields(cls)]
+        unknown = sorted(set(args) - set(allowed))
+        if unknown:
+            raise BadInput(f"sparse args: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+        return cls(**args)
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Which entries a method removes from one weight matrix."""
+
+    kind: str
+    """``n:m`` or ``unstructured``."""
+    sparsity: float = 0.5
+    """Unstructured: fraction of each targeted matrix removed (uniform over layers)."""
+    n: int = 2
+    m: int = 4
+    group: str = "row"
+
+    def n_prune(self, numel: int) -> int:
+        """Entries removed from a matrix of ``numel`` entries (exact integer)."""
+        if self.kind == "n:m":
+            return numel // self.m * (self.m - self.n)
+        return int(round(self.sparsity * numel))
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets and counting.
+
+
+def target_linears(layer: nn.Module) -> dict[str, nn.Linear]:
+    """The prunable linears of one decoder layer, by path relative to the layer."""
+    return {name: layer.get_submodule(name) for name in TARGETS}
+
+
+def target_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Full parameter name -> weight of every targeted linear in the model (in layer order)."""
+    out: dict[str, torch.Tensor] = {}
+    for prefix, layer in _named_layers(model):
+        for name, lin in target_linears(layer).items():
+            out[f"{prefix}.{name}.weight"] = lin.weight
+    return out
+
+
+def _named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    # Full module names (e.g. "model.layers.3") so masks key on named_parameters() names.
+    names = {id(mod): name for name, mod in model.named_modules()}
+    return [(names[id(layer)], layer) for layer in model.model.layers]
+
+
+def removable_count(model: nn.Module, pattern: Pattern) -> int:
+    """Exact number of parameters ``pattern`` removes from ``model`` (targeted weights only)."""
+    return sum(pattern.n_prune(w.numel()) for w in target_weights(model).values())
+
+
+def check_ratio_open(ratio: float) -> float:
+    """``0 < ratio < 1`` or BadInput: a sparse method asked to remove nothing is a mistake."""
+    if not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or not 0.0 < ratio < 1.0:
+        raise BadInput(f"ratio {ratio!r} is outside (0, 1): give the fraction of parameters to remove")
+    return float(ratio)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores and masks (pure tensor functions; True = keep).
+
+
+def magnitude_scores(weight: torch.Tensor) -> torch.Tensor:
+    """``|W|`` [out, in] in float32."""
+    return weight.detach().float().abs()
+
+
+def wanda_scores(weight: torch.Tensor, sq_norms: torch.Tensor) -> torch.Tensor:
+    """Wanda importance ``|W_ij| * ||X_j||_2`` [out, in].
+
+    Args:
+        weight: [out, in].
+        sq_norms: [in], sum over calibration tokens of ``x_j ** 2``.
+    """
+    return weight.detach().float().abs() * sq_norms.float().sqrt().unsqueeze(0)
+
+
+def unstructured_mask(scores: torch.Tensor, n_prune: int, group: str = "row") -> torch.Tensor:
+    """Keep-mask removing exactly ``n_prune`` lowest-scoring entries of ``scores`` [out, in].
+
+    ``layer`` compares all entries at once; ``row`` removes the same number from every output
+    row (Wanda's per-output comparison), the remainder spread one each over the first rows so
+    that the count stays exact.
+    """
+    rows, cols = scores.shape
+    if group == "layer":
+        keep = torch.ones(rows * cols, dtype=torch.bool, device=scores.device)
+        keep[torch.topk(scores.flatten(), n_prune, largest=False).indices] = False
+        return keep.view(rows, cols)
+    base, extra = divmod(n_prune, rows)
+    per_row = torch.full((rows, 1), base, device=scores.device)  # [out, 1]
+    per_row[:extra] += 1
+    order = scores.argsort(dim=1)  # [out, in], lowest score first
+    keep_sorted = torch.arange(cols, device=scores.device).unsqueeze(0) >= per_row  # [out, in]
+    return torch.empty_like(keep_sorted).scatter_(1, order, keep_sorted)
+
+
+def n_m_mask(scores: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+    """Keep-mask with the ``n`` highest scores of every ``m`` consecutive inputs [out, in]."""
+    rows, cols = scores.shape
+    groups = scores.reshape(rows, cols // m, m)  # [out, in/m, m]
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(2, torch.topk(groups, n, dim=2).indices, True)
+    return keep.view(rows, cols)
+
+
+def check_n_m(mask: torch.Tensor, n: int = 2, m: int = 4) -> bool:
+    """True when every group of ``m`` consecutive entries along the input (last) dimension
+    keeps exactly ``n`` (works on a bool mask or on a weight: non-zeros count as kept)."""
+    if mask.dim() != 2 or mask.shape[1] % m:
+        return False
+    kept = (mask != 0).reshape(mask.shape[0], -1, m).sum(dim=2)  # [out, in/m]
+    return bool((kept == n).all())
+
+
+# ---------------------------------------------------------------------------------------------
+# SparseGPT solver (one weight matrix).
+
+
+def _inverse_hessian_chol(hessian: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of ``(H + damp * mean(diag H) * I)^-1`` [in, in].
+
+    Dead inputs (never non-zero on the calibration data) get a unit diagonal so H stays
+    invertible; their weights then carry no reconstruction error. Dampening is raised tenfold
+    (at most 3 times) when the factorisation still fails, e.g. with very few tokens.
+    """
+    H = hessian.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    diag_mean = float(torch.diag(H).mean())
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    for attempt in range(4):
+        chol, info = torch.linalg.cholesky_ex(H + damp * 10 ** attempt * diag_mean * eye)
+        if int(info) == 0:
+            inv = torch.cholesky_inverse(chol)
+            chol_inv, info = torch.linalg.cholesky_ex(inv, upper=True)
+            if int(info) == 0:
+                return chol_inv
+    raise RuntimeError("SparseGPT: the calibration Hessian is not positive definite even with "
+                       "1000x dampening; give more calibration tokens")
+
+
+def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, pattern: Pattern, *,
+                    blocksize: int = 128, damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prune one weight matrix with SparseGPT and reconstruct the kept weights.
+
+    Columns are processed left to right; pruning column ``i`` leaves an error that the
+    not-yet-processed columns absorb through the inverse Hessian (OBS update). Within a block
+    the update is applied column by column (vectorised over all rows), across blocks lazily
+    in one matmul. Unstructured masks are chosen per block from ``w^2 / [H^-1]_ii^2`` with an
+    exact per-block count; N:M masks per group of ``m`` columns when the loop reaches it.
+
+    Args:
+        weight: [out, in], any float dtype (the solve runs in float32).
+        hessian: [in, in], ``sum x x^T`` over calibration tokens (its scale does not matter).
+        pattern: unstructured (``sparsity``) or ``n:m``.
+
+    Returns:
+        (new weight [out, in] in float32, keep-mask [out, in]).
+    """
+    W = weight.detach().float().clone()
+    rows, cols = W.shape
+    Hinv = _inverse_hessian_chol(hessian.float(), damp)  # [in, in] upper
+    total_prune = pattern.n_prune(W.numel())
+    prune = torch.zeros_like(W, dtype=torch.bool)  # True = pruned (as in the reference code)
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        d = torch.diag(Hinv1)  # [b]
+        if pattern.kind == "unstructured":
+            # Exact integer share of the layer's budget for this block's columns.
+            k = total_prune * i2 * rows // W.numel() - total_prune * i1 * rows // W.numel()
+            saliency = (W1 ** 2 / d.unsqueeze(0) ** 2).flatten()  # [out * b]
+            block = torch.zeros_like(saliency, dtype=torch.bool)
+            block[torch.topk(saliency, k, largest=False).indices] = True
+            prune[:, i1:i2] = block.view(rows, i2 - i1)
+        Err1 = _sparsegpt_block(W1, Hinv1, prune[:, i1:i2], pattern)
+        W[:, i1:i2] = W1
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]  # lazy update of the columns to the right
+    keep = ~prune
+    return W * keep, keep
+
+
+def _sparsegpt_block(W1: torch.Tensor, Hinv1: torch.Tensor, prune1: torch.Tensor,
+                     pattern: Pattern) -> torch.Tensor:
+    """Process one block in place: W1 [out, b] becomes the pruned+updated block, ``prune1``
+    gets the N:M choices; returns the scaled errors Err1 [out, b] for the lazy update."""
+    Err1 = torch.zeros_like(W1)
+    d = torch.diag(Hinv1)
+    m = pattern.m
+    for i in range(W1.shape[1]):
+        if pattern.kind == "n:m" and i % m == 0:
+            saliency = W1[:, i:i + m] ** 2 / d[i:i + m].unsqueeze(0) ** 2  # [out, m]
+            drop = torch.topk(saliency, m - pattern.n, dim=1, largest=False).indices
+            prune1[:, i:i + m].scatter_(1, drop, True)
+        w = W1[:, i]
+        q = w.masked_fill(prune1[:, i], 0.0)
+        err = (w - q) / d[i]  # [out]
+        W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)  # also sets column i to q
+        W1[:, i] = q
+        Err1[:, i] = err
+    return Err1
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer-by-layer driver.
+
+
+class _Stop(Exception):
+    """Raised by the capture hook to stop the forward pass after layer 0's inputs."""
+
+
+@torch.no_grad()
+def capture_first_inputs(model: nn.Module, calib: torch.Tensor,
+                         batch_size: int) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    """Hidden states entering decoder layer 0, and the keyword arguments the model passes to
+    its layers (causal mask, rotary position embeddings), one entry per calibration batch.
+
+    Reusing the model's own kwargs keeps the exact attention semantics of its transformers
+    version instead of rebuilding masks here.
+    """
+    inputs: list[torch.Tensor] = []
+    kwargs_list: list[dict[str, Any]] = []
+
+    def hook(_mod: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        inputs.append(hidden.detach())
+        kwargs_list.append({k: v for k, v in kwargs.items() if k not in ("past_key_values", "use_cache")})
+        raise _Stop
+
+    handle = model.model.layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for start in range(0, calib.shape[0], batch_size):
+            try:
+                model(input_ids=calib[start:start + batch_size], use_cache=False)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return inputs, kwargs_list
+
+
+@torch.no_grad()
+def collect_stats(layer: nn.Module, inputs: list[torch.Tensor], kwargs_list: list[dict[str, Any]],
+                  hessian: bool) -> dict[str, torch.Tensor]:
+    """Input statistics of the layer's linears over all calibration tokens.
+
+    Returns owner name -> ``sum x^2`` [in] (Wanda) or ``sum x x^T`` [in, in] (SparseGPT),
+    float32; linears sharing an input (``SHARED_INPUT``) read their owner's entry.
+    """
+    stats: dict[str, torch.Tensor] = {}
+
+    def make_hook(name: str) -> Callable:
+        def hook(_mod: nn.Module, args: tuple) -> None:
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()  # [tokens, in]
+            val = x.T @ x if hessian else (x * x).sum(dim=0)
+            stats[name] = stats[name] + val if name in stats else val
+        return hook
+
+    owners = [n for n in TARGETS if n not in SHARED_INPUT]
+    handles = [layer.get_submodule(n).register_forward_pre_hook(make_hook(n)) for n in owners]
+    try:
+        for hidden, kwargs in zip(inputs, kwargs_list):
+            layer(hidden, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
+@torch.no_grad()
+def run_layer(layer: nn.Module, inputs: list[torch.Tensor], kwargs_list: list[dict[str, Any]]) -> None:
+    """Replace each batch in ``inputs`` by the layer's output (in place: bounded memory)."""
+    for i, (hidden, kwargs) in enumerate(zip(inputs, kwargs_list)):
+        out = layer(hidden, **kwargs)
+        inputs[i] = out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def prune_linear(lin: nn.Linear, scorer: str, pattern: Pattern, stat: torch.Tensor | None,
+                 args: SparseArgs) -> torch.Tensor:
+    """Prune one linear's weight in place with ``scorer``; returns its keep-mask [out, in]."""
+    W = lin.weight
+    if scorer == "sparsegpt":
+        new, keep = sparsegpt_prune(W, stat, pattern, blocksize=args.blocksize, damp=args.damp)
+        W.copy_(new.to(W.dtype))
+    else:
+        scores = magnitude_scores(W) if scorer == "magnitude" else wanda_scores(W, stat)
+        if pattern.kind == "n:m":
+            keep = n_m_mask(scores, pattern.n, pattern.m)
+        else:
+            keep = unstructured_mask(scores, pattern.n_prune(W.numel()), pattern.group)
+    W.mul_(keep.to(W.device))  # exact zeros even where a dtype cast could leave dust
+    return keep.cpu()
+
+
+@torch.no_grad()
+def prune_layerwise(model: nn.Module, calib: torch.Tensor | None, scorer: str, pattern: Pattern,
+                    args: SparseArgs) -> dict[str, torch.Tensor]:
+    """Prune every targeted linear of ``model`` in place, one decoder layer at a time.
+
+    Magnitude needs no data and skips the forward passes. Wanda and SparseGPT collect the
+    layer's input statistics, prune its seven linears, then run the pruned layer to make the
+    next layer's inputs.
+
+    Returns:
+        full parameter name -> keep-mask (bool, CPU).
+    """
+    if scorer not in SCORERS:
+        raise ValueError(f"unknown scorer {scorer!r}; allowed: {', '.join(SCORERS)}")
+    was_training = model.training
+    model.eval()
+    masks: dict[str, torch.Tensor] = {}
+    needs_data = scorer != "magnitude"
+    if needs_data:
+        device = next(model.parameters()).device
+        inputs, kwargs_list = capture_first_inputs(model, calib.to(device), args.batch_size)
+    for prefix, layer in _named_layers(model):
+        stats = collect_stats(layer, inputs, kwargs_list, scorer == "sparsegpt") if needs_data else {}
+        for name, lin in target_linears(layer).items():
+            stat = stats.get(SHARED_INPUT.get(name, name))
+            masks[f"{prefix}.{name}.weight"] = prune_linear(lin, scorer, pattern, stat, args)
+        del stats  # free the Hessians before the next forward
+        if needs_data:
+            run_layer(layer, inputs, kwargs_list)
+    model.train(was_training)
+    return masks
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks: apply, save, load, rebuild.
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Zero the pruned entries of ``model`` in place (call after every optimizer step).
+
+    Names may carry a wrapper prefix on either side (DeepSpeed's ``module.``). Masks are moved
+    to the parameter's device on first use and cached there by the caller if it keeps the
+    returned dict; a mask naming no parameter is an error, never silently skipped.
+    """
+    params = {_strip(name): p for name, p in model.named_parameters()}
+    for name, mask in masks.items():
+        p = params.get(_strip(name))
+        if p is None:
+            raise KeyError(f"mask {name!r} matches no parameter of the model")
+        if mask.device != p.device:
+            mask = mask.to(p.device)
+            masks[name] = mask  # keep the moved copy: next call costs no transfer
+        p.mul_(mask)
+
+
+def _strip(name: str) -> str:
+    return name[len("module."):] if name.startswith("module.") else name
+
+
+def save_masks(masks: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write masks as a safetensors file (uint8, 1 = keep), atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().to("cpu", torch.uint8).contiguous() for k, v in masks.items()}, str(tmp),
+              metadata={"format": "prunelaw-masks", "keep": "1"})
+    tmp.replace(path)
+
+
+def load_masks(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read masks written by :func:`save_masks` back as bool tensors."""
+    from safetensors.torch import load_file
+
+    return {k: v.bool() for k, v in load_file(str(path)).items()}
+
+
+def masks_from_model(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Rebuild keep-masks (``weight != 0``) of the targeted weights that contain zeros, e.g.
+    after reloading a sparse model saved with ``save_pretrained``. A dense model gives {}."""
+    out: dict[str, torch.Tensor] = {}
+    for name, w in target_weights(model).items():
+        keep = w.detach() != 0
+        if not bool(keep.all()):
+            out[name] = keep.cpu()
+    return out
+
+
+def sparsity_of(masks: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Parameter name -> fraction pruned, rounded for reports."""
+    return {name: round(1.0 - float(m.float().mean()), 6) for name, m in masks.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The common tail of every sparse ``prune``: data check, pruning, report.
+
+
+DENSE_NOTE = ("embeddings, lm_head, norms and biases stay dense; only the q/k/v/o/gate/up/down "
+              "weights inside decoder layers are sparsified (standard practice: Wanda, SparseGPT)")
+
+
+def run_sparse(model: nn.Module, method: str, ratio: float, calib: torch.Tensor | None, scorer: str,
+               pattern: Pattern, cfg: SparseArgs, notes: list[str]) -> Any:
+    """Prune ``model`` in place and return its :class:`~engine.pruning.report.PruneReport`.
+
+    ``ratio`` has been validated and mapped to ``pattern`` by the caller; this checks the
+    calibration data (not needed by magnitude), prunes, and records per-matrix sparsity.
+    """
+    from engine.pruning.common import check_calib, finish, start
+
+    if scorer != "magnitude":
+        calib = check_calib(calib, method)
+    before = start(model)
+    masks = prune_layerwise(model, calib, scorer, pattern, cfg)
+    targeted = sum(m.numel() for m in masks.values())
+    removed = sum(int((~m).sum()) for m in masks.values())
+    choices = {
+        "scorer": scorer,
+        "pattern": f"{pattern.n}:{pattern.m}" if pattern.kind == "n:m" else "unstructured",
+        "group": pattern.group if pattern.kind == "unstructured" and scorer != "sparsegpt" else None,
+        "targets": list(TARGETS),
+        "targeted_params": targeted,
+        "targeted_fraction": round(targeted / before.counts.total, 6),
+        "sparsity_targeted": round(removed / targeted, 6),
+        "calib_tokens": 0 if calib is None or scorer == "magnitude" else int(calib.numel()),
+        "sparsity_per_matrix": sparsity_of(masks),
+    }
+    return finish(method, ratio, model, before, choices, [DENSE_NOTE, *notes], masks)

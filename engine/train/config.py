@@ -1,0 +1,355 @@
+"""Typed job configuration: one YAML file per post-training (or pretraining) job.
+
+Every knob is a dataclass field documented where it is declared, with its default visible
+there. :func:`load_job` rejects unknown and missing keys naming the allowed ones, and
+``__post_init__`` rejects illegal combinations, so a bad job fails before anything runs.
+
+torch-free: ``engine grid plan`` validates whole grids through this module in well under a
+second.
+
+Example job file::
+
+    run_id: my-run
+    parent: runs/tiny/parent-run/model      # HF directory, preset name, or run:<run_id>
+    method: width
+    ratio: 0.25
+    tokens: 2M
+    data: {shards: shards/tiny}
+    deepspeed: {zero_stage: 1, precision: bf16, micro_batch: 8}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data.cli import BadInput
+from data.units import parse_count
+
+OBJECTIVES = ("lm", "kd", "recon")
+INITS = ("pruned", "random")
+PRECISIONS = ("fp32", "bf16", "fp16")
+SCHEDULES = ("cosine", "linear", "constant")
+NO_PRUNING = "none"
+RUN_PREFIX = "run:"
+"""``parent: run:<run_id>`` names the saved model of another run in the same store."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise BadInput(message)
+
+
+def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    _check(value in allowed, f"{name}={value!r} is not allowed; allowed: {', '.join(allowed)}")
+
+
+@dataclass
+class DataConfig:
+    """Where the tokens come from (a directory written by ``data prepare``)."""
+
+    shards: str
+    """Token-shard directory (``data.shards.ShardSet``); its held-out split is the eval set."""
+    seq_len: int | None = None
+    """Training sequence length; None takes the shards' own length (it may only be shorter)."""
+    weights: dict[str, float] | None = None
+    """Domain mixture weights (domain -> weight); None keeps the shards' natural mixture."""
+    dynamic: bool = False
+    """Sheared-LLaMA dynamic batch loading: re-weight domains towards those whose eval loss is
+    furthest above the unpruned parent's (``data.loader.DynamicConfig``)."""
+    dynamic_every: int = 50
+    """Optimizer steps between dynamic re-weightings (each costs one evaluation)."""
+
+    def __post_init__(self) -> None:
+        _check(self.seq_len is None or self.seq_len >= 2, f"data.seq_len={self.seq_len} must be >= 2")
+
+
+@dataclass
+class OptimConfig:
+    """torch.optim.AdamW plus a warm-up schedule (DeepSpeed's WarmupCosineLR / WarmupDecayLR)."""
+
+    lr: float = 1e-3
+    """Peak learning rate."""
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    schedule: str = "cosine"
+    """After warm-up: ``cosine`` or ``linear`` decay to ``min_lr_ratio * lr``, or ``constant``."""
+    warmup_frac: float = 0.05
+    """Warm-up length as a fraction of all optimizer steps (at least one step)."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of ``lr`` (cosine only: DeepSpeed's linear decay ends at 0)."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (0 disables)."""
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)  # YAML gives a list
+        _one_of("optim.schedule", self.schedule, SCHEDULES)
+        _check(self.lr > 0, f"optim.lr={self.lr} must be > 0")
+        _check(0 <= self.warmup_frac < 1, f"optim.warmup_frac={self.warmup_frac} must be in [0, 1)")
+        _check(len(self.betas) == 2, f"optim.betas={list(self.betas)} must hold two numbers")
+
+
+@dataclass
+class DeepSpeedConfig:
+    """What goes into the DeepSpeed JSON (built by ``engine.train.dsconfig.build_ds_config``)."""
+
+    zero_stage: int = 0
+    """ZeRO stage 0-3."""
+    precision: str = "fp32"
+    """``fp32``, ``bf16`` (needs zero_stage >= 1: stage 0 accumulates bf16 gradients and drifts) or ``fp16``."""
+    micro_batch: int = 8
+    """Sequences per process per forward pass."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step; global batch = micro_batch * grad_accum * world size."""
+
+    def __post_init__(self) -> None:
+        _check(self.zero_stage in (0, 1, 2, 3), f"deepspeed.zero_stage={self.zero_stage} must be 0, 1, 2 or 3")
+        _one_of("deepspeed.precision", self.precision, PRECISIONS)
+        _check(not (self.precision == "bf16" and self.zero_stage == 0),
+               "deepspeed.precision=bf16 needs deepspeed.zero_stage >= 1 (stage 0 drifts in bf16)")
+        _check(self.micro_batch >= 1, f"deepspeed.micro_batch={self.micro_batch} must be >= 1")
+        _check(self.grad_accum >= 1, f"deepspeed.grad_accum={self.grad_accum} must be >= 1")
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation at token checkpoints (schedule: ``engine.train.schedule``)."""
+
+    points: int = 12
+    """Evaluation points after step 0: log-spaced early, evenly spaced later, last at the budget."""
+    max_sequences: int = 64
+    """Held-out sequences per domain per evaluation."""
+    batch_size: int = 16
+    """Sequences per eval forward pass."""
+    divergence_factor: float = 3.0
+    """A run whose eval loss exceeds this multiple of its step-0 loss ends as failed."""
+
+    def __post_init__(self) -> None:
+        _check(self.points >= 1, f"eval.points={self.points} must be >= 1")
+        _check(self.max_sequences >= 1, f"eval.max_sequences={self.max_sequences} must be >= 1")
+        _check(self.divergence_factor > 1, f"eval.divergence_factor={self.divergence_factor} must be > 1")
+
+
+@dataclass
+class KDConfig:
+    """Knowledge distillation from the unpruned parent (objective ``kd``, Minitron-style)."""
+
+    temperature: float = 1.0
+    """Softmax temperature of teacher and student; the KL is scaled by T^2."""
+    lm_weight: float = 0.0
+    """Weight of the next-token CE mixed into the KD loss (0: pure logit KL)."""
+
+    def __post_init__(self) -> None:
+        _check(self.temperature > 0, f"kd.temperature={self.temperature} must be > 0")
+        _check(0 <= self.lm_weight <= 1, f"kd.lm_weight={self.lm_weight} must be in [0, 1]")
+
+
+@dataclass
+class ReconConfig:
+    """Local reconstruction (objective ``recon``): each kept block matches its parent block."""
+
+    calib_sequences: int = 64
+    """Size of the calibration set the blocks are fitted on (cycled until the token budget)."""
+
+
+@dataclass
+class JobConfig:
+    """One job: load the parent, prune it, post-train it, log an eval curve in the run store."""
+
+    parent: str
+    """Parent model: a local HF directory, a preset name (random init, for pretraining), or
+    ``run:<run_id>`` (the model saved by another run of the same store)."""
+    tokens: int
+    """Token budget: training tokens consumed by the whole job (all ranks). ``2M``, ``5e6`` ok."""
+    data: DataConfig
+    run_id: str = ""
+    """Run-store id; empty derives ``<parent>_<method>_r<ratio>_..._<hash8>`` from the config."""
+    runs_dir: str = "runs"
+    """Run-store root; the run lives in ``<runs_dir>/<run_id>``."""
+    family: str = ""
+    """Family recorded in the metadata; empty takes the parent's (``tiny``, ``llama3``, ...)."""
+    method: str = NO_PRUNING
+    """Pruning method (``engine.pruning.METHODS``) or ``none``."""
+    ratio: float = 0.0
+    """Target fraction of parameters to remove (``ratio_target``)."""
+    prune_args: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for the pruning method."""
+    calib_sequences: int = 32
+    """Calibration sequences for the pruning scores (train split)."""
+    init: str = "pruned"
+    """``pruned`` keeps the pruned weights; ``random`` re-initialises the same shape (scratch control)."""
+    objective: str = "lm"
+    """``lm`` next-token CE, ``kd`` logit KL from the parent, ``recon`` block-output MSE."""
+    seed: int = 0
+    save_model: bool = False
+    """Save the final model with ``save_pretrained`` to ``<run dir>/model`` (parents of a grid)."""
+    checkpoint: bool = True
+    """Save a DeepSpeed checkpoint at every eval point (only the latest is kept) for resume."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    recon: ReconConfig = field(default_factory=ReconConfig)
+
+    def __post_init__(self) -> None:
+        self.tokens = _count(self.tokens, "tokens")
+        _one_of("init", self.init, INITS)
+        _one_of("objective", self.objective, OBJECTIVES)
+        pruning = self.method != NO_PRUNING
+        _check(not pruning or 0 < self.ratio < 1, f"ratio={self.ratio} must be in (0, 1) for method {self.method!r}")
+        _check(pruning or self.ratio == 0, f"ratio={self.ratio} needs a pruning method (method is 'none')")
+        _check(pruning or self.objective == "lm",
+               f"objective={self.objective!r} needs a pruned model; with method 'none' use objective 'lm'")
+        _check(self.calib_sequences >= 1, f"calib_sequences={self.calib_sequences} must be >= 1")
+        if pruning:
+            from engine.pruning import METHODS  # registry is a plain dict: cheap
+
+            allowed = (NO_PRUNING, *METHODS)
+            _one_of("method", self.method, allowed)
+        if not self.run_id:
+            self.run_id = default_run_id(self)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.run_id
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON/YAML-ready dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _count(value: Any, name: str) -> int:
+    try:
+        return parse_count(value, what=name)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
+
+
+def config_hash(job: JobConfig) -> str:
+    """8 hex digits of the resolved config, without the fields that only say where it lives."""
+    payload = job.to_dict()
+    for key in ("run_id", "runs_dir"):
+        payload.pop(key)
+    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def parent_label(parent: str) -> str:
+    """Short readable name of a parent: preset name, run id, or directory name."""
+    if parent.startswith(RUN_PREFIX):
+        return parent[len(RUN_PREFIX):].split("_")[0]
+    return Path(parent).name or parent
+
+
+def default_run_id(job: JobConfig, head: str | None = None) -> str:
+    """``tiny-llama-s_width_r0.25_lm_pruned_s0_<hash8>``; pretraining: ``<preset>_pretrain_s0_<hash8>``.
+
+    ``head`` replaces the parent's label (a grid names its parents).
+    """
+    head = head or parent_label(job.parent)
+    if job.method == NO_PRUNING:
+        body = f"{head}_pretrain" if job.init == "random" else f"{head}_none_{job.objective}"
+    else:
+        body = f"{head}_{job.method.replace(':', '')}_r{job.ratio:g}_{job.objective}_{job.init}"
+    return f"{body}_s{job.seed}_{config_hash(job)}"
+
+
+# -- strict loading ----------------------------------------------------------------------------
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check a YAML scalar against a field type; ints are accepted where floats are expected."""
+    if _is_dataclass_type(tp):
+        return from_dict(tp, value, where)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where) if len(inner) == 1 else value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads 1e-3 as a string
+        except ValueError:
+            pass
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        if not (tp is int and where.endswith("tokens")):
+            raise BadInput(f"{where}={value!r} must be of type {tp.__name__}")
+    return value
+
+
+def from_dict(cls: type, raw: Any, where: str = "job") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown and missing keys.
+
+    Raises:
+        BadInput: one line naming the bad key and the allowed ones.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not isinstance(raw, dict):
+        raise BadInput(f"{where} must be a mapping with keys: {', '.join(fields)}")
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise BadInput(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(fields)}")
+    required = [n for n, f in fields.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in raw]
+    if missing:
+        raise BadInput(f"missing key(s) {', '.join(missing)} in {where}; required: {', '.join(required)}; "
+                       f"allowed: {', '.join(fields)}")
+    types_ = _field_types(cls)
+    kwargs = {name: _coerce(value, types_[name], f"{where}.{name}" if where != "job" else name)
+              for name, value in raw.items()}
+    return cls(**kwargs)
+
+
+def job_from_dict(raw: Any) -> JobConfig:
+    """A validated :class:`JobConfig` from a parsed YAML mapping."""
+    return from_dict(JobConfig, raw, "job")
+
+
+def load_job(path: str | Path) -> JobConfig:
+    """Read and validate one job YAML file.
+
+    Raises:
+        BadInput: missing/unreadable file, invalid YAML, unknown/missing keys, bad values.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise BadInput(f"job file {str(path)!r} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise BadInput(f"job file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    try:
+        return job_from_dict(raw)
+    except BadInput as exc:
+        raise BadInput(f"{path}: {exc}") from exc
+
+
+def dump_job(job: JobConfig, path: str | Path) -> Path:
+    """Write the resolved job as YAML (atomically: a grid may be re-planned while it runs)."""
+    import yaml
+
+    from data.runs import write_bytes_atomic
+
+    path = Path(path)
+    write_bytes_atomic(path, yaml.safe_dump(job.to_dict(), sort_keys=False).encode())
+    return path

@@ -1,0 +1,77 @@
+"""The ONE function that turns a job's dataclasses into DeepSpeed's JSON config.
+
+Nothing else writes DeepSpeed JSON: the job YAML is the single source of truth, and the dict
+built here is stored next to the run (``run.json`` -> ``deepspeed_json``) for provenance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.train.config import JobConfig
+
+
+def optimizer_steps(job: JobConfig, world_size: int, seq_len: int) -> int:
+    """Optimizer steps that fit in the token budget (floor: never train past it)."""
+    return job.tokens // tokens_per_step(job, world_size, seq_len)
+
+
+def tokens_per_step(job: JobConfig, world_size: int, seq_len: int) -> int:
+    """Tokens of one optimizer step over all ranks (packed shards hold no padding)."""
+    ds = job.deepspeed
+    return ds.micro_batch * ds.grad_accum * world_size * seq_len
+
+
+def _scheduler(job: JobConfig, total_steps: int) -> dict[str, Any]:
+    """DeepSpeed's own warm-up schedulers: their state rides in the checkpoint for free."""
+    opt = job.optim
+    warmup = max(1, round(opt.warmup_frac * total_steps))
+    if opt.schedule == "cosine":
+        return {"type": "WarmupCosineLR",
+                "params": {"total_num_steps": max(total_steps, warmup), "warmup_num_steps": warmup,
+                           "warmup_min_ratio": 0.0, "cos_min_ratio": opt.min_lr_ratio,
+                           "warmup_type": "linear"}}
+    if opt.schedule == "linear":
+        return {"type": "WarmupDecayLR",
+                "params": {"total_num_steps": max(total_steps, warmup + 1), "warmup_num_steps": warmup,
+                           "warmup_min_lr": 0.0, "warmup_max_lr": opt.lr, "warmup_type": "linear"}}
+    return {"type": "WarmupLR",
+            "params": {"warmup_num_steps": warmup, "warmup_min_lr": 0.0, "warmup_max_lr": opt.lr,
+                       "warmup_type": "linear"}}
+
+
+def _zero(stage: int) -> dict[str, Any]:
+    zero: dict[str, Any] = {"stage": stage}
+    if stage == 3:
+        # Default thresholds keep every parameter of a small model unpartitioned ("persistent"),
+        # which silently turns ZeRO-3 into ZeRO-2; 0 partitions everything.
+        zero["stage3_param_persistence_threshold"] = 0
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return zero
+
+
+def build_ds_config(job: JobConfig, world_size: int, seq_len: int) -> dict[str, Any]:
+    """DeepSpeed config for ``job`` on ``world_size`` ranks.
+
+    The optimizer is NOT in the JSON: the recipe passes ``torch.optim.AdamW`` to
+    ``deepspeed.initialize`` so that nothing JIT-compiles (DeepSpeed's fused/CPU Adam takes
+    35-80 s to build on first use).
+    """
+    ds = job.deepspeed
+    total_steps = optimizer_steps(job, world_size, seq_len)
+    config: dict[str, Any] = {
+        "train_batch_size": ds.micro_batch * ds.grad_accum * world_size,
+        "train_micro_batch_size_per_gpu": ds.micro_batch,
+        "gradient_accumulation_steps": ds.grad_accum,
+        "gradient_clipping": job.optim.grad_clip,
+        "zero_optimization": _zero(ds.zero_stage),
+        "scheduler": _scheduler(job, total_steps),
+        "steps_per_print": 10**9,  # the recipe logs; DeepSpeed's own prints would flood stdout
+        "wall_clock_breakdown": False,
+        "zero_allow_untested_optimizer": True,  # torch AdamW under ZeRO is fine (DEEPSPEED.md)
+    }
+    if ds.precision == "bf16":
+        config["bf16"] = {"enabled": True}
+    elif ds.precision == "fp16":
+        config["fp16"] = {"enabled": True, "initial_scale_power": 12}
+    return config

@@ -1,0 +1,366 @@
+"""The post-training recipe: parent -> prune -> (re-init) -> DeepSpeed training -> eval curve.
+
+``setup`` builds things in an order that matters:
+
+1. rank 0 reads the run store and decides skip / resume / fresh; every rank follows it;
+2. data, then the parent (the tokenizer's vocabulary sizes a preset parent);
+3. L0 on the unpruned parent, and a frozen copy of it when the objective needs a teacher;
+4. pruning (calibration from the train split), then ``init: random`` re-initialises the
+   pruned shape (the from-scratch control at matched tokens) keeping any sparsity mask;
+5. ``deepspeed.initialize`` with a torch AdamW (nothing JIT-compiles), then either the
+   checkpoint is loaded (resume) or the step-0 row is evaluated and written (fresh).
+
+Only rank 0 writes the run store. Every rank runs every collective in the same order.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from data.cli import BadInput
+from data.models import MODELS
+from data.runs import RunStore
+from engine.train import checkpoint
+from engine.train.config import NO_PRUNING, RUN_PREFIX, JobConfig, parent_label
+from engine.train.dsconfig import build_ds_config, optimizer_steps, tokens_per_step
+from engine.train.evaluate import evaluate
+from engine.train.objectives import Objective, make_objective
+from engine.train.runtime import Dist, broadcast, mean_across_ranks
+from engine.train.schedule import eval_steps
+from engine.train.sources import TokenData, check_budget, check_parent, check_seq_len, open_shards, resolve_parent
+
+
+class Diverged(Exception):
+    """Training produced NaN/inf or blew up; the run ends as failed with this reason."""
+
+
+@dataclass
+class Prepared:
+    """Everything built before DeepSpeed wraps the model."""
+
+    model: nn.Module
+    teacher: nn.Module | None
+    masks: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    choices: dict[str, Any]
+    parent_losses: dict[str, float]
+    """The unpruned parent's per-domain eval losses (dynamic loading's references)."""
+
+
+@dataclass
+class State:
+    """The loop's position; saved as the checkpoint's client state."""
+
+    step: int = 0
+    tokens: int = 0
+    elapsed_s: float = 0.0
+    start_loss: float = math.nan
+    """eval_loss at step 0 (right after pruning): the divergence reference."""
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    stream: dict[str, Any] = field(default_factory=dict)
+
+
+# -- setup -------------------------------------------------------------------------------------
+
+def decide(job: JobConfig, dist: Dist) -> str:
+    """``skip`` (done), ``resume`` (a checkpoint exists) or ``fresh``; rank 0 decides for all."""
+    choice = None
+    if dist.is_main:
+        store = RunStore(job.runs_dir)
+        if store.status(job.run_id) == "done":
+            choice = "skip"
+        elif store.exists(job.run_id) and checkpoint.has_checkpoint(job.run_dir):
+            choice = "resume"
+        else:
+            choice = "fresh"
+    return broadcast(choice, dist)
+
+
+def load_parent(job: JobConfig, data: TokenData) -> nn.Module:
+    """The parent model; a preset parent is built at the corpus vocabulary (pretraining)."""
+    from engine.models import load_model
+
+    check_parent(job)
+    model = load_model(resolve_parent(job.parent, job.runs_dir), vocab=data.vocab_size, seed=job.seed)
+    if model.config.vocab_size < data.vocab_size:
+        raise BadInput(f"parent {job.parent!r} has vocab {model.config.vocab_size} but the shards use "
+                       f"{data.vocab_size} token ids: tokenizer mismatch")
+    return model
+
+
+def _counts_meta(model: nn.Module) -> dict[str, Any]:
+    from engine.pruning.common import count_nonzero_nonembed, count_params
+
+    counts = count_params(model)
+    return {"ratio_target": 0.0, "ratio": 0.0, "params_before": counts.total, "params_after": counts.nonzero,
+            "nonembed_before": counts.nonembed, "nonembed_after": count_nonzero_nonembed(model)}
+
+
+def prune(job: JobConfig, parent: nn.Module, data: TokenData) -> tuple[nn.Module, dict, dict, dict]:
+    """(pruned model, masks, count metadata, choices); ``method: none`` passes through."""
+    if job.method == NO_PRUNING:
+        return parent, {}, _counts_meta(parent), {}
+    from engine.pruning import NEEDS_CALIB, get_method
+
+    calib = data.calibration(job.calib_sequences, job.seed) if job.method in NEEDS_CALIB else None
+    torch.manual_seed(job.seed)
+    report = get_method(job.method)(parent, job.ratio, calib, args=dict(job.prune_args) or None)
+    meta = {k: getattr(report, k) for k in ("ratio_target", "ratio", "params_before", "params_after",
+                                            "nonembed_before", "nonembed_after")}
+    return report.model if report.model is not None else parent, dict(report.masks or {}), meta, report.choices
+
+
+def reinit(model: nn.Module, seed: int, masks: dict[str, torch.Tensor]) -> nn.Module:
+    """Fresh weights of the same (pruned) shape: the from-scratch control."""
+    torch.manual_seed(seed)
+    fresh = type(model)(copy.deepcopy(model.config)).to(next(model.parameters()).dtype)
+    _mask_inplace(fresh, masks)
+    return fresh
+
+
+def _mask_inplace(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask.to(params[name].device, params[name].dtype))
+
+
+def _family(job: JobConfig, store: RunStore) -> tuple[str, str]:
+    """(family, parent label) for the metadata; a run:<id> parent inherits its run's."""
+    if job.parent.startswith(RUN_PREFIX) and store.exists(job.parent[len(RUN_PREFIX):]):
+        meta = store.read(job.parent[len(RUN_PREFIX):]).get("meta", {})
+        return job.family or meta.get("family", ""), meta.get("parent") or parent_label(job.parent)
+    key = job.parent.strip().lower()
+    family = job.family or (MODELS[key].family if key in MODELS else "")
+    return family, parent_label(job.parent)
+
+
+def prepare(job: JobConfig, data: TokenData, dist: Dist, fresh: bool) -> Prepared:
+    """Steps 2-4 of the module docstring (every rank builds the same model: same seeds)."""
+    parent = load_parent(job, data)
+    store = RunStore(job.runs_dir)
+    family, label = _family(job, store)
+    meta: dict[str, Any] = {"family": family, "parent": label, "init": job.init,
+                            "objective": job.objective, "seed": job.seed, "method": job.method}
+    if fresh:
+        losses = _evaluate(parent, job, data, dist)
+        meta["loss_before"] = losses.pop("eval_loss")
+        parent_losses = {k.split(".", 1)[1]: v for k, v in losses.items()}
+    else:
+        record = store.read(job.run_id)
+        meta["loss_before"] = record.get("meta", {}).get("loss_before")
+        parent_losses = record.get("loss_before_domains", {})
+    teacher = copy.deepcopy(parent) if job.objective in ("kd", "recon") else None
+    model, masks, counts, choices = prune(job, parent, data)
+    meta.update(counts)
+    if job.init == "random":
+        model = reinit(model, job.seed + 1, masks)
+    return Prepared(model, teacher, masks, meta, choices, parent_losses)
+
+
+def _evaluate(model: nn.Module, job: JobConfig, data: TokenData, dist: Dist, shard: bool = True) -> dict[str, float]:
+    """Per-domain held-out losses over the eval split; ``eval_loss`` averages the train domains."""
+    return evaluate(model, data.eval_domains,
+                    lambda domain: data.eval_batches(domain, job.eval.batch_size, job.eval.max_sequences),
+                    shard=shard, device=dist.device, mean_over=data.domains)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # No decay on norms and biases (1-D tensors): decaying RMSNorm gains towards 0 hurts.
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def build_engine(job: JobConfig, model: nn.Module, dist: Dist, seq_len: int) -> tuple[Any, dict]:
+    """``deepspeed.initialize`` with a torch AdamW; returns (engine, the DeepSpeed JSON)."""
+    import deepspeed
+
+    ds_json = build_ds_config(job, dist.world, seq_len)
+    opt = job.optim
+    optimizer = torch.optim.AdamW(_param_groups(model, opt.weight_decay), lr=opt.lr, betas=opt.betas, eps=opt.eps)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_json)
+    return engine, ds_json
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+def apply_masks(engine: Any, masks: dict[str, torch.Tensor], zero_stage: int) -> None:
+    """Re-impose sparsity: an optimizer step moves pruned weights off zero."""
+    if not masks:
+        return
+    if zero_stage < 3:
+        _mask_inplace(engine.module, masks)
+        return
+    import deepspeed
+
+    params = dict(engine.module.named_parameters())
+    targets = [params[name] for name in masks]
+    with deepspeed.zero.GatheredParameters(targets, modifier_rank=0):
+        if engine.global_rank == 0:  # rank 0's edit is re-partitioned to every rank on exit
+            _mask_inplace(engine.module, masks)
+
+
+def _train_step(engine: Any, stream: Any, objective: Objective, job: JobConfig, dist: Dist) -> float:
+    """One optimizer step over grad_accum micro-batches; returns the mean loss over all ranks."""
+    mb = job.deepspeed.micro_batch
+    total = 0.0
+    for _ in range(job.deepspeed.grad_accum):
+        rows = next(stream)  # [mb * world, T]: the global micro-batch, identical on every rank
+        ids = rows[dist.rank * mb:(dist.rank + 1) * mb].to(dist.device)
+        loss = objective(engine, ids)
+        engine.backward(loss)
+        engine.step()  # DeepSpeed steps the optimizer only at the accumulation boundary
+        total += float(loss.detach())
+    return mean_across_ranks(total / job.deepspeed.grad_accum, dist)
+
+
+def _eval_row(engine: Any, job: JobConfig, data: TokenData, state: State, dist: Dist) -> dict[str, Any]:
+    losses = _evaluate(engine, job, data, dist, shard=job.deepspeed.zero_stage < 3)
+    train_loss = state.loss_sum / state.loss_count if state.loss_count else math.nan
+    state.loss_sum, state.loss_count = 0.0, 0
+    return {"step": state.step, "tokens": state.tokens, **losses, "train_loss": train_loss,
+            "lr": float(engine.get_lr()[0]), "elapsed_s": round(state.elapsed_s, 3)}
+
+
+def _check_divergence(row: dict[str, Any], state: State, factor: float) -> None:
+    loss = row["eval_loss"]
+    if not math.isfinite(loss):
+        raise Diverged(f"eval_loss is {loss} at step {row['step']}")
+    if state.step > 0 and loss > factor * state.start_loss:
+        raise Diverged(f"eval_loss {loss:.4g} at step {row['step']} exceeds {factor:g} x the "
+                       f"post-pruning loss {state.start_loss:.4g}")
+
+
+def train(engine: Any, job: JobConfig, data: TokenData, objective: Objective, masks: dict,
+          state: State, dist: Dist, stream: Any) -> State:
+    """Train to the token budget, evaluating, logging and checkpointing on the schedule.
+
+    Raises:
+        Diverged: NaN/inf train loss, or an eval loss beyond the divergence factor.
+    """
+    store = RunStore(job.runs_dir)
+    total = optimizer_steps(job, dist.world, data.seq_len)
+    per_step = tokens_per_step(job, dist.world, data.seq_len)
+    at = set(eval_steps(total, job.eval.points))
+    engine.train()
+    while state.step < total:
+        t0 = time.perf_counter()
+        loss = _train_step(engine, stream, objective, job, dist)
+        apply_masks(engine, masks, job.deepspeed.zero_stage)
+        state.step += 1
+        state.tokens += per_step
+        state.elapsed_s += time.perf_counter() - t0
+        if not math.isfinite(loss):
+            raise Diverged(f"train loss is {loss} at step {state.step}")
+        state.loss_sum += loss
+        state.loss_count += 1
+        if getattr(stream, "update_due", False):  # dynamic loading: same decision on every rank
+            losses = _evaluate(engine, job, data, dist, shard=job.deepspeed.zero_stage < 3)
+            stream.update_domain_losses({d: losses[f"eval_loss.{d}"] for d in data.domains})
+        if state.step not in at:
+            continue
+        row = _eval_row(engine, job, data, state, dist)
+        if dist.is_main:
+            store.append_curve(job.run_id, [row])  # the row first, then its checkpoint
+        _check_divergence(row, state, job.eval.divergence_factor)
+        if job.checkpoint and state.step < total:
+            state.stream = stream.state_dict()
+            checkpoint.save(engine, job.run_dir, state.step, {"state": vars(state)}, dist.is_main)
+    return state
+
+
+# -- one job -----------------------------------------------------------------------------------
+
+def _start_fresh(engine: Any, job: JobConfig, data: TokenData, prep: Prepared, ds_json: dict,
+                 dist: Dist) -> State:
+    """Write run.json (status running) and the step-0 row: the loss right after pruning."""
+    store = RunStore(job.runs_dir)
+    if dist.is_main:
+        store.write(job.run_id, {"status": "running", "reason": None, "meta": {"run_id": job.run_id, **prep.meta},
+                                 "config": job.to_dict(), "deepspeed_json": ds_json,
+                                 "pruning": {"choices": prep.choices}, "world_size": dist.world,
+                                 "loss_before_domains": prep.parent_losses})
+        store.truncate_curve(job.run_id, -1)  # a stale curve of an earlier attempt goes
+    state = State()
+    row = _eval_row(engine, job, data, state, dist)
+    state.start_loss = row["eval_loss"]
+    if dist.is_main:
+        store.append_curve(job.run_id, [row])
+    if not math.isfinite(state.start_loss):
+        raise Diverged(f"eval_loss is {state.start_loss} right after pruning")
+    return state
+
+
+def _resume(engine: Any, job: JobConfig, stream: Any, dist: Dist) -> State:
+    client = checkpoint.load(engine, job.run_dir)
+    state = State(**client["state"])
+    stream.load_state_dict(state.stream)
+    if dist.is_main:
+        RunStore(job.runs_dir).truncate_curve(job.run_id, state.step)
+        RunStore(job.runs_dir).update(job.run_id, status="running", reason=None)
+    return state
+
+
+def _save_final(engine: Any, job: JobConfig, dist: Dist) -> None:
+    """``save_pretrained`` of the trained model into ``<run dir>/model`` (grid parents)."""
+    from engine.models import save_model
+
+    tokenizer_from = resolve_parent(job.parent, job.runs_dir)
+    if job.deepspeed.zero_stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
+            if dist.is_main:
+                save_model(engine.module, job.run_dir / "model", tokenizer_from=tokenizer_from)
+    elif dist.is_main:
+        save_model(engine.module, job.run_dir / "model", tokenizer_from=tokenizer_from)
+
+
+def run_job(job: JobConfig, dist: Dist, data: TokenData | None = None) -> str:
+    """Run one job to completion; returns its final status (``done``, ``failed``, ``skipped``)."""
+    mode = decide(job, dist)
+    if mode == "skip":
+        return "skipped"
+    data = data if data is not None else open_shards(job.data)
+    check_seq_len(job, data.seq_len)
+    check_budget(job, dist.world, data.seq_len)
+    prep = prepare(job, data, dist, fresh=mode == "fresh")
+    engine, ds_json = build_engine(job, prep.model, dist, data.seq_len)
+    objective = make_objective(job, prep.teacher, engine.module, prep.choices)
+    stream = data.train_batches(job.deepspeed.micro_batch * dist.world, job.seed, prep.parent_losses)
+    store = RunStore(job.runs_dir)
+    try:
+        if mode == "resume":
+            state = _resume(engine, job, stream, dist)
+        else:
+            state = _start_fresh(engine, job, data, prep, ds_json, dist)
+        train(engine, job, data, objective, prep.masks, state, dist, stream)
+        if job.save_model:
+            _save_final(engine, job, dist)
+        if dist.is_main:
+            store.update(job.run_id, status="done", reason=None)
+            checkpoint.remove(job.run_dir)
+        return "done"
+    except Diverged as exc:
+        if dist.is_main:
+            store.update(job.run_id, status="failed", reason=f"diverged: {exc}")
+        return "failed"
+    except BaseException as exc:
+        if dist.is_main and store.exists(job.run_id):
+            store.update(job.run_id, status="failed", reason=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        engine.destroy() if hasattr(engine, "destroy") else None
+        del engine, prep
+        gc.collect()

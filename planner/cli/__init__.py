@@ -1,0 +1,1 @@
+"""One module per ``planner`` subcommand: parse, call the library, render."""

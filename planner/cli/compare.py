@@ -1,0 +1,115 @@
+"""``planner compare``: predicted loss per pruning ratio at equal tokens and at equal compute.
+
+Equal compute uses the parent as reference: ``C = 6 * N0 * tokens``; ratio rho gets
+``tokens / (1 - rho)`` tokens (see ``planner.compare``). With a Chinchilla card for the family
+(``--scratch-law`` or bundled), each row also says whether pruning or training a model of the
+same size from scratch wins at that budget.
+
+--json schema (one document on stdout; ``schema_version`` 1; Estimate as in recommend)::
+
+    command         "compare"
+    schema_version  1
+    query           {params_before, model, family, method, tokens, ratios: [float]}
+    card            {path, law, ..., selected_because}     the P2 card (as in recommend)
+    scratch_card    {path, law: "chinchilla", ...} or null
+    scratch_reason  str     why that card (or why none)
+    assumptions     {loss_before, loss_before_source, parent}
+    equal_compute   {flops, reference}
+    rows            [{ratio, params_after,
+                      equal_tokens:  {tokens, loss: Estimate, scratch_loss: Estimate|null,
+                                      winner: "pruning"|"scratch"|"uncertain"|null},
+                      equal_compute: {same keys}}]
+    warnings        [str]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from data.cli import BadInput
+from data.units import format_count
+from planner.cards import Card, load_card, select_card
+from planner.cli.common import add_parent_options, check_loss_before, new_parser, p2_card, print_json
+from planner.compare import Arm, Comparison, compare
+from planner.query import Parent, parse_method, parse_parent, parse_ratios, parse_tokens
+
+EPILOG = """\
+examples:
+  planner compare --params llama-3.1-8b --ratios 0.25,0.5,0.75 --tokens 10B
+  planner compare --params 1.5B --family qwen2.5 --method width --ratios 0.3,0.5 --tokens 2B --loss-before 2.4
+  planner compare --params 8B --ratios 0.5 --tokens 50B --law p2.json --scratch-law chinchilla.json --json
+"""
+
+
+def build_parser():
+    parser = new_parser("planner compare", "Loss per pruning ratio at equal tokens and at equal "
+                        "compute (reference: the parent, 6 * N0 * tokens), and against training "
+                        "the same size from scratch when a Chinchilla card exists.", EPILOG)
+    add_parent_options(parser)
+    parser.add_argument("--ratios", required=True, help="comma-separated ratios in (0, 1), e.g. 0.25,0.5,0.75")
+    parser.add_argument("--tokens", required=True, help="post-training tokens (10B, 2T, 5e9)")
+    parser.add_argument("--scratch-law", metavar="CARD.json",
+                        help="Chinchilla card for training from scratch; default: the bundled one "
+                             "for the family, if any")
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
+    return parser
+
+
+def scratch_card(path: str | None, parent: Parent) -> tuple[Card | None, str]:
+    """The Chinchilla card (``--scratch-law`` or bundled, same family only) and why."""
+    if path is not None:
+        return load_card(path, law="chinchilla"), "given with --scratch-law"
+    try:
+        sel = select_card("chinchilla", parent.family, None, parent.params_before)
+    except BadInput:
+        return None, (f"no from-scratch (chinchilla) card for family {parent.family}; "
+                      "pass --scratch-law to compare with training from scratch")
+    if sel.card.family != parent.family:  # from-scratch losses of another family's data do not compare
+        return None, f"no from-scratch (chinchilla) card for family {parent.family}"
+    return sel.card, sel.reason
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    parent = parse_parent(args.params, args.family)
+    method, ratios = parse_method(args.method), parse_ratios(args.ratios)
+    tokens, loss_before = parse_tokens(args.tokens), check_loss_before(args.loss_before)
+    selection = p2_card(args.law, parent.family, method, parent.params_before)
+    scratch, why = scratch_card(args.scratch_law, parent)
+    result = compare(parent, method, ratios, tokens, selection.card, selection.reason,
+                     scratch=scratch, scratch_reason=why, loss_before=loss_before)
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(render(result))
+    return 0
+
+
+def _arm(a: Arm) -> str:
+    loss = a.loss
+    text = f"{format_count(a.tokens):>7} {loss.value:7.4f}"
+    text += f" [{loss.low:.4f}, {loss.high:.4f}]" if loss.low is not None else " " * 18
+    if a.scratch_loss is not None:
+        text += f"  scratch {a.scratch_loss.value:7.4f} -> {a.winner}"
+    return text
+
+
+def render(c: Comparison) -> str:
+    """The human-readable table."""
+    card = c.card.provenance()
+    lines = [
+        f"parent     {c.parent.describe()}, family {c.parent.family}, method {c.method}",
+        f"card       {card['path']} ({card['family'] or 'any family'}/{card['method'] or 'any method'}; "
+        f"{c.card_reason})",
+        f"scratch    {c.scratch.path if c.scratch is not None else '-'} ({c.scratch_reason})",
+        f"L0         {c.loss_before:.4f} nats ({c.loss_before_source})",
+        f"tokens     {format_count(c.tokens)} each (equal tokens); equal compute = 6 * N0 * tokens = "
+        f"{c.compute_flops:.3g} FLOPs, ratio rho gets tokens / (1 - rho)",
+        "",
+        f"  {'ratio':>5}  {'N':>7}  {'equal tokens: D, loss [95%]':<44}  equal compute: D, loss [95%]",
+    ]
+    for r in c.rows:
+        lines.append(f"  {r.ratio:>5g}  {format_count(r.params_after):>7}  {_arm(r.equal_tokens):<44}  "
+                     f"{_arm(r.equal_compute)}")
+    lines += [f"warning: {w}" for w in c.warnings]
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""Accelerators and the compute -> GPU-hours -> cost conversion.
+
+Peak numbers are dense BF16 tensor-core FLOP/s from the vendors' data sheets (the sparse
+"2x" figures are not used: training kernels are dense, 2:4 masks included). The H200 has the
+H100's compute die, so the same peak; it differs in memory (141 GB HBM3e), which a token
+budget does not see. Prices are indicative on-demand cloud prices per GPU-hour in USD
+(late 2025); pass ``--price`` for yours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from data.cli import BadInput
+
+DEFAULT_GPU = "h100"
+DEFAULT_MFU = 0.4
+"""Model FLOPs utilisation typical of a well-tuned dense LLM training job (35-45 %)."""
+FLOPS_PER_PARAM_TOKEN = 6.0
+"""Forward + backward of a dense decoder: ~6 FLOPs per parameter per token (Kaplan et al.)."""
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One accelerator type."""
+
+    name: str
+    peak_flops: float
+    """Dense BF16 FLOP/s."""
+    price: float
+    """Indicative USD per GPU-hour."""
+
+
+GPUS: dict[str, Gpu] = {
+    "h100": Gpu("h100", 989e12, 2.50),
+    "h200": Gpu("h200", 989e12, 3.50),
+    "a100": Gpu("a100", 312e12, 1.50),
+}
+
+
+@dataclass(frozen=True)
+class Compute:
+    """The cost of a post-training budget on one accelerator type."""
+
+    flops: float
+    gpu: str
+    peak_flops: float
+    mfu: float
+    gpu_hours: float
+    price_per_gpu_hour: float
+    cost_usd: float
+
+    def to_dict(self) -> dict[str, float | str]:
+        return {"flops": self.flops, "flops_formula": "6 * params_after * tokens", "gpu": self.gpu,
+                "peak_flops": self.peak_flops, "mfu": self.mfu, "gpu_hours": self.gpu_hours,
+                "price_per_gpu_hour": self.price_per_gpu_hour, "cost_usd": self.cost_usd}
+
+
+def get_gpu(name: str) -> Gpu:
+    """Raises BadInput naming the known accelerators."""
+    key = name.strip().lower()
+    if key not in GPUS:
+        raise BadInput(f"unknown --gpu {name!r}; allowed: {', '.join(GPUS)}")
+    return GPUS[key]
+
+
+def compute_cost(params_after: float, tokens: float, gpu: Gpu, mfu: float = DEFAULT_MFU,
+                 price: float | None = None) -> Compute:
+    """``6 N D`` FLOPs, GPU-hours at ``mfu`` of peak, and their price."""
+    if not 0.0 < mfu <= 1.0:
+        raise BadInput(f"bad --mfu {mfu!r}: must be in (0, 1], e.g. 0.4")
+    price = gpu.price if price is None else price
+    if price < 0:
+        raise BadInput(f"bad --price {price!r}: must be >= 0 (USD per GPU-hour)")
+    flops = FLOPS_PER_PARAM_TOKEN * params_after * tokens
+    hours = flops / (gpu.peak_flops * mfu) / 3600.0
+    return Compute(flops, gpu.name, gpu.peak_flops, mfu, hours, price, hours * price)

@@ -1,0 +1,449 @@
+"""Lay out the PDF report: pages of plots from :mod:`reports.plots`, nothing drawn here.
+
+``build_report(ReportConfig(runs=..., cards=(...), out=...))`` reads the run store with
+:func:`data.runs.load`, opens every law card with fitting's loader, and writes one vector PDF
+(matplotlib ``PdfPages``). A section whose inputs are absent becomes a one-line note on a page
+of its own (or on the title page when the store simply has no such runs), never a crash.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from data.cli import BadInput
+from data.units import format_count
+from reports import laws, plots, tables
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.backends.backend_pdf import PdfPages
+    from matplotlib.figure import Figure
+
+PAGE_SIZE = (11.69, 8.27)
+"""A4 landscape, inches."""
+RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5,
+      "xtick.labelsize": 8, "ytick.labelsize": 8, "pdf.fonttype": 42, "figure.dpi": 100}
+"""Readable on paper; TrueType fonts (``pdf.fonttype`` 42) keep the text searchable."""
+NEEDED = ("run_id", "parent", "method", "ratio", "params_before", "loss_before", "init",
+          "tokens", "eval_loss")
+"""Columns every page needs; a store without them is refused up front."""
+HELDOUT_SPLITS = ("tokens", "size", "ratio")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What to build. Every knob is here with its default."""
+
+    runs: Path
+    """Run-store directory (or one run directory)."""
+    out: Path
+    """PDF to write (written to a temporary file, then renamed)."""
+    cards: tuple[Path, ...] = ()
+    """Law cards (``--law``); none: curves only, and the title page says so."""
+    statuses: tuple[str, ...] = ("done", "running")
+    """Runs drawn on the pages; failed runs are counted on the title page, not drawn."""
+    panels_per_page: int = 4
+    heldout: bool = True
+    """Refit each card's law on fitting's held-out splits (three refits per card)."""
+
+    def __post_init__(self) -> None:
+        if self.panels_per_page not in (1, 2, 4, 6):
+            raise BadInput(f"panels per page {self.panels_per_page!r}; allowed: 1, 2, 4, 6")
+        if Path(self.out).suffix.lower() != ".pdf":
+            raise BadInput(f"--out {str(self.out)!r} must end in .pdf")
+
+
+@dataclass
+class Context:
+    """What the pages share: the frames, the cards, the colours, the running page list."""
+
+    config: ReportConfig
+    frame: pd.DataFrame
+    """Every row of the store (title page counts)."""
+    shown: pd.DataFrame
+    """Rows of the runs drawn (status in ``config.statuses``)."""
+    cards: list[laws.CardRef]
+    colors: dict[str, str]
+    pages: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    """What was written: the file, its page headings, and the notes shown in it."""
+
+    out: Path
+    pages: tuple[str, ...]
+    notes: tuple[str, ...]
+    seconds: float
+
+
+def load_runs(config: ReportConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All rows and the drawn rows; ``BadInput`` for an empty store or missing columns."""
+    from data.runs import load
+
+    frame = load(config.runs)
+    if frame.empty:
+        raise BadInput(f"run store {str(config.runs)!r} holds runs but no curve points")
+    missing = tables.missing_columns(frame, NEEDED)
+    if missing:
+        raise BadInput(f"run store {str(config.runs)!r}: runs lack column(s) {missing} that every "
+                       f"report page needs (run.json meta / curve.parquet)")
+    shown = frame.loc[frame["status"].isin(config.statuses)]
+    if shown.empty:
+        raise BadInput(f"run store {str(config.runs)!r} has no runs with status in "
+                       f"{list(config.statuses)} (found: {sorted(frame['status'].dropna().unique())})")
+    return frame, shown
+
+
+def build_report(config: ReportConfig) -> ReportSummary:
+    """Write the report; returns its page headings and notes."""
+    start = time.perf_counter()
+    frame, shown = load_runs(config)
+    cards = laws.open_cards([str(p) for p in config.cards])
+    ctx = Context(config, frame, shown, cards, plots.method_colors(shown["method"].dropna().unique()))
+    import matplotlib
+
+    from data.runs import write_bytes_atomic
+    with matplotlib.rc_context(RC):
+        payload = _render(ctx)
+    write_bytes_atomic(Path(config.out), payload)
+    return ReportSummary(Path(config.out), tuple(ctx.pages), tuple(ctx.absent),
+                         time.perf_counter() - start)
+
+
+def _render(ctx: Context) -> bytes:
+    """Every section in order into an in-memory PDF (a failure never leaves half a file)."""
+    import io
+
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    sections: list[Callable[[Context, PdfPages], None]] = [
+        title_page, curve_pages, ratio_pages, card_pages, domain_pages, comparison_pages]
+    _plan_absent(ctx)
+    buffer = io.BytesIO()
+    with PdfPages(buffer, metadata={"Title": "prunelaw report", "Creator": "prunelaw reports"}) as pdf:
+        for section in sections:
+            section(ctx, pdf)
+    return buffer.getvalue()
+
+
+# -- page helpers ---------------------------------------------------------------------------
+
+
+def _figure(title: str, n: int) -> tuple["Figure", list[Any]]:
+    """A4 landscape page with ``n`` panels (1, 2, 2x2 or 2x3) and a heading."""
+    import matplotlib.pyplot as plt
+
+    shape = {1: (1, 1), 2: (1, 2), 3: (2, 2), 4: (2, 2), 5: (2, 3), 6: (2, 3)}[max(1, min(n, 6))]
+    fig, axes = plt.subplots(*shape, figsize=PAGE_SIZE, layout="constrained", squeeze=False)
+    fig.suptitle(title, fontsize=13, fontweight="bold")
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _save(ctx: Context, pdf: "PdfPages", fig: "Figure", title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    pdf.savefig(fig)
+    plt.close(fig)
+    ctx.pages.append(title)
+
+
+def _note_page(ctx: Context, pdf: "PdfPages", title: str, lines: list[str]) -> None:
+    """A section that could not be drawn: its heading and why, visible in the report."""
+    fig, _ = _figure(title, 0)
+    fig.text(0.06, 0.85, "\n".join(lines), va="top", ha="left", fontsize=11, wrap=True)
+    _save(ctx, pdf, fig, title)
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _parents(frame: pd.DataFrame) -> list[str]:
+    """Parents ordered by size (smallest first), the order every page uses."""
+    sizes = frame.groupby("parent")["params_before"].max().sort_values(kind="stable")
+    return [str(p) for p in sizes.index]
+
+
+def _pruned(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.loc[frame["init"] == "pruned"]
+
+
+# -- title ----------------------------------------------------------------------------------
+
+
+def provenance() -> dict[str, str]:
+    """Project version, git commit of the checkout (``+dirty`` with local changes), UTC date."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("prunelaw")
+    except PackageNotFoundError:
+        ver = "unknown (not installed)"
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown (not a git checkout)"
+    return {"version": ver, "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def _plan_absent(ctx: Context) -> None:
+    """Sections the store has no data for, listed on the title page instead of blank pages."""
+    shown = ctx.shown
+    if not tables.domain_columns(shown):
+        ctx.absent.append("per-domain curves: no eval_loss.<domain> columns in the store")
+    if not (shown["init"] == "random").any():
+        ctx.absent.append("pruned vs random init: the store has no random-init runs")
+    if shown["objective"].dropna().nunique() < 2:
+        ctx.absent.append("objective comparison (lm/kd/recon): only one objective in the store")
+    if tables.pruning_points(_pruned(shown)).empty:
+        ctx.absent.append("loss right after pruning: no tokens == 0 evaluations")
+
+
+def title_page(ctx: Context, pdf: "PdfPages") -> None:
+    """Provenance: version, commit, date, the runs counted, every card with hash and criterion."""
+    fig, _ = _figure("prunelaw report: pruned post-training", 0)
+    meta = provenance()
+    counts = tables.run_counts(ctx.frame)
+    status = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("runs", "points"))
+    lines = [f"prunelaw {meta['version']}   commit {meta['commit']}   built {meta['date']}",
+             f"run store: {ctx.config.runs}",
+             f"runs counted: {counts['runs']} ({status}); {counts['points']} evaluation points; "
+             f"drawn: runs with status {', '.join(ctx.config.statuses)}",
+             f"parents: {', '.join(f'{p} (N0 = {format_count(n)})' for p, n in _parent_sizes(ctx.shown))}",
+             f"methods: {', '.join(sorted(ctx.shown['method'].dropna().astype(str).unique()))}", ""]
+    lines += _card_lines(ctx) + [""]
+    if ctx.absent:
+        lines += ["Not in this store (sections left out):"] + [f"  - {a}" for a in ctx.absent]
+    fig.text(0.05, 0.88, "\n".join(lines), va="top", ha="left", fontsize=10, linespacing=1.6)
+    _save(ctx, pdf, fig, "title")
+
+
+def _parent_sizes(frame: pd.DataFrame) -> list[tuple[str, float]]:
+    sizes = frame.groupby("parent")["params_before"].max().sort_values(kind="stable")
+    return [(str(p), float(n)) for p, n in sizes.items()]
+
+
+def _card_lines(ctx: Context) -> list[str]:
+    if not ctx.cards:
+        return ["No law card given (--law): curves only. No fitted law, bands, residuals, "
+                "held-out extrapolation, parameter table or D* in this report.",
+                "Fit one with: fitting fit RUNS --law p2 --method M --bootstrap 200 --out card.json"]
+    out = [f"Law cards ({len(ctx.cards)}):"]
+    for i, ref in enumerate(ctx.cards, 1):
+        card = ref.card
+        fit = card.fit
+        out += [f"  [{i}] {ref.path}   law {ref.law}: {card.law.formula}",
+                f"       sha256 {ref.sha256[:16]}…  data {card.data.get('content_hash', '?')[:23]}…  "
+                f"created {card.created}",
+                f"       criterion: {fit.get('loss', '?')} (delta {fit.get('delta', '?')}) on log loss, "
+                f"{fit.get('weighting', 'point')} weights, {fit.get('n_points', '?')} points / "
+                f"{fit.get('n_runs', '?')} runs, {fit.get('n_bootstrap', 0)} run-bootstrap refits"
+                + (f"; D* where one more 1B tokens gains < {ref.slope:g} nats" if ref.law == "p2" else "")]
+    return out
+
+
+# -- curves and ratio -----------------------------------------------------------------------
+
+
+def _card_for(ctx: Context, method: str, init: str) -> laws.CardRef | None:
+    """The first card that describes runs of ``method`` with ``init`` (drawn over them)."""
+    for ref in ctx.cards:
+        if ref.card.law.store_init == init and (not ref.methods or method in ref.methods):
+            return ref
+    return None
+
+
+def curve_pages(ctx: Context, pdf: "PdfPages") -> None:
+    """Loss vs tokens (log-log) per parent, method and init; the matching card's law and band."""
+    groups = []
+    for parent in _parents(ctx.shown):
+        sub = ctx.shown.loc[ctx.shown["parent"] == parent]
+        for (method, init), rows in sub.groupby(["method", "init"], sort=True):
+            groups.append((parent, str(method), str(init), rows))
+    fits = {id(ref): laws.predictions(ctx.shown, ref) for ref in ctx.cards}
+    for chunk in _chunks(groups, ctx.config.panels_per_page):
+        title = "Loss vs post-training tokens" + (" with fitted law and bootstrap band" if ctx.cards else "")
+        fig, axes = _figure(title, len(chunk))
+        for ax, (parent, method, init, rows) in zip(axes, chunk):
+            ref = _card_for(ctx, method, init)
+            fit = fits[id(ref)] if ref is not None else None
+            label = f"{parent} · {method} · {init} init" + (f"\nlaw: {ref.label}" if ref else "")
+            plots.plot_loss_curves(rows, fit=fit, ax=ax, colors=ctx.colors, title=label)
+        _save(ctx, pdf, fig, title)
+
+
+def ratio_pages(ctx: Context, pdf: "PdfPages") -> None:
+    """Loss right after pruning and after post-training vs ratio, one panel per parent."""
+    pruned = _pruned(ctx.shown)
+    title = "Loss after pruning and after post-training vs ratio"
+    if pruned.empty:
+        _note_page(ctx, pdf, title, ["Skipped: the store has no pruned-init runs."])
+        return
+    for chunk in _chunks(_parents(pruned), ctx.config.panels_per_page):
+        fig, axes = _figure(title, len(chunk))
+        for ax, parent in zip(axes, chunk):
+            rows = pruned.loc[pruned["parent"] == parent]
+            last = format_count(float(tables.final_points(rows)["tokens"].median()))
+            plots.plot_loss_vs_ratio(rows, ax=ax, colors=ctx.colors,
+                                     title=f"{parent} (last evaluation: median D = {last})")
+        _save(ctx, pdf, fig, title)
+
+
+# -- per card -------------------------------------------------------------------------------
+
+
+def card_pages(ctx: Context, pdf: "PdfPages") -> None:
+    """For each card: parameters, residuals, held-out extrapolation, and (P2) the D* page."""
+    for i, ref in enumerate(ctx.cards, 1):
+        rows = laws.card_rows(ctx.shown, ref)
+        params_page(ctx, pdf, i, ref)
+        if rows.empty:
+            _note_page(ctx, pdf, f"[{i}] {ref.label}: residuals",
+                       [f"Skipped: no {ref.card.law.store_init}-init runs of method(s) "
+                        f"{', '.join(ref.methods) or 'any'} in this store."])
+            continue
+        residual_page(ctx, pdf, i, ref)
+        if ctx.config.heldout:
+            heldout_page(ctx, pdf, i, ref)
+        if ref.law == "p2":
+            dstar_page(ctx, pdf, i, ref, rows)
+
+
+def params_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> None:
+    """Fitted parameters with intervals, the card's metrics and identifiability notes."""
+    title = f"[{i}] Fitted parameters: {ref.label}"
+    fig, (ax,) = _figure(title, 1)
+    plots.plot_param_table(laws.param_rows(ref), ax=ax, level=ref.level,
+                           title=f"{ref.card.law.formula}")
+    metrics = ", ".join(f"{k} = {v:.4g}" for k, v in ref.card.metrics.items() if v is not None)
+    reasons = sorted({r["reason"] for r in ref.card.identifiable.values() if r.get("reason")})
+    text = [f"fit metrics: {metrics}", f"range: " + "; ".join(
+        f"{a} {_fmt_axis(v['min'])}–{_fmt_axis(v['max'])}" for a, v in ref.card.range.items())]
+    text += [f"identifiability: {r}" for r in reasons]
+    fig.text(0.04, 0.04, "\n".join(text), va="bottom", ha="left", fontsize=9, wrap=True)
+    _save(ctx, pdf, fig, title)
+
+
+def _fmt_axis(value: float) -> str:
+    return format_count(value) if abs(value) >= 1e4 else f"{value:.4g}"
+
+
+def residual_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> None:
+    """Observed minus predicted against tokens and (P2) against ratio."""
+    table = laws.residuals(ctx.shown, ref)
+    xs = ["tokens", "ratio"] if ref.law == "p2" else ["tokens"]
+    title = f"[{i}] Residuals: {ref.label}"
+    fig, axes = _figure(title, len(xs))
+    rmse = float(np.sqrt(np.mean(table["residual"] ** 2)))
+    for ax, x in zip(axes, xs):
+        plots.plot_residuals(table, x=x, ax=ax, colors=ctx.colors,
+                             title=f"against {x}: {len(table)} points, RMSE {rmse:.4f} nats")
+    _save(ctx, pdf, fig, title)
+
+
+def heldout_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> None:
+    """Fit on smaller parents / lower ratios / early tokens; predict the held-out rest."""
+    title = f"[{i}] Held-out extrapolation: {ref.label}"
+    results, skipped = [], []
+    for by in HELDOUT_SPLITS:
+        try:
+            result = laws.heldout(ctx.config.runs, ref, by, ctx.shown)
+        except BadInput as exc:
+            skipped.append(f"by {by}: {exc}")
+            continue
+        (results if not result.points.empty else skipped).append(
+            result if not result.points.empty else f"by {by}: {result.message or 'nothing held out'}")
+    if not results:
+        _note_page(ctx, pdf, title, ["Skipped: no split could be held out."] + skipped)
+        return
+    fig, axes = _figure(title, len(results))
+    for ax, res in zip(axes, results):
+        m = res.metrics
+        plots.plot_heldout(res.points, ax=ax, colors=ctx.colors,
+                           title=f"by {res.by}: {res.split}\nRMSE {m['rmse']:.4f}, MAPE {m['mape']:.2f}%, "
+                                 f"R² {m['r2']:.3f}, slope diff {m.get('slope_diff', float('nan')):.3g}")
+    if skipped:
+        fig.text(0.02, 0.01, "not shown: " + "; ".join(skipped), fontsize=8, ha="left", va="bottom")
+    _save(ctx, pdf, fig, title)
+
+
+def dstar_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef, rows: pd.DataFrame) -> None:
+    """The planner's D* per ratio for each parent the card describes."""
+    parents = {f"{p} (N0 = {format_count(n)})": n for p, n in _parent_sizes(rows)}
+    table = laws.dstar_table(ref, parents)
+    title = f"[{i}] Recommended post-training tokens D*: {ref.label}"
+    fig, (ax,) = _figure(title, 1)
+    plots.plot_dstar(table, ax=ax, title=f"D*: one more 1B tokens would improve the predicted loss by "
+                                         f"less than {ref.slope:g} nats (band: {ref.level:.0%} bootstrap)")
+    _save(ctx, pdf, fig, title)
+
+
+# -- domains and comparisons ----------------------------------------------------------------
+
+
+def domain_pages(ctx: Context, pdf: "PdfPages") -> None:
+    """Per-domain loss curves (pruned init), one page per domain, one panel per parent."""
+    pruned = _pruned(ctx.shown)
+    for column in tables.domain_columns(pruned):
+        domain = column.split(".", 1)[1]
+        for chunk in _chunks(_parents(pruned), ctx.config.panels_per_page):
+            title = f"Per-domain loss: {domain}"
+            fig, axes = _figure(title, len(chunk))
+            for ax, parent in zip(axes, chunk):
+                rows = pruned.loc[(pruned["parent"] == parent) & pruned[column].notna()]
+                plots.plot_domain_curves(rows, column, ax=ax, colors=ctx.colors, title=f"{parent}: {domain}")
+            _save(ctx, pdf, fig, title)
+
+
+def comparison_pages(ctx: Context, pdf: "PdfPages") -> None:
+    """Pruned vs random init, and kd/recon vs lm, at matched tokens, where both arms exist."""
+    for column, reference, what in (("init", "pruned", "Pruned init vs random init"),
+                                    ("objective", "lm", "Post-training objective vs lm")):
+        if ctx.shown[column].dropna().nunique() < 2:
+            continue
+        table = tables.matched_comparison(ctx.shown, column, reference)
+        title = f"{what} at matched tokens"
+        if table.empty:
+            _note_page(ctx, pdf, title, [f"Skipped: no grid cell has both a {reference!r} run and "
+                                         f"another {column} (same parent, method, ratio, seed)."])
+            continue
+        _comparison_page(ctx, pdf, title, table)
+
+
+def _comparison_page(ctx: Context, pdf: "PdfPages", title: str, table: pd.DataFrame) -> None:
+    """Gap curves for up to three parents on top, the summary table across the page below."""
+    import matplotlib.pyplot as plt
+
+    parents = [p for p in _parents(ctx.shown) if p in set(table["parent"])][:3]
+    fig = plt.figure(figsize=PAGE_SIZE, layout="constrained")
+    fig.suptitle(title, fontsize=13, fontweight="bold")
+    grid = fig.add_gridspec(2, len(parents), height_ratios=(1.6, 1.0))
+    for k, parent in enumerate(parents):
+        plots.plot_matched_gap(table.loc[table["parent"] == parent], ax=fig.add_subplot(grid[0, k]),
+                               colors=ctx.colors, legend="outside" if k == len(parents) - 1 else None,
+                               title=f"{parent}: below 0 the arm beats {table['reference'].iloc[0]}")
+    summary = tables.comparison_summary(table)
+    cells = [[r.method, f"{r.ratio:g}", f"{r.arm} − {r.reference}", format_count(r.tokens),
+              f"{r.gap:+.4f}", str(r.cells)] for r in summary.itertuples()]
+    plots.plot_table(cells, ["method", "ratio", "arm − reference", "at tokens", "loss gap (nats)", "cells"],
+                     ax=fig.add_subplot(grid[1, :]), widths=[0.2, 0.1, 0.25, 0.15, 0.18, 0.1],
+                     title="Gap at the largest matched budget (mean over parents, seeds and other settings)")
+    _save(ctx, pdf, fig, title)

@@ -1,0 +1,1 @@
+"""One module per ``reports`` subcommand (each exposes ``main(argv)``)."""

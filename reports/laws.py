@@ -1,0 +1,231 @@
+"""What the report needs from law cards: opening them, and tidy frames of law predictions.
+
+Everything about a law comes from the ``fitting`` package (card loader, law objects with a
+vectorised ``predict``, bootstrap samples, the held-out splits and the fit itself) and the
+budget D* from the planner's slope criterion (fitting's closed form where the planner is
+absent); this module only turns them into the frames :mod:`reports.plots` draws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from data.cli import BadInput
+from reports.tables import post_training_points, ratio_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fitting.card import LawCard
+
+DEFAULT_SLOPE = 1e-3
+"""Nats per extra 1e9 tokens of the D* criterion when the card does not record its own."""
+GRID_POINTS = 40
+"""Points per run on which a fitted curve and its band are drawn."""
+
+
+@dataclass(frozen=True)
+class CardRef:
+    """One ``--law`` card as the report uses it: the loaded card plus its provenance."""
+
+    path: Path
+    sha256: str
+    """sha256 of the card file's bytes: which exact card a page was drawn from."""
+    card: "LawCard"
+
+    @property
+    def law(self) -> str:
+        return self.card.law.name
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Methods the card was fitted on (empty: not recorded, applies to any)."""
+        raw = self.card.data.get("method") or ""
+        return tuple(m for m in str(raw).split(",") if m)
+
+    @property
+    def label(self) -> str:
+        """Short name for headings: law, methods and file name."""
+        methods = ",".join(self.methods) or "all methods"
+        return f"{self.law} [{methods}] ({self.path.name})"
+
+    @property
+    def slope(self) -> float:
+        """The D* criterion the fit used (card's derived query), else :data:`DEFAULT_SLOPE`."""
+        derived = (self.card.ci.get("derived") or {}).get("optimal_tokens") or {}
+        return float((derived.get("query") or {}).get("slope", DEFAULT_SLOPE))
+
+    @property
+    def level(self) -> float:
+        return float(self.card.ci.get("level", 0.95))
+
+
+def open_cards(paths: list[str]) -> list[CardRef]:
+    """Load every card with fitting's loader; ``BadInput`` for a missing, corrupt or unknown law."""
+    from fitting.card import load_card
+
+    refs = []
+    for raw in paths:
+        path = Path(raw)
+        card = load_card(path)  # raises BadInput naming the file and what is wrong
+        refs.append(CardRef(path, hashlib.sha256(path.read_bytes()).hexdigest(), card))
+    return refs
+
+
+def card_rows(frame: pd.DataFrame, ref: CardRef) -> pd.DataFrame:
+    """Post-training rows of the runs a card describes: its init kind and its methods."""
+    law = ref.card.law
+    rows = post_training_points(frame)
+    rows = rows.loc[rows["init"] == law.store_init]
+    if ref.methods:
+        rows = rows.loc[rows["method"].isin(ref.methods)]
+    return rows
+
+
+def law_axes(ref: CardRef, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The law's axes taken from run-store columns (``law.store`` says which column is which)."""
+    law = ref.card.law
+    missing = [law.store[a] for a in law.axes if law.store.get(a) not in rows.columns]
+    if missing:
+        raise BadInput(f"runs lack column(s) {missing} that law {law.name!r} needs")
+    return {a: rows[law.store[a]].to_numpy(float) for a in law.axes}
+
+
+def _band(ref: CardRef, axes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    samples = ref.card.bootstrap_params
+    if samples is None or len(samples) < 2:
+        return None
+    with np.errstate(all="ignore"):
+        draws = ref.card.law.predict(samples, **axes)  # [B, n]
+    q = 50 * (1 - ref.level), 50 * (1 + ref.level)
+    lo, hi = np.nanpercentile(draws, q, axis=0)
+    return lo, hi
+
+
+def predictions(frame: pd.DataFrame, ref: CardRef, points: int = GRID_POINTS) -> pd.DataFrame:
+    """The card's law along every run it describes: run_id, tokens, pred, lo, hi.
+
+    Each run's curve is evaluated on ``points`` log-spaced tokens spanning its observations,
+    with the percentile band of the card's bootstrap samples (NaN without samples).
+    """
+    rows = card_rows(frame, ref)
+    if rows.empty:
+        return pd.DataFrame(columns=["run_id", "tokens", "pred", "lo", "hi"])
+    ends = rows.groupby("run_id")["tokens"].agg(["min", "max"])
+    first = rows.drop_duplicates("run_id").set_index("run_id").loc[ends.index]
+    grid = np.geomspace(ends["min"].to_numpy(float), ends["max"].to_numpy(float), points, axis=1)
+    dense = first.loc[first.index.repeat(points)].reset_index()
+    dense["tokens"] = grid.ravel()
+    axes = law_axes(ref, dense)
+    pred = ref.card.law.predict(ref.card.params_array, **axes)
+    band = _band(ref, axes)
+    lo, hi = band if band is not None else (np.full_like(pred, np.nan), np.full_like(pred, np.nan))
+    return pd.DataFrame({"run_id": dense["run_id"], "tokens": dense["tokens"], "pred": pred,
+                         "lo": lo, "hi": hi})
+
+
+def residuals(frame: pd.DataFrame, ref: CardRef) -> pd.DataFrame:
+    """Observed minus predicted loss at every point the card describes."""
+    rows = card_rows(frame, ref)
+    pred = ref.card.law.predict(ref.card.params_array, **law_axes(ref, rows)) if len(rows) else []
+    return pd.DataFrame({"run_id": rows["run_id"].to_numpy(), "method": rows["method"].to_numpy(),
+                         "tokens": rows["tokens"].to_numpy(float), "ratio": ratio_key(rows).to_numpy(),
+                         "observed": rows["eval_loss"].to_numpy(float), "predicted": np.asarray(pred, float),
+                         "residual": rows["eval_loss"].to_numpy(float) - np.asarray(pred, float)})
+
+
+def param_rows(ref: CardRef) -> list[dict]:
+    """Table rows: parameter, estimate, interval, and the card's identifiability verdict."""
+    card, out = ref.card, []
+    intervals = (card.ci.get("params") or {})
+    for name in card.law.params:
+        ident = card.identifiable.get(name) or {}
+        interval = intervals.get(name) or (None, None)
+        if not ident.get("identified", True):
+            note = f"not identified, fixed at {ident.get('fixed_at')}"
+        elif ident.get("weak"):
+            note = "weakly identified"
+        else:
+            note = "" if interval[0] is not None else "no bootstrap interval"
+        out.append({"name": name, "value": card.params[name], "lo": interval[0], "hi": interval[1],
+                    "note": note})
+    return out
+
+
+def _slope_tokens(params: np.ndarray, n0: float, ratio: np.ndarray, slope: float) -> np.ndarray:
+    """D* by the planner's slope criterion; fitting's closed form if the planner is absent."""
+    try:
+        from planner.laws import slope_tokens
+    except ImportError:  # the planner is optional for the report
+        from fitting.laws import optimal_tokens as slope_tokens
+    return np.asarray(slope_tokens(params, n0, ratio, slope), dtype=float)
+
+
+def dstar_table(ref: CardRef, parents: dict[str, float], ratios: np.ndarray | None = None) -> pd.DataFrame:
+    """D* per ratio for each parent size: label, params_before, ratio, dstar, lo, hi."""
+    if ref.law != "p2":
+        raise BadInput(f"D* needs a p2 card; {ref.path} holds law {ref.law!r}")
+    ratios = np.linspace(0.1, 0.9, 17) if ratios is None else np.asarray(ratios, float)
+    frames = []
+    for label, n0 in parents.items():
+        dstar = _slope_tokens(ref.card.params_array, n0, ratios, ref.slope)
+        lo = hi = np.full_like(ratios, np.nan)
+        if ref.card.bootstrap_params is not None:
+            draws = _slope_tokens(ref.card.bootstrap_params, n0, ratios, ref.slope)
+            lo, hi = np.nanpercentile(draws, (50 * (1 - ref.level), 50 * (1 + ref.level)), axis=0)
+        frames.append(pd.DataFrame({"label": label, "params_before": n0, "ratio": ratios,
+                                    "dstar": dstar, "lo": lo, "hi": hi}))
+    return pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One held-out extrapolation: which split, its points, its metrics, or why it is absent."""
+
+    by: str
+    split: str
+    points: pd.DataFrame
+    """observed, predicted, method, run_id, tokens of the held-out points."""
+    metrics: dict[str, float]
+    message: str = ""
+
+
+def heldout(runs: str | Path, ref: CardRef, by: str, frame: pd.DataFrame) -> HeldOut:
+    """Refit the card's law on the train part of fitting's split ``by``; predict the rest.
+
+    Uses fitting's data loader, its split functions and its fit with the card's Huber delta
+    and weighting, so the report shows the same extrapolation ``fitting validate`` scores.
+    """
+    from fitting.fit import FitConfig, fit
+    from fitting.metrics import score, slope_diff
+    from fitting.table import load_data
+    from fitting.validate import split_largest, split_tokens
+
+    method = ref.methods[0] if len(ref.methods) == 1 else None
+    data = load_data(runs, ref.card.law, method=method)
+    axis = {"size": "params_before", "ratio": "ratio"}.get(by)
+    if axis is not None and axis not in data.axes:
+        return HeldOut(by, "", pd.DataFrame(), {}, f"law {ref.law!r} has no axis {axis!r}")
+    train = split_tokens(data) if by == "tokens" else split_largest(data, axis)
+    split = ("first 80% of every curve -> the rest" if by == "tokens"
+             else f"{axis} < {data.axes[axis].max():.4g} -> {axis} = {data.axes[axis].max():.4g}")
+    if train.all() or not train.any():
+        return HeldOut(by, split, pd.DataFrame(), {}, "nothing to hold out")
+    config = FitConfig(delta=float(ref.card.fit.get("delta", 1e-3)),
+                       weighting=str(ref.card.fit.get("weighting", "point")))
+    result = fit(data.subset(train), config)
+    test = data.subset(~train)
+    pred = result.predict(**test.axes)
+    metrics = score(pred, test.y)
+    if "tokens" in test.axes:
+        metrics["slope_diff"] = slope_diff(pred, test.y, test.axes["tokens"], test.run_ids)
+    methods = pd.Series(test.run_ids).map(frame.drop_duplicates("run_id").set_index("run_id")["method"])
+    points = pd.DataFrame({"observed": test.y, "predicted": pred, "run_id": test.run_ids,
+                           "method": methods.fillna("?").to_numpy(),
+                           "tokens": test.axes.get("tokens", np.full(len(pred), np.nan))})
+    return HeldOut(by, split, points, metrics, "" if result.success else result.message)
+

@@ -1,0 +1,141 @@
+"""The planner's decisions against the closed forms and the behaviour a user expects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data.cli import BadInput
+from fitting.laws import P2
+from planner import laws
+from planner.cards import load_card
+from planner.hardware import GPUS, compute_cost
+from planner.query import Parent
+from planner.recommend import Criterion, recommend
+from test_planner_cards import P2_TRUE, write_card
+
+N0, RHO, L0 = 8e9, 0.5, 2.2
+PARAMS = np.array([P2_TRUE[k] for k in P2.params])
+
+
+def closed_form(p: dict, n0: float, rho: float, slope: float) -> float:
+    """D* = (beta * D_C * (1/rho)^gamma * (1/N0)^delta * 1e9 / S)^(1/(beta+1)), written out."""
+    return (p["beta"] * p["D_C"] * (1 / rho) ** p["gamma"] * (1 / n0) ** p["delta"] * 1e9 / slope) ** (
+        1 / (p["beta"] + 1))
+
+
+@pytest.fixture
+def card(tmp_path):
+    return load_card(write_card(tmp_path / "card.json"), law="p2")
+
+
+def run(card, criterion=Criterion("slope", 1e-3), n0=N0, ratio=RHO, loss_before=L0):
+    return recommend(Parent(int(n0), "llama3", None), "depth", ratio, card, "test", criterion=criterion,
+                     gpu=GPUS["h100"], mfu=0.4, price=None, loss_before=loss_before)
+
+
+@pytest.mark.parametrize("slope", [1e-4, 1e-3, 1e-2])
+def test_slope_budget_is_the_closed_form(card, slope):
+    got = run(card, Criterion("slope", slope)).tokens.value
+    assert got == pytest.approx(closed_form(P2_TRUE, N0, RHO, slope), rel=1e-12)
+
+
+def test_slope_budget_is_where_one_more_billion_gains_s(card):
+    """The definition itself: at D*, -dL/dD * 1e9 equals S (numerical derivative of predict)."""
+    d = run(card).tokens.value
+    h = d * 1e-5
+    dl = (P2.predict(PARAMS, params_before=N0, ratio=RHO, tokens=d + h, loss_before=L0)
+          - P2.predict(PARAMS, params_before=N0, ratio=RHO, tokens=d - h, loss_before=L0)) / (2 * h)
+    assert -dl * 1e9 == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_interval_brackets_point_and_losses_fall_with_budget(card):
+    r = run(card)
+    assert r.tokens.low < r.tokens.value < r.tokens.high
+    losses = [b.loss.value for b in r.budgets]
+    assert [b.multiple for b in r.budgets] == [0.1, 0.3, 1.0, 3.0]
+    assert losses == sorted(losses, reverse=True), "more tokens never predict a higher loss"
+    assert r.budgets[2].loss.value == pytest.approx(r.loss.value)
+    assert all(b.loss.value > r.asymptote.value for b in r.budgets)
+
+
+def test_more_tokens_for_higher_ratio_when_gamma_negative(card, tmp_path):
+    """gamma < 0: s = rho^-gamma grows with rho, so harder pruning needs more tokens; gamma > 0
+    reverses it. Budgets are finite and positive for every ratio and parent size."""
+    ratios = np.linspace(0.05, 0.95, 19)
+    budgets = [run(card, ratio=r).tokens.value for r in ratios]
+    assert np.all(np.diff(budgets) > 0)
+    flipped = load_card(write_card(tmp_path / "f.json", params={**P2_TRUE, "gamma": 0.8}), law="p2")
+    assert np.all(np.diff([run(flipped, ratio=r).tokens.value for r in ratios]) < 0)
+    for n0 in (1e8, 1e9, 8e9, 7e10):
+        for r in ratios:
+            d = run(card, n0=n0, ratio=r).tokens.value
+            assert np.isfinite(d) and d > 0
+
+
+def test_target_loss_inverts_the_law(card):
+    target = 2.9
+    r = run(card, Criterion("target_loss", target))
+    assert r.loss.value == pytest.approx(target, rel=1e-10)
+    assert float(laws.p2_loss(PARAMS, N0, RHO, r.tokens.value * 0.99, L0)) > target
+
+
+def test_target_loss_below_asymptote_is_refused(card):
+    floor = float(laws.p2_asymptote(PARAMS, N0, RHO, L0))
+    with pytest.raises(BadInput, match="at or below the law's asymptote"):
+        run(card, Criterion("target_loss", floor - 1e-3))
+
+
+def test_recover_closes_the_stated_fraction_of_the_gap(card):
+    d_ref = card.axis_range("tokens")[0]
+    l_ref = float(laws.p2_loss(PARAMS, N0, RHO, d_ref, L0))
+    floor = float(laws.p2_asymptote(PARAMS, N0, RHO, L0))
+    reachable = (l_ref - floor) / (l_ref - L0)
+    f = 0.5 * reachable
+    r = run(card, Criterion("recover", f))
+    assert r.loss.value == pytest.approx(l_ref - f * (l_ref - L0), rel=1e-10)
+    with pytest.raises(BadInput, match="out of reach.*closes at most"):
+        run(card, Criterion("recover", min(0.999, reachable + 0.01)))
+
+
+def test_loss_before_shifts_losses_not_the_slope_budget(card):
+    a, b = run(card, loss_before=2.0), run(card, loss_before=3.0)
+    assert a.tokens.value == b.tokens.value
+    assert b.loss.value - a.loss.value == pytest.approx(1.0)
+
+
+def test_default_loss_before_is_stated(card):
+    r = run(card, loss_before=None)
+    assert r.loss_before == pytest.approx(2.75)  # midpoint of the fixture's range [2.5, 3.0]
+    assert "midpoint" in r.loss_before_source and "--loss-before" in r.loss_before_source
+
+
+def test_extrapolation_warning_says_how_far(card):
+    r = run(card, n0=8e9)  # fixture parents span 100M..1B
+    assert any("N0 = 8B is 8x above the largest parent in the card's fit (1B)" in w for w in r.warnings)
+    assert not any("N0" in w for w in run(card, n0=5e8).warnings)
+
+
+def test_compute_and_cost():
+    c = compute_cost(4e9, 1e10, GPUS["a100"], mfu=0.5, price=2.0)
+    assert c.flops == pytest.approx(6 * 4e9 * 1e10)
+    assert c.gpu_hours == pytest.approx(6 * 4e9 * 1e10 / (312e12 * 0.5) / 3600)
+    assert c.cost_usd == pytest.approx(2.0 * c.gpu_hours)
+    with pytest.raises(BadInput, match="--mfu"):
+        compute_cost(1e9, 1e9, GPUS["h100"], mfu=1.5)
+
+
+def test_recommend_uses_params_after_for_compute(card):
+    r = run(card, ratio=0.25)
+    assert r.params_after == pytest.approx(0.75 * N0)
+    assert r.compute.flops == pytest.approx(6 * 0.75 * N0 * r.tokens.value)
+
+
+def test_percentile_matches_numpy():
+    from planner.recommend import percentile
+
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 7, 200):
+        x = rng.standard_normal(n)
+        for q in (0.0, 2.5, 50.0, 97.5, 100.0):
+            assert percentile(x, q) == pytest.approx(float(np.percentile(x, q)), abs=1e-15)

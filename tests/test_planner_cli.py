@@ -1,0 +1,174 @@
+"""``planner`` commands as a user runs them: --json schema, unit parsing, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from data.models import get_spec
+from planner.__main__ import main
+from planner.query import METHODS
+from test_planner_cards import write_card
+
+TOP_KEYS = {"command", "schema_version", "query", "card", "assumptions", "criterion", "tokens", "loss",
+            "asymptote", "budgets", "compute", "warnings", "notes"}
+ESTIMATE = {"value", "low", "high"}
+
+
+@pytest.fixture
+def cards(tmp_path, monkeypatch):
+    """A cards directory holding a llama3/depth P2 card and a llama3 Chinchilla card."""
+    write_card(tmp_path / "p2_llama3_depth.json")
+    write_card(tmp_path / "chinchilla_llama3.json", law="chinchilla", method=None)
+    monkeypatch.setenv("PRUNELAW_CARDS_DIR", str(tmp_path))
+    return tmp_path
+
+
+def run_json(capsys, *argv: str) -> dict:
+    assert main(list(argv)) == 0
+    out = capsys.readouterr().out
+    return json.loads(out)  # raises if anything but one JSON document is on stdout
+
+
+def test_recommend_json_schema(cards, capsys):
+    doc = run_json(capsys, "recommend", "--params", "8B", "--ratio", "0.5", "--json")
+    assert set(doc) == TOP_KEYS
+    assert doc["command"] == "recommend" and doc["schema_version"] == 1
+    assert set(doc["tokens"]) == ESTIMATE and doc["tokens"]["low"] < doc["tokens"]["value"] < doc["tokens"]["high"]
+    assert [b["multiple"] for b in doc["budgets"]] == [0.1, 0.3, 1.0, 3.0]
+    assert set(doc["compute"]) >= {"flops", "gpu", "mfu", "gpu_hours", "price_per_gpu_hour", "cost_usd"}
+    assert doc["card"]["path"].endswith("p2_llama3_depth.json") and doc["card"]["selected_because"]
+    assert doc["criterion"]["kind"] == "slope" and doc["criterion"]["value"] == 1e-3
+    assert "midpoint" in doc["assumptions"]["loss_before_source"]
+    assert any("8x above the largest parent" in w for w in doc["warnings"])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("8B", 8_000_000_000), ("1.5B", 1_500_000_000), ("500M", 500_000_000), ("8e9", 8_000_000_000),
+    ("8030261248", 8_030_261_248), ("llama-3.1-8b", get_spec("llama-3.1-8b").params_total),
+    ("Qwen2.5-7B", get_spec("qwen2.5-7b").params_total),
+])
+def test_params_parsing(cards, capsys, text, expected):
+    write_card(cards / "p2_qwen_depth.json", family="qwen2.5")
+    doc = run_json(capsys, "recommend", "--params", text, "--ratio", "0.5", "--json")
+    assert doc["query"]["params_before"] == expected
+    assert doc["query"]["params_after"] == pytest.approx(0.5 * expected)
+
+
+def test_model_name_fixes_family_and_card(cards, capsys):
+    write_card(cards / "p2_qwen_depth.json", family="qwen2.5")
+    doc = run_json(capsys, "recommend", "--params", "qwen2.5-1.5b", "--ratio", "0.3", "--json")
+    assert doc["query"]["family"] == "qwen2.5" and doc["query"]["model"] == "qwen2.5-1.5b"
+    assert doc["card"]["path"].endswith("p2_qwen_depth.json")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--params", "8X"], "'8X'"),
+    (["--params", "-1"], "'-1'"),
+    (["--params", "0"], "'0'"),
+    (["--ratio", "1.2"], "'1.2'"),
+    (["--ratio", "0"], "'0'"),
+    (["--method", "prune-everything"], "'prune-everything'; allowed: depth"),
+    (["--family", "gpt"], "'gpt'; allowed: llama3"),
+    (["--params", "llama-3.1-8b", "--family", "qwen2.5"], "contradicts"),
+    (["--gpu", "tpu"], "'tpu'; allowed: h100"),
+    (["--mfu", "0"], "--mfu"),
+    (["--slope", "-1"], "--slope"),
+    (["--recover", "1.5"], "--recover"),
+    (["--loss-before", "-2"], "--loss-before"),
+    (["--slope", "1e-3", "--target-loss", "2"], "not allowed with"),
+    (["--law", "missing.json"], "'missing.json' not found"),
+    (["--target-loss", "0.5"], "below the law's asymptote"),
+])
+def test_bad_input_exits_2_with_one_line(cards, capsys, argv, needle):
+    base = {"--params": "8B", "--ratio": "0.5"}
+    for flag, value in zip(argv[::2], argv[1::2]):
+        base[flag] = value
+    args = ["recommend"] + [x for kv in base.items() for x in kv]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], captured.err
+
+
+def test_corrupt_and_wrong_law_cards_exit_2(cards, tmp_path, capsys):
+    (tmp_path / "broken.json").write_text('{"law": "p2", "params": ')
+    for card, needle in ((tmp_path / "broken.json", "not valid JSON"),
+                         (cards / "chinchilla_llama3.json", "needs a 'p2' card")):
+        assert main(["recommend", "--params", "8B", "--ratio", "0.5", "--law", str(card)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0]
+
+
+def test_no_bundled_card_says_pass_law_or_run_demo(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PRUNELAW_CARDS_DIR", str(tmp_path))
+    assert main(["recommend", "--params", "8B", "--ratio", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--law" in err and "engine demo" in err
+
+
+def test_text_output_names_card_criterion_and_assumptions(cards, capsys):
+    assert main(["recommend", "--params", "llama-3.1-8b", "--ratio", "0.5", "--loss-before", "2.1"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("llama-3.1-8b", "p2_llama3_depth.json", "criterion  slope", "given with --loss-before",
+                   "tokens D*", "GPU-hours", "warning: N0 = 8.03B is 8.03x above"):
+        assert needle in out, needle
+
+
+def test_compare_json_equal_tokens_compute_and_scratch(cards, capsys):
+    doc = run_json(capsys, "compare", "--params", "8B", "--ratios", "0.5,0.25,0.75", "--tokens", "10B", "--json")
+    assert doc["query"]["ratios"] == [0.25, 0.5, 0.75]
+    assert doc["equal_compute"]["flops"] == pytest.approx(6 * 8e9 * 10e9)
+    assert doc["scratch_card"]["path"].endswith("chinchilla_llama3.json")
+    for row in doc["rows"]:
+        assert row["equal_tokens"]["tokens"] == 10e9
+        assert row["equal_compute"]["tokens"] == pytest.approx(10e9 / (1 - row["ratio"]))
+        assert row["equal_compute"]["loss"]["value"] < row["equal_tokens"]["loss"]["value"]
+        assert row["equal_tokens"]["winner"] in ("pruning", "scratch", "uncertain")
+    losses = [r["equal_tokens"]["loss"]["value"] for r in doc["rows"]]
+    assert losses == sorted(losses), "gamma < 0: harder pruning, higher loss at equal tokens"
+
+
+def test_compare_without_scratch_card_says_so(tmp_path, monkeypatch, capsys):
+    write_card(tmp_path / "p2.json")
+    monkeypatch.setenv("PRUNELAW_CARDS_DIR", str(tmp_path))
+    doc = run_json(capsys, "compare", "--params", "8B", "--ratios", "0.5", "--tokens", "1B", "--json")
+    assert doc["scratch_card"] is None and "--scratch-law" in doc["scratch_reason"]
+    assert doc["rows"][0]["equal_tokens"]["winner"] is None
+
+
+def test_cards_lists_the_directory(cards, capsys):
+    doc = run_json(capsys, "cards", "--json")
+    files = {c["file"]: c for c in doc["cards"]}
+    assert files["p2_llama3_depth.json"]["law"] == "p2" and files["chinchilla_llama3.json"]["law"] == "chinchilla"
+
+
+@pytest.mark.parametrize("command", ["recommend", "compare", "cards"])
+def test_help_has_examples(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.count(f"planner {command}") >= 3 and "examples:" in out
+
+
+def test_methods_match_the_engine_registry():
+    """The planner copies the engine's method names (it must not import the engine)."""
+    from engine.pruning import METHODS as ENGINE_METHODS
+
+    assert set(METHODS) == set(ENGINE_METHODS)
+
+
+def test_console_script_json_is_the_only_stdout(cards, tmp_path):
+    """End to end in a fresh interpreter: exit 0, stdout parses as exactly one JSON document."""
+    proc = subprocess.run([sys.executable, "-m", "planner", "recommend", "--params", "1.5B", "--ratio", "0.3",
+                           "--json"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["query"]["params_before"] == 1_500_000_000
+    bad = subprocess.run([sys.executable, "-m", "planner", "recommend", "--params", "8X", "--ratio", "0.5"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stdout == "" and len(bad.stderr.strip().splitlines()) == 1

@@ -1,0 +1,184 @@
+"""``reports build`` end to end: a real run store, real law cards from the fitting package."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from data.runs import RunStore
+from reports.__main__ import main
+from reports.plots import fmt_num
+from reports.synthetic import SyntheticGrid, write_synthetic_store
+
+PARENTS = (("tiny-135m", 134_515_008), ("tiny-360m", 361_821_120), ("tiny-1.7b", 1_711_376_384))
+
+
+def pdf_pages(path: Path) -> int:
+    """Page objects in a matplotlib PDF (its page dictionaries are not compressed)."""
+    return len(re.findall(rb"/Type\s*/Page\b(?!s)", path.read_bytes()))
+
+
+def pdf_text(path: Path) -> str:
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    out = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+def _fit_card(runs: Path, method: str, out: Path, bootstrap: int) -> Path:
+    from fitting.card import save_card
+    from fitting.fit import FitConfig, fit
+    from fitting.table import load_data
+
+    result = fit(load_data(runs, "p2", method=method), FitConfig(n_bootstrap=bootstrap))
+    return save_card(result, out)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("reports") / "runs"
+    write_synthetic_store(root, SyntheticGrid(parents=PARENTS, methods=("depth", "width"),
+                                              inits=("pruned", "random"), n_points=6, domains=("books",)))
+    # a few distillation runs beside the lm ones, for the objective comparison
+    write_synthetic_store(root, SyntheticGrid(parents=PARENTS, methods=("depth",), objectives=("kd",),
+                                              n_points=6, domains=("books",)), seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cards(store: Path) -> tuple[Path, Path]:
+    return (_fit_card(store, "depth", store.parent / "depth.json", bootstrap=20),
+            _fit_card(store, "width", store.parent / "width.json", bootstrap=0))
+
+
+@pytest.fixture(scope="module")
+def report(store: Path, cards: tuple[Path, Path]) -> tuple[Path, str]:
+    out = store.parent / "report.pdf"
+    code = main(["build", str(store), "--law", str(cards[0]), "--law", str(cards[1]), "--out", str(out)])
+    assert code == 0
+    return out, pdf_text(out)
+
+
+def test_report_has_every_section(report):
+    out, text = report
+    assert out.read_bytes().startswith(b"%PDF")
+    headings = ["Loss vs post-training tokens with fitted law and bootstrap band",
+                "Loss after pruning and after post-training vs ratio",
+                "[1] Fitted parameters: p2 [depth]", "[1] Residuals", "[1] Held-out extrapolation",
+                "[1] Recommended post-training tokens D*", "[2] Fitted parameters: p2 [width]",
+                "Per-domain loss: books", "Pruned init vs random init at matched tokens",
+                "Post-training objective vs lm at matched tokens"]
+    for heading in headings:
+        assert heading in text, heading
+    # 3 parents x (depth, width) x (pruned, random) = 12 curve panels, 4 per page
+    assert text.count("Loss vs post-training tokens with fitted law") == 3
+    # title, 3 curve pages, 1 ratio page, card 1 (4 pages) + card 2 (4 pages), 1 domain, 2 comparisons
+    assert pdf_pages(out) == 1 + 3 + 1 + 4 + 4 + 1 + 2
+
+
+def test_title_page_gives_provenance(report, cards, store):
+    import hashlib
+
+    _, text = report
+    title = text.split("\f")[0]
+    runs = len(RunStore(store).run_ids())
+    assert f"runs counted: {runs} (done {runs})" in title
+    assert "commit " in title and "prunelaw 0.1.0" in title
+    for card in cards:
+        assert hashlib.sha256(card.read_bytes()).hexdigest()[:16] in title
+    assert "criterion: huber (delta 0.001) on log loss" in title
+    assert "one more 1B tokens gains < 0.001 nats" in title
+
+
+def test_parameter_table_holds_the_card_numbers(report, cards):
+    _, text = report
+    card = json.loads(cards[0].read_text())
+    page = next(p for p in text.split("\f") if "[1] Fitted parameters" in p)
+    for name, value in card["params"].items():
+        assert re.search(rf"{re.escape(name)}\s+{re.escape(fmt_num(value))}\s", page), name
+        low, high = card["ci"]["params"][name]
+        assert fmt_num(low) in page and fmt_num(high) in page
+    assert f"rmse = {card['metrics']['rmse']:.4g}" in page
+    # the width card has no bootstrap: no made-up intervals
+    width_page = next(p for p in text.split("\f") if "[2] Fitted parameters" in p)
+    assert "no bootstrap interval" in width_page
+
+
+def test_heldout_page_shows_each_split_with_its_error(report):
+    _, text = report
+    page = next(p for p in text.split("\f") if "[1] Held-out extrapolation" in p)
+    assert "by tokens" in page and "by size" in page and "by ratio" in page
+    assert len(re.findall(r"RMSE 0\.\d{4}", page)) >= 3
+
+
+def test_without_a_card_the_report_is_curves_only_and_says_so(store, tmp_path):
+    out = tmp_path / "curves.pdf"
+    assert main(["build", str(store), "--out", str(out), "--panels", "6"]) == 0
+    text = pdf_text(out)
+    assert "No law card given (--law): curves only." in text
+    assert "Fitted parameters" not in text and "Residuals" not in text
+    assert "Loss vs post-training tokens" in text and "with fitted law" not in text
+
+
+def test_a_card_for_a_method_not_in_the_store_gets_a_visible_note(store, cards, tmp_path):
+    card = json.loads(cards[1].read_text())
+    card["data"]["method"] = "2:4"
+    path = tmp_path / "sparse.json"
+    path.write_text(json.dumps(card))
+    out = tmp_path / "r.pdf"
+    assert main(["build", str(store), "--law", str(path), "--out", str(out), "--no-heldout"]) == 0
+    assert "Skipped: no pruned-init runs of method(s) 2:4 in this store." in pdf_text(out)
+
+
+def _bare_store(root: Path) -> Path:
+    """One run whose metadata lacks loss_before and params_before (not an engine run)."""
+    store = RunStore(root)
+    store.write("r0", {"status": "done", "meta": {"parent": "p", "method": "depth", "ratio": 0.5,
+                                                  "init": "pruned", "objective": "lm"}})
+    store.append_curve("r0", [{"step": 0, "tokens": 0, "eval_loss": 4.0},
+                              {"step": 1, "tokens": 1000, "eval_loss": 3.5}])
+    return root
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("missing", "does not exist"),
+    ("empty", "holds no runs"),
+    ("columns", "lack column(s) ['params_before', 'loss_before']"),
+    ("law", "unknown law 'sparsity'; allowed: p2, chinchilla"),
+    ("corrupt", "is not valid JSON"),
+    ("suffix", "must end in .pdf"),
+])
+def test_bad_input_exits_2_with_one_line_and_keeps_the_old_report(case, expect, store, cards, tmp_path, capsys):
+    out = tmp_path / "old.pdf"
+    out.write_bytes(b"%PDF previous report")
+    runs, card = str(store), str(cards[0])
+    if case == "missing":
+        runs = str(tmp_path / "nope")
+    elif case == "empty":
+        (tmp_path / "empty").mkdir()
+        runs = str(tmp_path / "empty")
+    elif case == "columns":
+        runs = str(_bare_store(tmp_path / "bare"))
+    elif case in ("law", "corrupt"):
+        bad = tmp_path / "bad.json"
+        raw = json.loads(cards[0].read_text())
+        bad.write_text(json.dumps({**raw, "law": "sparsity"}) if case == "law" else "{not json")
+        card = str(bad)
+    args = ["build", runs, "--law", card, "--out", str(out if case != "suffix" else tmp_path / "r.png")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("reports build: error:")
+    assert expect in err
+    assert out.read_bytes() == b"%PDF previous report"
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.count("  reports build runs/") >= 3

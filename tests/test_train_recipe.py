@@ -1,0 +1,186 @@
+"""The recipe in one process: prune -> train through deepspeed.initialize -> eval curve.
+
+Tiny transformers Llama (2 layers, hidden 64, GQA) on a structured in-memory corpus that a
+model this size learns within a few dozen steps; every job runs the real DeepSpeed engine.
+"""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from data.runs import META_COLUMNS, RunStore
+from engine.train.config import job_from_dict
+from engine.train.recipe import run_job
+from train_fakes import MemData
+
+SEQ, MB = 32, 8
+STEP_TOKENS = SEQ * MB
+
+
+@pytest.fixture(scope="module")
+def dist():
+    from engine.train.runtime import init_distributed
+
+    return init_distributed()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return MemData(seq_len=SEQ)
+
+
+def make_job(runs, **over):
+    base = {"parent": "tiny-llama", "tokens": 40 * STEP_TOKENS, "runs_dir": str(runs), "data": {"shards": "mem"},
+            "eval": {"points": 4, "max_sequences": 16}, "deepspeed": {"micro_batch": MB},
+            "optim": {"lr": 3e-3, "warmup_frac": 0.05}}
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return job_from_dict(base)
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory, dist, data):
+    """A tiny parent pretrained by the recipe itself and saved with save_pretrained."""
+    runs = tmp_path_factory.mktemp("runs")
+    job = make_job(runs, init="random", tokens=80 * STEP_TOKENS, save_model=True)
+    assert run_job(job, dist, data) == "done"
+    return runs, job
+
+
+def test_pretraining_saves_a_parent_and_logs_its_curve(parent):
+    runs, job = parent
+    store = RunStore(runs)
+    record = store.read(job.run_id)
+    assert record["status"] == "done" and (runs / job.run_id / "model" / "config.json").is_file()
+    curve = store.read_curve(job.run_id)
+    assert curve["tokens"].tolist()[0] == 0 and curve["tokens"].iloc[-1] == 80 * STEP_TOKENS
+    assert curve["eval_loss"].iloc[-1] < curve["eval_loss"].iloc[0] - 1.0  # it learnt the rule
+    assert not (runs / job.run_id / "checkpoint").exists()  # done runs drop their resume point
+
+
+def test_pruned_lm_job_fills_every_metadata_column(parent, dist, data):
+    runs, pre = parent
+    job = make_job(runs, parent=f"run:{pre.run_id}", method="width", ratio=0.3)
+    assert run_job(job, dist, data) == "done"
+    store = RunStore(runs)
+    meta = store.read(job.run_id)["meta"]
+    assert all(meta.get(c) is not None for c in META_COLUMNS), meta
+    assert meta["params_after"] < meta["params_before"] and 0.15 < meta["ratio"] < 0.45
+    parent_final = store.read_curve(pre.run_id)["eval_loss"].iloc[-1]
+    assert meta["loss_before"] == pytest.approx(parent_final, rel=1e-5)  # L0 = the parent's own final loss
+    curve = store.read_curve(job.run_id)
+    assert curve["step"].is_unique and list(curve["tokens"]) == [s * STEP_TOKENS for s in curve["step"]]
+    assert {"eval_loss.code", "eval_loss.books"} <= set(curve.columns)
+    row0 = curve.iloc[0]
+    assert row0["tokens"] == 0 and row0["eval_loss"] > meta["loss_before"]  # pruning hurt
+    assert curve["eval_loss"].iloc[-1] < row0["eval_loss"]  # post-training recovers
+    lo, hi = sorted([row0["eval_loss.code"], row0["eval_loss.books"]])
+    assert lo <= row0["eval_loss"] <= hi  # token-weighted mean of the domains
+
+
+def test_random_init_has_the_pruned_shape_and_fresh_weights(parent, dist, data):
+    runs, pre = parent
+    pruned = make_job(runs, parent=f"run:{pre.run_id}", method="depth-last", ratio=0.4, tokens=4 * STEP_TOKENS,
+                      save_model=True)
+    scratch = make_job(runs, parent=f"run:{pre.run_id}", method="depth-last", ratio=0.4, tokens=4 * STEP_TOKENS,
+                       save_model=True, init="random")
+    assert run_job(pruned, dist, data) == run_job(scratch, dist, data) == "done"
+    store = RunStore(runs)
+    a, b = store.read(pruned.run_id)["meta"], store.read(scratch.run_id)["meta"]
+    assert a["params_after"] == b["params_after"] and a["init"] == "pruned" and b["init"] == "random"
+    from transformers import AutoModelForCausalLM
+
+    ma = AutoModelForCausalLM.from_pretrained(runs / pruned.run_id / "model")
+    mb = AutoModelForCausalLM.from_pretrained(runs / scratch.run_id / "model")
+    assert ma.config.num_hidden_layers == mb.config.num_hidden_layers == 1
+    assert [p.shape for p in ma.parameters()] == [p.shape for p in mb.parameters()]
+    # the scratch control starts near log(vocab), far above the pruned model
+    assert store.read_curve(scratch.run_id)["eval_loss"].iloc[0] > store.read_curve(pruned.run_id)["eval_loss"].iloc[0]
+
+
+def test_two_four_masks_survive_training(parent, dist, data):
+    from engine.pruning.sparse_common import check_n_m, target_weights
+
+    runs, pre = parent
+    job = make_job(runs, parent=f"run:{pre.run_id}", method="2:4-magnitude", ratio=0.45, tokens=10 * STEP_TOKENS,
+                   prune_args={"tolerance": 0.5}, save_model=True)
+    assert run_job(job, dist, data) == "done"
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(runs / job.run_id / "model")
+    weights = target_weights(model)
+    assert weights and all(check_n_m(w != 0) for w in weights.values())
+
+
+def test_kd_loss_goes_down(parent, dist, data):
+    runs, pre = parent
+    job = make_job(runs, parent=f"run:{pre.run_id}", method="width", ratio=0.3, objective="kd",
+                   kd={"temperature": 2.0}, tokens=30 * STEP_TOKENS, eval={"points": 3})
+    assert run_job(job, dist, data) == "done"
+    curve = RunStore(runs).read_curve(job.run_id)
+    train = curve["train_loss"].dropna()
+    assert train.iloc[-1] < 0.7 * train.iloc[0]  # the KL to the teacher shrinks
+    assert curve["eval_loss"].iloc[-1] < curve["eval_loss"].iloc[0]
+
+
+def test_recon_trains_kept_blocks_towards_the_parent(parent, dist, data):
+    runs, pre = parent
+    job = make_job(runs, parent=f"run:{pre.run_id}", method="unstructured-magnitude", ratio=0.3,
+                   objective="recon", tokens=20 * STEP_TOKENS, eval={"points": 3})
+    assert run_job(job, dist, data) == "done"
+    curve = RunStore(runs).read_curve(job.run_id)
+    train = curve["train_loss"].dropna()
+    assert train.iloc[-1] < train.iloc[0]  # block-output MSE falls
+
+
+def test_divergence_ends_as_failed_with_reason(parent, dist, data):
+    runs, pre = parent
+    job = make_job(runs, parent=f"run:{pre.run_id}", method="width", ratio=0.3, tokens=12 * STEP_TOKENS,
+                   optim={"lr": 50.0, "warmup_frac": 0.0, "grad_clip": 0.0}, eval={"points": 6})
+    assert run_job(job, dist, data) == "failed"
+    record = RunStore(runs).read(job.run_id)
+    assert record["status"] == "failed" and record["reason"].startswith("diverged: ")
+
+
+def test_done_run_is_never_rerun(parent, dist, data):
+    runs, pre = parent
+    before = RunStore(runs).read(pre.run_id)
+    assert run_job(pre, dist, data) == "skipped"
+    assert RunStore(runs).read(pre.run_id) == before
+
+
+def test_resume_after_interruption_has_no_gap_or_duplicate(tmp_path, parent, dist, data, monkeypatch):
+    runs, pre = parent
+    job = make_job(tmp_path, parent=str(runs / pre.run_id / "model"), method="width", ratio=0.3,
+                   tokens=24 * STEP_TOKENS, eval={"points": 6})
+    from engine.train import recipe
+
+    real_step, calls = recipe._train_step, {"n": 0}
+
+    def dying_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 15:
+            raise KeyboardInterrupt  # the "kill": no chance to finish the eval interval
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "_train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job, dist, data)
+    store = RunStore(tmp_path)
+    assert store.status(job.run_id) == "failed"
+    killed_steps = store.read_curve(job.run_id)["step"].tolist()
+    monkeypatch.setattr(recipe, "_train_step", real_step)
+    assert run_job(job, dist, data) == "done"
+    curve = store.read_curve(job.run_id)
+    reference = make_job(tmp_path / "ref", parent=job.parent, method="width", ratio=0.3,
+                         tokens=24 * STEP_TOKENS, eval={"points": 6})
+    assert run_job(reference, dist, data) == "done"
+    ref = RunStore(tmp_path / "ref").read_curve(reference.run_id)
+    assert set(killed_steps) < set(curve["step"]) and curve["step"].is_unique
+    assert curve["step"].tolist() == ref["step"].tolist()
+    pd.testing.assert_series_equal(curve["eval_loss"], ref["eval_loss"], rtol=1e-4)
