@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import time
 from pathlib import Path
 
@@ -148,12 +149,15 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=5000, help="P2 curve points (default 5,000)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap refits (default 1,000)")
     args = parser.parse_args()
+    # The machine is shared: absolute times move with its load, ratios measured here do not.
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     bench_p2(args.points)
     if not CSV.is_file():
         print(f"skipping the Chinchilla parts: {CSV} not found")
         return
     bench_bootstrap(args.bootstrap)
     bench_chinchilla(args.starts)
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

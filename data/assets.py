@@ -9,6 +9,7 @@ installed: some wheels carry stray top-level folders and some Debian packages st
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -72,6 +73,11 @@ def iter_members(archive: Path, keep):
                 handle = tf.extractfile(info)
                 if handle is not None:
                     yield info.name, handle.read()
+
+
+def debian_available() -> bool:
+    """Whether Debian packages can be fetched here (apt-get and dpkg-deb on PATH)."""
+    return shutil.which("apt-get") is not None and shutil.which("dpkg-deb") is not None
 
 
 def debian_package(package: str) -> Path:

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data import assets
 from data.cli import BadInput
 from data.sources import ALL_DOMAINS, DEFAULT_DOMAINS, EVAL_ONLY_DOMAINS, Source, sources_for
 
@@ -40,6 +41,7 @@ class CorpusConfig:
     max_mb: float | None = None   # per-domain cap on UTF-8 megabytes kept (None: all)
     eval_fraction: float = 0.05   # share of documents (by hash) in the eval split
     overwrite: bool = False       # replace an existing corpus directory
+    debian: bool = True           # use Debian-packaged sources where apt-get exists (else skip them)
 
     def __post_init__(self) -> None:
         unknown = [d for d in self.domains if d not in ALL_DOMAINS]
@@ -107,6 +109,7 @@ class _DomainStats:
     bytes: int = 0
     duplicates: int = 0
     sources: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
 
 
 def _collect(domain: str, sources: Sequence[Source], cfg: CorpusConfig, seen: set[str],
@@ -115,6 +118,9 @@ def _collect(domain: str, sources: Sequence[Source], cfg: CorpusConfig, seen: se
     stats = _DomainStats()
     cap_bytes = None if cfg.max_mb is None else int(cfg.max_mb * 1e6)
     for src in sources:
+        if src.needs == "debian" and not (cfg.debian and assets.debian_available()):
+            stats.skipped.append(src.name)  # e.g. Jane Austen in `books` on a machine without apt
+            continue
         stats.sources[src.name] = src.licence
         for origin, raw in src.reader():
             text = _clean(raw)
@@ -156,7 +162,7 @@ def _ensure_eval(path: Path, stats: _DomainStats, index: list[dict], domain: str
 def build_corpus(out: str | os.PathLike, domains: Sequence[str] = DEFAULT_DOMAINS, *,
                  local: dict[str, str] | None = None, max_docs: int | None = None,
                  max_mb: float | None = None, eval_fraction: float = 0.05,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, debian: bool = True) -> Path:
     """Assemble the corpus into ``out`` and return its path.
 
     Written to a temporary sibling directory and renamed at the end, so a failure (or a bad
@@ -166,13 +172,14 @@ def build_corpus(out: str | os.PathLike, domains: Sequence[str] = DEFAULT_DOMAIN
         BadInput: an unknown domain, an empty local corpus, a domain without documents, or an
             existing ``out`` without ``overwrite``.
     """
-    cfg = CorpusConfig(tuple(domains), dict(local or {}), max_docs, max_mb, eval_fraction, overwrite)
+    cfg = CorpusConfig(tuple(domains), dict(local or {}), max_docs, max_mb, eval_fraction, overwrite, debian)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise BadInput(f"corpus directory {str(out)!r} already exists and is not empty; pass --overwrite")
     plan = {d: sources_for(d) for d in cfg.domains} | {n: [local_source(n, p)] for n, p in cfg.local.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result is shared
     try:
         manifest = _write_domains(tmp, plan, cfg)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), "utf-8")
@@ -191,7 +198,9 @@ def _write_domains(tmp: Path, plan: dict[str, list[Source]], cfg: CorpusConfig) 
         with path.open("w", encoding="utf-8") as handle:
             stats = _collect(domain, sources, cfg, seen, handle, index)
         if stats.documents == 0:
-            raise BadInput(f"domain {domain!r} has no documents (sources: {', '.join(stats.sources)})")
+            used = ", ".join(stats.sources) or "none usable"
+            extra = f"; skipped (need apt-get): {', '.join(stats.skipped)}" if stats.skipped else ""
+            raise BadInput(f"domain {domain!r} has no documents (sources: {used}{extra})")
         _ensure_eval(path, stats, index, domain)
         domains[domain] = stats.__dict__ | {"file": path.name, "eval_only": domain in EVAL_ONLY_DOMAINS}
     return {"format": "prunelaw-corpus/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

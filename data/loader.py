@@ -2,9 +2,10 @@
 mixture, with Sheared-LLaMA's dynamic batch loading as an option; plus the eval iterator.
 
 Sampling scheme (why it is resumable and rank-disjoint):
-- Each domain's sequences are permuted once per domain-epoch with a seed derived from
-  ``(seed, domain, epoch)``; rank r reads positions r, r+W, r+2W, ... of that permutation, so
-  two ranks never read the same sequence within an epoch.
+- Each domain's sequences are permuted once per domain-epoch by a keyed Feistel bijection
+  (``(seed, domain, epoch)``; O(1) memory, nothing of corpus size is materialised); rank r
+  reads positions r, r+W, r+2W, ... of that permutation, so two ranks never read the same
+  sequence within an epoch.
 - At step t the number of rows per domain is drawn from a multinomial seeded by ``(seed, t)``,
   the same on every rank (same mixture everywhere, no communication).
 - The state is only ``step``, per-domain ``(epoch, cursor)`` and the weights: a saved state
@@ -24,6 +25,38 @@ from data.cli import BadInput
 from data.shards import ShardSet
 
 _MIX_STREAM = 0x5EED  # separates the per-step mixture RNG from the per-domain permutation RNG
+
+
+def _mix(x: np.ndarray, key: int) -> np.ndarray:
+    """A keyed 64-bit mixer (splitmix64 finaliser): the Feistel round function."""
+    with np.errstate(over="ignore"):  # wrap-around multiplication is the point
+        x = (x ^ np.uint64(key)) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(31))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(29))
+
+
+def feistel_permute(positions: np.ndarray, n: int, key: tuple[int, ...], rounds: int = 4) -> np.ndarray:
+    """Image of ``positions`` under a pseudo-random permutation of ``[0, n)`` chosen by ``key``.
+
+    A balanced Feistel network on the smallest even bit width covering n, with cycle walking
+    back into range: a bijection computed in O(1) memory, so the loader never materialises an
+    index array of corpus size (memory does not grow with the corpus).
+    """
+    half = max(1, (max(n - 1, 1).bit_length() + 1) // 2)
+    mask = np.uint64((1 << half) - 1)
+    keys = np.random.default_rng(list(key)).integers(0, 2**63, size=rounds, dtype=np.uint64)
+    x = np.asarray(positions, dtype=np.uint64)
+    out = np.empty_like(x)
+    todo = np.ones(len(x), dtype=bool)
+    while todo.any():  # cycle walking: expected < 4 passes since 4^half < 4n
+        y = x[todo]
+        left, right = y >> np.uint64(half), y & mask
+        for k in keys:
+            left, right = right, left ^ (_mix(right, int(k)) & mask)
+        y = (left << np.uint64(half)) | right
+        out[todo], x[todo] = y, y
+        todo[todo] = y >= np.uint64(n)
+    return out.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -60,7 +93,7 @@ def dynamic_update(weights: dict[str, float], losses: dict[str, float], cfg: Dyn
     logits = np.log(np.maximum(w, 1e-300)) + cfg.step_size * excess
     alpha = np.exp(logits - logits.max())
     new = (1 - cfg.smoothing) * alpha / alpha.sum() + cfg.smoothing / len(names)
-    return dict(zip(names, (float(x) for x in new / new.sum())))
+    return dict(zip(names, (float(x) for x in new / new.sum()), strict=True))
 
 
 @dataclass
@@ -102,7 +135,6 @@ class MixtureLoader:
                 raise BadInput(f"dynamic loading needs a reference loss for domain {missing[0]!r}")
         self.step = 0
         self._cursors = {d: _DomainCursor() for d in self._domains}
-        self._perm_cache: dict[str, tuple[int, np.ndarray]] = {}
 
     def _initial_weights(self, weights: dict[str, float] | None) -> dict[str, float]:
         if weights is None:
@@ -120,29 +152,23 @@ class MixtureLoader:
         return {d: w / total for d, w in raw.items()}
 
     # -- the sampling scheme ------------------------------------------------------------------
-    def _rank_share(self, domain: str, epoch: int) -> np.ndarray:
-        """This rank's sequence indices for one domain-epoch (cached: one permutation alive)."""
-        cached = self._perm_cache.get(domain)
-        if cached is not None and cached[0] == epoch:
-            return cached[1]
-        n = self.shards.num_sequences(self.split, domain)
-        per_rank = n // self.world_size  # equal shares: every rank runs the same number of steps
-        rng = np.random.default_rng([self.seed, self._domains.index(domain), epoch])
-        share = rng.permutation(n)[: per_rank * self.world_size][self.rank::self.world_size]
-        self._perm_cache[domain] = (epoch, share)
-        return share
+    def _take(self, domain: str, count: int) -> np.ndarray:
+        """Next ``count`` sequence indices of a domain for this rank, rolling into new epochs.
 
-    def _take(self, domain: str, count: int) -> list[int]:
-        """Next ``count`` indices of a domain for this rank, rolling into new epochs."""
-        state, out = self._cursors[domain], []
-        while len(out) < count:
-            share = self._rank_share(domain, state.epoch)
-            grab = share[state.cursor: state.cursor + count - len(out)]
-            out.extend(int(i) for i in grab)
-            state.cursor += len(grab)
-            if state.cursor >= len(share):
+        Rank r reads positions r, r+W, ... of the epoch's permutation, truncated to an equal
+        share per rank (every rank runs the same number of steps per epoch)."""
+        state, parts = self._cursors[domain], []
+        n = self.shards.num_sequences(self.split, domain)
+        per_rank = n // self.world_size
+        while count > 0:
+            grab = min(count, per_rank - state.cursor)
+            positions = (np.arange(state.cursor, state.cursor + grab) * self.world_size + self.rank)
+            key = (self.seed, self._domains.index(domain), state.epoch)
+            parts.append(feistel_permute(positions, n, key))
+            state.cursor, count = state.cursor + grab, count - grab
+            if state.cursor >= per_rank:
                 state.epoch, state.cursor = state.epoch + 1, 0
-        return out
+        return np.concatenate(parts)
 
     def _counts(self) -> np.ndarray:
         rng = np.random.default_rng([self.seed, _MIX_STREAM, self.step])
@@ -154,13 +180,13 @@ class MixtureLoader:
 
     def __next__(self) -> torch.Tensor:
         rows = []
-        for domain, count in zip(self._domains, self._counts()):
+        for domain, count in zip(self._domains, self._counts(), strict=True):
             if count:
                 idx = self._take(domain, int(count))
                 # Sorted fancy indexing reads the memmap in file order, then restore draw order.
                 order = np.argsort(idx)
                 block = np.empty((len(idx), self.shards.seq_len), dtype=np.int64)
-                block[order] = self.shards.sequences(self.split, domain)[np.asarray(idx)[order]]
+                block[order] = self.shards.sequences(self.split, domain)[idx[order]]
                 rows.append(block)
         self.step += 1
         return torch.from_numpy(np.concatenate(rows, axis=0))  # [micro_batch, seq_len] int64

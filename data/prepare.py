@@ -148,6 +148,7 @@ def prepare(corpus: str | os.PathLike, tokenizer: str | os.PathLike, seq_len: in
     dtype = np.dtype(np.uint16 if len(tok) <= 1 << 16 else np.uint32)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result is shared
     try:
         shutil.copytree(tok_dir, tmp / "tokenizer")
         splits = _write_shards(corpus, cmanifest, tmp, tok_dir, tok.eos_token_id, dtype, cfg)

@@ -7,6 +7,7 @@ torch-free: numpy memmaps only, so inspecting shards never pulls in torch.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from pathlib import Path
 
@@ -50,11 +51,12 @@ class ShardSet:
         return [d for d, s in self.manifest["splits"].get("train", {}).items() if s["sequences"] > 0]
 
     def split_domains(self, split: str) -> list[str]:
-        """Domains present in ``split`` (eval can hold eval-only domains such as news)."""
-        return list(self.manifest["splits"].get(split, {}))
+        """Domains with at least one sequence in ``split`` (eval can hold eval-only domains such
+        as news; a domain whose eval text is shorter than one sequence is left out)."""
+        return [d for d, s in self.manifest["splits"].get(split, {}).items() if s["sequences"] > 0]
 
     def _entries(self) -> list[tuple[str, str]]:
-        return [(split, d) for split, ds in self.manifest["splits"].items() for d in ds]
+        return [(split, d) for split, ds in self.manifest["splits"].items() for d in ds]  # empty ones too
 
     def _info(self, split: str, domain: str) -> dict:
         try:
@@ -87,6 +89,9 @@ class ShardSet:
         if key not in self._arrays:
             info = self._info(split, domain)
             arr = np.load(self.path / info["file"], mmap_mode="r")
+            if hasattr(getattr(arr, "_mmap", None), "madvise"):
+                # Training reads scattered rows: no read-around, so mapped pages stay ~ rows read.
+                arr._mmap.madvise(mmap.MADV_RANDOM)
             if arr.shape != (info["sequences"], self.seq_len):
                 raise BadInput(f"shard {str(self.path / info['file'])!r} has shape {arr.shape}; manifest says "
                                f"({info['sequences']}, {self.seq_len}); re-run 'data prepare'")

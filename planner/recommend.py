@@ -28,8 +28,8 @@ from data.cli import BadInput
 from data.units import format_count
 from planner import laws
 from planner.cards import Card
-from planner.hardware import Compute
-from planner.query import Parent
+from planner.hardware import Compute, Gpu, compute_cost
+from planner.query import SPARSE_METHODS, Parent
 
 BUDGET_MULTIPLES: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
 DEFAULT_SLOPE = 1e-3
@@ -284,13 +284,14 @@ def identifiability_warnings(card: Card) -> list[str]:
     return out
 
 
-def recommend(parent: Parent, method: str, ratio: float, selection_card: Card, reason: str, *,
-              criterion: Criterion, gpu: Any, mfu: float, price: float | None,
+def recommend(parent: Parent, method: str, ratio: float, card: Card, reason: str, *,
+              criterion: Criterion, gpu: Gpu, mfu: float, price: float | None,
               loss_before: float | None = None) -> Recommendation:
-    """The full answer for one (parent, method, ratio) from one P2 card."""
-    from planner.hardware import compute_cost
+    """The full answer for one (parent, method, ratio) from one P2 card.
 
-    card = selection_card
+    ``reason`` says why this card (printed with it); ``loss_before`` None means the card's
+    default L0 (:func:`default_loss_before`), stated in the answer.
+    """
     n0 = float(parent.params_before)
     if loss_before is None:
         l0, l0_source = default_loss_before(card)
@@ -304,6 +305,7 @@ def recommend(parent: Parent, method: str, ratio: float, selection_card: Card, r
     warnings = range_warnings(card, n0=n0, ratio=ratio, tokens=tokens.value,
                               loss_before=l0 if loss_before is not None else None)
     warnings += identifiability_warnings(card)
+    warnings += _unreachable_warning(card, criterion, n0, ratio, l0)
     if card.family is not None and card.family != parent.family:
         warnings.append(f"the card was fitted on family {card.family}, the query is {parent.family}")
     if card.method is not None and card.method != method:
@@ -317,10 +319,22 @@ def recommend(parent: Parent, method: str, ratio: float, selection_card: Card, r
         warnings=tuple(warnings), notes=tuple(_notes(method, ratio, criterion)))
 
 
+def _unreachable_warning(card: Card, criterion: Criterion, n0: float, ratio: float,
+                         l0: float) -> list[str]:
+    """For loss criteria: how many bootstrap fits never reach the target (left out of the interval)."""
+    samples = card.card.bootstrap_params
+    if criterion.kind == "slope" or samples is None or len(samples) == 0:
+        return []
+    target = target_for(card, criterion, n0, ratio, l0)
+    missing = float(np.mean(~np.isfinite(np.ravel(laws.p2_tokens_for_loss(samples, n0, ratio, target, l0)))))
+    if missing == 0.0:
+        return []
+    return [f"{missing:.0%} of the card's bootstrap fits never reach loss {target:.4g} (their asymptote "
+            "is above it): the budget interval covers only the others, so it is optimistic"]
+
+
 def _notes(method: str, ratio: float, criterion: Criterion) -> list[str]:
     """Caveats that always hold for this kind of query (not warnings about the data)."""
-    from planner.query import SPARSE_METHODS
-
     notes = []
     if method in SPARSE_METHODS:
         notes.append(f"{method} keeps masked weights in dense kernels during training: the real cost is "

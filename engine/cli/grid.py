@@ -80,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     slurm = _slurm()
     if args.executor == "slurm" and slurm is None:
         raise BadInput("--executor slurm is not available in this installation; allowed: local")
+    if args.action in ("plan", "launch"):
+        from engine.grid.spec import validate
+
+        validate(grid, runs, args.procs_per_job)
     if args.action == "plan":
         _print_table(rows(grid, runs), PLAN_COLUMNS, args.json)
         return 0

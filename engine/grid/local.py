@@ -52,10 +52,19 @@ def _stream(cmd: list[str], log: Path, echo: Callable[[str], None]) -> int:
         return proc.wait()
 
 
+def _deterministic_failure(store: RunStore, run_id: str) -> bool:
+    """Bad input and divergence fail the same way again: retrying them only burns time."""
+    if store.status(run_id) != "failed":
+        return False
+    reason = store.read(run_id).get("reason") or ""
+    return reason.startswith(("BadInput:", "diverged:"))
+
+
 def _run_stage(jobs: list[Job], files: dict[str, Path], store: RunStore, procs: int, max_retries: int,
                logs: Path, result: LaunchResult, echo: Callable[[str], None]) -> None:
     for attempt in range(1 + max_retries):
-        pending = [j for j in jobs if store.status(j.run_id) != "done"]
+        pending = [j for j in jobs if store.status(j.run_id) != "done"
+                   and not (attempt and _deterministic_failure(store, j.run_id))]
         if not pending:
             return
         if attempt:

@@ -26,7 +26,6 @@ import json
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,14 +271,14 @@ def render_script(jobs: list[Any], job_files: dict[str, Path], opts: SlurmOption
         workdir: directory the tasks run in (relative paths in job files resolve from it).
         note: header comment lines (what this array is, how it was submitted).
     """
-    python_bin = Path(sys.executable).parent
     out = ["#!/bin/bash", "# " + "-" * 90, *[f"# {line}" for line in note.splitlines()], "# " + "-" * 90,
            "#", f"# Resources: each array task is one grid job on {opts.nodes_per_job} node(s), "
            f"{opts.gpus_per_node} GPU(s) and {opts.procs} process(es) per node.",
            *_sbatch_lines(opts, name, len(jobs), log, workdir), "",
            "set -euo pipefail", "",
-           "# Environment: the Python that wrote this script (edit for another cluster).",
-           f'export PATH={shlex.quote(str(python_bin))}:"$PATH"', "",
+           "# Environment: sbatch exports the submitting shell's (activate the venv before",
+           "# launching); the launcher below is called by absolute path, so PATH is left alone.",
+           "",
            "# Which job this task runs; its output goes next to its run in the store.",
            *_task_table(jobs, job_files),
            f'LOG={shlex.quote(str(runs_dir))}/"$RUN_ID"/slurm-"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}".out',
@@ -495,7 +494,8 @@ def submit_arrays(arrays: list[Array], store: RunStore, grid: Any) -> None:
                 task_of[job.run_id] = f"{array.job_id}_{task}"
                 write_record(store, job.run_id, {
                     "array_job_id": array.job_id, "task_id": task, "job_id": task_of[job.run_id],
-                    "generation": index, "dependency": waits, "grid": str(getattr(grid, "path", "")),
+                    "generation": index, "dependency": waits,
+                    "grid": str(Path(getattr(grid, "path", "")).resolve()),
                     "script": str(array.script),
                     "log": str(store.run_dir(job.run_id) / f"slurm-{array.job_id}_{task}.out"),
                     "submitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})

@@ -213,6 +213,38 @@ def load_grid(path: str | os.PathLike[str]) -> Grid:
         raise BadInput(f"{path}: {exc}") from None
 
 
+def validate(grid: Grid, runs_dir: str | os.PathLike[str], procs: int = 1) -> None:
+    """Every check possible before anything runs: parents, sequence length, token budget.
+
+    Raises:
+        BadInput: naming the first bad job.
+    """
+    from engine.train.sources import check_budget, check_parent, check_seq_len
+
+    by_id = {j.run_id: j for j in grid.jobs}
+    for job in grid.jobs:
+        cfg = dataclasses.replace(job.config, runs_dir=str(runs_dir))
+        if job.depends:  # positions of a grid-pretrained parent: those of its preset
+            cfg = dataclasses.replace(cfg, parent=by_id[job.depends].config.parent)
+        seq_len = cfg.data.seq_len or _shards_seq_len(cfg.data.shards)
+        try:
+            check_parent(cfg, known_runs=by_id)
+            if seq_len is not None:
+                check_seq_len(cfg, seq_len)
+                check_budget(cfg, procs, seq_len)
+        except BadInput as exc:
+            raise BadInput(f"job {job.run_id}: {exc}") from None
+
+
+def _shards_seq_len(shards: str) -> int | None:
+    """The shards' sequence length, or None while the directory does not exist yet."""
+    if not Path(shards).is_dir():
+        return None
+    from data.shards import ShardSet
+
+    return ShardSet(shards).seq_len
+
+
 def write_job_files(grid: Grid, runs_dir: str | os.PathLike[str]) -> list[Path]:
     """Write ``<runs_dir>/<run_id>/job.yaml`` for every job, parents first; returns the paths.
 

@@ -10,6 +10,7 @@ from typing import Any
 from data.runs import CURVE_FILE, RunStore
 from data.units import format_count
 from engine.grid.spec import Grid
+from engine.train.config import parent_label
 
 PLAN_COLUMNS = ("id", "parent", "method", "ratio", "objective", "init", "tokens", "status")
 STATUS_COLUMNS = PLAN_COLUMNS + ("done_tokens", "eval_loss", "queue", "reason")
@@ -36,7 +37,7 @@ def rows(grid: Grid, runs_dir: str | os.PathLike[str], queue: dict[str, str] | N
     for job in grid.jobs:
         cfg = job.config
         record = store.read(job.run_id) if store.exists(job.run_id) else {}
-        row = {"id": job.run_id, "parent": cfg.parent.split("/")[-1] if job.kind == "post" else cfg.parent,
+        row = {"id": job.run_id, "parent": parent_label(cfg.parent),
                "method": cfg.method, "ratio": cfg.ratio, "objective": cfg.objective, "init": cfg.init,
                "tokens": cfg.tokens, "status": record.get("status", "pending")}
         if detail:

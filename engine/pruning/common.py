@@ -254,26 +254,34 @@ class Before(NamedTuple):
     """Counts of the parent taken before surgery, and the start time."""
 
     counts: ParamCounts
-    nonembed_nonzero: int
     t0: float
 
 
 def start(model: nn.Module) -> Before:
     """Measure the parent before pruning (counts + clock)."""
-    return Before(count_params(model), count_nonzero_nonembed(model), time.perf_counter())
+    return Before(count_params(model), time.perf_counter())
 
 
 def finish(method: str, ratio_target: float, model: nn.Module, before: Before,
            choices: dict[str, Any], notes: list[str] | None = None,
            masks: dict[str, torch.Tensor] | None = None) -> PruneReport:
-    """Build the :class:`PruneReport` from the pruned model and the parent's counts."""
+    """Build the :class:`PruneReport` from the pruned model and the parent's counts.
+
+    ``params_after`` counts the parameters the method kept: every stored entry minus the
+    entries a sparse mask removed. Entries that happen to be zero without being pruned (Qwen
+    biases at initialisation, dequantised weights) therefore do not inflate the ratio; the
+    literal count of non-zero entries is ``nonzero_after``.
+    """
     seconds = time.perf_counter() - before.t0
     after = count_params(model)
+    masked = {name: int((~m).sum()) for name, m in (masks or {}).items()}
+    removed_embed = sum(v for name, v in masked.items() if _is_embed(name))
+    kept = after.total - sum(masked.values())
     n0 = before.counts.total
     return PruneReport(
-        method=method, ratio_target=float(ratio_target), ratio=1.0 - after.nonzero / n0,
-        params_before=n0, params_after=after.nonzero,
-        nonembed_before=before.counts.nonembed, nonembed_after=count_nonzero_nonembed(model),
+        method=method, ratio_target=float(ratio_target), ratio=1.0 - kept / n0,
+        params_before=n0, params_after=kept, nonembed_before=before.counts.nonembed,
+        nonembed_after=after.nonembed - (sum(masked.values()) - removed_embed),
         nonzero_after=after.nonzero, total_after=after.total, choices=choices, seconds=seconds,
         notes=list(notes or []), masks=masks, model=model)
 

@@ -1,8 +1,9 @@
 """``PruneReport``: what every pruning method returns (DESIGN.md vocabulary).
 
 ``ratio`` is the achieved fraction of parameters removed, ``1 - params_after / params_before``,
-where ``params_after`` counts NON-ZERO parameters (so sparse methods and structured methods
-are measured the same way) and tied embeddings count once.
+where ``params_after`` counts the parameters the method kept (the non-zero ones in DESIGN.md's
+sense: sparse methods subtract masked entries, structured methods count stored entries), so
+sparse and structured methods are measured the same way; tied embeddings count once.
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ class PruneReport:
     params_before: int
     """N0: total parameters of the parent (tied embeddings once)."""
     params_after: int
-    """N: non-zero parameters of the pruned model, same convention."""
+    """N: parameters the pruned model keeps, same convention (stored entries minus those a
+    sparse mask zeroed; structured methods: every stored entry)."""
     nonembed_before: int
     """Parent parameters without input embedding and LM head."""
     nonembed_after: int
-    """Pruned parameters (non-zero) without input embedding and LM head."""
+    """Kept parameters without input embedding and LM head."""
     nonzero_after: int
-    """Non-zero parameters after pruning (equals ``params_after``; kept for sparse methods
-    where ``total_after`` (stored entries) and non-zero entries differ)."""
+    """Literal count of non-zero entries after pruning (equals ``params_after`` unless some
+    kept entries happen to be exactly zero, e.g. zero-initialised Qwen biases)."""
     choices: dict[str, Any] = field(default_factory=dict)
     """What was kept: layers, heads/neurons/channels per layer, resulting shapes."""
     seconds: float = 0.0

@@ -17,7 +17,8 @@ from torch import nn
 from data.cli import BadInput
 from engine.pruning.report import PruneReport
 from engine.pruning.sparse_common import (Pattern, SparseArgs, check_ratio_open, removable_count,
-                                          run_sparse, target_weights)
+                                          run_sparse, target_weights,
+                                          total_params)
 
 
 def prune(model: nn.Module, ratio: float, calib: torch.Tensor | None, *,
@@ -60,10 +61,8 @@ def achievable_ratio(model: nn.Module, pattern: Pattern) -> float:
     Raises:
         BadInput: when a targeted weight's input width is not a multiple of ``m``.
     """
-    from engine.pruning.common import count_params
-
     for name, w in target_weights(model).items():
         if w.shape[1] % pattern.m:
             raise BadInput(f"{pattern.n}:{pattern.m} needs input widths divisible by {pattern.m}; "
                            f"{name} has {w.shape[1]}: use unstructured")
-    return removable_count(model, pattern) / count_params(model).total
+    return removable_count(model, pattern) / total_params(model)

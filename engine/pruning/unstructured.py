@@ -17,6 +17,7 @@ from torch import nn
 from data.cli import BadInput
 from engine.pruning.report import PruneReport
 from engine.pruning.sparse_common import (Pattern, SparseArgs, check_ratio_open, run_sparse,
+                                          total_params,
                                           target_weights)
 
 
@@ -55,10 +56,8 @@ def layer_sparsity(model: nn.Module, ratio: float) -> float:
     Raises:
         BadInput: when that would take every targeted weight; names the largest ratio.
     """
-    from engine.pruning.common import count_params
-
     targeted = sum(w.numel() for w in target_weights(model).values())
-    share = targeted / count_params(model).total
+    share = targeted / total_params(model)
     if ratio >= share:
         raise BadInput(f"unstructured prunes only the linear layers inside blocks, "
                        f"{share:.4f} of this model's parameters; ratio {ratio} is out of reach: "

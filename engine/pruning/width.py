@@ -165,7 +165,9 @@ def choose_shape(base: Base, ratio: float, a: WidthArgs) -> tuple[int, int, int,
     score = np.where(valid, np.abs(ach - ratio) + 0.01 * spread, np.inf)
     i, j, k = np.unravel_index(int(np.argmin(score)), score.shape)
     best = float(ach[i, j, k])
-    if abs(best - ratio) > TOLERANCE and not (a.hidden and a.ffn and a.heads):
+    fixed = {"hidden": a.hidden, "ffn": a.ffn, "heads": a.heads, "kv": a.kv_heads}
+    # When every searched axis is pinned by the caller, the shape decides the ratio.
+    if abs(best - ratio) > TOLERANCE and not all(fixed[ax] is not None for ax in a.axes):
         raise BadInput(f"width on axes {','.join(a.axes)} cannot reach ratio {ratio}: nearest achievable is "
                        f"{best:.4f}; reachable range {float(ach[valid].min()):.4f}..{float(ach[valid].max()):.4f}")
     return int(d[i]), int(f[j]), int(kv[k]), int(hq[k]), best
@@ -308,6 +310,10 @@ def prune(model: nn.Module, ratio: float, calib: torch.Tensor | None, *,
     choices["shape"] = {"hidden": d, "ffn": f, "heads": hq, "kv_heads": kv, "head_dim": base.head_dim,
                         "layers": base.layers}
     choices["shape_before"] = {"hidden": base.hidden, "ffn": base.ffn, "heads": base.heads, "kv_heads": base.kv}
-    notes = [f"shape hidden {base.hidden}->{d}, ffn {base.ffn}->{f}, heads {base.heads}->{hq}, "
+    if abs(achieved - ratio) > TOLERANCE:
+        notes_fixed = [f"all searched axes were fixed by the caller: target ratio {ratio} not used"]
+    else:
+        notes_fixed = []
+    notes = notes_fixed + [f"shape hidden {base.hidden}->{d}, ffn {base.ffn}->{f}, heads {base.heads}->{hq}, "
              f"kv {base.kv}->{kv}; predicted ratio {achieved:.4f}"]
     return common.finish("width", ratio, model, before, choices, notes)

@@ -44,11 +44,33 @@ def run_jobs(jobs: Sequence[JobConfig]) -> dict[str, str]:
     results: dict[str, str] = {}
     for job in jobs:
         t0 = time.perf_counter()
-        results[job.run_id] = run_job(job, dist)
+        try:
+            results[job.run_id] = run_job(job, dist)
+        except Exception as exc:
+            # One process: a job that cannot run (bad ratio for its method, missing parent)
+            # must not take the rest of the list down. Several processes: a failure may be on
+            # one rank only, the others would wait in a collective forever: stop them all.
+            if dist.world > 1:
+                raise
+            record_failure(job, exc)
+            results[job.run_id] = "failed"
         if dist.is_main:
             print(f"[engine.train] {job.run_id}: {results[job.run_id]} in {time.perf_counter() - t0:.1f} s",
                   flush=True)
     return results
+
+
+def record_failure(job: JobConfig, exc: Exception) -> None:
+    """Mark ``job`` failed with the reason (creating its run.json if it never got one)."""
+    from data.runs import RunStore
+
+    store = RunStore(job.runs_dir)
+    reason = f"{type(exc).__name__}: {exc}"
+    if store.exists(job.run_id):
+        store.update(job.run_id, status="failed", reason=reason)
+    else:
+        store.write(job.run_id, {"status": "failed", "reason": reason, "config": job.to_dict()})
+    print(f"[engine.train] {job.run_id}: failed: {reason}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -85,17 +85,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _arm(a: Arm) -> str:
-    loss = a.loss
-    text = f"{format_count(a.tokens):>7} {loss.value:7.4f}"
-    text += f" [{loss.low:.4f}, {loss.high:.4f}]" if loss.low is not None else " " * 18
-    if a.scratch_loss is not None:
-        text += f"  scratch {a.scratch_loss.value:7.4f} -> {a.winner}"
-    return text
+def _est(e) -> str:
+    return f"{e.value:.4f}" + (f" [{e.low:.4f}, {e.high:.4f}]" if e.low is not None else "")
+
+
+def _table(c: Comparison, rule: str) -> list[str]:
+    """One block per budget rule: ratio, N, D, pruned loss, scratch loss, winner."""
+    scratch = c.scratch is not None
+    head = f"  {'ratio':>5}  {'N':>7}  {'tokens':>7}  {'pruned + post-trained':<26}"
+    lines = [head + (f"  {'from scratch, same N':<26}  winner" if scratch else "")]
+    for r in c.rows:
+        a: Arm = getattr(r, rule)
+        line = f"  {r.ratio:>5g}  {format_count(r.params_after):>7}  {format_count(a.tokens):>7}  {_est(a.loss):<26}"
+        if a.scratch_loss is not None:
+            line += f"  {_est(a.scratch_loss):<26}  {a.winner}"
+        lines.append(line)
+    return lines
 
 
 def render(c: Comparison) -> str:
-    """The human-readable table."""
+    """The human-readable tables."""
     card = c.card.provenance()
     lines = [
         f"parent     {c.parent.describe()}, family {c.parent.family}, method {c.method}",
@@ -103,13 +112,16 @@ def render(c: Comparison) -> str:
         f"{c.card_reason})",
         f"scratch    {c.scratch.path if c.scratch is not None else '-'} ({c.scratch_reason})",
         f"L0         {c.loss_before:.4f} nats ({c.loss_before_source})",
-        f"tokens     {format_count(c.tokens)} each (equal tokens); equal compute = 6 * N0 * tokens = "
-        f"{c.compute_flops:.3g} FLOPs, ratio rho gets tokens / (1 - rho)",
         "",
-        f"  {'ratio':>5}  {'N':>7}  {'equal tokens: D, loss [95%]':<44}  equal compute: D, loss [95%]",
+        f"equal tokens: {format_count(c.tokens)} post-training tokens for every ratio",
+        *_table(c, "equal_tokens"),
+        "",
+        f"equal compute: 6 * N0 * tokens = {c.compute_flops:.3g} FLOPs (the parent on {format_count(c.tokens)} "
+        "tokens); ratio rho gets tokens / (1 - rho)",
+        *_table(c, "equal_compute"),
     ]
-    for r in c.rows:
-        lines.append(f"  {r.ratio:>5g}  {format_count(r.params_after):>7}  {_arm(r.equal_tokens):<44}  "
-                     f"{_arm(r.equal_compute)}")
+    if c.scratch is not None:
+        lines += ["", "winner: the lower predicted loss when the 95% intervals do not overlap, else "
+                  "'uncertain'; the parent's pretraining counts as already paid"]
     lines += [f"warning: {w}" for w in c.warnings]
     return "\n".join(lines)

@@ -95,10 +95,17 @@ def _loss(x: float) -> str:
     return f"{x:.4f}"
 
 
+def _amount(x: float) -> str:
+    """Readable at every scale: 12,345 / 12.3 / 0.012."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2g}"
+
+
 def render(r: Recommendation) -> str:
     """The human-readable answer."""
     c, card = r.compute, r.card.provenance()
-    level = "95% bootstrap interval" if card["n_bootstrap"] else "no bootstrap samples in the card: no intervals"
+    ci = r.card.card.ci if isinstance(r.card.card.ci, dict) else {}
+    level = (f"{ci.get('level', 0.95):.0%} bootstrap interval" if card["n_bootstrap"]
+             else "no bootstrap samples in the card: no intervals")
     lines = [
         f"parent     {r.parent.describe()}, family {r.parent.family}",
         f"pruning    {r.method} at ratio {r.ratio:g} -> N = {format_count(r.params_after)} params",
@@ -110,14 +117,14 @@ def render(r: Recommendation) -> str:
         "",
         f"tokens D*  {_est(r.tokens, format_count)}   ({level})",
         f"loss @ D*  {_est(r.loss, _loss)}   (asymptote {_est(r.asymptote, _loss)})",
-        f"compute    {c.flops:.3g} FLOPs (6 N D) = {c.gpu_hours:,.1f} {c.gpu.upper()} GPU-hours at MFU "
-        f"{c.mfu:g} = ${c.cost_usd:,.0f} at ${c.price_per_gpu_hour:.2f}/GPU-h",
+        f"compute    {c.flops:.3g} FLOPs (6 N D) = {_amount(c.gpu_hours)} {c.gpu.upper()} GPU-hours at MFU "
+        f"{c.mfu:g} = ${_amount(c.cost_usd)} at ${c.price_per_gpu_hour:.2f}/GPU-h",
         "",
         f"  {'budget':>8}  {'tokens':>8}  {'predicted loss':<28}  {'GPU-hours':>10}  {'cost':>10}",
     ]
     for b in r.budgets:
         lines.append(f"  {b.multiple:>7g}x  {format_count(b.tokens):>8}  {_est(b.loss, _loss):<28}  "
-                     f"{b.compute.gpu_hours:>10,.1f}  {'$' + format(b.compute.cost_usd, ',.0f'):>10}")
+                     f"{_amount(b.compute.gpu_hours):>10}  {'$' + _amount(b.compute.cost_usd):>10}")
     lines += [f"warning: {w}" for w in r.warnings]
     lines += [f"note: {n}" for n in r.notes]
     return "\n".join(lines)

@@ -1,0 +1,315 @@
+"""The SLURM executor of ``engine grid`` (issue 9).
+
+Fast tests (always run) check the generated sbatch script by executing it with stub
+``scontrol``/``deepspeed`` programs, and the bad-input paths. The ``slurm``-marked tests run a
+tiny real grid (a pretrained parent and one pruned child) through a real single-node SLURM
+(tests/slurm_cluster.py): a parent task requeued mid-run by the scheduler and a child task
+cancelled mid-run and resubmitted both finish with no gap and no duplicated step, and the run
+store equals the same grid run with the local executor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401 - the fixture
+
+from data.runs import RunStore
+from engine.__main__ import main as engine
+from engine.grid.slurm import LEDGER, QUEUE_STATES, read_record, queue_states
+from engine.train.checkpoint import has_checkpoint
+
+GRID = """\
+name: slurmtiny
+data: {{shards: {shards}}}
+parents:
+  - {{name: s, preset: tiny-llama-s, tokens: {parent_tokens}}}
+methods: [width]
+ratios: [0.5]
+objectives: [lm]
+tokens: {child_tokens}
+pretrain: {{eval: {{points: 6, max_sequences: 16}}, deepspeed: {{micro_batch: 8}}}}
+train: {{eval: {{points: 6, max_sequences: 16}}, deepspeed: {{micro_batch: 8}}}}
+"""
+
+
+def write_grid(path: Path, shards: Path, parent_tokens: str = "24K", child_tokens: str = "24K") -> Path:
+    path.write_text(GRID.format(shards=shards, parent_tokens=parent_tokens, child_tokens=child_tokens))
+    return path
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    """Our own temporary directory: pytest prunes old ``tmp_path`` roots while other sessions
+    run, which could pull a run store away from under a minutes-long SLURM test."""
+    root = Path(tempfile.mkdtemp(prefix="prunelaw-slurm-test-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shards(workdir: Path) -> Path:
+    """Real token shards: Python stdlib source, a 512-token byte-level BPE, 32-token rows."""
+    from data.corpus import build_corpus
+    from data.prepare import prepare
+    from data.tokenizers import train_bpe
+
+    root = workdir / "data"
+    corpus = build_corpus(root / "corpus", domains=["code"], max_docs=30, eval_fraction=0.2)
+    return prepare(corpus, train_bpe(corpus, 512, root / "tok"), 32, root / "shards", num_proc=1)
+
+
+def cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    """Run ``engine ARGV`` in-process; returns (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = engine(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- the script, without a cluster -------------------------------------------------------------
+
+STUB_SCONTROL = '#!/bin/sh\n[ "$1 $2" = "show hostnames" ] && printf "gpu-a17\\ngpu-a18\\n"\n'
+STUB_DEEPSPEED = '#!/bin/sh\nprintf "%s\\n" "$@" > "$STUB_ARGS"\n'
+
+
+def test_dry_run_script_runs_the_right_job_with_a_hostfile(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A 2-node, 16-GPU dry run: the printed script, executed as array task 1 of job 4242
+    with stub scontrol/deepspeed, launches the second child with a two-node hostfile."""
+    grid = write_grid(tmp_path / "g.yaml", tmp_path / "shards", child_tokens="24K")
+    grid.write_text(grid.read_text().replace("ratios: [0.5]", "ratios: [0.25, 0.5]"))
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for name, text in (("scontrol", STUB_SCONTROL), ("deepspeed", STUB_DEEPSPEED)):
+        (stubs / name).write_text(text)
+        (stubs / name).chmod(0o755)
+    monkeypatch.setenv("PRUNELAW_DEEPSPEED", str(stubs / "deepspeed"))
+    runs = tmp_path / "runs"
+    code, out, _ = cli(capsys, "grid", "launch", str(grid), "--runs", str(runs), "--executor", "slurm",
+                       "--dry-run", "--gpus-per-job", "16", "--nodes-per-job", "2", "--partition", "gpu",
+                       "--time", "4:00:00", "--account", "proj", "--max-parallel", "3", "--sbatch-extra=--qos=high")
+    assert code == 0
+    scripts = sorted((runs / "_slurm").glob("*.sbatch"))
+    assert [s.name.split("-")[1] for s in scripts] == ["gen0", "gen1"]  # parents, then children
+    parent_script, child_script = (s.read_text() for s in scripts)
+    assert parent_script in out and child_script in out  # printed as written
+    for line in ("#SBATCH --array=0-1%3", "#SBATCH --nodes=2", "#SBATCH --gpus-per-node=8",
+                 "#SBATCH --partition=gpu", "#SBATCH --time=4:00:00", "#SBATCH --account=proj",
+                 "#SBATCH --requeue", "#SBATCH --open-mode=append", "#SBATCH --qos=high"):
+        assert line in child_script
+    assert "#SBATCH --array=0-0%3" in parent_script
+    assert not list(runs.glob(f"*/{LEDGER}")), "a dry run submits (and records) nothing"
+
+    env = {**os.environ, "PATH": f"{stubs}:/usr/bin:/bin", "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_JOB_ID": "4241",
+           "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu-a[17-18]", "STUB_ARGS": str(tmp_path / "args")}
+    subprocess.run(["bash", str(scripts[1])], env=env, check=True, capture_output=True, timeout=30)
+    argv = (tmp_path / "args").read_text().split()
+    child = sorted(p.parent.name for p in runs.glob("*/job.yaml") if "width_r0.5" in p.parent.name)[0]
+    assert argv[argv.index("--config") + 1] == str(runs.resolve() / child / "job.yaml")
+    assert argv[argv.index("--master_addr") + 1] == "gpu-a17"
+    assert argv[argv.index("--master_port") + 1] == str(20000 + 4242 % 40000)
+    assert argv[argv.index("--num_gpus") + 1] == "8"
+    hostfile = Path(argv[argv.index("--hostfile") + 1])
+    assert hostfile.read_text().splitlines() == ["gpu-a17 slots=8", "gpu-a18 slots=8"]
+    assert (runs / child / "slurm-4241_1.out").is_file(), "the task's output goes next to its run"
+
+
+def test_no_sbatch_on_path_is_bad_input(tmp_path: Path, capsys, monkeypatch) -> None:
+    grid = write_grid(tmp_path / "g.yaml", tmp_path / "shards")
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing there
+    code, _, err = cli(capsys, "grid", "launch", str(grid), "--runs", str(tmp_path / "runs"), "--executor", "slurm")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "'sbatch' not found on PATH" in err and "--dry-run" in err
+    assert not (tmp_path / "runs").exists(), "nothing written when nothing can be submitted"
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--gpus-per-job", "3", "--nodes-per-job", "2"], "--gpus-per-job=3 must be a multiple of --nodes-per-job=2"),
+    (["--max-parallel", "0"], "--max-parallel=0 must be >= 1"),
+    (["--sbatch-extra", "qos=high"], "--sbatch-extra='qos=high' must be an sbatch option"),
+])
+def test_bad_options_exit_2(tmp_path: Path, capsys, flags: list[str], expected: str) -> None:
+    grid = write_grid(tmp_path / "g.yaml", tmp_path / "shards")
+    code, _, err = cli(capsys, "grid", "launch", str(grid), "--runs", str(tmp_path / "runs"),
+                       "--executor", "slurm", "--dry-run", *flags)
+    assert code == 2 and expected in err
+
+
+# -- a real single-node SLURM ------------------------------------------------------------------
+
+def wait_for(predicate, timeout: float, what: str, cluster: SlurmCluster, runs: Path):
+    """Poll ``predicate`` (0.2 s) until truthy; on timeout fail with the queue and the logs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted(runs.glob("*/slurm-*.out")))
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; queue {cluster.queue()}\n{logs}\n"
+                f"{cluster.logs()}")
+
+
+def curve_rows(runs: Path, run_id: str) -> int:
+    return len(RunStore(runs).read_curve(run_id))
+
+
+def checkpoint_step(runs: Path, run_id: str) -> int | None:
+    """Step of the run's latest complete checkpoint (tag ``step00000042``), None if none."""
+    if not has_checkpoint(runs / run_id):
+        return None
+    return int((runs / run_id / "checkpoint" / "latest").read_text().strip().removeprefix("step"))
+
+
+def resumable(runs: Path, run_id: str) -> bool:
+    """Mid-run with a checkpoint after step 0 behind it: the moment to kill a task."""
+    return curve_rows(runs, run_id) >= 2 and (checkpoint_step(runs, run_id) or 0) > 0
+
+
+def snapshot(runs: Path, run_id: str) -> pd.DataFrame:
+    """The curve rows a resume must keep as they are (up to the checkpoint's step)."""
+    step = checkpoint_step(runs, run_id)
+    curve = RunStore(runs).read_curve(run_id)
+    return curve[curve["step"] <= step].reset_index(drop=True)
+
+
+def task_state(cluster: SlurmCluster, task: str) -> str:
+    return cluster.queue().get(task, ("", ""))[0]
+
+
+def our_tasks_gone(cluster: SlurmCluster, tasks: list[str]) -> bool:
+    return not any(task_state(cluster, t) in QUEUE_STATES for t in tasks)
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster: SlurmCluster, shards: Path, workdir: Path) -> Iterator[dict]:  # noqa: F811
+    """The tiny grid through SLURM: the parent requeued mid-run, the child cancelled mid-run
+    and resubmitted. The same grid runs meanwhile through the local executor. Returns what
+    was observed along the way."""
+    grid = write_grid(workdir / "grid.yaml", shards)
+    runs, cluster = workdir / "runs", slurm_cluster
+    log = (workdir / "local.log").open("w")
+    local = subprocess.Popen([sys.executable, "-m", "engine", "grid", "launch", str(grid), "--runs",
+                              str(workdir / "local"), "--executor", "local"], stdout=log,
+                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "SLURM_CONF": ""})
+    seen: dict = {"states": set(), "runs": runs, "grid": grid, "local": workdir / "local"}
+    try:
+        _drive(seen, cluster, grid, runs)
+        seen["local_rc"] = local.wait(timeout=300)
+    finally:
+        if local.poll() is None:
+            local.kill()
+            local.wait()
+        log.close()
+        seen["local_out"] = (workdir / "local.log").read_text()
+    yield seen
+
+
+def _drive(seen: dict, cluster: SlurmCluster, grid: Path, runs: Path) -> None:
+    launch = ["grid", "launch", str(grid), "--runs", str(runs), "--executor", "slurm",
+              "--partition", cluster.partition, "--time", "10:00", "--max-parallel", "2"]
+    seen["launch1"] = engine(launch)
+    rec = {rid: read_record(runs, rid) for rid in RunStore(runs).run_ids()}
+    parent, child = sorted(rec, key=lambda r: rec[r]["generation"])
+    seen.update(parent=parent, child=child, first=rec)
+
+    def observe(predicate):
+        def poll():
+            seen["states"] |= set(queue_states(runs).items())
+            return predicate()
+        return poll
+
+    # The scheduler requeues the parent mid-run (as on preemption). SLURM holds a requeued
+    # job back for two minutes; once it is pending again, let it start at once.
+    task = rec[parent]["job_id"]
+    wait_for(observe(lambda: resumable(runs, parent)), 240, "the parent to checkpoint", cluster, runs)
+    cluster.run("scontrol", "requeue", task)
+    seen["parent_kept"] = snapshot(runs, parent)
+    wait_for(lambda: task_state(cluster, task) == "PENDING", 60, "the parent to be requeued", cluster, runs)
+    cluster.run("scontrol", "update", f"jobid={task}", "StartTime=now")
+    # The child is cancelled mid-run through `engine grid cancel`, then the grid is relaunched.
+    wait_for(observe(lambda: resumable(runs, child)), 240, "the child to checkpoint", cluster, runs)
+    seen["cancel"] = engine(["grid", "cancel", str(grid), "--runs", str(runs), "--executor", "slurm"])
+    wait_for(lambda: our_tasks_gone(cluster, [rec[child]["job_id"]]), 60, "the cancel", cluster, runs)
+    seen["child_kept"] = snapshot(runs, child)
+    seen["child_status_after_cancel"] = RunStore(runs).status(child)
+    seen["launch2"] = engine(launch)
+    seen["second"] = read_record(runs, child)
+    wait_for(observe(lambda: RunStore(runs).status(child) in ("done", "failed")), 240, "the resubmitted child",
+             cluster, runs)
+
+
+@pytest.mark.slurm
+def test_requeued_and_resubmitted_tasks_resume_without_gaps_or_duplicates(slurm_run: dict) -> None:
+    runs, parent, child = slurm_run["runs"], slurm_run["parent"], slurm_run["child"]
+    assert slurm_run["launch1"] == 0 and slurm_run["cancel"] == 0 and slurm_run["launch2"] == 0
+    store = RunStore(runs)
+    assert store.status(parent) == "done" and store.status(child) == "done"
+    assert slurm_run["child_status_after_cancel"] == "running"  # killed, so never marked done
+    for run_id, kept in ((parent, slurm_run["parent_kept"]), (child, slurm_run["child_kept"])):
+        curve = store.read_curve(run_id)
+        steps = curve["step"].tolist()
+        assert steps == sorted(set(steps)) and len(steps) == 7, f"{run_id}: steps {steps}"  # 0 + 6 points
+        # Killed mid-run for real, then resumed, not restarted: the rows up to the checkpoint
+        # are the first attempt's own (a fresh start would re-time them).
+        assert 2 <= len(kept) < 7
+        pd.testing.assert_frame_equal(curve.iloc[:len(kept)].reset_index(drop=True), kept)
+    # The parent ran again inside its array task (attempt 2); the child in a new array.
+    parent_log = Path(slurm_run["first"][parent]["log"]).read_text()
+    assert "attempt 2" in parent_log
+    second = slurm_run["second"]
+    assert second["array_job_id"] != slurm_run["first"][child]["array_job_id"]
+    assert second["history"][-1]["job_id"] == slurm_run["first"][child]["job_id"]
+    assert second["dependency"] == [], "the parent was done: the resubmitted child waits for nothing"
+
+
+@pytest.mark.slurm
+def test_children_wait_for_their_parent_and_status_shows_the_queue(slurm_run: dict) -> None:
+    first, parent, child = slurm_run["first"], slurm_run["parent"], slurm_run["child"]
+    assert first[child]["dependency"] == [first[parent]["job_id"]]
+    states = slurm_run["states"]
+    assert (parent, "running") in states and (child, "running") in states
+    assert (child, "queued") in states, "the child is queued while its parent runs"
+
+
+@pytest.mark.slurm
+def test_a_done_grid_submits_nothing(slurm_run: dict, slurm_cluster: SlurmCluster, capsys) -> None:
+    assert slurm_run["launch3"] == 0
+    code, out, _ = cli(capsys, "grid", "launch", str(slurm_run["grid"]), "--runs", str(slurm_run["runs"]),
+                       "--executor", "slurm")
+    assert code == 0 and "all 2 jobs are done: nothing submitted" in out
+    assert not [t for t, (s, _) in slurm_cluster.queue().items() if s in QUEUE_STATES]
+
+
+@pytest.mark.slurm
+def test_slurm_store_equals_local_store(slurm_run: dict) -> None:
+    assert slurm_run["local_rc"] == 0, slurm_run["local_out"]
+    slurm_store, local_store = RunStore(slurm_run["runs"]), RunStore(slurm_run["local"])
+    assert slurm_store.run_ids() == local_store.run_ids()
+    for run_id in local_store.run_ids():
+        a, b = slurm_store.read_curve(run_id), local_store.read_curve(run_id)
+        pd.testing.assert_series_equal(a["step"], b["step"])
+        pd.testing.assert_series_equal(a["tokens"], b["tokens"])
+        pd.testing.assert_series_equal(a["eval_loss"], b["eval_loss"], rtol=2e-3, atol=2e-3)
+        assert slurm_store.read(run_id)["meta"] == pytest.approx(local_store.read(run_id)["meta"], rel=1e-3)
+
+
+@pytest.mark.slurm
+def test_unknown_partition_passes_slurms_message(slurm_cluster: SlurmCluster, tmp_path: Path, capsys) -> None:
+    grid = write_grid(tmp_path / "g.yaml", tmp_path / "shards")
+    code, _, err = cli(capsys, "grid", "launch", str(grid), "--runs", str(tmp_path / "runs"),
+                       "--executor", "slurm", "--partition", "nosuchpart")
+    assert code == 2
+    assert "invalid partition specified: nosuchpart" in err.lower()
+    assert not list((tmp_path / "runs").glob(f"*/{LEDGER}")), "nothing recorded for a refused submission"
+    assert not [t for t, (s, _) in slurm_cluster.queue().items() if s in QUEUE_STATES], "no orphan array"
