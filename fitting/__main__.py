@@ -1,4 +1,4 @@
-"""``fitting``: fit scaling laws to runs, validate by held-out extrapolation, write law cards."""
+"""fitting: fit scaling laws to runs, validate by held-out extrapolation, write law cards."""
 
 from __future__ import annotations
 

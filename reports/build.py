@@ -229,11 +229,34 @@ def title_page(ctx: Context, pdf: "PdfPages") -> None:
              f"drawn: runs with status {', '.join(ctx.config.statuses)}",
              f"parents: {', '.join(f'{p} (N0 = {format_count(n)})' for p, n in _parent_sizes(ctx.shown))}",
              f"methods: {', '.join(sorted(ctx.shown['method'].dropna().astype(str).unique()))}", ""]
-    lines += _card_lines(ctx) + [""]
+    lines += _card_lines(ctx) + [""] + _headlines(ctx)
     if ctx.absent:
         lines += ["Not in this store (sections left out):"] + [f"  - {a}" for a in ctx.absent]
     fig.text(0.05, 0.88, "\n".join(lines), va="top", ha="left", fontsize=10, linespacing=1.6)
     _save(ctx, pdf, fig, "title")
+
+
+def _headlines(ctx: Context) -> list[str]:
+    """The numbers a reader asks first: D* per card at the largest parent, and the arm gaps."""
+    out = []
+    for i, ref in enumerate(ctx.cards, 1):
+        rows = laws.card_rows(ctx.shown, ref)
+        if ref.law != "p2" or rows.empty:
+            continue
+        name, n0 = _parent_sizes(rows)[-1]
+        table = laws.dstar_table(ref, {name: n0}, np.array([0.25, 0.5, 0.75]))
+        spans = [f"ρ={r.ratio:g}: {format_count(r.dstar)}" + (f" [{format_count(r.lo)}, {format_count(r.hi)}]"
+                                                              if np.isfinite(r.lo) else "")
+                 for r in table.itertuples()]
+        out.append(f"  [{i}] D* for {name} (N0 = {format_count(n0)}): " + "; ".join(spans))
+    for column, reference in (("init", "pruned"), ("objective", "lm")):
+        if ctx.shown[column].dropna().nunique() < 2:
+            continue
+        summary = tables.comparison_summary(tables.matched_comparison(ctx.shown, column, reference))
+        for (method, arm), rows in summary.groupby(["method", "arm"]):
+            out.append(f"  {arm} − {reference}, {method}: mean loss gap {rows['gap'].mean():+.4f} nats at "
+                       f"{format_count(rows['tokens'].median())} tokens over {int(rows['cells'].sum())} cells")
+    return (["Headline numbers:"] + out + [""]) if out else []
 
 
 def _parent_sizes(frame: pd.DataFrame) -> list[tuple[str, float]]:

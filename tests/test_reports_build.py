@@ -106,6 +106,20 @@ def test_title_page_gives_provenance(report, cards, store):
     assert "one more 1B tokens gains < 0.001 nats" in title
 
 
+def test_title_headline_dstar_matches_fittings_closed_form(report, cards):
+    from data.units import format_count
+    from fitting.card import load_card
+
+    _, text = report
+    title = " ".join(text.split("\f")[0].split())
+    card = load_card(cards[0])
+    dstar = card.optimal_tokens(N0=PARENTS[-1][1], rho=0.5, slope=1e-3)
+    lo, hi = card.optimal_tokens_interval(N0=PARENTS[-1][1], rho=0.5, slope=1e-3)
+    assert f"[1] D* for tiny-1.7b (N0 = 1.71B): " in title
+    assert f"ρ=0.5: {format_count(dstar)} [{format_count(lo)}, {format_count(hi)}]" in title
+    assert "random − pruned, depth: mean loss gap" in title and "kd − lm, depth" in title
+
+
 def test_parameter_table_holds_the_card_numbers(report, cards):
     _, text = report
     card = json.loads(cards[0].read_text())

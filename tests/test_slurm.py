@@ -198,6 +198,12 @@ def slurm_run(slurm_cluster: SlurmCluster, shards: Path, workdir: Path) -> Itera
     was observed along the way."""
     grid = write_grid(workdir / "grid.yaml", shards)
     runs, cluster = workdir / "runs", slurm_cluster
+    # Every deepspeed process JIT-loads a shared-memory comm op from TORCH_EXTENSIONS_DIR; two
+    # ninja versions sharing one build dir (Debian's 1.11, pip's 1.13) rebuild it on every
+    # switch (minutes on a busy machine, blocking all waiters). A directory of our own, used
+    # with one PATH, is built once and then only loaded. Exported to the SLURM tasks too.
+    monkey = pytest.MonkeyPatch()
+    monkey.setenv("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "prunelaw-test-torch-extensions"))
     log = (workdir / "local.log").open("w")
     local = subprocess.Popen([sys.executable, "-m", "engine", "grid", "launch", str(grid), "--runs",
                               str(workdir / "local"), "--executor", "local"], stdout=log,
@@ -211,6 +217,7 @@ def slurm_run(slurm_cluster: SlurmCluster, shards: Path, workdir: Path) -> Itera
             local.kill()
             local.wait()
         log.close()
+        monkey.undo()
         seen["local_out"] = (workdir / "local.log").read_text()
     yield seen
 
@@ -232,20 +239,20 @@ def _drive(seen: dict, cluster: SlurmCluster, grid: Path, runs: Path) -> None:
     # The scheduler requeues the parent mid-run (as on preemption). SLURM holds a requeued
     # job back for two minutes; once it is pending again, let it start at once.
     task = rec[parent]["job_id"]
-    wait_for(observe(lambda: resumable(runs, parent)), 240, "the parent to checkpoint", cluster, runs)
+    wait_for(observe(lambda: resumable(runs, parent)), 300, "the parent to checkpoint", cluster, runs)
     cluster.run("scontrol", "requeue", task)
     seen["parent_kept"] = snapshot(runs, parent)
     wait_for(lambda: task_state(cluster, task) == "PENDING", 60, "the parent to be requeued", cluster, runs)
     cluster.run("scontrol", "update", f"jobid={task}", "StartTime=now")
     # The child is cancelled mid-run through `engine grid cancel`, then the grid is relaunched.
-    wait_for(observe(lambda: resumable(runs, child)), 240, "the child to checkpoint", cluster, runs)
+    wait_for(observe(lambda: resumable(runs, child)), 300, "the child to checkpoint", cluster, runs)
     seen["cancel"] = engine(["grid", "cancel", str(grid), "--runs", str(runs), "--executor", "slurm"])
     wait_for(lambda: our_tasks_gone(cluster, [rec[child]["job_id"]]), 60, "the cancel", cluster, runs)
     seen["child_kept"] = snapshot(runs, child)
     seen["child_status_after_cancel"] = RunStore(runs).status(child)
     seen["launch2"] = engine(launch)
     seen["second"] = read_record(runs, child)
-    wait_for(observe(lambda: RunStore(runs).status(child) in ("done", "failed")), 240, "the resubmitted child",
+    wait_for(observe(lambda: RunStore(runs).status(child) in ("done", "failed")), 300, "the resubmitted child",
              cluster, runs)
 
 

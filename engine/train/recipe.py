@@ -113,6 +113,8 @@ def prune(job: JobConfig, parent: nn.Module, data: TokenData) -> tuple[nn.Module
     from engine.pruning import NEEDS_CALIB, get_method
 
     calib = data.calibration(job.calib_sequences, job.seed) if job.method in NEEDS_CALIB else None
+    if calib is not None:
+        calib = calib.to(next(parent.parameters()).device)
     torch.manual_seed(job.seed)
     report = get_method(job.method)(parent, job.ratio, calib, args=dict(job.prune_args) or None)
     meta = {k: getattr(report, k) for k in ("ratio_target", "ratio", "params_before", "params_after",
@@ -123,7 +125,8 @@ def prune(job: JobConfig, parent: nn.Module, data: TokenData) -> tuple[nn.Module
 def reinit(model: nn.Module, seed: int, masks: dict[str, torch.Tensor]) -> nn.Module:
     """Fresh weights of the same (pruned) shape: the from-scratch control."""
     torch.manual_seed(seed)
-    fresh = type(model)(copy.deepcopy(model.config)).to(next(model.parameters()).dtype)
+    like = next(model.parameters())
+    fresh = type(model)(copy.deepcopy(model.config)).to(device=like.device, dtype=like.dtype)
     _mask_inplace(fresh, masks)
     return fresh
 
@@ -147,7 +150,7 @@ def _family(job: JobConfig, store: RunStore) -> tuple[str, str]:
 
 def prepare(job: JobConfig, data: TokenData, dist: Dist, fresh: bool) -> Prepared:
     """Steps 2-4 of the module docstring (every rank builds the same model: same seeds)."""
-    parent = load_parent(job, data)
+    parent = load_parent(job, data).to(dist.device)  # scoring, L0 and the teacher run on the device
     store = RunStore(job.runs_dir)
     family, label = _family(job, store)
     meta: dict[str, Any] = {"family": family, "parent": label, "init": job.init,
