@@ -183,11 +183,7 @@ class MixtureLoader:
         for domain, count in zip(self._domains, self._counts(), strict=True):
             if count:
                 idx = self._take(domain, int(count))
-                # Sorted fancy indexing reads the memmap in file order, then restore draw order.
-                order = np.argsort(idx)
-                block = np.empty((len(idx), self.shards.seq_len), dtype=np.int64)
-                block[order] = self.shards.sequences(self.split, domain)[idx[order]]
-                rows.append(block)
+                rows.append(self.shards.read_rows(self.split, domain, idx).astype(np.int64))
         self.step += 1
         return torch.from_numpy(np.concatenate(rows, axis=0))  # [micro_batch, seq_len] int64
 

@@ -7,7 +7,6 @@ torch-free: numpy memmaps only, so inspecting shards never pulls in torch.
 from __future__ import annotations
 
 import json
-import mmap
 import os
 from pathlib import Path
 
@@ -40,6 +39,7 @@ class ShardSet:
         self.eos_id: int = int(self.manifest["tokenizer"]["eos_id"])
         self.tokenizer_path: Path = self.path / self.manifest["tokenizer"]["path"]
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
+        self._fds: dict[tuple[str, str], int] = {}
         for split, domain in self._entries():
             self._check_size(split, domain)
         if verify:
@@ -89,14 +89,44 @@ class ShardSet:
         if key not in self._arrays:
             info = self._info(split, domain)
             arr = np.load(self.path / info["file"], mmap_mode="r")
-            if hasattr(getattr(arr, "_mmap", None), "madvise"):
-                # Training reads scattered rows: no read-around, so mapped pages stay ~ rows read.
-                arr._mmap.madvise(mmap.MADV_RANDOM)
             if arr.shape != (info["sequences"], self.seq_len):
                 raise BadInput(f"shard {str(self.path / info['file'])!r} has shape {arr.shape}; manifest says "
                                f"({info['sequences']}, {self.seq_len}); re-run 'data prepare'")
             self._arrays[key] = arr
         return self._arrays[key]
+
+    def read_rows(self, split: str, domain: str, rows: np.ndarray) -> np.ndarray:
+        """Copy of the given rows ``[len(rows), seq_len]``, read with ``pread``.
+
+        The training loader uses this instead of indexing the memmap: scattered reads through
+        a mapping leave every touched page (plus kernel read-around) mapped into the process,
+        so its resident memory would grow with the corpus; ``pread`` maps nothing.
+        """
+        arr = self.sequences(split, domain)  # validates the shape; gives the header offset
+        key = (split, domain)
+        if key not in self._fds:
+            self._fds[key] = os.open(self.path / self._info(split, domain)["file"], os.O_RDONLY)
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(self._fds[key], 0, 0, os.POSIX_FADV_RANDOM)
+        out = np.empty((len(rows), self.seq_len), dtype=arr.dtype)
+        row_bytes = self.seq_len * arr.dtype.itemsize
+        for i, row in enumerate(np.asarray(rows, dtype=np.int64)):
+            if not 0 <= row < len(arr):
+                raise IndexError(f"row {row} outside [0, {len(arr)}) of {split}/{domain}")
+            got = os.preadv(self._fds[key], [memoryview(out[i]).cast("B")], arr.offset + int(row) * row_bytes)
+            if got != row_bytes:
+                raise BadInput(f"shard {split}/{domain}.npy in {str(self.path)!r} is truncated; re-run 'data prepare'")
+        return out
+
+    def close(self) -> None:
+        """Close the file descriptors opened by ``read_rows``."""
+        fds = getattr(self, "_fds", {})  # absent when __init__ failed early
+        for fd in fds.values():
+            os.close(fd)
+        fds.clear()
+
+    def __del__(self) -> None:
+        self.close()
 
     def num_sequences(self, split: str, domain: str) -> int:
         """Number of sequences of one domain's split (from the manifest, no file access)."""

@@ -110,3 +110,13 @@ def test_launch_without_deepspeed_exits_2_and_writes_nothing(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "not an executable deepspeed launcher" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_ratios_per_method_and_method_args(tmp_path):
+    grid = load_grid(write(tmp_path, methods=["width", "2:4"], ratios={"width": [0.25, 0.5], "2:4": [0.4]},
+                           objectives=["lm"], inits=["pruned"], method_args={"2:4": {"tolerance": 0.3}}))
+    posts = [j.config for j in grid.jobs if j.kind == "post"]
+    assert [(c.method, c.ratio) for c in posts] == [("width", 0.25), ("width", 0.5), ("2:4", 0.4)]
+    assert posts[2].prune_args == {"tolerance": 0.3} and posts[0].prune_args == {}
+    with pytest.raises(BadInput, match="missing: 2:4"):
+        load_grid(write(tmp_path, methods=["width", "2:4"], ratios={"width": [0.25]}))

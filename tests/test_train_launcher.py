@@ -47,8 +47,9 @@ def engine_train(*args, timeout=240):
 
 @pytest.mark.multiproc
 def test_two_processes_match_one_process_at_the_same_global_batch(tmp_path, shards):
-    one, job1 = job_file(tmp_path / "one.yaml", tmp_path / "r1", shards)
-    two, job2 = job_file(tmp_path / "two.yaml", tmp_path / "r2", shards, deepspeed={"micro_batch": 4})
+    one, job1 = job_file(tmp_path / "one.yaml", tmp_path / "r1", shards, tokens=16 * 8 * SEQ)
+    two, job2 = job_file(tmp_path / "two.yaml", tmp_path / "r2", shards, tokens=16 * 8 * SEQ,
+                         deepspeed={"micro_batch": 4})
     for path, procs in ((one, "1"), (two, "2")):
         done = engine_train("--config", str(path), "--procs", procs)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -56,7 +57,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(tmp_path, shar
     c2 = RunStore(tmp_path / "r2").read_curve(job2.run_id)
     assert RunStore(tmp_path / "r2").read(job2.run_id)["world_size"] == 2
     assert c1["tokens"].tolist() == c2["tokens"].tolist()  # tokens are summed over ranks
-    assert c1["eval_loss"].iloc[-1] < c1["eval_loss"].iloc[0] - 0.5
+    assert c1["eval_loss"].iloc[-1] < c1["eval_loss"].iloc[0] - 0.2
     for col in ("eval_loss", "eval_loss.code", "train_loss"):
         a, b = c1[col].to_numpy(), c2[col].to_numpy()
         assert abs(a - b)[1:].max() < 2e-3 * abs(a[1:]).max(), (col, a, b)

@@ -35,7 +35,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def validate(paths: Sequence[str], procs: int, runs: str | None) -> None:
     """Every check that needs no torch: keys, values, parent, seq-len, budget (exit 2 early)."""
-    from engine.train.sources import check_budget, check_parent, check_seq_len
+    from engine.train.sources import check_budget, check_parent, check_seq_len, job_seq_len
     from engine.train.worker import load_jobs
 
     if procs < 1:
@@ -45,17 +45,11 @@ def validate(paths: Sequence[str], procs: int, runs: str | None) -> None:
         check_parent(job, known_runs=earlier)
         if job.save_model:
             earlier.append(job.run_id)
-        seq_len = job.data.seq_len or _shards_seq_len(job.data.shards)
+        if not os.path.isdir(job.data.shards):
+            raise BadInput(f"data.shards={job.data.shards!r} is not a directory (write one with 'data prepare')")
+        seq_len = job_seq_len(job)
         check_seq_len(job, seq_len)
         check_budget(job, procs, seq_len)
-
-
-def _shards_seq_len(shards: str) -> int:
-    from data.shards import ShardSet
-
-    if not os.path.isdir(shards):
-        raise BadInput(f"data.shards={shards!r} is not a directory (write one with 'data prepare')")
-    return ShardSet(shards).seq_len
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,7 +71,9 @@ def _run_stage(jobs: list[Job], files: dict[str, Path], store: RunStore, procs: 
             echo(f"retry {attempt}/{max_retries}: {len(pending)} job(s) not done")
         cmd = job_command([files[j.run_id] for j in pending], procs)
         result.launches += 1
+        t0 = time.perf_counter()
         code = _stream(cmd, logs / f"launch-{time.strftime('%Y%m%d-%H%M%S')}-{result.launches}.log", echo)
+        echo(f"launch {result.launches}: {len(pending)} job(s) in {time.perf_counter() - t0:.1f} s")
         if code:
             echo(f"launcher exited with {code}; log in {logs}")
 

@@ -165,17 +165,16 @@ def generations(jobs: list[Any]) -> list[list[Any]]:
     Only dependencies *among* ``jobs`` count: a parent that is already done (or already in
     the queue, handled by the caller) does not hold a child back a generation.
     """
-    ids = {job.run_id for job in jobs}
+    by_id = {job.run_id: job for job in jobs}
     level: dict[str, int] = {}
 
     def depth(job: Any, seen: tuple[str, ...] = ()) -> int:
         if job.run_id in level:
             return level[job.run_id]
-        parent = parent_run(job)
         if job.run_id in seen:
             raise BadInput(f"grid job {job.run_id!r} depends on itself through its parents")
-        by_id = {j.run_id: j for j in jobs}
-        level[job.run_id] = 0 if parent not in ids else depth(by_id[parent], seen + (job.run_id,)) + 1
+        parent = parent_run(job)
+        level[job.run_id] = 0 if parent not in by_id else depth(by_id[parent], seen + (job.run_id,)) + 1
         return level[job.run_id]
 
     for job in jobs:

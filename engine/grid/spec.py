@@ -80,7 +80,8 @@ class GridSpec:
     parents: list[dict[str, Any]]
     """``ParentSpec`` entries."""
     methods: list[str]
-    ratios: list[float]
+    ratios: list[float] | dict[str, list[float]]
+    """Target ratios for every method, or per method (``{width: [0.25, 0.5], "2:4": [0.4]}``)."""
     tokens: int | str
     """Post-training token budget of every pruned job (one long run serves smaller budgets)."""
     objectives: list[str] = field(default_factory=lambda: ["lm"])
@@ -92,6 +93,9 @@ class GridSpec:
     """JobConfig overrides for the post-training jobs (optim, deepspeed, eval, kd, recon, ...)."""
     pretrain: dict[str, Any] = field(default_factory=dict)
     """JobConfig overrides for the parents' pretraining jobs."""
+    method_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-method ``prune_args`` (e.g. ``{"2:4": {tolerance: 0.3}}``: 2:4 reaches one fixed,
+    model-dependent ratio, so a tolerance lets one target serve parents of several sizes)."""
 
 
 @dataclass
@@ -166,22 +170,38 @@ def expand(spec: GridSpec, path: Path) -> Grid:
     pre = _parent_jobs(spec, parents, data)
     train = _overrides(spec.train, "train")
     posts = []
+    ratios = _ratios(spec)
     for p in parents:
         parent = f"{RUN_PREFIX}{pre[p.name].run_id}" if p.name in pre else _absolute(p.path)
         family = p.family or (MODELS[p.preset.lower()].family if p.preset else "")
         for method in spec.methods:
-            for ratio in spec.ratios:
+            for ratio in ratios[method]:
                 for objective in spec.objectives:
                     for init in spec.inits:
                         for seed in spec.seeds:
                             cfg = _make(train, f"job {p.name}/{method}/{ratio}/{objective}/{init}/s{seed}",
                                         parent=parent, tokens=spec.tokens, data=data, family=family,
-                                        method=method, ratio=ratio, objective=objective, init=init, seed=seed)
+                                        method=method, ratio=ratio, objective=objective, init=init, seed=seed,
+                                        prune_args={**train.get("prune_args", {}), **spec.method_args.get(method, {})})
                             cfg.run_id = default_run_id(cfg, head=p.name)
                             posts.append(Job(cfg, "post", pre[p.name].run_id if p.name in pre else None))
     jobs = list(pre.values()) + posts
     _check_unique(jobs)
     return Grid(path, spec, parents, jobs)
+
+
+def _ratios(spec: GridSpec) -> dict[str, list[float]]:
+    """method -> target ratios (a list applies to every method)."""
+    if isinstance(spec.ratios, list):
+        return {m: spec.ratios for m in spec.methods}
+    if not isinstance(spec.ratios, dict):
+        raise BadInput(f"ratios must be a list or a mapping method -> list; got {spec.ratios!r}")
+    missing = [m for m in spec.methods if m not in spec.ratios]
+    extra = [m for m in spec.ratios if m not in spec.methods]
+    if missing or extra:
+        raise BadInput(f"ratios mapping must name exactly the methods {', '.join(spec.methods)}; "
+                       f"missing: {', '.join(missing) or '-'}, unknown: {', '.join(extra) or '-'}")
+    return {m: list(spec.ratios[m]) for m in spec.methods}
 
 
 def _check_unique(jobs: list[Job]) -> None:
@@ -219,30 +239,21 @@ def validate(grid: Grid, runs_dir: str | os.PathLike[str], procs: int = 1) -> No
     Raises:
         BadInput: naming the first bad job.
     """
-    from engine.train.sources import check_budget, check_parent, check_seq_len
+    from engine.train.sources import check_budget, check_parent, check_seq_len, job_seq_len
 
     by_id = {j.run_id: j for j in grid.jobs}
     for job in grid.jobs:
         cfg = dataclasses.replace(job.config, runs_dir=str(runs_dir))
         if job.depends:  # positions of a grid-pretrained parent: those of its preset
             cfg = dataclasses.replace(cfg, parent=by_id[job.depends].config.parent)
-        seq_len = cfg.data.seq_len or _shards_seq_len(cfg.data.shards)
         try:
+            seq_len = job_seq_len(cfg)
             check_parent(cfg, known_runs=by_id)
             if seq_len is not None:
                 check_seq_len(cfg, seq_len)
                 check_budget(cfg, procs, seq_len)
         except BadInput as exc:
             raise BadInput(f"job {job.run_id}: {exc}") from None
-
-
-def _shards_seq_len(shards: str) -> int | None:
-    """The shards' sequence length, or None while the directory does not exist yet."""
-    if not Path(shards).is_dir():
-        return None
-    from data.shards import ShardSet
-
-    return ShardSet(shards).seq_len
 
 
 def write_job_files(grid: Grid, runs_dir: str | os.PathLike[str]) -> list[Path]:

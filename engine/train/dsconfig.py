@@ -26,17 +26,19 @@ def _scheduler(job: JobConfig, total_steps: int) -> dict[str, Any]:
     """DeepSpeed's own warm-up schedulers: their state rides in the checkpoint for free."""
     opt = job.optim
     warmup = max(1, round(opt.warmup_frac * total_steps))
+    # DeepSpeed's warm-up starts AT its minimum: a minimum of 0 would make step 1 a no-op
+    start = 1.0 / (warmup + 1)
     if opt.schedule == "cosine":
         return {"type": "WarmupCosineLR",
                 "params": {"total_num_steps": max(total_steps, warmup), "warmup_num_steps": warmup,
-                           "warmup_min_ratio": 0.0, "cos_min_ratio": opt.min_lr_ratio,
+                           "warmup_min_ratio": start, "cos_min_ratio": opt.min_lr_ratio,
                            "warmup_type": "linear"}}
     if opt.schedule == "linear":
         return {"type": "WarmupDecayLR",
                 "params": {"total_num_steps": max(total_steps, warmup + 1), "warmup_num_steps": warmup,
-                           "warmup_min_lr": 0.0, "warmup_max_lr": opt.lr, "warmup_type": "linear"}}
+                           "warmup_min_lr": start * opt.lr, "warmup_max_lr": opt.lr, "warmup_type": "linear"}}
     return {"type": "WarmupLR",
-            "params": {"warmup_num_steps": warmup, "warmup_min_lr": 0.0, "warmup_max_lr": opt.lr,
+            "params": {"warmup_num_steps": warmup, "warmup_min_lr": start * opt.lr, "warmup_max_lr": opt.lr,
                        "warmup_type": "linear"}}
 
 

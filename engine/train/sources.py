@@ -183,6 +183,24 @@ def check_parent(job: JobConfig, known_runs: Iterable[str] = ()) -> None:
                        f"presets: {', '.join(sorted(MODELS))}")
 
 
+def job_seq_len(job: JobConfig) -> int | None:
+    """The sequence length a job will train at, checked against its shards without torch.
+
+    None while the shard directory does not exist yet (a grid may build it first).
+
+    Raises:
+        BadInput: ``data.seq_len`` longer than the shards' sequences.
+    """
+    if not Path(job.data.shards).is_dir():
+        return job.data.seq_len
+    from data.shards import ShardSet
+
+    have = ShardSet(job.data.shards).seq_len
+    if job.data.seq_len is not None and job.data.seq_len > have:
+        raise BadInput(f"data.seq_len={job.data.seq_len} exceeds the shards' sequence length {have}")
+    return job.data.seq_len or have
+
+
 def check_seq_len(job: JobConfig, seq_len: int) -> None:
     """Reject a sequence length beyond the parent's positions (RoPE tables stop there)."""
     limit = parent_max_positions(job.parent, job.runs_dir)
