@@ -38,6 +38,36 @@ def _single_process_env() -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
 
 
+STALE_LOCK_S = 120.0
+"""A JIT-extension lock older than this, next to an already built library, is a dead builder's."""
+
+
+def clear_stale_extension_locks(name: str = "deepspeed_shm_comm") -> list[str]:
+    """Remove a torch JIT-extension ``lock`` file left by a process killed mid-load.
+
+    torch's FileBaton waits forever for that file to disappear, so one SIGKILL during the
+    first ``deepspeed.initialize`` (the CPU shm comm op, DEEPSPEED.md) would hang every later
+    job on the machine. Only a lock that is old and sits beside a finished ``.so`` is removed:
+    a live build finishes in seconds, and a missing ``.so`` means a build may be under way.
+    """
+    import time
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    folder = Path(_get_build_directory(name, verbose=False))
+    lock = folder / "lock"
+    try:
+        stale = lock.exists() and any(folder.glob("*.so")) and time.time() - lock.stat().st_mtime > STALE_LOCK_S
+    except OSError:
+        return []
+    if not stale:
+        return []
+    lock.unlink(missing_ok=True)
+    print(f"[engine.train] removed a stale JIT-extension lock left by a killed process: {lock}", flush=True)
+    return [str(lock)]
+
+
 def init_distributed() -> Dist:
     """Initialise torch.distributed through DeepSpeed once; later calls return the same."""
     import deepspeed
@@ -45,6 +75,7 @@ def init_distributed() -> Dist:
     from deepspeed.accelerator import get_accelerator
 
     _single_process_env()
+    clear_stale_extension_locks()
     accel = get_accelerator()
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=accel.communication_backend_name())
