@@ -181,8 +181,11 @@ def checkpoint_step(runs: Path, run_id: str) -> int | None:
 
 
 def resumable(runs: Path, run_id: str) -> bool:
-    """Mid-run with a checkpoint after step 0 behind it: the moment to kill a task."""
-    return curve_rows(runs, run_id) >= 2 and (checkpoint_step(runs, run_id) or 0) > 0
+    """The moment to kill a task: a checkpoint at the curve's last row, past the first
+    (log-spaced, closely packed) eval points, so the kill lands mid-training, not mid-save."""
+    step = checkpoint_step(runs, run_id)
+    curve = RunStore(runs).read_curve(run_id)
+    return step is not None and step >= 10 and not curve.empty and step == int(curve["step"].max())
 
 
 def snapshot(runs: Path, run_id: str) -> pd.DataFrame:

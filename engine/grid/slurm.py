@@ -447,7 +447,7 @@ def _note(grid: Any, index: int, arrays: int, n_jobs: int, script: Path, dry_run
              f"Written by `engine grid launch {getattr(grid, 'path', '')} --executor slurm` "
              f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."]
     if index == 0:
-        lines.append(f"Submit: {'P0=$(sbatch --parsable ' + str(script) + ')' if arrays > 1 else 'sbatch ' + str(script)}")
+        lines.append(f"Submit: P0=$(sbatch --parsable {script})" if arrays > 1 else f"Submit: sbatch {script}")
     else:
         lines.append(f"Submit after generation {index}: sbatch --dependency=afterok:$P{index - 1} {script}")
         if not dry_run:
@@ -536,7 +536,8 @@ def launch(grid: Any, runs_dir: str | Path, args: argparse.Namespace) -> int:
         after = f", after {','.join(array.dependency)}" if array.dependency else ""
         print(f"submitted array {array.job_id}: {len(array.jobs)} job(s){after}; script {array.script}")
         for task, job in enumerate(array.jobs):
-            print(f"  {array.job_id}_{task}  {job.run_id}  log {store.run_dir(job.run_id)}/slurm-{array.job_id}_{task}.out")
+            log = store.run_dir(job.run_id) / f"slurm-{array.job_id}_{task}.out"
+            print(f"  {array.job_id}_{task}  {job.run_id}  log {log}")
     return 0
 
 

@@ -94,11 +94,13 @@ def eval_loss(model: nn.Module, ids: torch.Tensor, batch_size: int = 4) -> float
     model.eval()
     total, count = 0.0, 0
     for batch in iter_batches(ids, batch_size):
-        logits = model(input_ids=batch, use_cache=False).logits.float()  # [b, T, V]
-        loss = nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum")
-        total += float(loss)
+        logits = model(input_ids=batch, use_cache=False).logits  # [b, T, V]
+        # One row at a time: logits[i, :-1] is a contiguous view, so the only extra memory is
+        # one row's log-softmax, not two more copies of the [b, T, V] logits (V = 49k-152k).
+        for i in range(batch.shape[0]):
+            total += float(nn.functional.cross_entropy(logits[i, :-1].float(), batch[i, 1:], reduction="sum"))
         count += batch[:, 1:].numel()
+        del logits
     model.train(was_training)
     return total / max(count, 1)
 

@@ -1,14 +1,18 @@
 """2:4 semi-structured sparsity: in every group of 4 consecutive input weights keep 2.
 
 This is the pattern NVIDIA's sparse tensor cores accelerate (about 2x on the matmul). Only
-the linears inside decoder layers are pruned, so 2:4 removes exactly half of those and a
-fixed, model-dependent share of the whole model: asking for another ratio is a BadInput that
-says which ratio 2:4 reaches here. Three scorers choose the 2 of 4: Wanda (default),
+the linears inside decoder layers are pruned, so 2:4 over every layer removes exactly half of
+those: a fixed, model-dependent share of the whole model. Smaller ratios are reached by layer
+coverage: the last k decoder layers are sparsified (early layers are the most sensitive to
+pruning, as layer-wise sensitivity studies such as OWL report), k chosen so that the achieved
+ratio is nearest the target. A ratio no coverage reaches within the tolerance is a BadInput
+that lists the ratios 2:4 can reach on this model. Three scorers choose the 2 of 4: Wanda (default),
 magnitude and SparseGPT (which also updates the kept weights to reconstruct the outputs).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -17,7 +21,7 @@ from torch import nn
 from data.cli import BadInput
 from engine.pruning.report import PruneReport
 from engine.pruning.sparse_common import (Pattern, SparseArgs, check_ratio_open, removable_count,
-                                          run_sparse, target_weights,
+                                          run_sparse, target_linears, target_weights,
                                           total_params)
 
 
@@ -43,16 +47,30 @@ def _prune(model: nn.Module, ratio: float, calib: torch.Tensor | None, scorer: s
            args: dict[str, Any] | None) -> PruneReport:
     cfg = SparseArgs.from_dict(args)
     ratio = check_ratio_open(ratio)
-    pattern = Pattern("n:m", n=cfg.n, m=cfg.m)
-    achieved = achievable_ratio(model, pattern)
+    full = Pattern("n:m", n=cfg.n, m=cfg.m)
+    reachable = coverage_ratios(model, full)  # k layers covered -> whole-model ratio
     share = 1 - cfg.n / cfg.m
-    if abs(ratio - achieved) > cfg.tolerance:
-        raise BadInput(f"{cfg.n}:{cfg.m} removes exactly {achieved:.4f} of this model's parameters "
-                       f"({share:.0%} of the linear layers inside blocks), not {ratio}; ask for "
-                       f"--ratio {achieved:.4f} or use unstructured")
-    note = (f"{cfg.n}:{cfg.m} can only remove {share:.0%} of the targeted weights: achieved ratio "
-            f"{achieved:.4f} for target {ratio}")
+    k = min(reachable, key=lambda j: abs(reachable[j] - ratio))
+    if abs(ratio - reachable[k]) > cfg.tolerance:
+        listed = ", ".join(f"{r:.4f}" for r in reachable.values())
+        raise BadInput(f"{cfg.n}:{cfg.m} removes {share:.0%} of the linears of each covered decoder layer: "
+                       f"on this model it reaches only {listed} (1..{len(reachable)} layers), not {ratio}; "
+                       f"ask for one of those or use unstructured")
+    n_layers = len(reachable)
+    pattern = replace(full, layers=tuple(range(n_layers - k, n_layers)))
+    note = (f"{cfg.n}:{cfg.m} removes {share:.0%} of the targeted weights of each covered layer; "
+            f"covering the last {k} of {n_layers} decoder layers gives ratio {reachable[k]:.4f} "
+            f"for target {ratio}")
     return run_sparse(model, method, ratio, calib, scorer, pattern, cfg, [note])
+
+
+def coverage_ratios(model: nn.Module, pattern: Pattern) -> dict[int, float]:
+    """k -> the exact whole-model ratio when the last ``k`` decoder layers are N:M-sparsified."""
+    achievable_ratio(model, pattern)  # validates the input widths
+    per_layer = [sum(pattern.n_prune(lin.weight.numel()) for lin in target_linears(layer).values())
+                 for layer in model.model.layers]
+    total = total_params(model)
+    return {k: sum(per_layer[len(per_layer) - k:]) / total for k in range(1, len(per_layer) + 1)}
 
 
 def achievable_ratio(model: nn.Module, pattern: Pattern) -> float:

@@ -107,6 +107,12 @@ class Pattern:
     n: int = 2
     m: int = 4
     group: str = "row"
+    layers: tuple[int, ...] | None = None
+    """Decoder layers to sparsify (None: all). N:M reaches ratios below its full-coverage one
+    only by covering fewer layers."""
+
+    def covers(self, index: int) -> bool:
+        return self.layers is None or index in self.layers
 
     def n_prune(self, numel: int) -> int:
         """Entries removed from a matrix of ``numel`` entries (exact integer)."""
@@ -422,7 +428,11 @@ def prune_layerwise(model: nn.Module, calib: torch.Tensor | None, scorer: str, p
     if needs_data:
         device = next(model.parameters()).device
         inputs, kwargs_list = capture_first_inputs(model, calib.to(device), args.batch_size)
-    for prefix, layer in _named_layers(model):
+    for index, (prefix, layer) in enumerate(_named_layers(model)):
+        if not pattern.covers(index):
+            if needs_data:
+                run_layer(layer, inputs, kwargs_list)
+            continue
         stats = collect_stats(layer, inputs, kwargs_list, scorer == "sparsegpt") if needs_data else {}
         for name, lin in target_linears(layer).items():
             stat = stats.get(SHARED_INPUT.get(name, name))

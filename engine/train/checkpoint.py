@@ -22,7 +22,8 @@ def checkpoint_dir(run_dir: Path) -> Path:
 def has_checkpoint(run_dir: Path) -> bool:
     """True when DeepSpeed's ``latest`` tag file names an existing checkpoint."""
     latest = checkpoint_dir(run_dir) / "latest"
-    return latest.is_file() and (checkpoint_dir(run_dir) / latest.read_text().strip()).is_dir()
+    tag = latest.read_text().strip() if latest.is_file() else ""
+    return bool(tag) and (checkpoint_dir(run_dir) / tag).is_dir()  # a kill mid-save can leave it empty
 
 
 def save(engine: Any, run_dir: Path, step: int, client_state: dict[str, Any], is_main: bool) -> None:

@@ -29,7 +29,7 @@ from data.units import format_count
 from planner.cli.common import (add_cost_options, add_parent_options, check_loss_before, new_parser,
                                 p2_card, print_json)
 from planner.hardware import get_gpu
-from planner.query import parse_method, parse_parent, parse_ratio
+from planner.query import METHODS, parse_method, parse_parent, parse_ratio
 from planner.recommend import DEFAULT_SLOPE, Criterion, Estimate, Recommendation, recommend
 
 EPILOG = f"""\
@@ -76,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     criterion, gpu = _criterion(args), get_gpu(args.gpu)
     loss_before = check_loss_before(args.loss_before)
     selection = p2_card(args.law, parent.family, method, parent.params_before)
+    if args.method is None and args.law and selection.card.method in METHODS:
+        method = selection.card.method  # a card given with --law answers for its own method
     result = recommend(parent, method, ratio, selection.card, selection.reason, criterion=criterion,
                        gpu=gpu, mfu=args.mfu, price=args.price, loss_before=loss_before)
     if args.json:
