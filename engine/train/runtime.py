@@ -68,6 +68,22 @@ def clear_stale_extension_locks(name: str = "deepspeed_shm_comm") -> list[str]:
     return [str(lock)]
 
 
+def prefer_own_ninja() -> None:
+    """Put this interpreter's bin directory first on PATH, so torch JIT-builds with its ninja.
+
+    torch rebuilds an extension whenever the ``ninja`` found on PATH changes (a Debian ninja in
+    /usr/bin and pip's in the venv write incompatible logs into the shared build directory), and
+    a rebuild blocks every DeepSpeed process on the machine for tens of seconds.
+    """
+    import sys
+    from pathlib import Path
+
+    own = str(Path(sys.executable).parent)
+    parts = os.environ.get("PATH", "").split(os.pathsep)
+    if parts[:1] != [own] and (Path(own) / "ninja").exists():
+        os.environ["PATH"] = os.pathsep.join([own, *[p for p in parts if p != own]])
+
+
 def init_distributed() -> Dist:
     """Initialise torch.distributed through DeepSpeed once; later calls return the same."""
     import deepspeed
@@ -75,6 +91,7 @@ def init_distributed() -> Dist:
     from deepspeed.accelerator import get_accelerator
 
     _single_process_env()
+    prefer_own_ninja()
     clear_stale_extension_locks()
     accel = get_accelerator()
     if not dist.is_initialized():
