@@ -25,6 +25,7 @@ from pathlib import Path
 
 from data import assets
 from data.cli import BadInput
+from data.runs import replace_dir
 from data.sources import ALL_DOMAINS, DEFAULT_DOMAINS, EVAL_ONLY_DOMAINS, Source, sources_for
 
 MANIFEST = "manifest.json"
@@ -183,7 +184,7 @@ def build_corpus(out: str | os.PathLike, domains: Sequence[str] = DEFAULT_DOMAIN
     try:
         manifest = _write_domains(tmp, plan, cfg)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), "utf-8")
-        _swap_in(tmp, out)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -207,16 +208,6 @@ def _write_domains(tmp: Path, plan: dict[str, list[Source]], cfg: CorpusConfig) 
             "config": {"max_docs": cfg.max_docs, "max_mb": cfg.max_mb, "eval_fraction": cfg.eval_fraction},
             "domains": domains, "documents": index}
 
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace ``out`` by ``tmp``: the old corpus is only removed once the new one is in place."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_manifest(corpus: str | os.PathLike) -> dict:

@@ -109,7 +109,7 @@ _REAL: tuple[ModelSpec, ...] = (
 _TINY: tuple[ModelSpec, ...] = (
     ModelSpec("tiny-llama", "tiny", "llama", 64, 2, 4, 2, 16, 128, 512, True, False, 512, 10000.0),
     ModelSpec("tiny-qwen", "tiny", "qwen2", 64, 2, 4, 2, 16, 160, 512, True, True, 512, 10000.0, 1e-6),
-    ModelSpec("tiny-llama-s", "tiny", "llama", 48, 3, 3, 1, 16, 128, 2048, True, False, 1024, 10000.0),
+    ModelSpec("tiny-llama-s", "tiny", "llama", 48, 4, 3, 1, 16, 128, 2048, True, False, 1024, 10000.0),
     ModelSpec("tiny-llama-m", "tiny", "llama", 64, 4, 4, 2, 16, 192, 2048, True, False, 1024, 10000.0),
     ModelSpec("tiny-llama-l", "tiny", "llama", 96, 6, 6, 2, 16, 256, 2048, True, False, 1024, 10000.0),
 )

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from data.cli import BadInput
+from data.runs import replace_dir
 from data.corpus import manifest_hash, read_manifest
 
 SPLITS = ("train", "eval")
@@ -158,7 +159,7 @@ def prepare(corpus: str | os.PathLike, tokenizer: str | os.PathLike, seq_len: in
                     "corpus": {"path": str(corpus.resolve()), "manifest_sha256": manifest_hash(corpus)},
                     "splits": splits}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), "utf-8")
-        _swap_in(tmp, out)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -191,13 +192,3 @@ def _write_shards(corpus: Path, cmanifest: dict, tmp: Path, tok_dir: Path, eos_i
                        f"use a smaller --seq-len or a larger corpus")
     return splits
 
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace ``out`` by ``tmp``, removing the old shards only once the new ones are in place."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -55,6 +55,22 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
         raise
 
 
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Move a finished directory ``tmp`` to ``out``; an old ``out`` is removed only afterwards.
+
+    A failure before the rename leaves the old ``out`` untouched (nothing already written lost).
+    """
+    import shutil
+
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_bytes_atomic(Path(path), (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 

@@ -37,10 +37,18 @@ class LaunchResult:
         return all(s == "done" for s in self.statuses.values()) and not self.blocked
 
 
-def _stream(cmd: list[str], log: Path, echo: Callable[[str], None]) -> int:
+def threads_per_process(procs: int) -> str:
+    """OMP threads per training process: the user's setting, else the cores shared evenly.
+
+    torch's default (every core per process) oversubscribes when several ranks share a CPU;
+    a flat 1 leaves cores idle when one process runs alone.
+    """
+    return os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // max(1, procs)))
+
+
+def _stream(cmd: list[str], log: Path, echo: Callable[[str], None], procs: int = 1) -> int:
     """Run ``cmd``, teeing its output to ``log``; only the per-job summary lines are echoed."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": threads_per_process(procs), "PYTHONUNBUFFERED": "1"}
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as fh, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                text=True, env=env) as proc:
@@ -72,7 +80,7 @@ def _run_stage(jobs: list[Job], files: dict[str, Path], store: RunStore, procs: 
         cmd = job_command([files[j.run_id] for j in pending], procs)
         result.launches += 1
         t0 = time.perf_counter()
-        code = _stream(cmd, logs / f"launch-{time.strftime('%Y%m%d-%H%M%S')}-{result.launches}.log", echo)
+        code = _stream(cmd, logs / f"launch-{time.strftime('%Y%m%d-%H%M%S')}-{result.launches}.log", echo, procs)
         echo(f"launch {result.launches}: {len(pending)} job(s) in {time.perf_counter() - t0:.1f} s")
         if code:
             echo(f"launcher exited with {code}; log in {logs}")

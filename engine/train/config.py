@@ -237,6 +237,12 @@ def config_hash(job: JobConfig) -> str:
     payload = job.to_dict()
     for key in ("run_id", "runs_dir"):
         payload.pop(key)
+    from data.models import MODELS  # torch-free table
+
+    spec = MODELS.get(job.parent.lower())
+    if spec is not None:  # a preset's shape is part of the job: editing the table re-runs it
+        payload["parent_shape"] = [spec.hidden, spec.layers, spec.heads, spec.kv_heads, spec.head_dim,
+                                   spec.ffn, spec.vocab, spec.tied, spec.qkv_bias]
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
 
