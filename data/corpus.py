@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from data import assets
 from data.cli import BadInput
-from data.runs import replace_dir
+from data.runs import atomic_dir
 from data.sources import ALL_DOMAINS, DEFAULT_DOMAINS, EVAL_ONLY_DOMAINS, Source, sources_for
 
 MANIFEST = "manifest.json"
@@ -56,8 +55,9 @@ class CorpusConfig:
         if not 0.0 < self.eval_fraction < 1.0:
             raise BadInput(f"eval fraction {self.eval_fraction} must be in (0, 1)")
         for name, value in (("--max-docs", self.max_docs), ("--max-mb", self.max_mb)):
-            if value is not None and value <= 0:
-                raise BadInput(f"{name} {value} must be positive")
+            # ``not value > 0`` also refuses NaN; infinity is "everything", spelled 0 on the CLI
+            if value is not None and (not value > 0 or math.isinf(value)):
+                raise BadInput(f"{name} {value} must be a positive finite number (0 on the CLI: no cap)")
 
 
 def doc_hash(text: str) -> str:
@@ -178,15 +178,9 @@ def build_corpus(out: str | os.PathLike, domains: Sequence[str] = DEFAULT_DOMAIN
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise BadInput(f"corpus directory {str(out)!r} already exists and is not empty; pass --overwrite")
     plan = {d: sources_for(d) for d in cfg.domains} | {n: [local_source(n, p)] for n, p in cfg.local.items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result is shared
-    try:
+    with atomic_dir(out) as tmp:
         manifest = _write_domains(tmp, plan, cfg)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), "utf-8")
-        replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

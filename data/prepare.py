@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from data.cli import BadInput
-from data.runs import replace_dir
+from data.runs import atomic_dir
 from data.corpus import manifest_hash, read_manifest
 
 SPLITS = ("train", "eval")
@@ -147,10 +146,7 @@ def prepare(corpus: str | os.PathLike, tokenizer: str | os.PathLike, seq_len: in
         raise BadInput(f"shard directory {str(out)!r} already exists and is not empty; pass --overwrite")
     tok, tok_dir = load_tokenizer(tokenizer), resolve_tokenizer_dir(tokenizer)
     dtype = np.dtype(np.uint16 if len(tok) <= 1 << 16 else np.uint32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result is shared
-    try:
+    with atomic_dir(out) as tmp:
         shutil.copytree(tok_dir, tmp / "tokenizer")
         splits = _write_shards(corpus, cmanifest, tmp, tok_dir, tok.eos_token_id, dtype, cfg)
         manifest = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -159,9 +155,6 @@ def prepare(corpus: str | os.PathLike, tokenizer: str | os.PathLike, seq_len: in
                     "corpus": {"path": str(corpus.resolve()), "manifest_sha256": manifest_hash(corpus)},
                     "splits": splits}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), "utf-8")
-        replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

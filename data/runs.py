@@ -15,7 +15,9 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
 RUN_FILE = "run.json"
 CURVE_FILE = "curve.parquet"
 STATUSES = ("pending", "running", "done", "failed")
+CORRUPT = "corrupt"
+"""Not a stored status: what ``RunStore.status`` says of a run whose files are torn."""
 
 META_COLUMNS: tuple[str, ...] = (
     "run_id", "family", "parent", "method", "ratio_target", "ratio", "params_before",
@@ -40,10 +44,25 @@ COLUMNS: tuple[str, ...] = META_COLUMNS + CURVE_COLUMNS + ("status",)
 DOMAIN_PREFIX = "eval_loss."
 
 
+def _unusable(path: Path, exc: OSError, what: str) -> BadInput:
+    """A BadInput naming the user's ``path`` (not the temporary sibling the OS complained about)."""
+    return BadInput(f"cannot write {what} {str(path)!r}: {exc.strerror or exc}")
+
+
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a temporary file and a rename (POSIX-atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``payload`` to ``path`` through a temporary file and a rename (POSIX-atomic).
+
+    Raises:
+        BadInput: ``path`` is a directory, or its directory cannot be created or written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{str(path)!r} is a directory; expected a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _unusable(path, exc, "file") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
@@ -58,17 +77,51 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
 def replace_dir(tmp: Path, out: Path) -> None:
     """Move a finished directory ``tmp`` to ``out``; an old ``out`` is removed only afterwards.
 
-    A failure before the rename leaves the old ``out`` untouched (nothing already written lost).
+    The one directory swap of the project (corpus, shards, tokenizers, models, pruned
+    outputs). A failure before or during the rename leaves the old ``out`` in place (nothing
+    already written is lost): the old directory is moved aside, never deleted first.
     """
     import shutil
 
+    tmp, out = Path(tmp), Path(out)
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         out.rename(old)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        if old is not None:
+            old.rename(out)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_dir(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build a directory in a temporary sibling of ``out``; swap it in only if the body succeeds.
+
+    ``with atomic_dir(out) as tmp: write files into tmp``. On any exception the temporary
+    directory is removed and ``out`` (old or absent) is untouched.
+
+    Raises:
+        BadInput: the parent of ``out`` cannot be created or written.
+    """
+    import shutil
+
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise _unusable(out, exc, "directory") from exc
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result is shared
+    try:
+        yield tmp
+        replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -101,8 +154,60 @@ class RunStore:
         except json.JSONDecodeError as exc:
             raise BadInput(f"{path} is not valid JSON: {exc}") from exc
 
+    def corrupt(self, run_id: str) -> str | None:
+        """Why a run's files are torn or unreadable (a kill mid-copy, a full disk), or None.
+
+        Reads run.json and only the parquet footer, so it is cheap enough for every status.
+        """
+        path = self.run_dir(run_id) / RUN_FILE
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError) as exc:
+            return f"{RUN_FILE} is not valid JSON ({exc})"
+        if not isinstance(record, dict) or record.get("status") not in STATUSES:
+            return f"{RUN_FILE} has no valid status"
+        curve = self.run_dir(run_id) / CURVE_FILE
+        if curve.is_file():
+            import pyarrow.parquet as pq
+
+            try:
+                pq.read_metadata(curve)
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a torn file
+                return f"{CURVE_FILE} is unreadable ({type(exc).__name__}: {exc})"
+        return None
+
     def status(self, run_id: str) -> str:
-        return self.read(run_id)["status"] if self.exists(run_id) else "pending"
+        """pending, running, done, failed, or ``corrupt`` (torn files: launch runs it again)."""
+        if not self.exists(run_id):
+            return "pending"
+        if self.corrupt(run_id):
+            return CORRUPT
+        return self.read(run_id)["status"]
+
+    def check(self, run_id: str) -> dict[str, Any]:
+        """run.json as a dict, with ``corrupt: reason`` instead of raising for a torn run."""
+        reason = self.corrupt(run_id)
+        if reason is None:
+            return self.read(run_id)
+        try:
+            record = json.loads((self.run_dir(run_id) / RUN_FILE).read_text())
+        except (ValueError, UnicodeDecodeError):
+            record = {}
+        return {**(record if isinstance(record, dict) else {}), "corrupt": reason}
+
+    def quarantine(self, run_id: str) -> list[Path]:
+        """Move a corrupt run's torn files aside (``*.corrupt-<time>``) so it can run again."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        moved = []
+        for name in (CURVE_FILE, RUN_FILE):
+            path = self.run_dir(run_id) / name
+            if path.is_file():
+                target = path.with_name(f"{name}.corrupt-{stamp}")
+                path.rename(target)
+                moved.append(target)
+        return moved
 
     def write(self, run_id: str, record: Mapping[str, Any]) -> None:
         """Replace run.json: ``record`` holds run_id, status, meta, config and anything else."""
@@ -173,6 +278,10 @@ class RunStore:
         write_bytes_atomic(self.run_dir(run_id) / CURVE_FILE, sink.getvalue().to_pybytes())
 
 
+class CorruptRunWarning(UserWarning):
+    """A run was left out of a table because its files are torn (the message names it)."""
+
+
 def _meta_row(record: Mapping[str, Any]) -> dict[str, Any]:
     meta = dict(record.get("meta") or {})
     row = {col: meta.get(col) for col in META_COLUMNS}
@@ -205,6 +314,11 @@ def load(path: str | os.PathLike[str], *, statuses: Iterable[str] | None = None)
     keep = set(statuses) if statuses is not None else None
     frames = []
     for run_id in ids:
+        reason = store.corrupt(run_id)
+        if reason is not None:  # one torn run must not hide the others: skip it, say which
+            warnings.warn(f"skipped corrupt run {run_id!r} in {str(root)!r}: {reason}", CorruptRunWarning,
+                          stacklevel=2)
+            continue
         record = store.read(run_id)
         if keep is not None and record.get("status") not in keep:
             continue
@@ -222,3 +336,28 @@ def load(path: str | os.PathLike[str], *, statuses: Iterable[str] | None = None)
             table[col] = math.nan
     domains = sorted(c for c in table.columns if c.startswith(DOMAIN_PREFIX))
     return table[list(COLUMNS) + domains]
+
+
+def size_order_violations(frame: "pd.DataFrame") -> list[str]:
+    """Parents whose loss does not fall with size, per family (empty when all are ordered).
+
+    A scaling-law fit across parents assumes a larger parent is a better model: parents
+    pretrained too briefly for their size (the old demo's 788K-parameter parent had a higher
+    loss than its 400K one) make the size exponents fit noise. ``frame`` is
+    :func:`load`'s table; each parent is one ``(family, params_before, loss_before)``.
+    """
+    need = {"family", "params_before", "loss_before", "method"}
+    if frame.empty or not need <= set(frame.columns):
+        return []
+    children = frame[frame["method"] != "none"]  # a pretraining run's loss_before is its random init's
+    parents = (children.dropna(subset=["params_before", "loss_before"])
+               .groupby(["family", "params_before"], dropna=False)["loss_before"].mean().reset_index())
+    problems = []
+    for family, group in parents.groupby("family", dropna=False):
+        group = group.sort_values("params_before")
+        sizes, losses = group["params_before"].tolist(), group["loss_before"].tolist()
+        for (n_a, l_a), (n_b, l_b) in zip(zip(sizes, losses), zip(sizes[1:], losses[1:])):
+            if not l_b < l_a:
+                problems.append(f"{family or 'unknown'}: parent of {int(n_b):,} params has loss {l_b:.4f}, "
+                                f"not below the {int(n_a):,}-param parent's {l_a:.4f}")
+    return problems

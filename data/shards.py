@@ -6,13 +6,12 @@ torch-free: numpy memmaps only, so inspecting shards never pulls in torch.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from data.cli import BadInput
+from data.cli import BadInput, read_json
 
 FORMAT = "prunelaw-shards/1"
 
@@ -31,13 +30,19 @@ class ShardSet:
         if not manifest_path.is_file():
             raise BadInput(f"{str(self.path)!r} is not a shard directory (no manifest.json); "
                            f"write one with 'data prepare'")
-        self.manifest: dict = json.loads(manifest_path.read_text("utf-8"))
+        manifest = read_json(manifest_path, "shard manifest")
+        self.manifest: dict = manifest if isinstance(manifest, dict) else {}
         if self.manifest.get("format") != FORMAT:
             raise BadInput(f"{str(manifest_path)!r} has format {self.manifest.get('format')!r}; expected {FORMAT}")
-        self.seq_len: int = int(self.manifest["seq_len"])
-        self.vocab_size: int = int(self.manifest["vocab_size"])
-        self.eos_id: int = int(self.manifest["tokenizer"]["eos_id"])
-        self.tokenizer_path: Path = self.path / self.manifest["tokenizer"]["path"]
+        try:
+            self.seq_len: int = int(self.manifest["seq_len"])
+            self.vocab_size: int = int(self.manifest["vocab_size"])
+            self.eos_id: int = int(self.manifest["tokenizer"]["eos_id"])
+            self.tokenizer_path: Path = self.path / self.manifest["tokenizer"]["path"]
+            self.manifest["splits"].items()
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BadInput(f"shard manifest {str(manifest_path)!r} is incomplete ({exc!r} missing or bad); "
+                           f"re-run 'data prepare'") from None
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
         self._fds: dict[tuple[str, str], int] = {}
         for split, domain in self._entries():

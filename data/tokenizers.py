@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +29,9 @@ QWEN25_ADDED = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_sta
                 "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
                 "<|repo_name|>", "<|file_sep|>")
 
+
+OWN_MARKER = "prunelaw_tokenizer.json"
+"""Written into every tokenizer directory this package saves: marks it as its own output."""
 
 def _corpus_texts(corpus_dir: Path, split: str = "train") -> Iterator[str]:
     """Texts of every domain's ``split`` documents, streamed (never the whole corpus in memory)."""
@@ -73,17 +74,11 @@ def _save_fast(tok, out: Path, *, eos: str, name: str, bos: str | None = None) -
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, bos_token=bos,
                                    model_max_length=1 << 30)
     fast.name_or_path = name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result is shared
-    try:
+    from data.runs import atomic_dir
+
+    with atomic_dir(out) as tmp:
         fast.save_pretrained(tmp)
-        (tmp / "prunelaw_tokenizer.json").write_text(json.dumps({"name": name, "eos_token": eos}), "utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / OWN_MARKER).write_text(json.dumps({"name": name, "eos_token": eos}), "utf-8")
     return out
 
 

@@ -81,6 +81,29 @@ def build_model(spec: ModelSpec | str, *, vocab: int | None = None, seed: int = 
     return model
 
 
+SUPPORTED_ARCHS = ("llama", "qwen2")
+"""``config.json`` ``model_type`` values the engine prunes and trains (Llama-3, Qwen-2.5)."""
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def check_model_dir(path: Path) -> None:
+    """Refuse, before transformers sees it, a directory that is not a Llama/Qwen checkpoint.
+
+    Raises:
+        BadInput: config.json unreadable, another architecture, or no weight file.
+    """
+    from data.cli import read_json
+
+    config = read_json(path / "config.json", "model config")
+    arch = config.get("model_type") if isinstance(config, dict) else None
+    if arch not in SUPPORTED_ARCHS:
+        raise BadInput(f"model {str(path)!r} has model_type {arch!r}; supported: {', '.join(SUPPORTED_ARCHS)} "
+                       "(Llama-3 / Qwen-2.5 families)")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise BadInput(f"model {str(path)!r} has no weights ({' or '.join(WEIGHT_FILES[::2])})")
+
+
 def load_model(path_or_preset: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
                vocab: int | None = None, seed: int = 0) -> nn.Module:
     """A model from a local HF directory, or a freshly built preset.
@@ -94,6 +117,7 @@ def load_model(path_or_preset: str | os.PathLike, *, dtype: torch.dtype = torch.
         if not (path / "config.json").is_file():
             raise BadInput(f"model directory {str(path)!r} has no config.json (expected a "
                            "save_pretrained directory or a preset name)")
+        check_model_dir(path)
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)

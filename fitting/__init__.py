@@ -1,12 +1,12 @@
-"""prunelaw fitting: scaling laws, robust fits with run-bootstrap intervals, validation, law cards.
+"""prunelaw fitting: scaling laws, global fits with run-bootstrap intervals, validation, law cards.
 
 torch-free. Public API (imported lazily so ``import fitting`` stays cheap)::
 
-    from fitting import get_law, load_data, fit, FitConfig, validate, save_card, load_card
+    from fitting import get_law, load_data, fit, FitConfig, validate, compare, LawCard
     data = load_data("runs/", "p2", method="depth")
-    result = fit(data, FitConfig(n_bootstrap=200))
-    print(result.summary()); save_card(result, "card.json")
-    card = load_card("card.json"); card.predict(params_before=8e9, ratio=0.5, tokens=1e9, loss_before=2.1)
+    card = fit(data, FitConfig(n_bootstrap=200))          # the fit result is the card
+    print(card.summary()); card.save("card.json")
+    card = LawCard.load("card.json"); card.predict(params_before=8e9, ratio=0.5, tokens=1e9, loss_before=2.1)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ _EXPORTS = {
     "FitResult": "fitting.result", "ValidationResult": "fitting.result",
     "validate": "fitting.validate",
     "LawCard": "fitting.card", "load_card": "fitting.card", "save_card": "fitting.card",
+    "register": "fitting.laws", "compare": "fitting.compare",
     "card_dict": "fitting.card",
 }
 __all__ = sorted(_EXPORTS)

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from data.cli import dispatch
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "fit": ("fitting.cli.fit", "fit a law (p2, chinchilla) to a run store or table; write a law card"),
+    "fit": ("fitting.cli.fit", "fit a law (p2, chinchilla, ...) to a run store or table; write a law card"),
+    "compare": ("fitting.cli.compare", "P2 against alternative forms: leave-one-run-out error, AIC/BIC"),
     "validate": ("fitting.cli.validate", "held-out extrapolation by tokens, parent size or ratio"),
 }
 

@@ -1,58 +1,98 @@
-"""The law card (DESIGN.md): a fit's JSON product, and a typed object read back from it.
+"""The law card: the result of a fit *is* the card (one class, like lmfit's ModelResult).
 
-Writing::
+``fitting.fit(data, config)`` returns a :class:`LawCard`; ``card.save(path)`` writes its JSON
+(DESIGN.md layout) and ``LawCard.load(path)`` reads it back into the same class, so the planner
+and the reports use exactly what the fit produced::
 
-    save_card(result, "card.json")
-
-Reading (the planner and reports)::
-
-    card = load_card("card.json")
+    card = fit(load_data("runs/", "p2", method="depth"), FitConfig(n_bootstrap=200))
+    card.save("card.json"); card = LawCard.load("card.json")
     card.predict(params_before=8e9, ratio=0.5, tokens=1e9, loss_before=2.1)   # point
-    card.law.predict(card.bootstrap_params, **axes)                             # [B, n]
-    card.optimal_tokens(N0=8e9, rho=0.5, slope=1e-3)                            # P2 only
-    card.interval(lambda p: card.law.predict(p, **axes))                        # (lo, hi)
-    card.outside_range(params_before=70e9)                                      # warnings
+    card.band(params_before=8e9, ratio=0.5, tokens=1e9, loss_before=2.1)      # CI of the mean law
+    card.prediction_band(params_before=8e9, ratio=0.5, tokens=1e9, loss_before=2.1)  # a new run
+    card.d_star(1e-3, params_before=8e9, ratio=0.5)                             # slope criterion
+    card.outside_range(params_before=70e9); card.identifiability_notes()
+
+Two kinds of interval, never mixed up: the **confidence interval** (``ci``, ``band``,
+``interval``) is the run bootstrap's uncertainty about the *mean law*; the **prediction
+interval** (``prediction_band``) adds the run-to-run and point scatter the fit measured, and
+is what a *new run* at that point should fall in.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from data.cli import BadInput
-from fitting.laws import Law, get_law, optimal_tokens
-from fitting.result import FitResult
+from fitting.laws import Law, get_law
 
-CARD_VERSION = 1
+if TYPE_CHECKING:  # pragma: no cover
+    from fitting.fit import FitConfig
+    from fitting.table import FitData
+
+CARD_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 cards (before prediction intervals and run reports) still load."""
 REQUIRED = ("law", "version", "params", "fit", "range", "data")
+CI_KIND = "confidence interval of the mean law (run bootstrap, percentile)"
+PI_KIND = ("prediction interval for a new run: bootstrap of the mean law plus the measured "
+           "run-to-run and point scatter")
+PI_DRAWS = 16
+"""Scatter draws per bootstrap sample in a prediction interval (seeded: cards are reproducible)."""
 
 
-def card_dict(result: FitResult, *, with_samples: bool = True) -> dict:
-    """The card as a JSON-ready dict: the result's layout plus ``version`` and ``created``."""
-    body = result.to_dict(with_samples=with_samples)
-    law = get_law(result.law)
-    return {"law": result.law, "version": CARD_VERSION, "formula": law.formula,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            **{k: v for k, v in body.items() if k != "law"}}
+def _num(x: float | None) -> float | None:
+    """JSON-safe float: nan/inf become None (JSON has no nan)."""
+    return None if x is None or not math.isfinite(float(x)) else float(x)
 
 
-def save_card(result: FitResult, path: str | Path, *, with_samples: bool = True) -> Path:
-    """Write the card atomically (a killed write never leaves a torn card)."""
-    from data.runs import write_json_atomic
+@dataclass(frozen=True)
+class Derived:
+    """A decision quantity computed from the parameters, with its intervals.
 
-    path = Path(path)
-    write_json_atomic(path, card_dict(result, with_samples=with_samples))
-    return path
+    ``low``/``high``: confidence interval (mean law); ``pred_low``/``pred_high``: prediction
+    interval for a new run (losses only).
+    """
+
+    name: str
+    value: float
+    low: float | None
+    high: float | None
+    query: dict[str, float]
+    pred_low: float | None = None
+    pred_high: float | None = None
+
+    def to_dict(self) -> dict:
+        out = {"value": _num(self.value), "low": _num(self.low), "high": _num(self.high),
+               "query": self.query}
+        if self.pred_low is not None:
+            out |= {"pred_low": _num(self.pred_low), "pred_high": _num(self.pred_high)}
+        return out
+
+    @classmethod
+    def from_dict(cls, name: str, raw: Mapping) -> "Derived":
+        return cls(name, float(raw.get("value") if raw.get("value") is not None else math.nan),
+                   raw.get("low"), raw.get("high"), dict(raw.get("query") or {}),
+                   raw.get("pred_low"), raw.get("pred_high"))
 
 
 @dataclass(frozen=True)
 class LawCard:
-    """A law card read back: the law object, its parameters, intervals and provenance."""
+    """A fitted law: parameters, intervals, metrics, identifiability, provenance.
+
+    Attributes mirror the card JSON (DESIGN.md): ``ci`` holds ``level``, per-parameter
+    ``params`` intervals and ``derived`` decision quantities; ``fit`` how it was fitted;
+    ``runs`` the per-run residual report; ``scatter`` the run-to-run and point scatter behind
+    prediction intervals; ``diagnosis`` what the fit itself revealed (bounds, degenerate
+    terms, sloppy directions).
+    """
 
     law: Law
     params: dict[str, float]
@@ -63,38 +103,135 @@ class LawCard:
     metrics: dict[str, float | None]
     range: dict[str, dict[str, float]]
     data: dict
-    created: str | None
+    created: str | None = None
+    success: bool = True
+    message: str = ""
+    objective: float = math.nan
+    notes: tuple[str, ...] = ()
+    runs: tuple[dict, ...] = ()
+    scatter: dict = field(default_factory=dict)
+    diagnosis: tuple[str, ...] = ()
     bootstrap_params: np.ndarray | None = field(default=None, repr=False)
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_data(cls, data: "FitData", config: "FitConfig | None" = None) -> "LawCard":
+        """Fit ``data`` (the same as ``fitting.fit.fit``)."""
+        from fitting.fit import FitConfig, fit
+
+        return fit(data, config or FitConfig())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LawCard":
+        """Read a card JSON; ``BadInput`` names what is wrong."""
+        return load_card(path)
+
+    def save(self, path: str | Path, *, with_samples: bool = True, force: bool = True) -> Path:
+        """Write the card atomically; ``force=False`` refuses an existing file."""
+        return save_card(self, path, with_samples=with_samples, force=force)
+
+    # -- values -----------------------------------------------------------------------------
 
     @property
     def params_array(self) -> np.ndarray:
-        """Parameters in ``law.params`` order."""
+        """Parameters in ``law.params`` order (``law.predict`` takes this)."""
         return np.array([self.params[name] for name in self.law.params])
+
+    @property
+    def level(self) -> float:
+        return float(self.ci.get("level", 0.95)) if isinstance(self.ci, dict) else 0.95
+
+    @property
+    def intervals(self) -> dict[str, tuple[float, float] | None]:
+        """Confidence interval per parameter (None: no bootstrap, or pinned)."""
+        raw = (self.ci.get("params") or {}) if isinstance(self.ci, dict) else {}
+        return {name: (None if not raw.get(name) or raw[name][0] is None else
+                       (float(raw[name][0]), float(raw[name][1]))) for name in self.law.params}
+
+    @property
+    def derived(self) -> dict[str, Derived]:
+        """Decision quantities at the edge of the data, with their intervals."""
+        raw = (self.ci.get("derived") or {}) if isinstance(self.ci, dict) else {}
+        return {name: Derived.from_dict(name, d) for name, d in raw.items()}
 
     def predict(self, **axes: float | np.ndarray) -> np.ndarray:
         """Point prediction of the target at ``axes``."""
         return self.law.predict(self.params_array, **axes)
 
-    def optimal_tokens(self, N0: float, rho: float, slope: float) -> float:
-        """P2 slope-criterion budget D* (see ``fitting.laws.optimal_tokens``)."""
-        self._need_p2()
-        return float(np.squeeze(optimal_tokens(self.params_array, N0, rho, slope)))
+    def asymptote(self, **axes: float | np.ndarray) -> np.ndarray:
+        """The loss as the token budget grows without bound (the law's own closed form)."""
+        return self.law.asymptote(self.params_array, **axes)
 
-    def interval(self, f: Callable[[np.ndarray], np.ndarray],
-                 level: float | None = None) -> tuple[float, float] | None:
-        """Percentile interval of ``f(samples)`` over bootstrap samples (None without them)."""
-        if self.bootstrap_params is None:
-            return None
-        level = self.ci.get("level", 0.95) if level is None else level
-        vals = np.ravel(f(self.bootstrap_params))
-        lo, hi = np.percentile(vals, [50 * (1 - level), 50 * (1 + level)])
-        return float(lo), float(hi)
+    def tokens_for_loss(self, target: float, **axes: float | np.ndarray) -> np.ndarray:
+        """Smallest budget reaching ``target`` (NaN at or below the asymptote)."""
+        return self.law.tokens_for_loss(self.params_array, target, **axes)
+
+    def d_star(self, slope: float, **axes: float | np.ndarray) -> np.ndarray:
+        """Budget where one more 1e9 tokens gains ``slope`` nats (slope criterion)."""
+        return self.law.d_star(self.params_array, slope, **axes)
+
+    def optimal_tokens(self, N0: float, rho: float, slope: float) -> float:
+        """D* at model size ``N0`` and ratio ``rho`` (the law's size and ratio axes)."""
+        return float(np.squeeze(self.d_star(slope, **self._size_ratio(N0, rho))))
 
     def optimal_tokens_interval(self, N0: float, rho: float, slope: float,
                                 level: float | None = None) -> tuple[float, float] | None:
-        """Bootstrap interval of D* (shares ``optimal_tokens`` with the fit)."""
-        self._need_p2()
-        return self.interval(lambda p: optimal_tokens(p, N0, rho, slope), level)
+        """Confidence interval of D* over the bootstrap samples."""
+        axes = self._size_ratio(N0, rho)
+        return self.interval(lambda p: self.law.d_star(p, slope, **axes), level)
+
+    def _size_ratio(self, n0: float, rho: float) -> dict[str, float]:
+        if self.law.size_axis is None or self.law.ratio_axis is None:
+            raise BadInput(f"optimal tokens at (N0, rho) need a law with size and ratio axes; "
+                           f"this card's law is {self.law.name!r}")
+        return {self.law.size_axis: n0, self.law.ratio_axis: rho}
+
+    # -- intervals -------------------------------------------------------------------------
+
+    def interval(self, f: Callable[[np.ndarray], np.ndarray],
+                 level: float | None = None) -> tuple[float, float] | None:
+        """Confidence interval (percentile) of ``f(samples)`` over bootstrap samples."""
+        if self.bootstrap_params is None:
+            return None
+        level = self.level if level is None else level
+        with np.errstate(all="ignore"):
+            vals = np.ravel(f(self.bootstrap_params))
+        vals = vals[np.isfinite(vals)]
+        if not len(vals):
+            return None
+        lo, hi = np.percentile(vals, [50 * (1 - level), 50 * (1 + level)])
+        return float(lo), float(hi)
+
+    def band(self, level: float | None = None, **axes: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """Pointwise confidence band of the mean law at ``axes`` (None without samples)."""
+        if self.bootstrap_params is None or len(self.bootstrap_params) < 2:
+            return None
+        level = self.level if level is None else level
+        with np.errstate(all="ignore"):
+            draws = self.law.predict(self.bootstrap_params, **axes)
+        return tuple(np.nanpercentile(draws, [50 * (1 - level), 50 * (1 + level)], axis=0))
+
+    def prediction_band(self, level: float | None = None,
+                        **axes: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """Pointwise prediction interval for a new run at ``axes``.
+
+        The mean law's bootstrap draws (or the point fit without samples) plus normal scatter
+        of sd ``scatter.sigma_new_run`` in the fit's space (log: multiplicative).
+        """
+        sigma = self.scatter.get("sigma_new_run")
+        if sigma is None:
+            return None
+        level = self.level if level is None else level
+        samples = self.bootstrap_params if self.bootstrap_params is not None else self.params_array[None]
+        with np.errstate(all="ignore"):
+            mean = np.atleast_2d(self.law.predict(samples, **axes))             # [B, n]
+        noise = np.random.default_rng(0).standard_normal((PI_DRAWS,) + mean.shape) * sigma
+        draws = mean * np.exp(noise) if self.scatter.get("space", "log") == "log" else mean + noise
+        draws = draws.reshape(-1, mean.shape[-1])
+        return tuple(np.nanpercentile(draws, [50 * (1 - level), 50 * (1 + level)], axis=0))
+
+    # -- what the card can and cannot say -------------------------------------------------
 
     def outside_range(self, **axes: float) -> list[str]:
         """One message per axis value outside what the fit saw, saying how far."""
@@ -114,9 +251,105 @@ class LawCard:
         """Names of parameters the data could not identify (pinned in the fit)."""
         return [n for n, r in self.identifiable.items() if not r.get("identified", True)]
 
-    def _need_p2(self) -> None:
-        if self.law.name != "p2":
-            raise BadInput(f"optimal tokens need a p2 card; this card's law is {self.law.name!r}")
+    def identifiability_notes(self) -> list[str]:
+        """Every identifiability statement, one line each: pinned, at a bound, degenerate,
+        weak (wide bootstrap interval), sloppy directions. The planner repeats them."""
+        lines = []
+        for name, r in self.identifiable.items():
+            if not r.get("identified", True):
+                lines.append(f"{name} not identified, fixed at {r.get('fixed_at')}: {r.get('reason')}")
+            elif r.get("bound"):
+                lines.append(r["bound"])
+            elif r.get("weak"):
+                lines.append(f"{name} {r.get('reason')}")
+        return lines + [d for d in self.diagnosis if d not in lines]
+
+    def outliers(self) -> list[str]:
+        """Run ids the residual report flags."""
+        return [r["run_id"] for r in self.runs if r.get("outlier")]
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def summary(self) -> str:
+        """Human-readable report: parameters with intervals, metrics, identifiability."""
+        law, level = self.law, self.level
+        fit = self.fit
+        lines = [f"law {law.name}: {law.formula}",
+                 f"fit: {'converged' if self.success else 'NOT converged'} ({self.message}); "
+                 f"{fit.get('n_points')} points, {fit.get('n_runs')} runs, objective "
+                 f"{self.objective:.6g} (Huber delta={fit.get('delta', 0):g} on "
+                 f"{fit.get('residuals', 'log loss')}, summed)"]
+        if fit.get("n_bootstrap"):
+            lines.append(f"bootstrap: {fit['n_bootstrap']} run resamples, each refit by the "
+                         f"full multi-start; {fit.get('bootstrap_basin_changes', 0)} changed basin")
+        lines += ["", f"{'param':<8} {'value':>14}  {int(level * 100)}% confidence interval (mean law)"]
+        intervals = self.intervals
+        for name in law.params:
+            ident = self.identifiable.get(name, {})
+            iv = intervals.get(name)
+            if not ident.get("identified", True):
+                text = f"not identified, fixed at {ident.get('fixed_at')}"
+            elif ident.get("bound"):
+                text = "AT BOUND (see below)" + (f" [{iv[0]:.6g}, {iv[1]:.6g}]" if iv else "")
+            elif ident.get("weak") and iv:
+                text = f"[{iv[0]:.6g}, {iv[1]:.6g}] WEAK (see below)"
+            elif iv is None:
+                text = "(no bootstrap)"
+            else:
+                text = f"[{iv[0]:.6g}, {iv[1]:.6g}]"
+            lines.append(f"{name:<8} {self.params[name]:>14.6g}  {text}")
+        for d in self.derived.values():
+            span = f"CI [{d.low:.4g}, {d.high:.4g}]" if d.low is not None else "(no bootstrap)"
+            if d.pred_low is not None:
+                span += f", new run PI [{d.pred_low:.4g}, {d.pred_high:.4g}]"
+            lines.append(f"{d.name}: {d.value:.6g} {span} at {d.query}")
+        lines.append(f"CI = {CI_KIND}; PI = {PI_KIND}")
+        lines.append("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items()
+                                             if v is not None))
+        flagged = [r for r in self.runs if r.get("outlier")]
+        lines += [f"outlier run {r['run_id']}: mean residual {r['mean_residual']:+.4g} "
+                  f"(robust z {r['z']:+.1f}); check it, or drop it and refit" for r in flagged]
+        lines += [f"identifiability: {n}" for n in self.identifiability_notes()]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def to_dict(self, *, with_samples: bool = True) -> dict:
+        """The card JSON (DESIGN.md layout)."""
+        out = {"law": self.law.name, "version": CARD_VERSION, "formula": self.law.formula,
+               "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "success": self.success, "message": self.message,
+               "params": {k: float(v) for k, v in self.params.items()},
+               "objective": _num(self.objective),
+               "ci": {**self.ci, "kind": CI_KIND},
+               "identifiable": self.identifiable, "diagnosis": list(self.diagnosis),
+               "fit": self.fit, "metrics": {k: _num(v) for k, v in self.metrics.items()},
+               "scatter": {**self.scatter, "kind": PI_KIND} if self.scatter else {},
+               "runs": list(self.runs), "range": self.range, "data": self.data,
+               "notes": list(self.notes)}
+        if with_samples and self.bootstrap_params is not None:
+            out["bootstrap"] = {"params": list(self.law.params),
+                                "samples": self.bootstrap_params.tolist()}
+        return out
+
+
+# -- JSON ------------------------------------------------------------------------------------
+
+
+def card_dict(card: LawCard, *, with_samples: bool = True) -> dict:
+    """The card as a JSON-ready dict."""
+    return card.to_dict(with_samples=with_samples)
+
+
+def save_card(card: LawCard, path: str | Path, *, with_samples: bool = True,
+              force: bool = True) -> Path:
+    """Write the card atomically (a killed write never leaves a torn card)."""
+    from data.runs import write_json_atomic
+
+    path = Path(path)
+    if path.exists() and not force:
+        raise BadInput(f"output {str(path)!r} exists; pass --force to overwrite it")
+    write_json_atomic(path, card_dict(card, with_samples=with_samples))
+    return path
 
 
 def _read_json(path: Path) -> Mapping:
@@ -131,15 +364,32 @@ def _read_json(path: Path) -> Mapping:
     return raw
 
 
+def _with_bounds(law: Law, raw: Mapping) -> dict[str, dict]:
+    """The card's ``identifiable``; a version 1 card (written before bounds were checked)
+    gets its exponents at a bound marked on load, so an old card cannot claim them."""
+    out = {k: dict(v) for k, v in (raw.get("identifiable") or {}).items()}
+    if raw["version"] >= 2:
+        return out
+    from fitting.identify import exponent_bound_notes
+
+    fixed = {k: v.get("fixed_at") for k, v in out.items() if not v.get("identified", True)}
+    params = {p: float(raw["params"][p]) for p in law.params}
+    for name, note in exponent_bound_notes(law, params, fixed).items():
+        out.setdefault(name, {"identified": True}).update(bound=note)
+    return out
+
+
 def load_card(path: str | Path) -> LawCard:
-    """Read a card written by :func:`save_card`; ``BadInput`` names what is wrong."""
+    """Read a card written by :func:`save_card` (or a version 1 card); ``BadInput`` names
+    what is wrong."""
     path = Path(path)
     raw = _read_json(path)
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
         raise BadInput(f"law card {str(path)!r} lacks {missing}; is it a prunelaw card?")
-    if raw["version"] != CARD_VERSION:
-        raise BadInput(f"law card {str(path)!r} has version {raw['version']!r}; this prunelaw reads {CARD_VERSION}")
+    if raw["version"] not in READABLE_VERSIONS:
+        raise BadInput(f"law card {str(path)!r} has version {raw['version']!r}; this prunelaw "
+                       f"reads {', '.join(map(str, READABLE_VERSIONS))}")
     law = get_law(raw["law"])
     absent = [p for p in law.params if p not in raw["params"]]
     if absent:
@@ -149,8 +399,19 @@ def load_card(path: str | Path) -> LawCard:
     if samples:
         cols = [samples["params"].index(p) for p in law.params]
         boot = np.asarray(samples["samples"], dtype=float)[:, cols]
+    ci = dict(raw.get("ci") or {})
+    ci.pop("kind", None)
+    scatter = dict(raw.get("scatter") or {})
+    scatter.pop("kind", None)
+    objective = raw.get("objective")
+    identifiable = _with_bounds(law, raw)
     return LawCard(law=law, params={p: float(raw["params"][p]) for p in law.params},
-                   version=int(raw["version"]), ci=raw.get("ci", {}),
-                   identifiable=raw.get("identifiable", {}), fit=raw["fit"],
+                   version=int(raw["version"]), ci=ci,
+                   identifiable=identifiable, fit=raw["fit"],
                    metrics=raw.get("metrics", {}), range=raw["range"], data=raw["data"],
-                   created=raw.get("created"), bootstrap_params=boot)
+                   created=raw.get("created"), success=bool(raw.get("success", True)),
+                   message=str(raw.get("message", "")),
+                   objective=math.nan if objective is None else float(objective),
+                   notes=tuple(raw.get("notes") or ()), runs=tuple(raw.get("runs") or ()),
+                   scatter=scatter, diagnosis=tuple(raw.get("diagnosis") or ()),
+                   bootstrap_params=boot)

@@ -1,34 +1,46 @@
-"""``fit(data, config) -> FitResult``: the point fit, the run bootstrap, decision quantities.
+"""``fit(data, config) -> LawCard``: the point fit, the run bootstrap, diagnostics, decisions.
 
-Uncertainty resamples whole runs with replacement (checkpoints of one run share its noise
-and are not independent), as run multiplicities in the point weights: no copy of the data.
-Each refit polishes a warm start from the full-data optimum first, then searches a thinned
-exponent grid and polishes its best point too whenever that point (coefficients already
-solved) beats the polished warm start: a resample whose optimum moved to another basin is
-still found, without paying for a second polish every time. Intervals are percentiles.
+Uncertainty resamples whole runs with replacement (checkpoints of one run share its noise and
+are not independent), as run multiplicities in the point weights: no copy of the data. Every
+resample is refit by the *same* global multi-start as the point fit (the exponent grid, random
+starts) plus the point optimum as one more start, so a resample whose optimum lies in another
+basin finds it; the card counts how many did. A resample that cannot identify the same
+parameters as the full data is redrawn (and counted); after 50 failed redraws the sample is
+left out and the card says how many were. Refits run in parallel over the cores (one
+single-threaded process each). Intervals are percentiles.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from data.cli import BadInput
-from fitting.identify import Identifiability, distinct, identify
-from fitting.laws import Law, get_law, optimal_tokens
-from fitting.metrics import diagnostics, score
-from fitting.result import Derived, FitResult
-from fitting.solve import solve
+from fitting.card import CARD_VERSION, Derived, LawCard
+from fitting.identify import Identifiability, bound_notes, identify, sloppy_directions
+from fitting.laws import LAWS, Law, get_law
+from fitting.metrics import diagnostics, run_report, scatter, score
+from fitting.solve import SPACES, build_design, jacobian, solve, to_z
 from fitting.table import COUNT_CONVENTION, FitData
 
 Array = np.ndarray
 WEIGHTINGS = ("point", "run")
+MAX_BOOTSTRAP = 100_000
+"""Upper bound on ``--bootstrap`` (1,000 is plenty for 95% percentiles)."""
 BOOTSTRAP_FTOL = 1e-12
 """Refits stop at a 1e-12 relative change of the (start-normalised) objective: far below the
 spread of the samples, and about half the iterations of the point fit's 1e-15."""
+REDRAWS = 50
+"""Resamples drawn per bootstrap sample before it is left out as unidentifiable."""
+PARALLEL_MIN = 64
+"""Fewer refits than this run in-process (starting worker processes costs about a second)."""
+_DISCOVERED = frozenset(LAWS)
+"""Laws a worker process can import by name (laws registered at run time refit in-process)."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,9 @@ class FitConfig:
     """How to fit. Every knob is here with its default."""
 
     delta: float = 1e-3
-    """Huber threshold on the log-loss residual (Hoffmann et al., Epoch: 1e-3)."""
+    """Huber threshold on the residual (Hoffmann et al., Epoch: 1e-3 on log loss)."""
+    space: str = "log"
+    """Residuals in ``log`` loss (relative error, the default) or in the ``linear`` loss."""
     weighting: str = "point"
     """``point``: every point weighs 1; ``run``: every run weighs the same in total, so a run
     with many checkpoints does not dominate."""
@@ -45,25 +59,31 @@ class FitConfig:
     ci_level: float = 0.95
     """Coverage of the percentile intervals."""
     seed: int = 0
-    """Seed of the bootstrap resampling."""
+    """Seed of the bootstrap resampling and of the random starts."""
     slope: float = 1e-3
-    """P2 decision quantity: tokens where one more 1e9 tokens gains less than this (nats)."""
+    """Decision quantity D*: tokens where one more 1e9 tokens gains less than this (nats)."""
     top_k: int = 3
     """Best exponent-grid points polished by L-BFGS-B."""
-    bootstrap_density: float = 0.3
-    """Thinning of the exponent grid in bootstrap refits (they also warm-start)."""
+    n_random: int = 64
+    """Random exponent starts scored by NNLS; the best is polished too."""
+    workers: int | None = None
+    """Bootstrap processes (None: ``os.cpu_count()``; 1: in-process)."""
 
     def __post_init__(self) -> None:
         if not self.delta > 0:
             raise BadInput(f"huber delta {self.delta!r} must be > 0")
+        if self.space not in SPACES:
+            raise BadInput(f"space {self.space!r}; allowed: {', '.join(SPACES)}")
         if self.weighting not in WEIGHTINGS:
             raise BadInput(f"weighting {self.weighting!r}; allowed: {', '.join(WEIGHTINGS)}")
-        if self.n_bootstrap < 0:
-            raise BadInput(f"bootstrap {self.n_bootstrap!r} must be >= 0")
+        if not 0 <= self.n_bootstrap <= MAX_BOOTSTRAP:
+            raise BadInput(f"bootstrap {self.n_bootstrap!r} must be in 0..{MAX_BOOTSTRAP}")
         if not 0 < self.ci_level < 1:
             raise BadInput(f"ci level {self.ci_level!r} must be in (0, 1)")
         if not self.slope > 0:
             raise BadInput(f"slope {self.slope!r} must be > 0 nats per 1e9 tokens")
+        if self.workers is not None and self.workers < 1:
+            raise BadInput(f"workers {self.workers!r} must be >= 1")
 
 
 def point_weights(data: FitData, weighting: str) -> Array:
@@ -74,41 +94,65 @@ def point_weights(data: FitData, weighting: str) -> Array:
     return data.n_points / (len(counts) * counts[inverse])
 
 
-def fit(data: FitData, config: FitConfig = FitConfig()) -> FitResult:
+def _solve_kwargs(config: FitConfig) -> dict:
+    return {"delta": config.delta, "top_k": config.top_k, "n_random": config.n_random,
+            "space": config.space}
+
+
+def fit(data: FitData, config: FitConfig = FitConfig()) -> LawCard:
     """Fit ``data.law`` to ``data``; bootstrap intervals when ``config.n_bootstrap > 0``."""
     law = get_law(data.law)
-    ident = identify(law, data)
+    ident = identify(law, data.axes, data.n_points)
     weights = point_weights(data, config.weighting)
     start = time.perf_counter()
-    sol = solve(law, data.axes, data.y, weights, delta=config.delta, fixed=ident.fixed,
-                top_k=config.top_k)
+    sol = solve(law, data.axes, data.y, weights, fixed=ident.fixed, seed=config.seed,
+                **_solve_kwargs(config))
     seconds = time.perf_counter() - start
-    samples = None
-    if config.n_bootstrap:
-        samples = bootstrap(law, data, weights, ident, sol.params, config)
+    boot = bootstrap(law, data, weights, ident, sol.params, config) if config.n_bootstrap else None
+    samples = None if boot is None else boot.samples
     pred = law.predict(sol.params, **data.axes)
-    curves = "tokens" in data.axes
-    metrics = score(pred, data.y, data.axes.get("tokens") if curves else None,
-                    data.run_ids if curves else None)
-    metrics.update(diagnostics(pred, data.y, data.axes.get("tokens"), data.run_ids))
-    intervals = _intervals(law, samples, ident, config.ci_level)
-    return FitResult(
-        law=law.name, success=sol.success, message=sol.message,
-        params=dict(zip(law.params, map(float, sol.params))), objective=sol.objective,
-        intervals=intervals, derived=_derived(law, data, sol.params, samples, config),
-        metrics=metrics, identifiable=_flag_weak(law, ident.to_dict(law), intervals),
-        fit=_fit_section(data, config, sol.n_starts, seconds),
-        range=data.axis_range(), data=_data_section(data), notes=data.notes,
-        bootstrap_params=samples)
+    resid = np.log(pred) - np.log(data.y) if config.space == "log" else pred - data.y
+    params = dict(zip(law.params, map(float, sol.params)))
+    identifiable, diagnosis = _identifiability(law, data, weights, ident, sol.params, resid,
+                                               samples, config)
+    spread = scatter(resid, data.run_ids)
+    ci = {"level": config.ci_level, "params": _param_intervals(law, samples, ident, config.ci_level),
+          "derived": {k: d.to_dict() for k, d in
+                      _derived(law, data, sol.params, samples, spread, config).items()}}
+    return LawCard(
+        law=law, params=params, version=CARD_VERSION, ci=ci, identifiable=identifiable,
+        fit=_fit_section(data, config, sol.n_starts, seconds, boot), metrics=_metrics(law, data, pred),
+        range=data.axis_range(), data=_data_section(data), created=None, success=sol.success,
+        message=sol.message, objective=sol.objective, notes=data.notes + _boot_notes(boot),
+        runs=tuple(run_report(resid, data.run_ids)), scatter={"space": config.space, **spread},
+        diagnosis=tuple(diagnosis), bootstrap_params=samples)
 
 
-def _fit_section(data: FitData, config: FitConfig, n_starts: int, seconds: float) -> dict:
-    return {"objective": "sum_i w_i * huber_delta(log pred_i - log y_i)", "loss": "huber",
-            "delta": config.delta, "space": "log loss; positive coefficients in log space",
-            "optimizer": f"variable projection (exponent grid + NNLS), L-BFGS-B polish of {n_starts} starts",
-            "weighting": config.weighting, "n_points": data.n_points, "n_runs": data.n_runs,
-            "seed": config.seed, "n_bootstrap": config.n_bootstrap, "bootstrap_unit": "run",
-            "ci_level": config.ci_level, "seconds": round(seconds, 4)}
+def _metrics(law: Law, data: FitData, pred: Array) -> dict[str, float]:
+    """Fit quality on the points the fit saw (rmse in the target's units)."""
+    tokens = data.axes.get(law.token_axis) if law.token_axis else None
+    curves = tokens is not None and data.n_runs < data.n_points
+    out = score(pred, data.y, tokens if curves else None, data.run_ids if curves else None)
+    out.update(diagnostics(pred, data.y, tokens, data.run_ids))
+    return out
+
+
+def _fit_section(data: FitData, config: FitConfig, n_starts: int, seconds: float,
+                 boot: "Bootstrap | None") -> dict:
+    residual = "log loss" if config.space == "log" else "loss"
+    out = {"objective": f"sum_i w_i * huber_delta({'log pred_i - log y_i' if config.space == 'log' else 'pred_i - y_i'})",
+           "loss": "huber", "delta": config.delta, "space": config.space, "residuals": residual,
+           "optimizer": (f"global multi-start: exponent grid + {config.n_random} random starts "
+                         f"(NNLS coefficients), L-BFGS-B polish of the best {n_starts}, re-polished"),
+           "weighting": config.weighting, "n_points": data.n_points, "n_runs": data.n_runs,
+           "seed": config.seed, "n_bootstrap": config.n_bootstrap, "bootstrap_unit": "run",
+           "ci_level": config.ci_level, "seconds": round(seconds, 4)}
+    if boot is not None:
+        out |= {"bootstrap_refit": "same multi-start as the point fit, plus the point optimum as a start",
+                "bootstrap_basin_changes": boot.basin_changes, "bootstrap_redraws": boot.redraws,
+                "bootstrap_left_out": boot.left_out, "bootstrap_workers": boot.workers,
+                "bootstrap_seconds": round(boot.seconds, 3)}
+    return out
 
 
 def _data_section(data: FitData) -> dict:
@@ -119,47 +163,141 @@ def _data_section(data: FitData) -> dict:
 # -- bootstrap ------------------------------------------------------------------------------
 
 
-def _still_identified(law: Law, data: FitData, mask: Array, ident: Identifiability) -> bool:
-    """A resample must support the same free parameters as the full fit (else redraw)."""
-    sub = data.subset(mask)
-    if law.name == "p2":
-        need_sizes = 3 if "alpha" not in ident.fixed else (2 if "delta" not in ident.fixed else 1)
-        return (distinct(sub.axes["params_before"]) >= need_sizes
-                and ("gamma" in ident.fixed or distinct(sub.axes["ratio"]) >= 2))
-    return all(distinct(v) >= 3 for v in sub.axes.values())
+@dataclass(frozen=True)
+class Bootstrap:
+    """Refit samples and what happened on the way (recorded in the card)."""
+
+    samples: Array
+    basin_changes: int
+    redraws: int
+    left_out: int
+    workers: int
+    seconds: float
 
 
-def bootstrap(law: Law, data: FitData, weights: Array, ident: Identifiability, point: Array,
-              config: FitConfig) -> Array:
-    """``[B, P]`` parameter samples from refits on runs resampled with replacement."""
+def _boot_notes(boot: Bootstrap | None) -> tuple[str, ...]:
+    if boot is None or not boot.left_out:
+        return ()
+    return (f"{boot.left_out} bootstrap resamples could not identify the law after {REDRAWS} "
+            f"redraws each and were left out; intervals use {len(boot.samples)}",)
+
+
+def resample_weights(law: Law, data: FitData, ident: Identifiability,
+                     config: FitConfig) -> tuple[list[Array], int, int]:
+    """Run multiplicities per point for every sample (seeded, independent of workers).
+
+    Returns the multiplicity vectors, the number of redraws and of samples left out.
+    """
     if data.n_runs < 2:
         raise BadInput(f"bootstrap needs at least 2 runs; the input has {data.n_runs}")
     rng = np.random.default_rng(config.seed)
     runs, inverse = np.unique(data.run_ids, return_inverse=True)
-    samples = []
+    out, redraws, left_out = [], 0, 0
     for _ in range(config.n_bootstrap):
-        for _attempt in range(50):
+        for attempt in range(REDRAWS):
             counts = np.bincount(rng.integers(0, len(runs), len(runs)), minlength=len(runs))
             mult = counts[inverse].astype(float)
-            if _still_identified(law, data, mult > 0, ident):
+            if _same_identification(law, data, mult > 0, ident):
+                out.append(mult)
                 break
-        sol = solve(law, data.axes, data.y, weights * mult, delta=config.delta,
-                    fixed=ident.fixed, top_k=1, density=config.bootstrap_density,
-                    extra_starts=(point,), lazy=True, ftol=BOOTSTRAP_FTOL)
-        samples.append(sol.params)
-    return np.array(samples)
+            redraws += 1
+        else:
+            left_out += 1
+    return out, redraws, left_out
 
 
-def _intervals(law: Law, samples: Array | None, ident: Identifiability,
-               level: float) -> dict[str, tuple[float, float] | None]:
-    out: dict[str, tuple[float, float] | None] = {}
+def _same_identification(law: Law, data: FitData, mask: Array, ident: Identifiability) -> bool:
+    """A resample must support the same free parameters as the full fit (else it is redrawn)."""
+    try:
+        sub = identify(law, {a: v[mask] for a, v in data.axes.items()}, int(mask.sum()))
+    except BadInput:
+        return False
+    return sub.fixed == ident.fixed
+
+
+_STATE: dict = {}
+
+
+def _worker_init(state: dict) -> None:
+    """One process per core, numpy single-threaded in it (the parent set the env vars)."""
+    _STATE.update(state, law=get_law(state["law"]))
+
+
+def _refit(index: int, mult: Array, state: dict | None = None) -> tuple[Array, bool]:
+    s = state or _STATE
+    law = s["law"] if isinstance(s["law"], Law) else get_law(s["law"])
+    sol = solve(law, s["axes"], s["y"], s["weights"] * mult, fixed=s["fixed"],
+                extra_starts=(s["point"],), seed=s["seed"] + 1 + index, ftol=BOOTSTRAP_FTOL,
+                **s["kwargs"])
+    return sol.params, sol.changed_basin
+
+
+def _refit_chunk(jobs: list[tuple[int, Array]]) -> list[tuple[Array, bool]]:
+    return [_refit(i, m) for i, m in jobs]
+
+
+def bootstrap(law: Law, data: FitData, weights: Array, ident: Identifiability, point: Array,
+              config: FitConfig) -> Bootstrap:
+    """``[B, P]`` parameter samples from full multi-start refits on resampled runs."""
+    start = time.perf_counter()
+    mults, redraws, left_out = resample_weights(law, data, ident, config)
+    state = {"law": law.name, "axes": data.axes, "y": data.y, "weights": weights,
+             "fixed": ident.fixed, "point": point, "seed": config.seed,
+             "kwargs": _solve_kwargs(config)}
+    workers = min(config.workers or os.cpu_count() or 1, max(1, len(mults) // 8))
+    jobs = list(enumerate(mults))
+    if workers > 1 and len(jobs) >= PARALLEL_MIN and law.name in _DISCOVERED:
+        results = _parallel(jobs, state, workers)
+    else:
+        workers = 1
+        results = [_refit(i, m, {**state, "law": law}) for i, m in jobs]
+    samples = np.array([p for p, _ in results]) if results else np.zeros((0, len(law.params)))
+    return Bootstrap(samples, sum(c for _, c in results), redraws, left_out, workers,
+                     time.perf_counter() - start)
+
+
+def _parallel(jobs: list[tuple[int, Array]], state: dict, workers: int) -> list[tuple[Array, bool]]:
+    """Refits over ``workers`` spawned processes, numpy single-threaded in each.
+
+    spawn, not fork: a forked child inherits the parent's BLAS thread pool already started;
+    the thread-count variables are read when a fresh interpreter imports numpy.
+    """
+    import multiprocessing
+
+    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: "1" for k in keys})
+    try:
+        chunks = [jobs[i::workers * 4] for i in range(workers * 4)]
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(state,)) as pool:
+            parts = list(pool.map(_refit_chunk, chunks))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    out: list = [None] * len(jobs)
+    for chunk, part in zip(chunks, parts):
+        for (i, _), res in zip(chunk, part):
+            out[i] = res
+    return out
+
+
+def _param_intervals(law: Law, samples: Array | None, ident: Identifiability,
+                     level: float) -> dict[str, list[float] | None]:
+    out: dict[str, list[float] | None] = {}
     for j, name in enumerate(law.params):
-        if samples is None or name in ident.fixed:
+        if samples is None or not len(samples) or name in ident.fixed:
             out[name] = None
         else:
             lo, hi = np.percentile(samples[:, j], [50 * (1 - level), 50 * (1 + level)])
-            out[name] = (float(lo), float(hi))
+            out[name] = [float(lo), float(hi)]
     return out
+
+
+# -- identifiability after the fit ----------------------------------------------------------
 
 
 WEAK_DECADES = 2.0
@@ -168,12 +306,22 @@ WEAK_EXPONENT_WIDTH = 0.5
 """An exponent whose interval is wider than this is flagged weak."""
 
 
-def _flag_weak(law: Law, ident: dict[str, dict],
-               intervals: dict[str, tuple[float, float] | None]) -> dict[str, dict]:
-    """Mark parameters the bootstrap cannot pin down (identified in principle, not by this data)."""
+def _identifiability(law: Law, data: FitData, weights: Array, ident: Identifiability,
+                     point: Array, resid: Array, samples: Array | None,
+                     config: FitConfig) -> tuple[dict[str, dict], list[str]]:
+    """Card ``identifiable`` (pinned, at a bound, weak) and the diagnosis lines."""
+    params = dict(zip(law.params, map(float, point)))
+    out = ident.to_dict(law)
+    values = law.values(data.axes)
+    offset = values[law.offset] if law.offset else 0.0
+    signal = float(np.median(np.abs(data.y - offset)))
+    bounds = bound_notes(law, params, ident.fixed, values, signal)
+    for name, note in bounds.items():
+        out[name]["bound"] = note
+    intervals = _param_intervals(law, samples, ident, config.ci_level)
     for name, iv in intervals.items():
-        ident[name]["weak"] = False
-        if iv is None:
+        out[name]["weak"] = False
+        if iv is None or name in bounds:
             continue
         lo, hi = iv
         if name in law.coefs:
@@ -182,43 +330,61 @@ def _flag_weak(law: Law, ident: dict[str, dict],
         else:
             weak, span = hi - lo > WEAK_EXPONENT_WIDTH, f"width {hi - lo:.3g}"
         if weak:
-            ident[name].update(weak=True, reason=f"weakly identified: bootstrap interval "
-                               f"[{lo:.4g}, {hi:.4g}] spans {span}; do not read it alone")
-    return ident
+            out[name].update(weak=True, reason=f"weakly identified: bootstrap interval "
+                             f"[{lo:.4g}, {hi:.4g}] spans {span}; do not read it alone")
+    d = build_design(law, data.axes, data.y, weights, ident.fixed, config.space)
+    names = [f"log {law.terms[k].coef}" for k in d.terms] + list(d.free)
+    jac = jacobian(to_z(point, d), d) * np.sqrt(weights)[:, None]
+    free = [n for n in law.params if n not in ident.fixed and n not in bounds]
+    sloppy = sloppy_directions(jac, resid * np.sqrt(weights), names, len(free))
+    return out, list(bounds.values()) + sloppy
 
 
 # -- decision quantities --------------------------------------------------------------------
 
 
-def decision_queries(law: Law, data: FitData,
-                     slope: float) -> dict[str, tuple[dict[str, float], Callable[[Array], Array]]]:
-    """Quantities a decision rests on, at the edge of the data: name -> (query, f(params)).
-
-    P2: predicted loss of the largest parent at the highest ratio after the most tokens seen,
-    and the slope-criterion token budget D* there. Chinchilla: loss at the largest N and D.
-    """
-    if law.name == "p2":
-        x = data.axes
-        big = x["params_before"] == x["params_before"].max()
-        q = {"params_before": float(x["params_before"].max()), "ratio": float(x["ratio"][big].max()),
-             "tokens": float(x["tokens"].max()), "loss_before": float(np.median(x["loss_before"][big]))}
-        loss = lambda p: law.predict(p, **q)  # noqa: E731
-        dstar = lambda p: optimal_tokens(p, q["params_before"], q["ratio"], slope)  # noqa: E731
-        return {"loss": (q, loss), "optimal_tokens": (
-            {"params_before": q["params_before"], "ratio": q["ratio"], "slope": slope}, dstar)}
-    q = {a: float(v.max()) for a, v in data.axes.items()}
-    return {"loss": (q, lambda p: law.predict(p, **q))}
+def edge_query(law: Law, data: FitData) -> dict[str, float]:
+    """The edge of the data a decision extrapolates from: the largest model size, and there
+    the largest value of every other axis (the offset, e.g. L0: its median)."""
+    x = data.axes
+    rows = np.ones(data.n_points, bool)
+    if law.size_axis:
+        rows = x[law.size_axis] >= x[law.size_axis].max() * (1 - 1e-9)
+    return {a: float(np.median(v[rows]) if a == law.offset else v[rows].max()) for a, v in x.items()}
 
 
-def _derived(law: Law, data: FitData, point: Array, samples: Array | None,
+def decision_queries(law: Law, data: FitData, slope: float
+                     ) -> dict[str, tuple[dict[str, float], Callable[[Array], Array], bool]]:
+    """name -> (query, f(params), is a loss): the loss at the edge of the data, at 10x the
+    largest model, and the slope-criterion budget D* at the edge."""
+    q = edge_query(law, data)
+    out: dict = {"loss": (q, lambda p: law.predict(p, **q), True)}
+    if law.size_axis:
+        q10 = {**q, law.size_axis: 10 * q[law.size_axis]}
+        out["loss_10x"] = (q10, lambda p: law.predict(p, **q10), True)
+    if law.token_axis:
+        qd = {a: v for a, v in q.items() if a not in (law.token_axis, law.offset)}
+        out["optimal_tokens"] = ({**qd, "slope": slope}, lambda p: law.d_star(p, slope, **qd), False)
+    return out
+
+
+def _derived(law: Law, data: FitData, point: Array, samples: Array | None, spread: dict,
              config: FitConfig) -> dict[str, Derived]:
     out = {}
     level = config.ci_level
-    for name, (query, f) in decision_queries(law, data, config.slope).items():
+    q = [50 * (1 - level), 50 * (1 + level)]
+    rng = np.random.default_rng(config.seed)
+    for name, (query, f, is_loss) in decision_queries(law, data, config.slope).items():
         value = float(np.squeeze(f(point)))
-        lo = hi = None
-        if samples is not None:
-            vals = np.ravel(f(samples))
-            lo, hi = (float(v) for v in np.percentile(vals, [50 * (1 - level), 50 * (1 + level)]))
-        out[name] = Derived(name, value, lo, hi, query)
+        lo = hi = plo = phi = None
+        draws = np.ravel(f(samples)) if samples is not None and len(samples) else np.array([value])
+        if samples is not None and len(samples):
+            finite = draws[np.isfinite(draws)]
+            if len(finite):
+                lo, hi = (float(v) for v in np.percentile(finite, q))
+        if is_loss and spread.get("sigma_new_run") is not None:
+            noise = rng.standard_normal((16, len(draws))) * spread["sigma_new_run"]
+            new = draws * np.exp(noise) if config.space == "log" else draws + noise
+            plo, phi = (float(v) for v in np.nanpercentile(new, q))
+        out[name] = Derived(name, value, lo, hi, query, plo, phi)
     return out

@@ -69,3 +69,58 @@ def diagnostics(pred: Array, obs: Array, tokens: Array | None, run_ids: Array) -
     if tokens is not None and len(np.unique(run_ids)) < len(run_ids):
         out["durbin_watson"] = float(durbin_watson(resid[order]))
     return out
+
+
+OUTLIER_Z = 5.0
+"""A run whose mean residual sits this many robust sds from the median run is flagged."""
+Z_FLOOR = 1e-3
+"""Smallest robust sd used for z (noise-free synthetic runs would make every run an outlier)."""
+
+
+def _robust_z(values: Array) -> Array:
+    med = np.median(values)
+    mad = 1.4826 * np.median(np.abs(values - med))
+    return (values - med) / max(mad, Z_FLOOR)
+
+
+def run_report(resid: Array, run_ids: Array) -> list[dict]:
+    """Per-run residuals (in the fit's space) and which runs are outliers.
+
+    A run is flagged when its mean residual is more than :data:`OUTLIER_Z` robust standard
+    deviations (1.4826 MAD over runs) from the median run: a diverged run, a wrong L0, a run
+    of another method mixed in. Tables whose "runs" are single points list only the flagged.
+    """
+    runs, inverse = np.unique(run_ids, return_inverse=True)
+    counts = np.bincount(inverse)
+    means = np.bincount(inverse, resid) / counts
+    rms = np.sqrt(np.bincount(inverse, resid ** 2) / counts)
+    z = _robust_z(means)
+    rows = [{"run_id": str(r), "n_points": int(n), "mean_residual": float(m),
+             "rms_residual": float(s), "z": float(zz), "outlier": bool(abs(zz) > OUTLIER_Z)}
+            for r, n, m, s, zz in zip(runs, counts, means, rms, z)]
+    return rows if counts.max() > 1 else [r for r in rows if r["outlier"]]
+
+
+def scatter(resid: Array, run_ids: Array) -> dict[str, float]:
+    """Run-to-run and within-run scatter of the residuals (outlier runs left out).
+
+    ``sigma_point``: sd of residuals about their run's mean; ``sigma_run``: sd of run means
+    beyond what point noise explains; ``sigma_new_run``: both, the scatter a new run shows
+    around the mean law (prediction intervals).
+    """
+    rows = run_report(resid, run_ids) if len(resid) else []
+    bad = {r["run_id"] for r in rows if r["outlier"]}
+    keep = ~np.isin(run_ids.astype(str), list(bad))
+    resid, run_ids = resid[keep], run_ids[keep]
+    runs, inverse = np.unique(run_ids, return_inverse=True)
+    counts = np.bincount(inverse)
+    if len(runs) < 2:
+        return {}
+    means = np.bincount(inverse, resid) / counts
+    within = resid - means[inverse]
+    dof = len(resid) - len(runs)
+    s_point = float(np.sqrt(np.sum(within ** 2) / dof)) if dof > 0 else 0.0
+    s_run2 = float(np.var(means, ddof=1)) - s_point ** 2 * float(np.mean(1.0 / counts))
+    s_run = float(np.sqrt(max(s_run2, 0.0)))
+    return {"sigma_point": s_point, "sigma_run": s_run,
+            "sigma_new_run": float(np.hypot(s_point, s_run)), "n_runs_used": int(len(runs))}

@@ -1,8 +1,10 @@
-r"""The fitting method, written once for every law: Huber on log-loss, variable projection.
+r"""The fitting method, written once for every law: Huber, variable projection, multi-start.
 
 Objective (Hoffmann et al. 2022; Besiroglu et al. 2024, the Epoch replication)::
 
     F(theta) = sum_i w_i * Huber_delta( log pred_i(theta) - log y_i ),   delta = 1e-3
+
+or, with ``space="linear"`` (Frantar et al.'s ViT fit), ``Huber_delta(pred_i - y_i)``.
 
 SUMMED over points: dividing by n leaves the optimum where it is but shrinks the gradient
 below L-BFGS-B's default ``gtol``/``ftol``, so a mean-reduced fit stops early (a known trap).
@@ -14,8 +16,10 @@ Positive coefficients are fitted as ``log c``. Once the exponents are fixed, the
 enter linearly in ``pred - offset``, so the search is a grid over the exponents only, with the
 coefficients of each grid point solved by non-negative least squares in relative error
 (``(pred - y) / y`` ~ ``log pred - log y`` near the optimum), vectorised over the grid; the
-best grid points are then polished with L-BFGS-B on the exact objective with its closed-form
-gradient. This reaches the optimum of Epoch's 4,500-start L-BFGS-B far faster
+best grid points, and the best of a set of random exponent draws in the grid's ranges, are
+then polished with L-BFGS-B on the exact objective with its closed-form gradient; the winner
+is polished again from where it stopped (a fresh L-BFGS-B memory), until that gains nothing,
+so the optimum never rests on a start value. This reaches the optimum of Epoch's 4,500-start L-BFGS-B far faster
 (benchmarks/fit_speed.py).
 
 Internally each term's log-features are centred on their mean over the points, so ``log c``
@@ -63,19 +67,24 @@ class Design:
     offset: Array                   # [n]
     y: Array                        # [n]
     weights: Array                  # [n]
+    space: str = "log"              # residuals in log loss ("log") or in loss ("linear")
 
     @property
     def n_coef(self) -> int:
         return len(self.terms)
 
 
+SPACES = ("log", "linear")
+
+
 def build_design(law: Law, axes: Mapping[str, Array], y: Array, weights: Array,
-                 fixed: Mapping[str, float] | None = None) -> Design:
+                 fixed: Mapping[str, float] | None = None, space: str = "log") -> Design:
     """Evaluate the law's log-features on the data; ``fixed`` pins parameters (coef 0 drops it)."""
     fixed = dict(fixed or {})
     terms = tuple(k for k, t in enumerate(law.terms) if fixed.get(t.coef, 1.0) != 0.0)
     free = tuple(e for e in law.exponents if e not in fixed)
-    logs = {a: np.log(np.asarray(axes[a], dtype=float)) for a in law.axes}
+    with np.errstate(divide="ignore"):
+        logs = {a: np.log(v) for a, v in law.values(axes).items()}
     n = len(y)
     G = np.zeros((len(terms), len(free), n))
     H = np.zeros((len(terms), n))
@@ -90,7 +99,8 @@ def build_design(law: Law, axes: Mapping[str, Array], y: Array, weights: Array,
     with np.errstate(divide="ignore"):
         log_offset = np.log(offset)
     return Design(law, terms, free, fixed, G - G_mean[..., None], H - H_mean[..., None],
-                  G_mean, H_mean, log_offset, offset, np.asarray(y, float), np.asarray(weights, float))
+                  G_mean, H_mean, log_offset, offset, np.asarray(y, float), np.asarray(weights, float),
+                  space)
 
 
 def _logsumexp_rows(a: Array) -> Array:
@@ -99,18 +109,30 @@ def _logsumexp_rows(a: Array) -> Array:
     return top + np.log(np.exp(a - top).sum(axis=0))
 
 
-def objective(z: Array, d: Design, delta: float, scale: float = 1.0) -> tuple[float, Array]:
-    """Huber-in-log objective and its gradient at ``z = [centred log c (K), exponents (J)]``."""
+def residuals_and_share(z: Array, d: Design) -> tuple[Array, Array]:
+    """Residuals ``r`` (log or linear) and ``dr/du`` per term at ``z`` ([n], [K, n])."""
     K = d.n_coef
-    logc, theta = z[:K], z[K:]
-    u = logc[:, None] + np.einsum("j,kjn->kn", theta, d.G) + d.H              # [K, n]
-    log_pred = _logsumexp_rows(np.vstack([d.log_offset[None], u]))             # [n]
-    r = log_pred - np.log(d.y)
+    u = z[:K, None] + np.einsum("j,kjn->kn", z[K:], d.G) + d.H                 # [K, n]
+    if d.space == "log":
+        log_pred = _logsumexp_rows(np.vstack([d.log_offset[None], u]))         # [n]
+        return log_pred - np.log(d.y), np.exp(u - log_pred)                    # dlogpred/du
+    terms = np.exp(np.minimum(u, 700.0))
+    return d.offset + terms.sum(axis=0) - d.y, terms                          # dpred/du
+
+
+def objective(z: Array, d: Design, delta: float, scale: float = 1.0) -> tuple[float, Array]:
+    """Huber objective and its gradient at ``z = [centred log c (K), exponents (J)]``."""
+    r, share = residuals_and_share(z, d)
     f = scale * float(np.sum(d.weights * huber(delta, r)))
     dr = scale * d.weights * np.clip(r, -delta, delta)                         # dF/dr
-    share = np.exp(u - log_pred)                                               # dlogpred/du
     grad = np.concatenate([share @ dr, np.einsum("kn,kjn,n->j", share, d.G, dr)])
     return f, grad
+
+
+def jacobian(z: Array, d: Design) -> Array:
+    """``dr/dz`` ([n, K + J]): the local geometry of the fit (sloppy directions)."""
+    _, share = residuals_and_share(z, d)
+    return np.concatenate([share.T, np.einsum("kn,kjn->nj", share, d.G)], axis=1)
 
 
 def to_params(z: Array, d: Design) -> Array:
@@ -164,14 +186,15 @@ def _nnls_small(A: Array, b: Array) -> Array:
 def _grid_chunk(thetas: Array, d: Design, delta: float) -> tuple[Array, Array]:
     """Centred coefficients and exact objective for a chunk of exponent grid points [M, J]."""
     X = np.exp(np.einsum("mj,kjn->mkn", thetas, d.G) + d.H[None])             # [M, K, n]
-    target, v = d.y - d.offset, d.weights / d.y ** 2                            # relative LS
+    # Least squares in the objective's own scale: relative error for log, absolute for linear.
+    target, v = d.y - d.offset, (d.weights / d.y ** 2 if d.space == "log" else d.weights)
     Xv = X * v                                                                  # batched BLAS below
     A = Xv @ X.transpose(0, 2, 1)                                               # [M, K, K]
     b = Xv @ target                                                             # [M, K]
     c = _nnls_small(A, b)
     pred = d.offset[None] + (c[:, None, :] @ X)[:, 0]                           # [M, n]
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.log(pred) - np.log(d.y)[None]
+        r = np.log(pred) - np.log(d.y)[None] if d.space == "log" else pred - d.y[None]
     f = huber(delta, r) @ d.weights
     return c, np.where(np.isfinite(f), f, np.inf)
 
@@ -199,8 +222,7 @@ def search_points(n: int) -> Array:
 def exponent_grid(law: Law, free: tuple[str, ...], density: float = 1.0) -> Array:
     """Cartesian product of the law's per-exponent start grids, ``[M, J]``.
 
-    ``density`` < 1 thins each axis (bootstrap refits start next to the full-data optimum
-    as well, so they can afford a coarser search).
+    ``density`` < 1 thins each axis (a cheaper search; the random starts still cover the box).
     """
     axes = []
     for name in free:
@@ -212,18 +234,43 @@ def exponent_grid(law: Law, free: tuple[str, ...], density: float = 1.0) -> Arra
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(free))
 
 
+def random_exponents(law: Law, free: tuple[str, ...], n: int, rng: np.random.Generator) -> Array:
+    """``[n, J]`` exponents drawn uniformly in the start grid's range (off-grid starts)."""
+    if not free or n <= 0:
+        return np.zeros((0, len(free)))
+    lo = np.array([np.min(law.grid[name]) for name in free])
+    hi = np.array([np.max(law.grid[name]) for name in free])
+    return lo + (hi - lo) * rng.random((n, len(free)))
+
+
 # -- polish ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Solution:
-    """One optimisation: law-ordered ``params``, summed objective, convergence report."""
+    """One optimisation: law-ordered ``params``, summed objective, convergence report.
+
+    ``warm_objective`` is the optimum polished from the first warm start (a bootstrap refit's
+    point optimum) on the search subset, None without one; ``origin`` says which kind of
+    start won.
+    """
 
     params: Array
     objective: float
     success: bool
     message: str
     n_starts: int
+    origin: str = "grid"
+    warm_objective: float | None = None
+    search_objective: float | None = None
+    """Best objective on the search subset (where ``warm_objective`` is measured too)."""
+
+    @property
+    def changed_basin(self) -> bool:
+        """A start other than the warm one found a better optimum (by more than 1e-6)."""
+        if self.warm_objective is None or self.search_objective is None:
+            return False
+        return self.search_objective < self.warm_objective * (1 - 1e-6)
 
 
 def polish(z0: Array, d: Design, delta: float,
@@ -241,6 +288,23 @@ def polish(z0: Array, d: Design, delta: float,
     return res.x, float(res.fun / scale), bool(ok and np.isfinite(res.fun)), str(res.message)
 
 
+def repolish(z: Array, val: float, d: Design, delta: float, ftol: float,
+             rounds: int = 3) -> tuple[Array, float, bool, str]:
+    """Restart L-BFGS-B where it stopped until a restart gains nothing.
+
+    A far outlier puts most residuals of one run on Huber's linear branch: the curvature
+    L-BFGS-B has learnt is then wrong and it can stop at a start value, reporting success. A
+    fresh start from there (new memory, new normalisation) walks on (issue 12).
+    """
+    ok, msg = True, "converged"
+    for _ in range(rounds):
+        z_new, v_new, ok, msg = polish(z, d, delta, ftol)
+        if not v_new < val * (1 - 1e-12):
+            break
+        z, val = z_new, v_new
+    return z, val, ok, msg
+
+
 def _start_points(d: Design, grid: Array, c: Array, f: Array,
                   top_k: int) -> list[tuple[float, Array]]:
     """The ``top_k`` best grid points as (objective, solver vector); zero coefficients get a
@@ -250,45 +314,54 @@ def _start_points(d: Design, grid: Array, c: Array, f: Array,
     return [(float(f[m]), np.concatenate([np.log(np.maximum(c[m], floor)), grid[m]])) for m in order]
 
 
-def _multistart(d: Design, starts: list[tuple[float, Array]], delta: float, ftol: float,
-                lazy: bool) -> tuple[Array, float, bool, str]:
-    """Polish every start, keep the best; ``lazy`` skips a start whose value at the start is
-    already worse than a polished optimum (bootstrap refits: the warm start goes first)."""
-    best: tuple[Array, float, bool, str] | None = None
-    for f_start, z0 in starts:
-        if lazy and best is not None and f_start >= best[1]:
-            continue
+def _multistart(d: Design, starts: list[tuple[str, Array]], delta: float,
+                ftol: float) -> tuple[Array, float, bool, str, str, float | None]:
+    """Polish every start, keep the best; the winner is polished again (:func:`repolish`)."""
+    best: tuple[Array, float, bool, str, str] | None = None
+    warm = None
+    for origin, z0 in starts:
         z, val, ok, msg = polish(z0, d, delta, ftol)
+        if origin == "warm" and warm is None:
+            warm = val
         if best is None or val < best[1]:
-            best = (z, val, ok, msg)
+            best = (z, val, ok, msg, origin)
     assert best is not None
-    return best
+    z, val, ok, msg = repolish(best[0], best[1], d, delta, ftol)
+    return z, val, ok if val < best[1] else best[2], msg if val < best[1] else best[3], best[4], warm
 
 
 def solve(law: Law, axes: Mapping[str, Array], y: Array, weights: Array | None = None, *,
           delta: float = 1e-3, fixed: Mapping[str, float] | None = None, top_k: int = 3,
-          density: float = 1.0, extra_starts: tuple[Array, ...] = (),
-          reduction: str = "sum", lazy: bool = False, ftol: float = 1e-15) -> Solution:
-    """Fit ``law`` to points ``(axes, y)``: grid over exponents + NNLS, then L-BFGS-B polish.
+          density: float = 1.0, extra_starts: tuple[Array, ...] = (), n_random: int = 64,
+          random_polish: int = 1, seed: int = 0, space: str = "log",
+          reduction: str = "sum", ftol: float = 1e-15) -> Solution:
+    """Fit ``law`` to points ``(axes, y)``: global multi-start, then L-BFGS-B polish.
 
-    The ``top_k`` best grid points (and ``extra_starts``, law-ordered warm starts, tried
-    first) are polished on the search subset (:func:`search_points`); the best is polished
-    again on all points. ``reduction="mean"`` divides the objective by n (it exists to show
-    that this does not move the optimum here); ``lazy`` and a looser ``ftol`` are for
-    bootstrap refits.
+    Starts: ``extra_starts`` (law-ordered warm starts, e.g. the point optimum for a bootstrap
+    refit), the ``top_k`` best points of the exponent grid, and the ``random_polish`` best of
+    ``n_random`` random exponent draws (coefficients of grid and random points solved by
+    NNLS). Each is polished on the search subset (:func:`search_points`); the best is polished
+    on all points. ``reduction="mean"`` divides the objective by n (it exists to show that
+    this does not move the optimum).
     """
     y = np.asarray(y, dtype=float)
     w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
     if reduction == "mean":
         w = w / len(y)
-    d = build_design(law, axes, y, w, fixed)
+    d = build_design(law, axes, y, w, fixed, space)
     pts = search_points(len(y))
     sub = d if len(pts) == len(y) else build_design(
-        law, {a: np.asarray(axes[a], float)[pts] for a in law.axes}, y[pts], w[pts], fixed)
+        law, {a: np.asarray(axes[a], float)[pts] for a in law.axes}, y[pts], w[pts], fixed, space)
     grid, c, f = grid_search(sub, exponent_grid(law, sub.free, density), delta)
-    warm = [to_z(p, sub) for p in extra_starts]
-    starts = [(objective(z, sub, delta)[0], z) for z in warm] + _start_points(sub, grid, c, f, top_k)
-    z, val, ok, msg = _multistart(sub, starts, delta, ftol, lazy)
+    starts = [("warm", to_z(p, sub)) for p in extra_starts]
+    starts += [("grid", z) for _, z in _start_points(sub, grid, c, f, top_k)]
+    rand = random_exponents(law, sub.free, n_random, np.random.default_rng(seed))
+    if len(rand) and random_polish > 0:
+        rgrid, rc, rf = grid_search(sub, rand, delta)
+        starts += [("random", z) for _, z in _start_points(sub, rgrid, rc, rf, random_polish)]
+    z, val, ok, msg, origin, warm = _multistart(sub, starts, delta, ftol)
+    searched = val
     if sub is not d:
         z, val, ok, msg = polish(to_z(to_params(z, sub), d), d, delta, ftol)
-    return Solution(to_params(z, d), val, ok, msg, len(starts))
+        z, val, _, _ = repolish(z, val, d, delta, ftol)
+    return Solution(to_params(z, d), val, ok, msg, len(starts), origin, warm, searched)

@@ -15,6 +15,7 @@ import numpy as np
 
 from data.cli import BadInput
 from fitting.laws import Law, get_law
+from fitting.laws.base import POSITIVE
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -87,7 +88,8 @@ def from_arrays(law: str | Law, axes: dict[str, Array], y: Array, run_ids: Array
 
 
 def load_data(path: str | Path, law: str | Law, *, method: str | None = None,
-              statuses: tuple[str, ...] = DEFAULT_STATUSES) -> FitData:
+              statuses: tuple[str, ...] = DEFAULT_STATUSES, family: str | None = None,
+              allow_unordered: bool = False) -> FitData:
     """Read a run-store directory or a .csv/.parquet table for ``law``.
 
     From a store: runs whose ``init`` matches the law (P2: pruned, Chinchilla: random), with a
@@ -100,10 +102,13 @@ def load_data(path: str | Path, law: str | Law, *, method: str | None = None,
     if not path.exists():
         raise BadInput(f"input {str(path)!r} does not exist; expected a run-store directory or a .csv/.parquet table")
     if path.is_dir():
-        frame, notes = _from_store(path, law, method, statuses)
+        frame, notes = _from_store(path, law, method, statuses, family, allow_unordered)
     else:
         frame, notes = _read_table(path), []
-        if method is not None and "method" in frame.columns:
+        if method is not None and "method" not in frame.columns:
+            raise BadInput(f"--method {method!r}: table {str(path)!r} has no 'method' column to "
+                           "select from; add one or leave --method out")
+        if method is not None:
             frame = _only_method(frame, method)
     data = _checked(law, frame, str(path), notes)
     family = _single(frame, "family")
@@ -122,14 +127,42 @@ def _read_table(path: Path) -> "pd.DataFrame":
         raise BadInput(f"cannot read table {str(path)!r}: {exc}") from exc
 
 
-def _from_store(path: Path, law: Law, method: str | None,
-                statuses: tuple[str, ...]) -> tuple["pd.DataFrame", list[str]]:
-    from data.runs import load
+def _only_family(table: "pd.DataFrame", family: str | None, path: Path) -> "pd.DataFrame":
+    if family is None:
+        return table
+    present = sorted(map(str, table["family"].dropna().unique()))
+    if family not in present:
+        raise BadInput(f"--family {family!r}: run store {str(path)!r} holds families {present}")
+    return table[table["family"] == family]
+
+
+def _drop_zero_update_points(table: "pd.DataFrame") -> tuple["pd.DataFrame", int]:
+    """Old stores logged an eval after a first step taken at lr 0: its loss repeats the step-0
+    loss exactly and would add a fake flat point to the fit (the engine no longer writes one)."""
+    start = table[table["tokens"] <= 0].groupby("run_id")["eval_loss"].first()
+    ref = table["run_id"].map(start)
+    fake = (table["tokens"] > 0) & ((table["eval_loss"] - ref).abs() < 1e-9)
+    return table[~fake], int(fake.sum())
+
+
+def _from_store(path: Path, law: Law, method: str | None, statuses: tuple[str, ...],
+                family: str | None = None, allow_unordered: bool = False) -> tuple["pd.DataFrame", list[str]]:
+    from data.runs import load, size_order_violations
 
     table = load(path)
     if table.empty:
         raise BadInput(f"run store {str(path)!r} holds no curve points")
+    table = _only_family(table, family, path)
     notes = []
+    table, n_fake = _drop_zero_update_points(table)
+    if n_fake:
+        notes.append(f"left out {n_fake} points that repeat the step-0 loss (an update at lr 0)")
+    if "params_before" in law.store.values():
+        problems = size_order_violations(table[table["status"].isin(statuses)])
+        if problems and not allow_unordered:
+            raise BadInput(f"parents not size-ordered after pretraining in {str(path)!r}: {problems[0]}; "
+                           "a size law fitted to them is noise (pass --allow-unordered to fit anyway)")
+        notes += [f"warning: not size-ordered: {p}" for p in problems]
     kept = table[table["status"].isin(statuses)]
     skipped = table.loc[~table["status"].isin(statuses), "run_id"].nunique()
     if skipped:
@@ -143,6 +176,13 @@ def _from_store(path: Path, law: Law, method: str | None,
     kept = kept[kept["tokens"] > 0]
     if n_zero:
         notes.append(f"left out {n_zero} points at tokens == 0 (right after pruning: D^-beta is infinite)")
+    if "loss_before" in kept.columns and law.offset is not None:
+        # KD from an under-trained parent can reach the parent's own loss: such a point says
+        # "recovered" but has no excess for the law's terms; dropped and counted, not refused.
+        at_l0 = kept["eval_loss"] <= kept["loss_before"]
+        if at_l0.any():
+            notes.append(f"left out {int(at_l0.sum())} points at or below their parent's loss L0 (fully recovered)")
+            kept = kept[~at_l0]
     frame = kept.rename(columns={col: axis for axis, col in law.store.items()})
     return frame, notes
 
@@ -166,35 +206,85 @@ def _single(frame: "pd.DataFrame", column: str) -> str | None:
     return ",".join(values) if values else None
 
 
+def _numeric(frame: "pd.DataFrame", column: str, source: str) -> Array:
+    """Column as floats; a cell that is not a number (a typo in a CSV) is bad input, named."""
+    try:
+        return frame[column].to_numpy(dtype=float)
+    except (TypeError, ValueError):
+        import pandas as pd
+
+        parsed = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame[column][parsed.isna() & frame[column].notna()]
+        raise BadInput(f"column {column!r} of {source!r} has a non-numeric value {bad.iloc[0]!r} "
+                       f"(row {int(bad.index[0]) + 1}); expected numbers") from None
+
+
 def _checked(law: Law, frame: "pd.DataFrame", source: str, notes: list[str]) -> FitData:
     """Column presence, NaN/inf losses dropped and counted, positivity of every axis."""
     missing = [c for c in law.axes + (law.target,) if c not in frame.columns]
     if missing:
         raise BadInput(f"input {source!r} lacks column(s) {missing}; law {law.name!r} needs "
                        f"{list(law.axes) + [law.target]}")
-    y = frame[law.target].to_numpy(dtype=float)
+    y = _numeric(frame, law.target, source)
     finite = np.isfinite(y)
     if not finite.all():
         notes = notes + [f"dropped {int((~finite).sum())} rows with NaN/inf {law.target}"]
     if not finite.any():
         raise BadInput(f"no finite {law.target!r} values in {source!r} ({len(y)} rows, all NaN/inf)")
     frame = frame[finite]
-    axes = {a: frame[a].to_numpy(dtype=float) for a in law.axes}
+    axes = {a: _numeric(frame, a, source) for a in law.axes}
     for axis, values in list(axes.items()) + [(law.target, y[finite])]:
-        bad = ~(np.isfinite(values) & (values > 0))
-        if bad.any():
+        allowed = law.axis_domain(axis)
+        bad = ~allowed.contains(values)
+        if bad.any() and allowed == POSITIVE:
             raise BadInput(f"column {axis!r} has {int(bad.sum())} non-positive or non-finite values "
                            f"(e.g. {values[bad][0]!r}); {law.name!r} needs positive finite {axis}")
-    _check_law_domain(law, axes, y[finite], source)
+        if bad.any():
+            raise BadInput(f"column {axis!r} has {int(bad.sum())} values outside {allowed} "
+                           f"(e.g. {values[bad][0]!r}); allowed for {law.name!r}: {axis} in {allowed}")
+    _check_offset(law, axes, y[finite], source)
     run_ids = (frame["run_id"].astype(str).to_numpy() if "run_id" in frame.columns
                else np.array([f"row{i}" for i in range(len(frame))]))
-    return FitData(law.name, axes, y[finite], run_ids, source, notes=tuple(notes))
+    data = FitData(law.name, axes, y[finite], run_ids, source, notes=tuple(notes))
+    return collapse_duplicate_runs(data)
 
 
-def _check_law_domain(law: Law, axes: dict[str, Array], y: Array, source: str) -> None:
-    """Law-specific domain: P2 models ``L - L0 > 0`` and ``0 < rho < 1``."""
-    if "ratio" in axes and np.any(axes["ratio"] >= 1):
-        raise BadInput(f"column 'ratio' has values >= 1 (max {axes['ratio'].max()!r}); allowed: 0 < ratio < 1")
+def _run_fingerprint(data: FitData, idx: Array) -> bytes:
+    """A run's points, sorted, rounded to 12 significant digits (copies match exactly)."""
+    cols = [data.axes[a][idx] for a in sorted(data.axes)] + [data.y[idx]]
+    order = np.lexsort(cols[::-1])
+    return np.round(np.stack([np.asarray(c)[order] for c in cols]), 12).tobytes()
+
+
+def collapse_duplicate_runs(data: FitData) -> FitData:
+    """Runs that repeat another run point for point are dropped, with a note naming both.
+
+    A copied run (the same curve stored twice under two ids) weighs its curve double and
+    moves the fit (issue 12: one duplicate moved D_C by 23%), and the run bootstrap would count
+    it as independent evidence. Single-point "runs" (tables without run ids) are left alone.
+    """
+    seen: dict[bytes, str] = {}
+    dropped: dict[str, str] = {}
+    _, first = np.unique(data.run_ids, return_index=True)
+    for run in data.run_ids[np.sort(first)]:  # input order: the first copy is the one kept
+        idx = np.flatnonzero(data.run_ids == run)
+        if len(idx) < 2:
+            continue
+        key = _run_fingerprint(data, idx)
+        if key in seen:
+            dropped[run] = seen[key]
+        else:
+            seen[key] = run
+    if not dropped:
+        return data
+    keep = ~np.isin(data.run_ids, list(dropped))
+    named = ", ".join(f"{run!r} (copy of {orig!r})" for run, orig in dropped.items())
+    note = f"duplicate runs collapsed (identical curves, kept once): {named}"
+    return replace(data.subset(keep), notes=data.notes + (note,))
+
+
+def _check_offset(law: Law, axes: dict[str, Array], y: Array, source: str) -> None:
+    """A law with an offset (P2: ``L0``) models the loss above it: ``L - L0 > 0``."""
     if law.offset:
         below = y <= axes[law.offset]
         if below.any():

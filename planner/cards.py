@@ -1,8 +1,10 @@
-"""Law cards for the planner: fitting's card loader plus the bundled-card lookup.
+"""Law cards for the planner: fitting's card (``fitting.card.LawCard``) plus the bundled lookup.
 
 Cards are read with ``fitting.card.load_card`` (numpy only, no pandas/scipy: the planner stays
-sub-second); this module adds the checks a decision needs (the right law, finite parameters)
-and turns every malformed card into one clear :class:`data.cli.BadInput` line.
+sub-second) into the same class a fit returns, so every prediction, interval and decision
+quantity comes from the card's law object; this module adds the checks a decision needs (the
+right law, finite parameters), the card's slot and provenance, and turns every malformed card
+into one clear :class:`data.cli.BadInput` line.
 
 Bundled cards live in ``planner/cards/*.json`` (package data). A card's slot is read from the
 card itself (``law``, ``data.family``, ``data.method``), so files may be named freely
@@ -57,6 +59,15 @@ class Card:
         span = self.card.range.get(axis)
         return None if not isinstance(span, dict) else (float(span["min"]), float(span["max"]))
 
+    def identifiability_notes(self) -> list[str]:
+        """What the fit could not pin down, one line each (pinned, at a bound, degenerate,
+        weak, sloppy): the planner repeats them next to its answer."""
+        return self.card.identifiability_notes()
+
+    def outliers(self) -> list[str]:
+        """Runs the card's residual report flagged as outliers."""
+        return self.card.outliers()
+
     def provenance(self) -> dict[str, Any]:
         """What a user needs to trust (or distrust) the card."""
         data, fit = self.card.data, self.card.fit
@@ -66,7 +77,8 @@ class Card:
                 "content_hash": data.get("content_hash", data.get("hash")),
                 "created": self.card.created, "n_runs": fit.get("n_runs"),
                 "n_points": fit.get("n_points"), "n_bootstrap": 0 if boot is None else len(boot),
-                "not_identified": self.card.not_identified()}
+                "not_identified": self.card.not_identified(),
+                "identifiability": self.identifiability_notes(), "outlier_runs": self.outliers()}
 
 
 def _opt_str(value: Any) -> str | None:

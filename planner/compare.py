@@ -3,15 +3,26 @@
 Equal tokens: every ratio is post-trained on the same ``tokens``.
 
 Equal compute: the reference is the parent. The budget is ``C = 6 * N0 * tokens`` FLOPs (what
-post-training the unpruned parent on ``tokens`` would cost); a pruned model with
-``N = (1 - rho) * N0`` parameters spends it on ``tokens / (1 - rho)`` tokens. The reference
-does not depend on which ratios are listed, so adding a ratio never changes another row.
+post-training the unpruned parent on ``tokens`` would cost); a pruned model spends it at
+``6 * N_kernel`` FLOPs per token, where ``N_kernel`` is what its training kernels multiply:
+``(1 - rho) * N0`` for depth/width (really smaller matrices), but ``N0`` for 2:4 and
+unstructured sparsity, whose masked weights train in dense kernels, unless a sparse kernel is
+stated (``sparse_kernel=True``). So a dense-kernel sparse model gets the same ``tokens``, not
+``tokens / (1 - rho)``. The reference does not depend on which ratios are listed.
 
-From scratch (when a Chinchilla card for the family is given or bundled): a model of the same
-size N trained from random init on the same tokens (so also the same compute) as the pruned
-one. The parent's pretraining is treated as sunk: that is the question a user who already
-owns the parent asks. The winner is called only when the two bootstrap intervals do not
-overlap; otherwise it is ``uncertain``.
+From scratch (when a Chinchilla card for the family is given or bundled), two token-matched
+settings, each named in the output:
+
+- ``equal post-training tokens``: a model of the same size N trained from random init on the
+  same tokens as the pruned one's post-training (the parent's pretraining is sunk: the
+  question of a user who already owns the parent);
+- ``whole pipeline's tokens`` (only with ``parent_tokens``): the same-size model trained from
+  scratch on the parent's pretraining tokens plus the post-training tokens, i.e. every token
+  the prune-and-post-train pipeline consumed.
+
+The winner is called only when the two intervals do not overlap; otherwise ``uncertain``.
+Without a known L0 the pruned losses are dL above L0 and no winner is called (a from-scratch
+loss is absolute).
 """
 
 from __future__ import annotations
@@ -23,9 +34,8 @@ import numpy as np
 
 from fitting.laws import CHINCHILLA
 from planner.cards import Card
-from planner.query import Parent
-from planner.recommend import (Estimate, default_loss_before, identifiability_warnings, interval,
-                               loss_at, range_warnings)
+from planner.query import SPARSE_METHODS, Parent
+from planner.recommend import Estimate, identifiability_warnings, interval, loss_at, range_warnings
 
 
 @dataclass(frozen=True)
@@ -36,12 +46,17 @@ class Arm:
     loss: Estimate
     scratch_loss: Estimate | None
     winner: str | None
-    """``pruning``, ``scratch``, ``uncertain`` or None without a Chinchilla card."""
+    """``pruning``, ``scratch``, ``uncertain`` or None without a Chinchilla card (or L0)."""
+    pipeline_loss: Estimate | None = None
+    """From scratch on the parent's pretraining tokens + ``tokens`` (with ``parent_tokens``)."""
+    pipeline_winner: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"tokens": self.tokens, "loss": self.loss.to_dict(),
                 "scratch_loss": None if self.scratch_loss is None else self.scratch_loss.to_dict(),
-                "winner": self.winner}
+                "winner": self.winner,
+                "scratch_pipeline_loss": None if self.pipeline_loss is None else self.pipeline_loss.to_dict(),
+                "pipeline_winner": self.pipeline_winner}
 
 
 @dataclass(frozen=True)
@@ -67,14 +82,21 @@ class Comparison:
     card_reason: str
     scratch: Card | None
     scratch_reason: str
-    loss_before: float
+    loss_before: float | None
     loss_before_source: str
     rows: tuple[Row, ...]
     warnings: tuple[str, ...]
+    kernel: str = "dense"
+    """``dense`` or ``sparse``: which FLOPs a sparse method's training is charged."""
+    parent_tokens: float | None = None
 
     @property
     def compute_flops(self) -> float:
         return 6.0 * self.parent.params_before * self.tokens
+
+    @property
+    def relative(self) -> bool:
+        return self.loss_before is None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,10 +108,12 @@ class Comparison:
             "scratch_card": None if self.scratch is None else self.scratch.provenance(),
             "scratch_reason": self.scratch_reason,
             "assumptions": {"loss_before": self.loss_before, "loss_before_source": self.loss_before_source,
-                            "parent": self.parent.describe()},
-            "equal_compute": {"flops": self.compute_flops,
+                            "loss_scale": "dL above L0 (L0 unknown)" if self.relative else "eval loss (nats)",
+                            "parent": self.parent.describe(), "parent_tokens": self.parent_tokens},
+            "equal_compute": {"flops": self.compute_flops, "kernel": self.kernel,
                               "reference": "6 * params_before * tokens (the unpruned parent on --tokens); "
-                                           "ratio rho gets tokens / (1 - rho)"},
+                                           + kernel_rule(self.method, self.kernel)},
+            "scratch_settings": scratch_settings(self.parent_tokens),
             "rows": [r.to_dict() for r in self.rows],
             "warnings": list(self.warnings),
         }
@@ -114,26 +138,52 @@ def winner(pruned: Estimate, scratch: Estimate) -> str:
     return "pruning" if pruned.value < scratch.value else "scratch"
 
 
-def _arm(card: Card, scratch: Card | None, n0: float, ratio: float, tokens: float, l0: float) -> Arm:
-    loss = loss_at(card, n0, ratio, tokens, l0)
+def kernel_rule(method: str, kernel: str) -> str:
+    """The equal-compute token rule for ``method`` in words."""
+    if method in SPARSE_METHODS and kernel == "dense":
+        return f"{method} trains on dense kernels (6 * N0 per token): every ratio gets tokens"
+    return "ratio rho gets tokens / (1 - rho) (6 * N per token)"
+
+
+def scratch_settings(parent_tokens: float | None) -> list[str]:
+    """The token-matched from-scratch settings this comparison uses, by name."""
+    out = ["equal post-training tokens: a same-size model from random init on the pruned model's tokens"]
+    if parent_tokens is not None:
+        out.append(f"whole pipeline's tokens: a same-size model from scratch on the parent's "
+                   f"{parent_tokens:.3g} pretraining tokens + the post-training tokens")
+    return out
+
+
+def _arm(card: Card, scratch: Card | None, n0: float, ratio: float, tokens: float, l0: float | None,
+         parent_tokens: float | None) -> Arm:
+    loss = loss_at(card, n0, ratio, tokens, 0.0 if l0 is None else l0)
     if scratch is None:
         return Arm(tokens, loss, None, None)
-    other = scratch_loss(scratch, (1.0 - ratio) * n0, tokens)
-    return Arm(tokens, loss, other, winner(loss, other))
+    n = (1.0 - ratio) * n0
+    other = scratch_loss(scratch, n, tokens)
+    pipe = None if parent_tokens is None else scratch_loss(scratch, n, parent_tokens + tokens)
+    if l0 is None:  # dL cannot be compared with an absolute from-scratch loss
+        return Arm(tokens, loss, other, None, pipe, None)
+    return Arm(tokens, loss, other, winner(loss, other), pipe, None if pipe is None else winner(loss, pipe))
 
 
 def compare(parent: Parent, method: str, ratios: tuple[float, ...], tokens: float, card: Card,
             card_reason: str, *, scratch: Card | None = None, scratch_reason: str = "",
-            loss_before: float | None = None) -> Comparison:
+            loss_before: float | None = None, sparse_kernel: bool = False,
+            parent_tokens: float | None = None) -> Comparison:
     """Rows per ratio at equal tokens and at equal compute (reference: the parent, above)."""
     n0 = float(parent.params_before)
-    if loss_before is None:
-        l0, l0_source = default_loss_before(card)
-    else:
-        l0, l0_source = loss_before, "given with --loss-before"
-    rows = tuple(Row(r, (1 - r) * n0, _arm(card, scratch, n0, r, tokens, l0),
-                     _arm(card, scratch, n0, r, tokens / (1 - r), l0)) for r in ratios)
-    warnings = range_warnings(card, n0=n0, tokens=max(tokens / (1 - r) for r in ratios),
+    l0 = loss_before
+    l0_source = ("given with --loss-before" if l0 is not None else
+                 "unknown: pruned losses are dL above L0 and no winner is called; pass --loss-before")
+    kernel = "sparse" if sparse_kernel else "dense"
+    dense_sparse = method in SPARSE_METHODS and not sparse_kernel
+
+    def compute_tokens(r: float) -> float:
+        return tokens if dense_sparse else tokens / (1 - r)
+    rows = tuple(Row(r, (1 - r) * n0, _arm(card, scratch, n0, r, tokens, l0, parent_tokens),
+                     _arm(card, scratch, n0, r, compute_tokens(r), l0, parent_tokens)) for r in ratios)
+    warnings = range_warnings(card, n0=n0, tokens=max(compute_tokens(r) for r in ratios),
                               loss_before=loss_before, tokens_label="largest budget")
     for r in ratios:
         warnings += range_warnings(card, ratio=r)
@@ -142,7 +192,7 @@ def compare(parent: Parent, method: str, ratios: tuple[float, ...], tokens: floa
         warnings += [f"from-scratch card: {w}" for w in
                      _scratch_range(scratch, min((1 - r) * n0 for r in ratios), tokens)]
     return Comparison(parent, method, tokens, card, card_reason, scratch, scratch_reason, l0,
-                      l0_source, rows, tuple(warnings))
+                      l0_source, rows, tuple(warnings), kernel, parent_tokens)
 
 
 def _scratch_range(card: Card, n: float, tokens: float) -> list[str]:

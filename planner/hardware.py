@@ -49,9 +49,11 @@ class Compute:
     gpu_hours: float
     price_per_gpu_hour: float
     cost_usd: float
+    formula: str = "6 * params_after * tokens"
+    """Which parameters are counted: a sparse model on dense kernels costs 6 * params_before."""
 
     def to_dict(self) -> dict[str, float | str]:
-        return {"flops": self.flops, "flops_formula": "6 * params_after * tokens", "gpu": self.gpu,
+        return {"flops": self.flops, "flops_formula": self.formula, "gpu": self.gpu,
                 "peak_flops": self.peak_flops, "mfu": self.mfu, "gpu_hours": self.gpu_hours,
                 "price_per_gpu_hour": self.price_per_gpu_hour, "cost_usd": self.cost_usd}
 
@@ -65,8 +67,11 @@ def get_gpu(name: str) -> Gpu:
 
 
 def compute_cost(params_after: float, tokens: float, gpu: Gpu, mfu: float = DEFAULT_MFU,
-                 price: float | None = None) -> Compute:
-    """``6 N D`` FLOPs, GPU-hours at ``mfu`` of peak, and their price."""
+                 price: float | None = None, formula: str = "6 * params_after * tokens") -> Compute:
+    """``6 N D`` FLOPs, GPU-hours at ``mfu`` of peak, and their price.
+
+    ``params_after`` is whichever count the kernels really multiply (``formula`` names it).
+    """
     if not 0.0 < mfu <= 1.0:
         raise BadInput(f"bad --mfu {mfu!r}: must be in (0, 1], e.g. 0.4")
     price = gpu.price if price is None else price
@@ -74,4 +79,4 @@ def compute_cost(params_after: float, tokens: float, gpu: Gpu, mfu: float = DEFA
         raise BadInput(f"bad --price {price!r}: must be >= 0 (USD per GPU-hour)")
     flops = FLOPS_PER_PARAM_TOKEN * params_after * tokens
     hours = flops / (gpu.peak_flops * mfu) / 3600.0
-    return Compute(flops, gpu.name, gpu.peak_flops, mfu, hours, price, hours * price)
+    return Compute(flops, gpu.name, gpu.peak_flops, mfu, hours, price, hours * price, formula)

@@ -1,62 +1,65 @@
-"""Decision quantities the planner derives from a P2 card, on top of ``fitting.laws``.
+"""Decision quantities the planner reads from a P2 card: thin wrappers over the law object.
 
-Predictions and the slope criterion come from fitting's law objects (one formula in the
-project: ``fitting.laws.P2.predict`` and ``fitting.laws.optimal_tokens``). This module adds
-the two closed forms a budget decision needs that fitting does not: the asymptote and the
-inversion of the loss. ``params`` is a ``[P]`` array (point estimate) or ``[B, P]`` bootstrap
-samples; results broadcast the same way fitting's do (``[B, 1]`` for samples).
+Every formula lives in the law (``fitting.laws.P2``: ``predict``, ``asymptote``,
+``token_scale``, ``tokens_for_loss``, ``d_star``); these functions only name the P2 axes the
+planner speaks in (``n0``, ``ratio``, ``loss_before``) and keep the planner's NaN conventions.
+``params`` is a ``[P]`` array (point estimate) or ``[B, P]`` bootstrap samples; results
+broadcast the same way fitting's do (``[B, 1]`` for samples).
 
-P2::
+P2 near the decision, for fixed (N0, rho)::
 
-    L(D) = L0 + s * (N_C / N0**alpha + E) + s * D_C / D**beta,   s = rho**-gamma * N0**-delta
+    L(D) = L_inf + C / D**beta      (L_inf = law.asymptote, (C, beta) = law.token_scale)
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fitting.laws import P2, optimal_tokens
+from fitting.laws import P2
 
-__all__ = ["p2_scale", "p2_asymptote", "p2_tokens_for_loss", "slope_tokens", "p2_loss"]
+__all__ = ["p2_scale", "p2_asymptote", "p2_tokens_for_loss", "slope_tokens", "p2_loss", "token_term"]
+
+
+def _at(n0: float, ratio: float) -> dict[str, float]:
+    return {"params_before": n0, "ratio": ratio}
+
+
+def token_term(params: np.ndarray, n0: float, ratio: float,
+               loss_before: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(L_inf, C, beta)`` of ``L(D) = L_inf + C / D**beta`` at (N0, rho)."""
+    c, beta = P2.token_scale(params, **_at(n0, ratio))
+    return p2_asymptote(params, n0, ratio, loss_before), c, beta
 
 
 def p2_scale(params: np.ndarray, n0: float, ratio: float) -> np.ndarray:
-    """``s = (1/rho)**gamma * (1/N0)**delta``: how pruning and parent size scale the bracket."""
-    p = P2.unpack(params)
-    return (1.0 / ratio) ** p["gamma"] * (1.0 / n0) ** p["delta"]
+    """How pruning and parent size scale the bracket: the token term's ``C`` over ``D_C``."""
+    c, _ = P2.token_scale(params, **_at(n0, ratio))
+    return c / P2.unpack(params)["D_C"]
 
 
 def p2_loss(params: np.ndarray, n0: float, ratio: float, tokens: float | np.ndarray,
             loss_before: float) -> np.ndarray:
-    """Predicted eval loss after ``tokens`` post-training tokens (fitting's ``P2.predict``)."""
+    """Predicted eval loss after ``tokens`` post-training tokens (``P2.predict``)."""
     return P2.predict(params, params_before=n0, ratio=ratio, tokens=tokens, loss_before=loss_before)
 
 
 def p2_asymptote(params: np.ndarray, n0: float, ratio: float, loss_before: float) -> np.ndarray:
-    """The loss P2 approaches as D -> infinity: ``L0 + s * (N_C / N0**alpha + E)``."""
-    p = P2.unpack(params)
-    return loss_before + p2_scale(params, n0, ratio) * (p["N_C"] / n0 ** p["alpha"] + p["E"])
+    """The loss P2 approaches as D -> infinity (``P2.asymptote``)."""
+    return P2.asymptote(params, loss_before=loss_before, **_at(n0, ratio))
 
 
 def p2_tokens_for_loss(params: np.ndarray, n0: float, ratio: float, target: float,
                        loss_before: float) -> np.ndarray:
-    """Smallest D with predicted loss <= ``target``: ``D = (s*D_C / (target - L_inf))**(1/beta)``.
-
-    NaN where the target is at or below the asymptote L_inf (no budget reaches it).
-    """
-    p = P2.unpack(params)
-    excess = target - p2_asymptote(params, n0, ratio, loss_before)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (p2_scale(params, n0, ratio) * p["D_C"] / excess) ** (1.0 / p["beta"])
-    return np.where(excess > 0, out, np.nan)
+    """Smallest D with predicted loss <= ``target`` (``P2.tokens_for_loss``); NaN where the
+    target is at or below the asymptote (no budget reaches it)."""
+    return P2.tokens_for_loss(params, target, loss_before=loss_before, **_at(n0, ratio))
 
 
 def slope_tokens(params: np.ndarray, n0: float, ratio: float, slope: float) -> np.ndarray:
-    """D* of the slope criterion (fitting's closed form); NaN where the law predicts no gain.
+    """D* of the slope criterion (``P2.d_star``); NaN where the law predicts no gain.
 
-    ``D* = (beta * D_C * s * 1e9 / S) ** (1 / (beta + 1))``. Beyond D* every further billion
-    tokens buys less than ``slope`` nats (P2 is convex in D). Independent of L0.
+    Beyond D* every further billion tokens buys less than ``slope`` nats (P2 is convex in D).
+    Independent of L0.
     """
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.asarray(optimal_tokens(params, n0, ratio, slope), dtype=float)
+    out = np.asarray(P2.d_star(params, slope, **_at(n0, ratio)), dtype=float)
     return np.where(np.isfinite(out) & (out > 0), out, np.nan)

@@ -13,7 +13,7 @@ from data.models import FAMILIES, get_spec, normalize_family
 from data.units import parse_count
 
 METHODS: tuple[str, ...] = (
-    "depth", "depth-block", "depth-last", "width",
+    "depth", "depth-block", "depth-last", "width", "width-search", "targeted",
     "2:4", "2:4-magnitude", "2:4-sparsegpt",
     "unstructured", "unstructured-magnitude", "unstructured-sparsegpt",
 )
@@ -99,11 +99,15 @@ def parse_ratio(text: str | float, flag: str = "--ratio") -> float:
 
 
 def parse_ratios(text: str) -> tuple[float, ...]:
-    """``0.25,0.5,0.75`` -> a sorted tuple of distinct ratios."""
-    parts = [p for p in text.split(",") if p.strip()]
-    if not parts:
-        raise BadInput(f"bad --ratios {text!r}: expected comma-separated numbers in (0, 1), e.g. 0.25,0.5")
-    return tuple(sorted({parse_ratio(p.strip(), "--ratios value") for p in parts}))
+    """``0.25,0.5,0.75`` -> a sorted tuple of distinct ratios (empty items and repeats refused)."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(not p for p in parts):
+        raise BadInput(f"bad --ratios {text!r}: expected comma-separated numbers in (0, 1) with no empty "
+                       "item, e.g. 0.25,0.5")
+    ratios = [parse_ratio(p, "--ratios value") for p in parts]
+    if len(set(ratios)) != len(ratios):
+        raise BadInput(f"bad --ratios {text!r}: a ratio is listed twice; list each once, e.g. 0.25,0.5")
+    return tuple(sorted(ratios))
 
 
 def parse_tokens(text: str, flag: str = "--tokens") -> float:

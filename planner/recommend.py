@@ -1,20 +1,26 @@
-"""``recommend``: a post-training token budget for one pruned model, from a P2 law card.
+"""``recommend``: a post-training token budget for one pruned model, from a card and/or a pilot.
 
-Library side (returns data; ``planner.cli.recommend`` parses and renders). Three criteria:
+Library side (returns data; ``planner.cli.recommend`` parses and renders). Three modes, always
+named in the answer: ``card`` (the P2 card alone), ``pilot`` (a pilot curve alone:
+L = L_inf + B / D^beta) and ``pilot+card`` (the pilot with the card's beta as prior; see
+``planner.pilot``). Each reduces to a token term ``a + k * D**-beta`` at the query's (N0, rho)
+(``planner.term``), on which the criteria are solved:
 
-- ``slope`` (default): D* where one more billion tokens improves the predicted loss by less
-  than S nats (closed form, fitting's ``optimal_tokens``; independent of L0).
-- ``target_loss``: the smallest D with predicted loss <= L; refused when L is at or below the
-  law's asymptote for this (N0, rho).
-- ``recover``: the smallest D that closes a fraction F of the post-pruning gap. P2 diverges as
-  D -> 0, so "right after pruning" is the loss the law predicts at a reference budget D_ref =
-  the smallest token count in the card's fitted range (the first evaluation after pruning
-  the fit saw): gap = L(D_ref) - L0, target = L(D_ref) - F * gap. Refused (with the largest
-  reachable F) when the target is below the asymptote.
+- ``recover`` (default, F = 0.9): close a fraction F of the recoverable gap, from the loss right
+  after pruning to the law's asymptote. "Right after pruning" is the pilot's measured loss at
+  tokens == 0 when it has one; otherwise the law's loss at a reference budget D_ref (the
+  pilot's first evaluation, or, card-only, the card's first fitted budget per parent parameter
+  times N0: the same point of recovery in tokens per parameter). Every F < 1 is reachable.
+- ``slope``: D* where the next 1e9 tokens lower the predicted loss by S nats (absolute nats
+  per extra 1B tokens; its meaning moves with the loss scale, hence not the default).
+- ``target_loss``: the smallest D with predicted loss <= L (needs a known L0 or a pilot).
 
-Intervals are bootstrap percentiles over the card's samples (the card's ``ci.level``, 95 %
-by default): each sample re-derives D and the losses, so they carry the fit's uncertainty,
-not a normal approximation.
+No L0 is invented: without ``--loss-before`` or a pilot that knows it, card losses are dL above
+L0 and the answer says so. Budgets under 1e-3 or over 1e4 tokens per parent parameter exit 2
+with the reason (8M and 80T tokens at 8B).
+
+Intervals: card mode, percentiles over the card's bootstrap samples; pilot modes, over the
+posterior samples of the pilot fit.
 """
 
 from __future__ import annotations
@@ -30,48 +36,16 @@ from planner import laws
 from planner.cards import Card
 from planner.hardware import Compute, Gpu, compute_cost
 from planner.query import SPARSE_METHODS, Parent
+from planner.term import (CRITERIA, DEFAULT_RECOVER, Criterion, Estimate, Reference, TokenTerm, check_budget,
+                          percentile, sample_interval)
+from planner.verdict import card_factor, verdict
+
+__all__ = ["CRITERIA", "Criterion", "Estimate", "Recommendation", "recommend", "percentile",
+           "DEFAULT_RECOVER", "DEFAULT_SLOPE"]
 
 BUDGET_MULTIPLES: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
 DEFAULT_SLOPE = 1e-3
-"""Nats per billion tokens. Past D*, 10B more tokens buy < 0.01 nats: about the seed-to-seed
-spread of a held-out eval loss, so further spend is not measurable."""
-CRITERIA = ("slope", "target_loss", "recover")
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """How D is chosen: ``kind`` in CRITERIA and its value (S, L or F)."""
-
-    kind: str
-    value: float
-
-    def __post_init__(self) -> None:
-        if self.kind not in CRITERIA:
-            raise BadInput(f"unknown criterion {self.kind!r}; allowed: {', '.join(CRITERIA)}")
-        if self.kind == "recover" and not 0.0 < self.value < 1.0:
-            raise BadInput(f"bad --recover {self.value!r}: the fraction of the gap to close must be in (0, 1)")
-        if not self.value > 0:
-            raise BadInput(f"bad --{self.kind.replace('_', '-')} {self.value!r}: must be positive")
-
-    def describe(self) -> str:
-        if self.kind == "slope":
-            return f"slope: one more 1B tokens improves predicted loss by < {self.value:g} nats"
-        if self.kind == "target_loss":
-            return f"target loss: smallest budget with predicted loss <= {self.value:g}"
-        return (f"recover: close {self.value:.0%} of the gap between the loss right after pruning "
-                "(predicted at the card's smallest fitted budget) and L0")
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A value with its bootstrap interval (None without samples or when none is finite)."""
-
-    value: float
-    low: float | None = None
-    high: float | None = None
-
-    def to_dict(self) -> dict[str, float | None]:
-        return {"value": _num(self.value), "low": _num(self.low), "high": _num(self.high)}
+"""Nats per extra 1B tokens when --slope is given without a value elsewhere (tests, compare)."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +70,9 @@ class Recommendation:
     method: str
     ratio: float
     params_after: float
-    card: Card
+    card: Card | None
     card_reason: str
-    loss_before: float
+    loss_before: float | None
     loss_before_source: str
     criterion: Criterion
     tokens: Estimate
@@ -106,127 +80,85 @@ class Recommendation:
     asymptote: Estimate
     budgets: tuple[Budget, ...]
     compute: Compute
+    mode: str = "card"
+    verdict: str = ""
+    relative: bool = False
+    """True: losses are dL above the (unknown) L0, not eval losses."""
+    reference: str = ""
+    pilot: dict[str, Any] | None = None
+    card_only: dict[str, Any] | None = None
+    practice: tuple[dict[str, Any], ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "command": "recommend", "schema_version": 1,
+            "command": "recommend", "schema_version": 2, "verdict": self.verdict, "mode": self.mode,
             "query": {"params_before": self.parent.params_before, "model": self.parent.name,
                       "family": self.parent.family, "method": self.method, "ratio": self.ratio,
                       "params_after": self.params_after},
-            "card": {**self.card.provenance(), "selected_because": self.card_reason},
+            "card": None if self.card is None else {**self.card.provenance(), "selected_because": self.card_reason},
+            "pilot": self.pilot,
             "assumptions": {"loss_before": self.loss_before, "loss_before_source": self.loss_before_source,
-                            "parent": self.parent.describe()},
+                            "loss_scale": "dL above L0 (L0 unknown)" if self.relative else "eval loss (nats)",
+                            "parent": self.parent.describe(), "recover_reference": self.reference},
             "criterion": {"kind": self.criterion.kind, "value": self.criterion.value,
                           "description": self.criterion.describe()},
             "tokens": self.tokens.to_dict(), "loss": self.loss.to_dict(),
             "asymptote": self.asymptote.to_dict(),
+            "card_only": self.card_only,
             "budgets": [b.to_dict() for b in self.budgets],
             "compute": self.compute.to_dict(),
+            "practice": list(self.practice),
             "warnings": list(self.warnings), "notes": list(self.notes),
         }
 
 
-def _num(x: float | None) -> float | None:
-    """JSON-safe: NaN/inf become None."""
-    return None if x is None or not np.isfinite(x) else float(x)
+# -- the card's token term ----------------------------------------------------------------------
+
+def card_term(card: Card, n0: float, ratio: float, l0: float | None) -> TokenTerm:
+    """The card at (N0, rho) as ``a + k D^-beta``; relative (dL) when ``l0`` is None."""
+    def cols(params: np.ndarray) -> np.ndarray:
+        a, k, beta = laws.token_term(params, n0, ratio, 0.0 if l0 is None else l0)
+        a = np.ravel(a)
+        return np.column_stack([a, np.ravel(k) * np.ones_like(a), np.ravel(beta) * np.ones_like(a)])
+    point = cols(card.card.params_array)[0]
+    boot = card.card.bootstrap_params
+    level = float(card.card.ci.get("level", 0.95)) if isinstance(card.card.ci, dict) else 0.95
+    return TokenTerm(float(point[0]), float(point[1]), float(point[2]),
+                     None if boot is None or len(boot) == 0 else cols(boot), level=level, relative=l0 is None)
 
 
-def default_loss_before(card: Card) -> tuple[float, str]:
-    """The parent loss L0 to assume when the user gives none, and where it comes from.
+def card_reference(card: Card, n0: float) -> Reference:
+    """D_ref of a card-only answer: its first fitted budget per parameter of its largest parent, x N0."""
+    tokens, sizes = card.axis_range("tokens"), card.axis_range("params_before")
+    if tokens is None or not tokens[0] > 0 or sizes is None:
+        raise BadInput(f"law card {str(card.path)!r} records no tokens/params_before range; "
+                       "--recover needs it (use --slope, or calibrate with --pilot)")
+    per_param = tokens[0] / sizes[1]
+    return Reference(tokens=per_param * n0, source=(
+        f"the law's loss at D_ref = {format_count(per_param * n0)} tokens (the card's first fitted budget, "
+        f"{per_param:.3g} tokens per parent parameter, times N0)"))
 
-    The card's fitted range of ``loss_before``: its single value when the fit saw one parent
-    loss, else the midpoint. Only the predicted losses depend on it, never D* of the slope
-    criterion; a user with a real parent should pass --loss-before (its eval loss, same data).
-    """
-    span = card.axis_range("loss_before")
-    if span is None:
-        raise BadInput(f"law card {str(card.path)!r} records no loss_before range; pass --loss-before L0")
-    lo, hi = span
-    if np.isclose(lo, hi):
-        return lo, f"the card's fitted parent loss ({lo:.4g}); pass --loss-before for your parent"
-    mid = 0.5 * (lo + hi)
-    return mid, (f"midpoint of the card's fitted loss_before range [{lo:.4g}, {hi:.4g}]; "
-                 "pass --loss-before for your parent")
 
+def pilot_reference(pilot: Any) -> Reference:
+    """The pilot's measured loss at tokens == 0, else the law at its first evaluation."""
+    if pilot.loss_start is not None:
+        return Reference(loss=pilot.loss_start, source=(
+            f"the pilot's measured loss right after pruning ({pilot.loss_start:.4f})"))
+    return Reference(tokens=float(pilot.tokens[0]), source=(
+        f"the law's loss at the pilot's first evaluation ({format_count(pilot.tokens[0])} tokens)"))
+
+
+# -- card helpers shared with compare ------------------------------------------------------------
 
 def interval(card: Card, f: Any) -> tuple[float | None, float | None]:
     """Percentile interval of ``f(bootstrap samples)``, ignoring samples where f is NaN."""
     samples = card.card.bootstrap_params
     if samples is None or len(samples) == 0:
         return None, None
-    values = np.ravel(f(samples))
-    values = values[np.isfinite(values)]
-    if len(values) < max(10, 0.5 * len(samples)):  # most samples undefined: no honest interval
-        return None, None
     level = float(card.card.ci.get("level", 0.95)) if isinstance(card.card.ci, dict) else 0.95
-    return percentile(values, 50 * (1 - level)), percentile(values, 50 * (1 + level))
-
-
-def percentile(values: np.ndarray, q: float) -> float:
-    """``np.percentile(values, q)`` (its default linear interpolation), written out because
-    ``np.percentile`` imports ``numpy.ma`` on first use: ~45 ms of a sub-second command."""
-    ordered = np.sort(values)
-    pos = q / 100.0 * (len(ordered) - 1)
-    lo = int(np.floor(pos))
-    hi = min(lo + 1, len(ordered) - 1)
-    return float(ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo]))
-
-
-def reference_tokens(card: Card) -> float:
-    """D_ref of the recover criterion: the smallest token count in the card's fitted range."""
-    span = card.axis_range("tokens")
-    if span is None or not span[0] > 0:
-        raise BadInput(f"law card {str(card.path)!r} records no positive tokens range; "
-                       "--recover needs it (use --slope or --target-loss)")
-    return span[0]
-
-
-def target_for(card: Card, criterion: Criterion, n0: float, ratio: float, l0: float) -> float | None:
-    """The loss the budget must reach (None for the slope criterion), refusing the unreachable."""
-    params = card.card.params_array
-    floor = float(np.squeeze(laws.p2_asymptote(params, n0, ratio, l0)))
-    if criterion.kind == "slope":
-        return None
-    if criterion.kind == "target_loss":
-        if criterion.value <= floor:
-            raise BadInput(f"--target-loss {criterion.value:g} is at or below the law's asymptote "
-                           f"{floor:.4f} for N0 = {format_count(n0)}, ratio {ratio:g} (L0 = {l0:.4g}): "
-                           "no budget reaches it; ask for a loss above the asymptote")
-        return criterion.value
-    l_ref = float(np.squeeze(laws.p2_loss(params, n0, ratio, reference_tokens(card), l0)))
-    gap = l_ref - l0
-    if not gap > 0:
-        raise BadInput(f"--recover: the law predicts no post-pruning gap (L(D_ref) = {l_ref:.4g} <= "
-                       f"L0 = {l0:.4g}); use --slope or --target-loss")
-    target = l_ref - criterion.value * gap
-    if target <= floor:
-        reachable = (l_ref - floor) / gap
-        raise BadInput(f"--recover {criterion.value:g} is out of reach: the law's asymptote {floor:.4f} "
-                       f"closes at most {reachable:.1%} of the gap to L0 = {l0:.4g}; pass a fraction "
-                       f"below {reachable:.3f}")
-    return target
-
-
-def solve_tokens(card: Card, criterion: Criterion, n0: float, ratio: float, l0: float) -> Estimate:
-    """The budget D under ``criterion``, with its bootstrap interval.
-
-    For the loss criteria the target loss is fixed at the point estimate and each bootstrap
-    sample answers "how many tokens does it take me to reach it".
-    """
-    target = target_for(card, criterion, n0, ratio, l0)
-
-    def tokens_of(params: np.ndarray) -> np.ndarray:
-        if target is None:
-            return laws.slope_tokens(params, n0, ratio, criterion.value)
-        return laws.p2_tokens_for_loss(params, n0, ratio, target, l0)
-
-    value = float(np.squeeze(tokens_of(card.card.params_array)))
-    if not np.isfinite(value) or value <= 0:
-        raise BadInput(f"law card {str(card.path)!r} predicts no gain from more tokens at N0 = "
-                       f"{format_count(n0)}, ratio {ratio:g} (beta * D_C <= 0); no budget to recommend")
-    return Estimate(value, *interval(card, tokens_of))
+    return sample_interval(f(samples), level)
 
 
 def loss_at(card: Card, n0: float, ratio: float, tokens: float, l0: float) -> Estimate:
@@ -284,61 +216,142 @@ def identifiability_warnings(card: Card) -> list[str]:
     return out
 
 
-def recommend(parent: Parent, method: str, ratio: float, card: Card, reason: str, *,
+# -- the answer ---------------------------------------------------------------------------------
+
+def recommend(parent: Parent, method: str, ratio: float, card: Card | None, reason: str, *,
               criterion: Criterion, gpu: Gpu, mfu: float, price: float | None,
-              loss_before: float | None = None) -> Recommendation:
-    """The full answer for one (parent, method, ratio) from one P2 card.
+              loss_before: float | None = None, pilot: Any = None,
+              sparse_kernel: bool = False) -> Recommendation:
+    """The full answer for one (parent, method, ratio) from a card, a pilot, or both.
 
-    ``reason`` says why this card (printed with it); ``loss_before`` None means the card's
-    default L0 (:func:`default_loss_before`), stated in the answer.
+    ``pilot`` is a :class:`planner.pilot.Pilot` (already checked against N0 and ratio);
+    ``loss_before`` None with no pilot L0 gives dL answers. ``sparse_kernel`` False counts
+    a sparse method's compute on dense kernels (6 * N0 * D).
     """
+    if card is None and pilot is None:
+        raise BadInput("no law card and no --pilot: pass --law CARD.json or --pilot RUN|CURVE.csv")
     n0 = float(parent.params_before)
-    if loss_before is None:
-        l0, l0_source = default_loss_before(card)
+    l0, l0_source = _loss_before(loss_before, pilot)
+    cterm = None if card is None else card_term(card, n0, ratio, l0)
+    warnings: list[str] = []
+    if pilot is None:
+        mode, term, ref = "card", cterm, card_reference(card, n0) if criterion.kind == "recover" else Reference()
     else:
-        l0, l0_source = loss_before, "given with --loss-before"
-    n_after = (1.0 - ratio) * n0
-    tokens = solve_tokens(card, criterion, n0, ratio, l0)
-    budgets = tuple(Budget(m, m * tokens.value, loss_at(card, n0, ratio, m * tokens.value, l0),
-                           compute_cost(n_after, m * tokens.value, gpu, mfu, price))
+        from planner.pilot import fit_pilot
+
+        mode = "pilot" if card is None else "pilot+card"
+        betas = None if cterm is None or cterm.samples is None else cterm.samples[:, 2]
+        term = fit_pilot(pilot, card_betas=betas, card_beta=None if cterm is None else cterm.beta, loss_before=l0)
+        ref = pilot_reference(pilot)
+    tokens = term.tokens(criterion, ref)
+    check_budget(tokens, criterion, f"{mode} mode", n0)
+    n_compute, formula = _compute_params(method, ratio, n0, sparse_kernel)
+    budgets = tuple(Budget(m, m * tokens.value, term.loss(m * tokens.value),
+                           compute_cost(n_compute, m * tokens.value, gpu, mfu, price, formula))
                     for m in BUDGET_MULTIPLES)
-    warnings = range_warnings(card, n0=n0, ratio=ratio, tokens=tokens.value,
-                              loss_before=l0 if loss_before is not None else None)
-    warnings += identifiability_warnings(card)
-    warnings += _unreachable_warning(card, criterion, n0, ratio, l0)
-    if card.family is not None and card.family != parent.family:
-        warnings.append(f"the card was fitted on family {card.family}, the query is {parent.family}")
-    if card.method is not None and card.method != method:
-        warnings.append(f"the card was fitted on method {card.method}, the query is {method}")
+    card_only = None
+    if card is not None:
+        warnings += identifiability_warnings(card) if mode == "card" else []
+        warnings += _card_warnings(card, parent, method, n0, ratio, tokens.value, l0 if loss_before else None, mode)
+        if pilot is not None:
+            card_only = _card_only(cterm, criterion, card, n0, pilot, tokens)
+    if pilot is not None and tokens.value > 10 * pilot.max_tokens:
+        warnings.append(f"D* = {format_count(tokens.value)} is {tokens.value / pilot.max_tokens:.3g}x the pilot's "
+                        f"last point ({format_count(pilot.max_tokens)}): a longer pilot narrows the interval")
+    share = term.unreachable_fraction(criterion)
+    if share > 0:
+        warnings.append(f"{share:.0%} of the {'bootstrap' if mode == 'card' else 'posterior'} samples never reach "
+                        f"loss {criterion.value:.4g} (their asymptote is above it): the budget interval covers "
+                        "only the others, so it is optimistic")
+    line = verdict(mode, card, n0, ratio, tokens.value, None if pilot is None else pilot.max_tokens)
+    practice = ()
+    if mode != "card" or "extrapolating" in line or card is None:
+        from planner.practice import comparisons
+
+        practice = tuple(comparisons(tokens.value, n0, ratio))
     return Recommendation(
-        parent=parent, method=method, ratio=ratio, params_after=n_after, card=card,
-        card_reason=reason, loss_before=l0, loss_before_source=l0_source, criterion=criterion,
-        tokens=tokens, loss=loss_at(card, n0, ratio, tokens.value, l0),
-        asymptote=asymptote_of(card, n0, ratio, l0), budgets=budgets,
-        compute=compute_cost(n_after, tokens.value, gpu, mfu, price),
-        warnings=tuple(warnings), notes=tuple(_notes(method, ratio, criterion)))
+        parent=parent, method=method, ratio=ratio, params_after=(1.0 - ratio) * n0, card=card,
+        card_reason=reason if card is not None else "no card: pilot-only", loss_before=l0,
+        loss_before_source=l0_source, criterion=criterion, tokens=tokens,
+        loss=term.loss(tokens.value), asymptote=term.asymptote(), budgets=budgets,
+        compute=compute_cost(n_compute, tokens.value, gpu, mfu, price, formula), mode=mode, verdict=line,
+        relative=term.relative, reference=ref.source if criterion.kind == "recover" else "",
+        pilot=None if pilot is None else _pilot_dict(pilot, term), card_only=card_only, practice=practice,
+        warnings=tuple(warnings), notes=tuple(_notes(method, ratio, criterion, sparse_kernel, term.relative)))
 
 
-def _unreachable_warning(card: Card, criterion: Criterion, n0: float, ratio: float,
-                         l0: float) -> list[str]:
-    """For loss criteria: how many bootstrap fits never reach the target (left out of the interval)."""
-    samples = card.card.bootstrap_params
-    if criterion.kind == "slope" or samples is None or len(samples) == 0:
-        return []
-    target = target_for(card, criterion, n0, ratio, l0)
-    missing = float(np.mean(~np.isfinite(np.ravel(laws.p2_tokens_for_loss(samples, n0, ratio, target, l0)))))
-    if missing == 0.0:
-        return []
-    return [f"{missing:.0%} of the card's bootstrap fits never reach loss {target:.4g} (their asymptote "
-            "is above it): the budget interval covers only the others, so it is optimistic"]
+def _loss_before(given: float | None, pilot: Any) -> tuple[float | None, str]:
+    """L0 from --loss-before, else the pilot's own, else unknown (never a card's other parents)."""
+    if given is not None:
+        if pilot is not None and pilot.loss_before is not None and abs(pilot.loss_before - given) > 1e-3 * given:
+            raise BadInput(f"--loss-before {given:g} contradicts the pilot's own loss_before "
+                           f"{pilot.loss_before:.4g}; drop one of them")
+        return given, "given with --loss-before"
+    if pilot is not None and pilot.loss_before is not None:
+        return pilot.loss_before, f"the pilot's parent loss ({pilot.path})"
+    if pilot is not None:
+        return None, "the pilot's losses are eval losses; L0 is only needed for dL"
+    return None, ("losses are shown as dL above L0; pass --loss-before L0 (the parent's eval loss on the "
+                  "same data) or --pilot for eval losses")
 
 
-def _notes(method: str, ratio: float, criterion: Criterion) -> list[str]:
+def _compute_params(method: str, ratio: float, n0: float, sparse_kernel: bool) -> tuple[float, str]:
+    """Which parameter count the training kernels multiply: masked weights stay dense."""
+    if method in SPARSE_METHODS and not sparse_kernel:
+        return n0, "6 * params_before * tokens (sparse weights on dense kernels)"
+    return (1.0 - ratio) * n0, "6 * params_after * tokens"
+
+
+def _card_warnings(card: Card, parent: Parent, method: str, n0: float, ratio: float, tokens: float,
+                   l0: float | None, mode: str) -> list[str]:
+    out = []
+    if mode == "card":
+        out += range_warnings(card, n0=n0, ratio=ratio, tokens=tokens, loss_before=l0)
+    else:
+        span = card.axis_range("params_before")
+        if span is not None and n0 > span[1]:
+            out.append(f"the card's beta prior comes from parents up to {format_count(span[1])} "
+                       f"({n0 / span[1]:.3g}x smaller than N0); the pilot decides the rest")
+    if card.family is not None and card.family != parent.family:
+        out.append(f"the card was fitted on family {card.family}, the query is {parent.family}")
+    if card.method is not None and card.method != method:
+        out.append(f"the card was fitted on method {card.method}, the query is {method}")
+    return out
+
+
+def _card_only(cterm: TokenTerm, criterion: Criterion, card: Card, n0: float, pilot: Any,
+               tokens: Estimate) -> dict[str, Any]:
+    """What the card alone says, and how far the pilot moved the answer from it."""
+    ref = card_reference(card, n0) if criterion.kind == "recover" else Reference()
+    if criterion.kind == "recover" and pilot.loss_start is not None and not cterm.relative:
+        ref = pilot_reference(pilot)  # the same measured start: only the law differs
+    try:
+        d = cterm.tokens(criterion, ref)
+    except BadInput as exc:
+        return {"tokens": None, "loss": None, "moved": f"the card alone gives no budget ({exc})"}
+    loss = cterm.loss(tokens.value)
+    factor, _ = card_factor(card, n0, d.value)
+    return {"tokens": d.to_dict(), "loss_at_pilot_dstar": None if cterm.relative else loss.to_dict(),
+            "extrapolation_factor": factor, "tokens_ratio": tokens.value / d.value,
+            "moved": f"the pilot moved D* {tokens.value / d.value:.3g}x from the card's {format_count(d.value)}"}
+
+
+def _pilot_dict(pilot: Any, term: TokenTerm) -> dict[str, Any]:
+    return {"path": pilot.path, "points": int(len(pilot.tokens)), "max_tokens": pilot.max_tokens,
+            "loss_start": pilot.loss_start, "last_loss": float(pilot.loss[-1]),
+            "fit": {"a": term.a, "k": term.k, "beta": term.beta, "samples": int(len(term.samples))}}
+
+
+def _notes(method: str, ratio: float, criterion: Criterion, sparse_kernel: bool, relative: bool) -> list[str]:
     """Caveats that always hold for this kind of query (not warnings about the data)."""
     notes = []
-    if method in SPARSE_METHODS:
-        notes.append(f"{method} keeps masked weights in dense kernels during training: the real cost is "
-                     f"6 * N0 * D, {1 / (1 - ratio):.3g}x the 6 * N * D shown")
+    if method in SPARSE_METHODS and not sparse_kernel:
+        notes.append(f"{method} keeps masked weights in dense kernels during training: compute counts 6 * N0 * D, "
+                     f"{1 / (1 - ratio):.3g}x the 6 * N * D of the non-zero weights (--sparse-kernel if yours "
+                     "runs sparse)")
     if criterion.kind == "slope":
-        notes.append("D* of the slope criterion does not depend on L0; the predicted losses do")
+        notes.append("the slope criterion is absolute (nats per extra 1e9 tokens): its D* does not depend "
+                     "on L0, but the same S means less on a lower-loss model")
+    if relative:
+        notes.append("losses are dL above the parent's L0 (unknown here): pass --loss-before or --pilot")
     return notes

@@ -52,12 +52,15 @@ class ReportConfig:
     panels_per_page: int = 4
     heldout: bool = True
     """Refit each card's law on fitting's held-out splits (three refits per card)."""
+    force: bool = False
+    """Replace an existing ``out`` (``--force``); otherwise an existing file is refused."""
 
     def __post_init__(self) -> None:
+        from data.cli import check_output_file
+
         if self.panels_per_page not in (1, 2, 4, 6):
             raise BadInput(f"panels per page {self.panels_per_page!r}; allowed: 1, 2, 4, 6")
-        if Path(self.out).suffix.lower() != ".pdf":
-            raise BadInput(f"--out {str(self.out)!r} must end in .pdf")
+        check_output_file(self.out, force=self.force, suffix=".pdf")
 
 
 @dataclass
@@ -241,7 +244,7 @@ def _headlines(ctx: Context) -> list[str]:
     out = []
     for i, ref in enumerate(ctx.cards, 1):
         rows = laws.card_rows(ctx.shown, ref)
-        if ref.law != "p2" or rows.empty:
+        if not ref.has_dstar or rows.empty:
             continue
         name, n0 = _parent_sizes(rows)[-1]
         table = laws.dstar_table(ref, {name: n0}, np.array([0.25, 0.5, 0.75]))
@@ -276,10 +279,11 @@ def _card_lines(ctx: Context) -> list[str]:
         out += [f"  [{i}] {ref.path}   law {ref.law}: {card.law.formula}",
                 f"       sha256 {ref.sha256[:16]}…  data {card.data.get('content_hash', '?')[:23]}…  "
                 f"created {card.created}",
-                f"       criterion: {fit.get('loss', '?')} (delta {fit.get('delta', '?')}) on log loss, "
+                f"       criterion: {fit.get('loss', '?')} (delta {fit.get('delta', '?')}) on "
+                f"{fit.get('residuals', 'log loss')}, "
                 f"{fit.get('weighting', 'point')} weights, {fit.get('n_points', '?')} points / "
                 f"{fit.get('n_runs', '?')} runs, {fit.get('n_bootstrap', 0)} run-bootstrap refits"
-                + (f"; D* where one more 1B tokens gains < {ref.slope:g} nats" if ref.law == "p2" else "")]
+                + (f"; D* where one more 1B tokens gains < {ref.slope:g} nats" if ref.has_dstar else "")]
     return out
 
 
@@ -340,7 +344,8 @@ def ratio_pages(ctx: Context, pdf: "PdfPages") -> None:
 
 
 def card_pages(ctx: Context, pdf: "PdfPages") -> None:
-    """For each card: parameters, residuals, held-out extrapolation, and (P2) the D* page."""
+    """For each card: parameters, residuals, held-out extrapolation, and the D* page (laws
+    with token, size and ratio axes)."""
     for i, ref in enumerate(ctx.cards, 1):
         rows = laws.card_rows(ctx.shown, ref)
         params_page(ctx, pdf, i, ref)
@@ -352,7 +357,7 @@ def card_pages(ctx: Context, pdf: "PdfPages") -> None:
         residual_page(ctx, pdf, i, ref)
         if ctx.config.heldout:
             heldout_page(ctx, pdf, i, ref)
-        if ref.law == "p2":
+        if ref.has_dstar:
             dstar_page(ctx, pdf, i, ref, rows)
 
 
@@ -363,7 +368,7 @@ def params_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> Non
     plots.plot_param_table(laws.param_rows(ref), ax=ax, level=ref.level,
                            title=f"{ref.card.law.formula}")
     metrics = ", ".join(f"{k} = {v:.4g}" for k, v in ref.card.metrics.items() if v is not None)
-    reasons = sorted({r["reason"] for r in ref.card.identifiable.values() if r.get("reason")})
+    reasons = ref.card.identifiability_notes()
     text = [f"fit metrics: {metrics}", f"range: " + "; ".join(
         f"{a} {_fmt_axis(v['min'])}–{_fmt_axis(v['max'])}" for a, v in ref.card.range.items())]
     text += [f"identifiability: {r}" for r in reasons]
@@ -376,9 +381,9 @@ def _fmt_axis(value: float) -> str:
 
 
 def residual_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> None:
-    """Observed minus predicted against tokens and (P2) against ratio."""
+    """Observed minus predicted against tokens and, where the law has one, against ratio."""
     table = laws.residuals(ctx.shown, ref)
-    xs = ["tokens", "ratio"] if ref.law == "p2" else ["tokens"]
+    xs = ref.residual_columns
     title = f"[{i}] Residuals: {ref.label}"
     fig, axes = _figure(title, len(xs))
     rmse = float(np.sqrt(np.mean(table["residual"] ** 2)))

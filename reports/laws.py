@@ -1,9 +1,9 @@
 """What the report needs from law cards: opening them, and tidy frames of law predictions.
 
-Everything about a law comes from the ``fitting`` package (card loader, law objects with a
-vectorised ``predict``, bootstrap samples, the held-out splits and the fit itself) and the
-budget D* from the planner's slope criterion (fitting's closed form where the planner is
-absent); this module only turns them into the frames :mod:`reports.plots` draws.
+Everything about a law comes from the ``fitting`` package: the card (``fitting.card.LawCard``,
+whose law object owns the formula, the bands and the D* slope criterion), the held-out splits
+and the fit itself. This module holds no formula and never branches on a law's name; it only
+turns cards into the frames :mod:`reports.plots` draws.
 """
 
 from __future__ import annotations
@@ -62,7 +62,19 @@ class CardRef:
 
     @property
     def level(self) -> float:
-        return float(self.card.ci.get("level", 0.95))
+        return self.card.level
+
+    @property
+    def has_dstar(self) -> bool:
+        """Whether the law has a budget D* per (model size, ratio): token, size, ratio axes."""
+        law = self.card.law
+        return None not in (law.token_axis, law.size_axis, law.ratio_axis)
+
+    @property
+    def residual_columns(self) -> list[str]:
+        """Run-store columns residuals are drawn against: the token axis, and the ratio axis."""
+        law = self.card.law
+        return [law.store[a] for a in (law.token_axis, law.ratio_axis) if a and a in law.store]
 
 
 def open_cards(paths: list[str]) -> list[CardRef]:
@@ -96,17 +108,6 @@ def law_axes(ref: CardRef, rows: pd.DataFrame) -> dict[str, np.ndarray]:
     return {a: rows[law.store[a]].to_numpy(float) for a in law.axes}
 
 
-def _band(ref: CardRef, axes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
-    samples = ref.card.bootstrap_params
-    if samples is None or len(samples) < 2:
-        return None
-    with np.errstate(all="ignore"):
-        draws = ref.card.law.predict(samples, **axes)  # [B, n]
-    q = 50 * (1 - ref.level), 50 * (1 + ref.level)
-    lo, hi = np.nanpercentile(draws, q, axis=0)
-    return lo, hi
-
-
 def predictions(frame: pd.DataFrame, ref: CardRef, points: int = GRID_POINTS) -> pd.DataFrame:
     """The card's law along every run it describes: run_id, tokens, pred, lo, hi.
 
@@ -122,8 +123,8 @@ def predictions(frame: pd.DataFrame, ref: CardRef, points: int = GRID_POINTS) ->
     dense = first.loc[first.index.repeat(points)].reset_index()
     dense["tokens"] = grid.ravel()
     axes = law_axes(ref, dense)
-    pred = ref.card.law.predict(ref.card.params_array, **axes)
-    band = _band(ref, axes)
+    pred = ref.card.predict(**axes)
+    band = ref.card.band(**axes)  # confidence band of the mean law
     lo, hi = band if band is not None else (np.full_like(pred, np.nan), np.full_like(pred, np.nan))
     return pd.DataFrame({"run_id": dense["run_id"], "tokens": dense["tokens"], "pred": pred,
                          "lo": lo, "hi": hi})
@@ -132,7 +133,7 @@ def predictions(frame: pd.DataFrame, ref: CardRef, points: int = GRID_POINTS) ->
 def residuals(frame: pd.DataFrame, ref: CardRef) -> pd.DataFrame:
     """Observed minus predicted loss at every point the card describes."""
     rows = card_rows(frame, ref)
-    pred = ref.card.law.predict(ref.card.params_array, **law_axes(ref, rows)) if len(rows) else []
+    pred = ref.card.predict(**law_axes(ref, rows)) if len(rows) else []
     return pd.DataFrame({"run_id": rows["run_id"].to_numpy(), "method": rows["method"].to_numpy(),
                          "tokens": rows["tokens"].to_numpy(float), "ratio": ratio_key(rows).to_numpy(),
                          "observed": rows["eval_loss"].to_numpy(float), "predicted": np.asarray(pred, float),
@@ -148,6 +149,8 @@ def param_rows(ref: CardRef) -> list[dict]:
         interval = intervals.get(name) or (None, None)
         if not ident.get("identified", True):
             note = f"not identified, fixed at {ident.get('fixed_at')}"
+        elif ident.get("bound"):
+            note = "at a bound: not identified by this data"
         elif ident.get("weak"):
             note = "weakly identified"
         else:
@@ -167,26 +170,27 @@ def derived_rows(ref: CardRef) -> list[dict]:
     return out
 
 
-def _slope_tokens(params: np.ndarray, n0: float, ratio: np.ndarray, slope: float) -> np.ndarray:
-    """D* by the planner's slope criterion; fitting's closed form if the planner is absent."""
-    try:
-        from planner.laws import slope_tokens
-    except ImportError:  # the planner is optional for the report
-        from fitting.laws import optimal_tokens as slope_tokens
-    return np.asarray(slope_tokens(params, n0, ratio, slope), dtype=float)
+def _d_star(ref: CardRef, params: np.ndarray, n0: float, ratios: np.ndarray) -> np.ndarray:
+    """D* by the card's law (slope criterion); NaN where the law predicts no gain."""
+    law = ref.card.law
+    with np.errstate(all="ignore"):
+        out = np.asarray(law.d_star(params, ref.slope, **{law.size_axis: n0, law.ratio_axis: ratios}),
+                         dtype=float)
+    return np.where(np.isfinite(out) & (out > 0), out, np.nan)
 
 
 def dstar_table(ref: CardRef, parents: dict[str, float], ratios: np.ndarray | None = None) -> pd.DataFrame:
     """D* per ratio for each parent size: label, params_before, ratio, dstar, lo, hi."""
-    if ref.law != "p2":
-        raise BadInput(f"D* needs a p2 card; {ref.path} holds law {ref.law!r}")
+    if not ref.has_dstar:
+        raise BadInput(f"D* per ratio needs a law with token, size and ratio axes; {ref.path} "
+                       f"holds law {ref.law!r}")
     ratios = np.linspace(0.1, 0.9, 17) if ratios is None else np.asarray(ratios, float)
     frames = []
     for label, n0 in parents.items():
-        dstar = _slope_tokens(ref.card.params_array, n0, ratios, ref.slope)
+        dstar = _d_star(ref, ref.card.params_array, n0, ratios)
         lo = hi = np.full_like(ratios, np.nan)
         if ref.card.bootstrap_params is not None:
-            draws = _slope_tokens(ref.card.bootstrap_params, n0, ratios, ref.slope)
+            draws = _d_star(ref, ref.card.bootstrap_params, n0, ratios)
             lo, hi = np.nanpercentile(draws, (50 * (1 - ref.level), 50 * (1 + ref.level)), axis=0)
         frames.append(pd.DataFrame({"label": label, "params_before": n0, "ratio": ratios,
                                     "dstar": dstar, "lo": lo, "hi": hi}))
@@ -210,57 +214,40 @@ def heldout(frame: pd.DataFrame, ref: CardRef, by: str) -> HeldOut:
 
     The points are the card's runs with status done (what ``fitting fit`` keeps), handed to
     fitting as arrays (``from_arrays`` applies its checks) rather than re-read from disk; the
-    split functions and the fit are fitting's, with the card's Huber delta and weighting, so
-    the page shows the extrapolation ``fitting validate`` scores.
+    split, its label, the fit and the metrics are fitting's, with the card's Huber delta,
+    space and weighting, so the page shows the extrapolation ``fitting validate`` scores.
     """
     from fitting.fit import FitConfig, fit
-    from fitting.metrics import score, slope_diff
     from fitting.table import from_arrays
-    from fitting.validate import split_largest, split_tokens
+    from fitting.validate import heldout_metrics, split, split_axis
 
+    law = ref.card.law
     rows = card_rows(frame.loc[frame["status"] == "done"], ref)
     if rows.empty:
         return HeldOut(by, "", pd.DataFrame(), {}, "no finished runs the card describes")
-    data = from_arrays(ref.card.law, law_axes(ref, rows), rows["eval_loss"].to_numpy(float),
+    data = from_arrays(law, law_axes(ref, rows), rows["eval_loss"].to_numpy(float),
                        rows["run_id"].to_numpy(str), source="run store")
-    # The model-size axis is N0 for P2 and the trained model's N for Chinchilla.
-    axis = {"tokens": _token_axis(ref), "size": "params_before" if "params_before" in data.axes else "N",
-            "ratio": "ratio"}[by]
-    if axis not in data.axes:
-        return HeldOut(by, "", pd.DataFrame(), {}, f"law {ref.law!r} has no {axis!r} axis")
-    train = split_tokens(_with_tokens(ref, data)) if by == "tokens" else split_largest(data, axis)
-    split = ("first 80% of every curve -> the rest" if by == "tokens"
-             else f"{axis} < {_short(data.axes[axis].max())} -> {axis} = {_short(data.axes[axis].max())}")
+    if split_axis(law, by) is None:
+        return HeldOut(by, "", pd.DataFrame(), {}, f"law {ref.law!r} has no {by} axis")
+    train, label = split(data, by)
     if train.all() or not train.any():
-        return HeldOut(by, split, pd.DataFrame(), {}, "nothing to hold out")
-    # top_k=1: one polished start is enough for a diagnostic refit and 3x cheaper.
+        return HeldOut(by, label, pd.DataFrame(), {}, "nothing to hold out")
+    # Version 1 cards wrote a sentence under "space"; their fits were all in log space.
+    space = ref.card.fit.get("space")
+    # top_k=1: one polished grid start (plus the random one) is enough for a diagnostic refit.
     config = FitConfig(delta=float(ref.card.fit.get("delta", 1e-3)),
+                       space=space if space in ("log", "linear") else "log",
                        weighting=str(ref.card.fit.get("weighting", "point")), top_k=1)
     result = fit(data.subset(train), config)
     test = data.subset(~train)
     pred = result.predict(**test.axes)
-    metrics = score(pred, test.y)
-    tokens = test.axes.get(_token_axis(ref))
-    if tokens is not None:
-        metrics["slope_diff"] = slope_diff(pred, test.y, tokens, test.run_ids)
+    tokens = test.axes.get(law.token_axis) if law.token_axis else None
+    metrics = heldout_metrics(law, result, test, test if tokens is not None else None)
     methods = pd.Series(test.run_ids).map(rows.drop_duplicates("run_id").set_index("run_id")["method"])
     points = pd.DataFrame({"observed": test.y, "predicted": pred, "run_id": test.run_ids,
                            "method": methods.fillna("?").to_numpy(),
                            "tokens": tokens if tokens is not None else np.full(len(pred), np.nan)})
-    return HeldOut(by, split, points, metrics, "" if result.success else result.message)
-
-
-def _token_axis(ref: CardRef) -> str:
-    """The law's axis fed from the store's ``tokens`` column (P2: tokens, Chinchilla: D)."""
-    law = ref.card.law
-    return next((a for a in law.axes if law.store.get(a) == "tokens"), "tokens")
-
-
-def _with_tokens(ref: CardRef, data: "FitData") -> "FitData":
-    """``data`` with its token axis also named ``tokens``, the name fitting's split reads."""
-    from dataclasses import replace
-
-    return replace(data, axes={**data.axes, "tokens": data.axes[_token_axis(ref)]})
+    return HeldOut(by, label, points, metrics, "" if result.success else result.message)
 
 
 def _short(value: float) -> str:

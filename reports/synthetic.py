@@ -49,15 +49,22 @@ def parent_loss(params_before: float) -> float:
     return 3.2 - 0.25 * np.log10(params_before / 1e8)
 
 
+TRUE_SCRATCH: dict[str, float] = {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.37}
+"""Ground-truth Chinchilla parameters of the random-init (from scratch) curves."""
+
+
 def p2_loss(p: dict[str, float], n0: float, rho: float, tokens: np.ndarray, l0: float) -> np.ndarray:
-    """L = L0 + (1/rho)^gamma (1/N0)^delta (N_C/N0^alpha + D_C/D^beta + E), D > 0."""
-    scale = (1.0 / rho) ** p["gamma"] * (1.0 / n0) ** p["delta"]
-    return l0 + scale * (p["N_C"] / n0 ** p["alpha"] + p["D_C"] / tokens ** p["beta"] + p["E"])
+    """The P2 law's own prediction (``fitting.laws.P2``) at D = ``tokens`` > 0."""
+    from fitting.laws import P2
+
+    return P2.predict(p, params_before=n0, ratio=rho, tokens=tokens, loss_before=l0)
 
 
 def scratch_loss(n: float, tokens: np.ndarray) -> np.ndarray:
-    """Training the pruned shape from scratch: E + A/N^a + B/D^b (Chinchilla-like)."""
-    return 1.8 + 400.0 / n ** 0.34 + 2000.0 / tokens ** 0.37
+    """Training the pruned shape from scratch: the Chinchilla law's own prediction."""
+    from fitting.laws import CHINCHILLA
+
+    return CHINCHILLA.predict(TRUE_SCRATCH, N=n, D=tokens)
 
 
 def _curve(grid: SyntheticGrid, n0: int, rho: float, init: str, objective: str,

@@ -49,7 +49,7 @@ def test_fit_store_json_is_one_document_and_card_round_trips(store, tmp_path, ca
                           "--out", str(card_path))
     assert code == 0
     doc = json.loads(out)
-    assert doc["law"] == "p2" and doc["version"] == 1
+    assert doc["law"] == "p2" and doc["version"] == 2
     assert doc["fit"]["n_runs"] == 12 and doc["fit"]["n_points"] == 96  # done, pruned, tokens > 0
     assert doc["fit"]["loss"] == "huber" and doc["fit"]["delta"] == 1e-3
     assert set(doc["range"]) == {"params_before", "ratio", "tokens", "loss_before", "eval_loss"}
@@ -87,10 +87,12 @@ def test_validate_json_and_table(store, capsys):
 
 
 def test_help_has_examples(capsys):
-    for cmd in ("fit", "validate"):
-        with pytest.raises(SystemExit) as exc:
-            main([cmd, "--help"])
-        assert exc.value.code == 0
+    for cmd in ("fit", "validate", "compare"):
+        try:
+            code = main([cmd, "--help"])
+        except SystemExit as exc:  # argparse's own exit, where the dispatcher lets it through
+            code = exc.code
+        assert code == 0
         assert capsys.readouterr().out.count(f"fitting {cmd} ") >= 3
 
 
@@ -140,6 +142,10 @@ def _bad(tmp_path, store):
         "mixes pruning methods ['depth', 'width']": ["fit", str(mixed), "--law", "p2"],
         "method '2:4' not in the input": ["fit", str(mixed), "--law", "p2", "--method", "2:4"],
         "invalid choice: 'none'": ["validate", str(store), "--law", "p2", "--by", "none"],
+        "bootstrap 1000000 must be in 0..100000": ["fit", _csv(tmp_path, frame), "--law", "p2", "--bootstrap", "1000000"],
+        "--method 'nosuch': table": ["fit", _csv(tmp_path, frame), "--law", "p2", "--method", "nosuch"],
+        "invalid choice: 'cubic'": ["fit", _csv(tmp_path, frame), "--law", "p2", "--space", "cubic"],
+        "huber delta -1.0 must be > 0": ["fit", _csv(tmp_path, frame), "--law", "p2", "--huber-delta", "-1"],
     }
 
 
@@ -150,6 +156,27 @@ def test_bad_input_exits_2_with_one_line(store, tmp_path, capsys):
         lines = err.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], (expected, err)
         assert out == ""
+
+
+def test_existing_card_is_not_overwritten_without_force(store, tmp_path, capsys):
+    out = tmp_path / "card.json"
+    out.write_text("precious")
+    code, stdout, err = _run(capsys, "fit", str(store), "--law", "p2", "--out", str(out))
+    assert code == 2 and "exists; pass --force" in err and len(err.strip().splitlines()) == 1
+    assert out.read_text() == "precious" and stdout == ""
+    code, _, _ = _run(capsys, "fit", str(store), "--law", "p2", "--out", str(out), "--force")
+    assert code == 0 and load_card(out).law.name == "p2"
+
+
+def test_compare_prefers_p2_on_p2_data(store, capsys):
+    code, out, _ = _run(capsys, "compare", str(store), "--law", "p2", "--json")
+    assert code == 0
+    cands = {c["law"]: c for c in json.loads(out)["candidates"]}
+    assert set(cands) == {"p2", "p2_counts", "p2_no_l0"}
+    assert cands["p2"]["loro_rmse"] < cands["p2_no_l0"]["loro_rmse"]
+    assert cands["p2"]["bic"] < cands["p2_no_l0"]["bic"] and cands["p2"]["loro_runs"] == 12
+    code, out, _ = _run(capsys, "compare", str(store), "--law", "p2", "--laws", "p2,p2_no_l0")
+    assert code == 0 and "best: LORO p2" in out
 
 
 def test_bad_cards_are_refused(tmp_path):

@@ -13,13 +13,14 @@ RNG = np.random.default_rng(0)
 
 def _axes(law, n=50):
     ranges = {"params_before": (1e8, 1e10), "ratio": (0.1, 0.8), "tokens": (1e6, 1e10),
-              "loss_before": (1.8, 3.0), "N": (1e7, 1e11), "D": (1e8, 1e12)}
+              "loss_before": (1.8, 3.0), "N": (1e7, 1e11), "D": (1e8, 1e12), "S": (0.0, 0.95)}
     return {a: RNG.uniform(*ranges[a], n) for a in law.axes}
 
 
 def _params(law):
     values = {"N_C": 300.0, "D_C": 1500.0, "E": 0.4, "alpha": 0.3, "beta": 0.35, "gamma": -0.7,
-              "delta": 0.1, "A": 400.0, "B": 2000.0}
+              "delta": 0.1, "A": 400.0, "B": 2000.0, "a_S": 1.3, "b_S": 0.8, "c_S": 2.1,
+              "b_N": 0.4, "a_D": 0.3, "b_D": 0.9, "c": 4.5}
     return np.array([values[p] for p in law.params])
 
 
@@ -67,7 +68,7 @@ def test_optimal_tokens_meets_the_slope_criterion():
 
 
 def test_unknown_law_and_bad_slope_are_bad_input():
-    with pytest.raises(BadInput, match="unknown law 'kaplan'; allowed: p2, chinchilla"):
+    with pytest.raises(BadInput, match="unknown law 'kaplan'; allowed: p2, chinchilla, "):
         get_law("kaplan")
     with pytest.raises(BadInput, match="slope"):
         optimal_tokens(_params(P2), 1e9, 0.5, 0.0)

@@ -21,7 +21,8 @@ def test_mean_reduction_does_not_move_the_optimum():
     data = p2_curves(noise=0.003, seed=1)
     summed = solve(P2, data.axes, data.y)
     mean = solve(P2, data.axes, data.y, reduction="mean")
-    np.testing.assert_allclose(mean.params, summed.params, rtol=1e-5)
+    # E sits at its bound (~1e-11) here, where the objective is flat: compare it absolutely
+    np.testing.assert_allclose(mean.params, summed.params, rtol=1e-5, atol=1e-9)
     assert mean.objective * data.n_points == pytest.approx(summed.objective, rel=1e-9)
 
 

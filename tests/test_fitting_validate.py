@@ -6,23 +6,43 @@ import pytest
 from fitting.metrics import slope_diff
 from fitting.synthetic import p2_curves
 from fitting.table import from_arrays
-from fitting.validate import render_table, split_largest, split_tokens, validate
+from fitting.validate import render_table, split, split_largest, split_tokens, validate
 
 
-def test_token_split_holds_out_the_last_fifth_of_every_curve():
-    data = p2_curves(points=10)
-    train = split_tokens(data)
-    for run in data.runs:
-        m = data.run_ids == run
-        tokens = data.axes["tokens"][m]
-        assert train[m].sum() == 8
-        assert tokens[~train[m]].min() > tokens[train[m]].max()
+def test_token_split_fits_a_stated_fraction_of_each_runs_max_tokens():
+    """Fit D <= f * Dmax of each run (not the first 80% of *checkpoints*, which on a
+    log-spaced curve would let the fit see most of the decades it is meant to predict)."""
+    data = p2_curves(points=10, tokens=(1e7, 1e9))
+    for f in (0.25, 0.5):
+        train = split_tokens(data, f)
+        for run in data.runs:
+            m = data.run_ids == run
+            tokens = data.axes["tokens"][m]
+            assert tokens[train[m]].max() <= f * tokens.max()
+            assert tokens[~train[m]].min() > f * tokens.max()
+    train, label = split(data, "tokens", 0.25)
+    assert label == "tokens: fit tokens <= 0.25 x Dmax of each run -> predict tokens > 0.25 x Dmax"
 
 
-def test_size_split_holds_out_the_largest_parent():
-    data = p2_curves()
+def test_size_split_holds_out_the_largest_parent_and_declares_the_reduced_law():
+    data = p2_curves(sizes=(0.5e9, 1.5e9, 7e9), noise=0.0)
     train = split_largest(data, "params_before")
     assert set(data.axes["params_before"][~train]) == {7e9}
+    result = validate(data, "size")[0]
+    assert result.split.startswith("size: leave the largest model size out")
+    # Three parents minus the largest leave two: N_C and alpha cannot be identified.
+    assert result.reduced == ("N_C", "alpha") and "reduced law: N_C, alpha pinned" in result.message
+    assert "reduced law" in render_table([result])
+    ratio = validate(data, "ratio")[0]
+    assert ratio.split.startswith("ratio: leave the highest ratio out") and ratio.reduced == ()
+
+
+def test_metrics_on_the_gap_above_l0():
+    """L0 dominates L; the held-out error of the part the law predicts, L - L0, is reported."""
+    data = p2_curves(noise=0.002, seed=4)
+    m = validate(data, "tokens")[0].metrics
+    assert m["mape_gap"] > 3 * m["mape"]  # the same error is a larger share of L - L0
+    assert m["rmse_gap"] == pytest.approx(m["rmse"], rel=1e-9)
 
 
 def test_true_law_extrapolates_almost_perfectly():

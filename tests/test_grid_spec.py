@@ -109,7 +109,12 @@ def _cli(*args, env=None):
 
 
 def test_cli_plan_prints_the_table_and_bad_input_exits_2(tmp_path):
-    done = _cli("plan", str(write(tmp_path)), "--runs", str(tmp_path / "runs"))
+    from train_fakes import MemData, write_shards
+
+    missing = _cli("plan", str(write(tmp_path)), "--runs", str(tmp_path / "runs"))
+    assert missing.returncode == 2 and "has no token shards; make them with 'data corpus build" in missing.stderr
+    shards = write_shards(tmp_path / "shards", MemData(seq_len=32))
+    done = _cli("plan", str(write(tmp_path, data={"shards": str(shards), "seq_len": 32})), "--runs", str(tmp_path / "runs"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].split() == ["id", "parent", "method", "ratio", "objective", "init",
                                                    "tokens", "status"]

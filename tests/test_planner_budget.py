@@ -86,16 +86,17 @@ def test_target_loss_below_asymptote_is_refused(card):
         run(card, Criterion("target_loss", floor - 1e-3))
 
 
-def test_recover_closes_the_stated_fraction_of_the_gap(card):
-    d_ref = card.axis_range("tokens")[0]
+def test_recover_closes_the_stated_fraction_of_the_recoverable_gap(card):
+    """Card-only: the gap runs from the law at D_ref (the card's first budget per parameter x N0)
+    down to the asymptote; every fraction is reachable and the loss at D* is exactly on it."""
+    d_ref = card.axis_range("tokens")[0] / card.axis_range("params_before")[1] * N0
     l_ref = float(laws.p2_loss(PARAMS, N0, RHO, d_ref, L0))
     floor = float(laws.p2_asymptote(PARAMS, N0, RHO, L0))
-    reachable = (l_ref - floor) / (l_ref - L0)
-    f = 0.5 * reachable
-    r = run(card, Criterion("recover", f))
-    assert r.loss.value == pytest.approx(l_ref - f * (l_ref - L0), rel=1e-10)
-    with pytest.raises(BadInput, match="out of reach.*closes at most"):
-        run(card, Criterion("recover", min(0.999, reachable + 0.01)))
+    for f in (0.5, 0.9, 0.99):
+        r = run(card, Criterion("recover", f))
+        assert r.loss.value == pytest.approx(floor + (1 - f) * (l_ref - floor), rel=1e-10)
+        assert r.tokens.value == pytest.approx(d_ref * (1 - f) ** (-1 / P2_TRUE["beta"]), rel=1e-10)
+    assert "D_ref" in r.reference
 
 
 def test_loss_before_shifts_losses_not_the_slope_budget(card):
@@ -104,10 +105,15 @@ def test_loss_before_shifts_losses_not_the_slope_budget(card):
     assert b.loss.value - a.loss.value == pytest.approx(1.0)
 
 
-def test_default_loss_before_is_stated(card):
-    r = run(card, loss_before=None)
-    assert r.loss_before == pytest.approx(2.75)  # midpoint of the fixture's range [2.5, 3.0]
-    assert "midpoint" in r.loss_before_source and "--loss-before" in r.loss_before_source
+def test_without_loss_before_losses_are_dl_above_l0(card):
+    """No L0 is invented from the card's parents: the answer is dL and says so."""
+    r, known = run(card, loss_before=None), run(card, loss_before=L0)
+    assert r.loss_before is None and r.relative and "--loss-before" in r.loss_before_source
+    assert r.tokens.value == known.tokens.value
+    assert r.loss.value == pytest.approx(known.loss.value - L0)
+    assert any("dL above" in n for n in r.notes)
+    with pytest.raises(BadInput, match="L0 is unknown"):
+        run(card, Criterion("target_loss", 2.5), loss_before=None)
 
 
 def test_extrapolation_warning_says_how_far(card):
@@ -143,6 +149,8 @@ def test_percentile_matches_numpy():
 
 def test_target_near_the_asymptote_warns_about_unreachable_samples(card):
     floor = float(laws.p2_asymptote(PARAMS, N0, RHO, L0))
-    r = run(card, Criterion("target_loss", floor + 0.002))
-    assert any("bootstrap fits never reach" in w for w in r.warnings)
+    r = run(card, Criterion("target_loss", floor + 0.02))
+    assert any("bootstrap samples never reach" in w for w in r.warnings)
+    with pytest.raises(BadInput, match="tokens per parent parameter"):  # so close to the floor: absurd
+        run(card, Criterion("target_loss", floor + 0.002))
     assert not any("never reach" in w for w in run(card, Criterion("target_loss", floor + 0.5)).warnings)

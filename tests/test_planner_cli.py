@@ -13,8 +13,8 @@ from planner.__main__ import main
 from planner.query import METHODS
 from test_planner_cards import write_card
 
-TOP_KEYS = {"command", "schema_version", "query", "card", "assumptions", "criterion", "tokens", "loss",
-            "asymptote", "budgets", "compute", "warnings", "notes"}
+TOP_KEYS = {"command", "schema_version", "verdict", "mode", "query", "card", "pilot", "assumptions", "criterion",
+            "tokens", "loss", "asymptote", "card_only", "budgets", "compute", "practice", "warnings", "notes"}
 ESTIMATE = {"value", "low", "high"}
 
 
@@ -36,13 +36,15 @@ def run_json(capsys, *argv: str) -> dict:
 def test_recommend_json_schema(cards, capsys):
     doc = run_json(capsys, "recommend", "--params", "8B", "--ratio", "0.5", "--json")
     assert set(doc) == TOP_KEYS
-    assert doc["command"] == "recommend" and doc["schema_version"] == 1
+    assert doc["command"] == "recommend" and doc["schema_version"] == 2
     assert set(doc["tokens"]) == ESTIMATE and doc["tokens"]["low"] < doc["tokens"]["value"] < doc["tokens"]["high"]
     assert [b["multiple"] for b in doc["budgets"]] == [0.1, 0.3, 1.0, 3.0]
     assert set(doc["compute"]) >= {"flops", "gpu", "mfu", "gpu_hours", "price_per_gpu_hour", "cost_usd"}
     assert doc["card"]["path"].endswith("p2_llama3_depth.json") and doc["card"]["selected_because"]
-    assert doc["criterion"]["kind"] == "slope" and doc["criterion"]["value"] == 1e-3
-    assert "midpoint" in doc["assumptions"]["loss_before_source"]
+    assert doc["criterion"]["kind"] == "recover" and doc["criterion"]["value"] == 0.9
+    assert doc["assumptions"]["loss_before"] is None and doc["assumptions"]["loss_scale"].startswith("dL")
+    assert doc["verdict"].startswith("verdict: extrapolating") and doc["mode"] == "card"
+    assert doc["practice"] and all(p["source"].startswith("https://") for p in doc["practice"])
     assert any("8x above the largest parent" in w for w in doc["warnings"])
 
 
@@ -81,7 +83,9 @@ def test_model_name_fixes_family_and_card(cards, capsys):
     (["--loss-before", "-2"], "--loss-before"),
     (["--slope", "1e-3", "--target-loss", "2"], "not allowed with"),
     (["--law", "missing.json"], "'missing.json' not found"),
-    (["--target-loss", "0.5"], "below the law's asymptote"),
+    (["--target-loss", "0.5", "--loss-before", "0.45"], "below the law's asymptote"),
+    (["--target-loss", "2.5"], "L0 is unknown"),
+    (["--target-loss", "9", "--loss-before", "2.4"], "right after pruning"),
 ])
 def test_bad_input_exits_2_with_one_line(cards, capsys, argv, needle):
     base = {"--params": "8B", "--ratio": "0.5"}
@@ -114,13 +118,15 @@ def test_no_bundled_card_says_pass_law_or_run_demo(tmp_path, monkeypatch, capsys
 def test_text_output_names_card_criterion_and_assumptions(cards, capsys):
     assert main(["recommend", "--params", "llama-3.1-8b", "--ratio", "0.5", "--loss-before", "2.1"]) == 0
     out = capsys.readouterr().out
-    for needle in ("llama-3.1-8b", "p2_llama3_depth.json", "criterion  slope", "given with --loss-before",
+    assert out.startswith("verdict: extrapolating 8.03x beyond the card")
+    for needle in ("llama-3.1-8b", "p2_llama3_depth.json", "criterion  recover", "given with --loss-before",
                    "tokens D*", "GPU-hours", "warning: N0 = 8.03B is 8.03x above"):
         assert needle in out, needle
 
 
 def test_compare_json_equal_tokens_compute_and_scratch(cards, capsys):
-    doc = run_json(capsys, "compare", "--params", "8B", "--ratios", "0.5,0.25,0.75", "--tokens", "10B", "--json")
+    doc = run_json(capsys, "compare", "--params", "8B", "--ratios", "0.5,0.25,0.75", "--tokens", "10B",
+                   "--loss-before", "2.2", "--json")
     assert doc["query"]["ratios"] == [0.25, 0.5, 0.75]
     assert doc["equal_compute"]["flops"] == pytest.approx(6 * 8e9 * 10e9)
     assert doc["scratch_card"]["path"].endswith("chinchilla_llama3.json")
@@ -149,9 +155,11 @@ def test_cards_lists_the_directory(cards, capsys):
 
 @pytest.mark.parametrize("command", ["recommend", "compare", "cards"])
 def test_help_has_examples(command, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main([command, "--help"])
-    assert exc.value.code == 0
+    try:  # argparse exits 0 after --help; the shared dispatcher may turn that into a return
+        code = main([command, "--help"])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 0
     out = capsys.readouterr().out
     assert out.count(f"planner {command}") >= 3 and "examples:" in out
 
@@ -217,7 +225,12 @@ def test_help_examples_run(module, cards, capsys):
     write_card(cards / "p2_qwen2.5_width.json", family="qwen2.5", method="width")
     (cards / "runs").mkdir()
     write_card(cards / "runs" / "p2.json")
+    write_card(cards / "p2_llama3_2-4.json", method="2:4")
+    pilot = cards / "pilot.csv"
+    pilot.write_text("tokens,loss\n" + "".join(f"{t:.0f},{2.3 + 40 * t ** -0.35:.6f}\n"
+                                                 for t in (1e7, 3e7, 1e8, 3e8, 1e9)))
     files = {"card.json": cards / "p2_llama3_depth.json", "p2.json": cards / "p2_llama3_depth.json",
+             "pilot.csv": pilot,
              "chinchilla.json": cards / "chinchilla_llama3.json", "runs/cards": cards / "runs"}
     epilog = importlib.import_module(f"planner.cli.{module}").EPILOG
     examples = [line.strip() for line in epilog.splitlines() if line.strip().startswith("planner ")]

@@ -90,3 +90,16 @@ def test_parquet_is_plain_pyarrow(tmp_path):
     store.append_curve("r1", _rows([0, 1]))
     table = pd.read_parquet(tmp_path / "r1" / "curve.parquet", engine="pyarrow")
     assert table["tokens"].dtype == "int64"
+
+
+def test_parents_whose_loss_does_not_fall_with_size_are_named():
+    import pandas as pd
+
+    from data.runs import size_order_violations
+
+    rows = [("tiny", "none", 3e4, 6.2), ("tiny", "width", 3e4, 5.3), ("tiny", "depth", 6e4, 4.9),
+            ("tiny", "width", 1.2e5, 5.1), ("qwen", "width", 3e4, 5.4), ("qwen", "width", 6e4, 4.8)]
+    frame = pd.DataFrame(rows, columns=["family", "method", "params_before", "loss_before"])
+    problems = size_order_violations(frame)
+    assert len(problems) == 1 and "120,000 params has loss 5.1000" in problems[0] and "tiny" in problems[0]
+    assert size_order_violations(frame[frame["params_before"] < 1e5]) == []

@@ -184,3 +184,27 @@ def test_resume_after_interruption_has_no_gap_or_duplicate(tmp_path, parent, dis
     assert set(killed_steps) < set(curve["step"]) and curve["step"].is_unique
     assert curve["step"].tolist() == ref["step"].tolist()
     pd.testing.assert_series_equal(curve["eval_loss"], ref["eval_loss"], rtol=1e-4)
+
+
+def test_no_eval_point_before_the_weights_move(tmp_path, dist, data):
+    """DeepSpeed's warm-up runs the first step at lr 0: an eval there would repeat the step-0
+    loss and hand the fit a fake flat point (issue 17). The first eval after step 0 must come
+    after an update with lr > 0, and no row may repeat the step-0 loss."""
+    job = make_job(tmp_path, tokens=12 * STEP_TOKENS, eval={"points": 6})
+    assert run_job(job, dist, data) == "done"
+    curve = RunStore(tmp_path).read_curve(job.run_id).sort_values("step")
+    start = curve["eval_loss"].iloc[0]
+    later = curve[curve["step"] > 0]
+    assert curve["step"].iloc[0] == 0 and len(later) >= 3
+    assert later["step"].min() >= 2  # step 1 ran at lr 0 and is never an eval point
+    assert (later["eval_loss"] - start).abs().min() > 1e-6
+
+
+def test_precision_auto_trains_fp32_on_cpu_and_says_why(tmp_path, dist, data, capfd):
+    job = make_job(tmp_path, tokens=4 * STEP_TOKENS, deepspeed={"zero_stage": 1})
+    assert job.deepspeed.precision == "auto"
+    assert run_job(job, dist, data) == "done"
+    record = RunStore(tmp_path).read(job.run_id)
+    assert record["config"]["deepspeed"]["precision"] == "fp32"
+    assert "bf16" not in record["deepspeed_json"]
+    assert "precision auto: fp32 on CPU" in capfd.readouterr().out

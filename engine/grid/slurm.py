@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -57,6 +58,17 @@ QUEUE_STATES: dict[str, str] = {
 # the job file, hostfile and rendezvous are only known inside the running array task.
 _VARS = {"@@JOB_FILE@@": "JOB_FILE", "@@HOSTFILE@@": "HOSTFILE",
          "@@MASTER_ADDR@@": "MASTER_ADDR", "@@MASTER_PORT@@": "MASTER_PORT"}
+
+
+# Values written verbatim into ``#SBATCH`` lines: checked here, so a typo fails at launch with
+# one line instead of as an sbatch error (or, for --time, a job killed at the default limit).
+_FORMATS: tuple[tuple[str, str, str], ...] = (
+    ("time", r"(\d+-)?\d+(:\d{1,2}){0,2}|\d+-\d+|UNLIMITED|INFINITE",
+     "MINUTES, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (e.g. 4:00:00)"),
+    ("mem", r"\d+[KMGT]?", "a size in MB or with K/M/G/T (e.g. 64G)"),
+    ("partition", r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*", "partition name(s), comma-separated"),
+    ("account", r"[A-Za-z0-9_.-]+", "an account name (letters, digits, '_', '.', '-')"),
+)
 
 
 @dataclass
@@ -95,6 +107,10 @@ class SlurmOptions:
         if self.gpus_per_job % self.nodes_per_job:
             raise BadInput(f"--gpus-per-job={self.gpus_per_job} must be a multiple of "
                            f"--nodes-per-job={self.nodes_per_job} (the same GPU count on every node)")
+        for name, pattern, allowed in _FORMATS:
+            value = getattr(self, name)
+            if value is not None and not re.fullmatch(pattern, str(value)):
+                raise BadInput(f"--{name}={value!r} is not valid; allowed: {allowed}")
         bad = [x for x in self.sbatch_extra if not x.startswith("-")]
         if bad:
             raise BadInput(f"--sbatch-extra={bad[0]!r} must be an sbatch option such as --qos=high")

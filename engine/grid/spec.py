@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -38,6 +39,10 @@ from engine.train.config import (
 from engine.train.net import free_port
 
 JOB_FILE = "job.yaml"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""A grid name: it becomes a directory under runs/ and part of SLURM job names."""
+MAX_JOBS = 5000
+"""Most jobs one grid may expand to: a typo in a seed or ratio list fails here, not on a cluster."""
 GRID_OWNED = ("parent", "tokens", "data", "run_id", "runs_dir", "family", "method", "ratio", "init",
               "objective", "seed", "save_model")
 """Job keys the grid sets itself; ``train:``/``pretrain:`` may set any other JobConfig key."""
@@ -96,6 +101,17 @@ class GridSpec:
     method_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-method ``prune_args`` (e.g. ``{"2:4": {tolerance: 0.3}}``: 2:4 reaches one fixed,
     model-dependent ratio, so a tolerance lets one target serve parents of several sizes)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
+            raise BadInput(f"name {self.name!r} must be a plain name (letters, digits, '.', '_', '-'; "
+                           f"no '/' or '..'): it names the run store runs/<name>")
+        for key in ("parents", "methods", "objectives", "inits", "seeds"):
+            value = getattr(self, key)
+            if not isinstance(value, list) or not value:
+                raise BadInput(f"{key}: {value!r} must be a non-empty list (an empty one drops every job)")
+        if not self.ratios:
+            raise BadInput(f"ratios: {self.ratios!r} must be a non-empty list or mapping method -> list")
 
 
 @dataclass
@@ -165,12 +181,17 @@ def _parent_jobs(spec: GridSpec, parents: list[ParentSpec], data: dict[str, Any]
 def expand(spec: GridSpec, path: Path) -> Grid:
     """All jobs of ``spec``; raises BadInput naming the first invalid one."""
     parents = [from_dict(ParentSpec, p, f"parents[{i}]") for i, p in enumerate(spec.parents)]
+    ratios = _ratios(spec)
+    count = sum(bool(p.preset) for p in parents) + len(parents) * sum(len(r) for r in ratios.values()) * len(
+        spec.objectives) * len(spec.inits) * len(spec.seeds)
+    if count > MAX_JOBS:  # counted before expanding: each job costs a config hash
+        raise BadInput(f"the grid expands to {count} jobs; at most {MAX_JOBS} "
+                       f"(parents x methods x ratios x objectives x inits x seeds)")
     data = dataclasses.asdict(from_dict(DataConfig, spec.data, "data"))
     data["shards"] = _absolute(data["shards"])
     pre = _parent_jobs(spec, parents, data)
     train = _overrides(spec.train, "train")
     posts = []
-    ratios = _ratios(spec)
     for p in parents:
         parent = f"{RUN_PREFIX}{pre[p.name].run_id}" if p.name in pre else _absolute(p.path)
         family = p.family or (MODELS[p.preset.lower()].family if p.preset else "")
@@ -241,6 +262,9 @@ def validate(grid: Grid, runs_dir: str | os.PathLike[str], procs: int = 1) -> No
     """
     from engine.train.sources import check_budget, check_parent, check_seq_len, job_seq_len
 
+    runs = Path(runs_dir)
+    if runs.exists() and not runs.is_dir():
+        raise BadInput(f"--runs {str(runs_dir)!r} is a file; expected a run-store directory")
     by_id = {j.run_id: j for j in grid.jobs}
     for job in grid.jobs:
         cfg = dataclasses.replace(job.config, runs_dir=str(runs_dir))
@@ -254,6 +278,21 @@ def validate(grid: Grid, runs_dir: str | os.PathLike[str], procs: int = 1) -> No
                 check_budget(cfg, procs, seq_len)
         except BadInput as exc:
             raise BadInput(f"job {job.run_id}: {exc}") from None
+
+
+def check_shards(grid: Grid) -> None:
+    """The grid's token shards must exist before anything is planned or launched.
+
+    Raises:
+        BadInput: naming the missing directory and the commands that make it.
+    """
+    shards = Path(grid.spec.data.get("shards", ""))
+    if (shards / "manifest.json").is_file():
+        return
+    raise BadInput(f"data.shards {str(shards)!r} of grid {str(grid.path)!r} has no token shards; make them with "
+                   f"'data corpus build --out work/corpus && data tokenizer train --corpus work/corpus "
+                   f"--out work/tok && data prepare --corpus work/corpus --tokenizer work/tok --seq-len {grid.spec.data.get('seq_len') or 256} "
+                   f"--out {shards}' (or run 'engine demo', which builds its own)")
 
 
 def write_job_files(grid: Grid, runs_dir: str | os.PathLike[str]) -> list[Path]:

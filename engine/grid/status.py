@@ -13,7 +13,7 @@ from engine.grid.spec import Grid
 from engine.train.config import parent_label
 
 PLAN_COLUMNS = ("id", "parent", "method", "ratio", "objective", "init", "tokens", "status")
-STATUS_COLUMNS = PLAN_COLUMNS + ("done_tokens", "eval_loss", "queue", "reason")
+STATUS_COLUMNS = PLAN_COLUMNS + ("done_tokens", "eval_loss", "queue", "reason", "stop")
 
 
 def _last_point(run_dir: Path) -> tuple[int | None, float | None]:
@@ -29,23 +29,56 @@ def _last_point(run_dir: Path) -> tuple[int | None, float | None]:
     return int(table["tokens"][-1].as_py()), float(table["eval_loss"][-1].as_py())
 
 
+def shown_status(record: dict[str, Any], queued: str, lock: str) -> str:
+    """The status a user should see: run.json's, corrected by what is known to be true now.
+
+    ``running`` with no live launch holding the store and no SLURM task for it means its
+    process died (``kill -9``, a crash, a reboot): ``killed`` (the next launch resumes it).
+    A run whose files are torn shows ``corrupt`` (the next launch re-runs it).
+    """
+    status = record.get("status", "pending")
+    if record.get("corrupt"):
+        return "corrupt"
+    if status == "running" and not queued and lock != "live":
+        return "killed"
+    return status
+
+
 def rows(grid: Grid, runs_dir: str | os.PathLike[str], queue: dict[str, str] | None = None,
-         detail: bool = False) -> list[dict[str, Any]]:
-    """One row per job, parents first: the plan columns, plus progress when ``detail``."""
+         detail: bool = False, lock: str = "live") -> list[dict[str, Any]]:
+    """One row per job, parents first: the plan columns, plus progress when ``detail``.
+
+    ``lock`` is the store's lock state (``engine.grid.lock.owner_state``); it turns ``running``
+    rows of a dead launch into ``killed``.
+    """
     store = RunStore(runs_dir)
     out = []
     for job in grid.jobs:
         cfg = job.config
-        record = store.read(job.run_id) if store.exists(job.run_id) else {}
+        record = store.check(job.run_id) if store.exists(job.run_id) else {}
         row = {"id": job.run_id, "parent": parent_label(cfg.parent),
                "method": cfg.method, "ratio": cfg.ratio, "objective": cfg.objective, "init": cfg.init,
-               "tokens": cfg.tokens, "status": record.get("status", "pending")}
+               "tokens": cfg.tokens, "status": shown_status(record, (queue or {}).get(job.run_id, ""), lock)}
         if detail:
-            tokens, loss = _last_point(store.run_dir(job.run_id))
+            tokens, loss = (None, None) if row["status"] == "corrupt" else _last_point(store.run_dir(job.run_id))
             row.update(done_tokens=tokens, eval_loss=loss, queue=(queue or {}).get(job.run_id, ""),
-                       reason=record.get("reason") or "")
+                       reason=record.get("reason") or "", stop=stop_cell(record))
         out.append(row)
     return out
+
+
+def stop_cell(record: dict[str, Any]) -> str:
+    """The online budget's state (``engine.train.stop``): the stop, or the latest prediction."""
+    stop = record.get("stop") or {}
+    last = (stop.get("history") or [None])[-1]
+    if stop.get("decision"):
+        d = stop["decision"]
+        return f"stopped at {format_count(d['tokens'])} (D* {format_count(d['d_star'])})"
+    if last is not None and last.get("d_star") is not None:
+        lo, hi = last.get("low"), last.get("high")
+        span = f" [{format_count(lo)}, {format_count(hi)}]" if lo is not None and hi is not None else ""
+        return f"D* {format_count(last['d_star'])}{span}"
+    return ""
 
 
 def _cell(value: Any, column: str) -> str:

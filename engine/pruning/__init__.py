@@ -23,6 +23,9 @@ METHODS: dict[str, str] = {
     "depth-last": "engine.pruning.depth_last:prune",  # drop the last layers (control)
     # width: shrink MLP neurons, attention heads and hidden channels (Minitron importance)
     "width": "engine.pruning.width:prune",
+    "width-search": "engine.pruning.search:prune",  # Minitron: K same-size shapes, short KD, best kept
+    # targeted: learned hard-concrete masks to an exact target shape (Sheared-LLaMA), trained
+    "targeted": "engine.pruning.targeted:prune",
     # sparsity: masks kept through training
     "2:4": "engine.pruning.semistructured:prune",  # Wanda 2:4 (default scorer)
     "2:4-magnitude": "engine.pruning.semistructured:prune_magnitude",
@@ -33,8 +36,14 @@ METHODS: dict[str, str] = {
 }
 
 NEEDS_CALIB: frozenset[str] = frozenset(
-    {"depth", "depth-block", "width", "2:4", "2:4-sparsegpt", "unstructured", "unstructured-sparsegpt"}
+    {"depth", "depth-block", "width", "2:4", "2:4-sparsegpt", "unstructured", "unstructured-sparsegpt",
+     "targeted", "width-search"}
 )
+
+TRAINED: frozenset[str] = frozenset({"targeted", "width-search"})
+"""Methods that train while pruning: a job hands them its token stream and a state directory
+(``args``: ``stream_factory``, ``seq_len``, ``state_dir``) and counts their tokens
+(``report.choices['prune_tokens']``) in the run's ``tokens``."""
 
 
 def get_method(name: str) -> Callable:

@@ -157,9 +157,12 @@ def capture_inputs(model: nn.Module, calib: torch.Tensor, modules: dict[str, nn.
 
 
 def _run(model: nn.Module, calib: torch.Tensor, batch_size: int) -> None:
+    from engine.pruning.progress import bar
+
     was_training = model.training
     model.eval()
-    for batch in iter_batches(calib, batch_size):
+    batches = -(-calib.shape[0] // batch_size)
+    for batch in bar(iter_batches(calib, batch_size), "calibration pass", total=batches, unit="batch"):
         model(input_ids=batch, use_cache=False)
     model.train(was_training)
 

@@ -60,7 +60,10 @@ def prune(model: nn.Module, ratio: float, calib: torch.Tensor | None, *,
     if k:
         calib = common.check_calib(calib, "depth-block")
         batch = int((args or {}).get("batch_size", 4))
-        scores = [_loss_without(model, s, k, calib, batch) for s in range(n_layers - k + 1)]
+        from engine.pruning.progress import bar
+
+        windows = range(n_layers - k + 1)
+        scores = [_loss_without(model, s, k, calib, batch) for s in bar(windows, "depth-block windows", unit="window")]
         best = min(range(len(scores)), key=scores.__getitem__)
         drop = list(range(best, best + k))
     keep = common.drop_layers(model, drop) if drop else list(range(n_layers))

@@ -53,6 +53,10 @@ class PruneReport:
     """Sparse methods: parameter name -> bool mask (True = kept). Not serialised here."""
     model: Any = None
     """The pruned model object (pruned in place or rebuilt). Not serialised."""
+    recon: dict[str, Any] | None = None
+    """Local reconstruction after pruning (engine.pruning.recon), when it ran: granularity,
+    calibration size, steps, lr, time, per-submodel errors, ``loss_after_prune`` and
+    ``loss_after_recon``. Then ``loss_after`` is the reconstructed model's loss."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of everything except ``masks`` and ``model``."""
@@ -71,4 +75,7 @@ class PruneReport:
             "loss_before": self.loss_before,
             "loss_after": self.loss_after,
             "notes": list(self.notes),
+            **({} if self.recon is None else {"recon": self.recon,
+                                              "loss_after_prune": self.recon.get("loss_after_prune"),
+                                              "loss_after_recon": self.recon.get("loss_after_recon")}),
         }

@@ -304,7 +304,7 @@ def _sparsegpt_block(W1: torch.Tensor, Hinv1: torch.Tensor, prune1: torch.Tensor
         w = W1[:, i]
         q = w.masked_fill(prune1[:, i], 0.0)
         err = (w - q) / d[i]  # [out]
-        W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)  # also sets column i to q
+        W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1.0)  # rank-1 update in place (no [out, b] temporary)
         W1[:, i] = q
         Err1[:, i] = err
     return Err1
@@ -366,8 +366,13 @@ def collect_stats(layer: nn.Module, inputs: list[torch.Tensor], kwargs_list: lis
     def make_hook(name: str) -> Callable:
         def hook(_mod: nn.Module, args: tuple) -> None:
             x = args[0].detach().reshape(-1, args[0].shape[-1]).float()  # [tokens, in]
-            val = x.T @ x if hessian else (x * x).sum(dim=0)
-            stats[name] = stats[name] + val if name in stats else val
+            if name not in stats:
+                width = x.shape[1]
+                stats[name] = x.new_zeros((width, width) if hessian else (width,))
+            if hessian:
+                stats[name].addmm_(x.T, x)  # accumulate in place: no [in, in] temporary per batch
+            else:
+                stats[name].add_((x * x).sum(dim=0))
         return hook
 
     owners = [n for n in TARGETS if n not in SHARED_INPUT]
@@ -428,7 +433,10 @@ def prune_layerwise(model: nn.Module, calib: torch.Tensor | None, scorer: str, p
     if needs_data:
         device = next(model.parameters()).device
         inputs, kwargs_list = capture_first_inputs(model, calib.to(device), args.batch_size)
-    for index, (prefix, layer) in enumerate(_named_layers(model)):
+    from engine.pruning.progress import bar
+
+    named = _named_layers(model)
+    for index, (prefix, layer) in enumerate(bar(named, f"prune ({scorer})", total=len(named))):
         if not pattern.covers(index):
             if needs_data:
                 run_layer(layer, inputs, kwargs_list)
@@ -540,3 +548,27 @@ def run_sparse(model: nn.Module, method: str, ratio: float, calib: torch.Tensor 
         "sparsity_per_matrix": sparsity_of(masks),
     }
     return finish(method, ratio, model, before, choices, [DENSE_NOTE, *notes], masks)
+
+
+def ratio_for_sparsity(model: nn.Module, method: str, sparsity: float) -> float:
+    """The whole-model ``ratio`` at which ``method`` removes ``sparsity`` of every targeted linear.
+
+    What Wanda / SparseGPT / llm-compressor users call sparsity (``0.5``: half of each linear)
+    differs from ``ratio`` (a fraction of all parameters, embeddings included). N:M methods
+    remove exactly ``1 - n/m`` of every covered linear, so only that sparsity is reachable.
+
+    Raises:
+        BadInput: a sparsity outside (0, 1), a structured method, or an N:M sparsity other
+            than ``1 - n/m``.
+    """
+    if not isinstance(sparsity, (int, float)) or not 0.0 < sparsity < 1.0:
+        raise BadInput(f"--sparsity {sparsity!r} is outside (0, 1): give the fraction of each linear to remove")
+    targeted = sum(w.numel() for w in target_weights(model).values())
+    if method.startswith("unstructured"):
+        return sparsity * targeted / total_params(model)
+    if method.startswith("2:4"):
+        if abs(sparsity - 0.5) > 1e-9:
+            raise BadInput(f"--sparsity {sparsity} is not reachable by {method}: 2:4 removes exactly 0.5 "
+                           "of each covered linear; use --sparsity 0.5 or an unstructured method")
+        return removable_count(model, Pattern("n:m")) / total_params(model)
+    raise BadInput(f"--sparsity applies to the unstructured and 2:4 methods, not {method!r}; use --ratio")

@@ -32,9 +32,11 @@ from typing import Any
 from data.cli import BadInput
 from data.units import parse_count
 
-OBJECTIVES = ("lm", "kd", "recon")
+OBJECTIVES = ("lm", "kd", "recon", "recon+lm", "recon+kd")
+"""``recon+lm`` / ``recon+kd``: local reconstruction right after pruning (engine.pruning.recon,
+``recon:`` options), then post-training with ``lm`` / ``kd``: the reconstructed start."""
 INITS = ("pruned", "random")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant")
 NO_PRUNING = "none"
 RUN_PREFIX = "run:"
@@ -102,8 +104,10 @@ class DeepSpeedConfig:
 
     zero_stage: int = 0
     """ZeRO stage 0-3."""
-    precision: str = "fp32"
-    """``fp32``, ``bf16`` (needs zero_stage >= 1: stage 0 accumulates bf16 gradients and drifts) or ``fp16``."""
+    precision: str = "auto"
+    """``auto`` (bf16 where the device computes it natively and zero_stage >= 1, else fp32:
+    ``engine.probe.resolve_precision``; the choice and its reason go into run.json), ``fp32``,
+    ``bf16`` (needs zero_stage >= 1: stage 0 accumulates bf16 gradients and drifts) or ``fp16``."""
     micro_batch: int = 8
     """Sequences per process per forward pass."""
     grad_accum: int = 1
@@ -153,10 +157,56 @@ class KDConfig:
 
 @dataclass
 class ReconConfig:
-    """Local reconstruction (objective ``recon``): each kept block matches its parent block."""
+    """Local reconstruction. Objective ``recon`` trains every kept block to match its parent
+    block for the whole token budget; ``recon+lm`` / ``recon+kd`` reconstruct once after
+    pruning (one submodel at a time, on ``calib_sequences``), then post-train."""
 
     calib_sequences: int = 64
-    """Size of the calibration set the blocks are fitted on (cycled until the token budget)."""
+    """Size of the calibration set the blocks are fitted on (``recon``: cycled until the token
+    budget; ``recon+*``: sequences of the train split at the shards' length)."""
+    granularity: str = "block"
+    """``recon+*``: ``layer``, ``block`` or ``blocks:K`` (engine.pruning.recon_args)."""
+    steps: int = 100
+    """``recon+*``: Adam steps per submodel."""
+    lr: float = 1e-4
+    """``recon+*``: Adam learning rate per submodel."""
+    batch_size: int = 8
+    """``recon+*``: calibration sequences per step."""
+
+    def __post_init__(self) -> None:
+        from engine.pruning.recon_args import ReconArgs  # torch-free
+
+        _check(self.calib_sequences >= 1, f"recon.calib_sequences={self.calib_sequences} must be >= 1")
+        ReconArgs(granularity=self.granularity, steps=self.steps, lr=self.lr, batch_size=self.batch_size)
+
+
+RECON_ADDED_DEFAULTS: dict[str, Any] = {"granularity": "block", "steps": 100, "lr": 1e-4, "batch_size": 8}
+"""ReconConfig fields added after run stores existed: at these values they stay out of the
+config hash, so earlier jobs keep their run ids."""
+
+
+@dataclass
+class StopConfig:
+    """Online budget (``engine.train.stop``): end the run once the refitted D* is reached."""
+
+    at: str | None = None
+    """``optimum``: stop at D* of the planner's recover criterion (close ``recover`` of the gap)."""
+    target_loss: float | None = None
+    """Stop once the predicted budget for this eval loss (nats) is reached."""
+    recover: float = 0.9
+    """Fraction of the recoverable gap (loss right after pruning minus the asymptote) for ``at: optimum``."""
+    min_fraction: float = 0.2
+    """Never stop before this fraction of ``tokens`` (the early curve is mostly warm-up)."""
+    card: str | None = None
+    """Optional P2 law card: its beta bootstrap is the prior of each refit (else pilot-only)."""
+
+    def __post_init__(self) -> None:
+        _check((self.at is None) != (self.target_loss is None),
+               "stop needs exactly one of at: optimum or target_loss: L")
+        _check(self.at in (None, "optimum"), f"stop.at={self.at!r} is not allowed; allowed: optimum")
+        _check(self.target_loss is None or self.target_loss > 0, f"stop.target_loss={self.target_loss} must be > 0")
+        _check(0 < self.recover < 1, f"stop.recover={self.recover} must be in (0, 1)")
+        _check(0 < self.min_fraction <= 1, f"stop.min_fraction={self.min_fraction} must be in (0, 1]")
 
 
 @dataclass
@@ -197,6 +247,8 @@ class JobConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     kd: KDConfig = field(default_factory=KDConfig)
     recon: ReconConfig = field(default_factory=ReconConfig)
+    stop: StopConfig | None = None
+    """Online budget: ``{at: optimum}`` or ``{target_loss: L}`` (see StopConfig); None trains to ``tokens``."""
 
     def __post_init__(self) -> None:
         self.tokens = _count(self.tokens, "tokens")
@@ -205,6 +257,8 @@ class JobConfig:
         pruning = self.method != NO_PRUNING
         _check(not pruning or 0 < self.ratio < 1, f"ratio={self.ratio} must be in (0, 1) for method {self.method!r}")
         _check(pruning or self.ratio == 0, f"ratio={self.ratio} needs a pruning method (method is 'none')")
+        _check(not (self.objective.startswith("recon+") and self.init == "random"),
+               f"objective={self.objective!r} reconstructs the pruned weights; init 'random' would discard them")
         _check(pruning or self.objective == "lm",
                f"objective={self.objective!r} needs a pruned model; with method 'none' use objective 'lm'")
         _check(self.calib_sequences >= 1, f"calib_sequences={self.calib_sequences} must be >= 1")
@@ -213,6 +267,10 @@ class JobConfig:
 
             allowed = (NO_PRUNING, *METHODS)
             _one_of("method", self.method, allowed)
+        if self.method == "targeted":  # torch-free: options and a preset parent's target, at plan time
+            from engine.pruning.targeted_shape import check_job
+
+            check_job(self.parent, self.prune_args)
         if not self.run_id:
             self.run_id = default_run_id(self)
 
@@ -237,6 +295,11 @@ def config_hash(job: JobConfig) -> str:
     payload = job.to_dict()
     for key in ("run_id", "runs_dir"):
         payload.pop(key)
+    if payload.get("stop") is None:  # jobs without an online budget keep their ids
+        payload.pop("stop", None)
+    for key, default in RECON_ADDED_DEFAULTS.items():  # likewise for the recon+* knobs
+        if payload["recon"].get(key) == default:
+            payload["recon"].pop(key)
     from data.models import MODELS  # torch-free table
 
     spec = MODELS.get(job.parent.lower())

@@ -7,6 +7,7 @@ Each objective is a callable ``loss(model, ids) -> scalar tensor`` built once pe
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -76,16 +77,20 @@ class BlockRecon:
 
     Hooks replace each student block's input by the parent's, so every block gets its own
     local gradient in a single forward pass: mathematically the same as fitting the blocks
-    one by one, at the cost of one pass.
+    one by one, at the cost of one pass. When width pruning shrank the hidden size, inputs and
+    targets are the parent's activations on the kept channels (``hidden``, the index map).
     """
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, mapping: list[int]) -> None:
-        if teacher.config.hidden_size != student.config.hidden_size:
-            raise BadInput(f"objective recon needs the parent's hidden size "
-                           f"({teacher.config.hidden_size}), the pruned model has {student.config.hidden_size}; "
-                           "use lm or kd for methods that shrink the hidden dimension")
+    def __init__(self, teacher: nn.Module, student: nn.Module, mapping: list[int],
+                 hidden: list[int] | None = None) -> None:
+        if teacher.config.hidden_size != student.config.hidden_size and (
+                hidden is None or len(hidden) != student.config.hidden_size):
+            raise BadInput(f"objective recon: hidden size {teacher.config.hidden_size} -> "
+                           f"{student.config.hidden_size} but the pruning report has no hidden_channels "
+                           "index map; use lm or kd")
         self.teacher = teacher.eval().requires_grad_(False)
         self.mapping = mapping
+        self.hidden = None if teacher.config.hidden_size == student.config.hidden_size else torch.tensor(hidden)
         self.inputs: dict[int, torch.Tensor] = {}
         self.targets: dict[int, torch.Tensor] = {}
         self.outputs: dict[int, torch.Tensor] = {}
@@ -98,13 +103,16 @@ class BlockRecon:
 
     def _save_input(self, j: int) -> Callable:
         def hook(_m: nn.Module, args: tuple, kwargs: dict) -> None:
-            self.inputs[j] = _hidden(args, kwargs).detach()
+            self.inputs[j] = self._kept(_hidden(args, kwargs).detach())
         return hook
 
     def _save_target(self, j: int) -> Callable:
         def hook(_m: nn.Module, _a: tuple, out: Any) -> None:
-            self.targets[j] = _output(out).detach()
+            self.targets[j] = self._kept(_output(out).detach())
         return hook
+
+    def _kept(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.hidden is None else x.index_select(-1, self.hidden.to(x.device))
 
     def _feed_parent_input(self, i: int) -> Callable:
         def hook(_m: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
@@ -138,11 +146,51 @@ class BlockRecon:
 
 def make_objective(job: JobConfig, teacher: nn.Module | None, student: nn.Module,
                    choices: dict[str, Any]) -> Objective:
-    """The loss callable of ``job.objective`` (``teacher`` is the unpruned parent for kd/recon)."""
-    if job.objective == "lm":
+    """The loss callable of ``job.objective`` (``teacher`` is the unpruned parent for kd/recon).
+
+    ``recon+lm`` / ``recon+kd`` train with ``lm`` / ``kd``: their reconstruction happened
+    before (:func:`reconstruct_start`).
+    """
+    if job.objective in ("lm", "recon+lm"):
         return lm_loss
     assert teacher is not None, "kd and recon need the parent as teacher"
-    if job.objective == "kd":
+    if job.objective in ("kd", "recon+kd"):
         return make_kd(teacher, job.kd)
     mapping = layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers, choices)
-    return BlockRecon(teacher, student, mapping)
+    return BlockRecon(teacher, student, mapping, choices.get("hidden_channels"))
+
+
+# -- reconstructed starts (objectives recon+lm, recon+kd) ---------------------------------------
+
+RECON_START = ("recon+lm", "recon+kd")
+"""Objectives that reconstruct the pruned model locally before post-training."""
+
+
+def recon_source(parent: nn.Module, teacher: nn.Module | None, folder: Path) -> Any:
+    """The parent's layers for a reconstructed start; call BEFORE pruning ``parent`` in place.
+
+    ``recon+kd`` keeps a teacher in memory anyway, so its layers are used as they are; for
+    ``recon+lm`` the layers go to a safetensors file in ``folder`` and are read back one at a
+    time, so the job never holds a second model.
+    """
+    from engine.pruning.recon import ModuleParent, ParentLayers
+
+    if teacher is not None:
+        return ModuleParent(teacher)
+    folder.mkdir(parents=True, exist_ok=True)
+    return ParentLayers.save(parent, folder / "parent.safetensors")
+
+
+def reconstruct_start(job: JobConfig, model: nn.Module, source: Any, calib: torch.Tensor,
+                      masks: dict[str, torch.Tensor], choices: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Reconstruct the pruned ``model`` in place with ``job.recon``'s options (resumable through
+    ``folder``, removed once done); returns the JSON-ready report for run.json."""
+    import shutil
+
+    from engine.pruning.recon import ReconArgs, reconstruct
+
+    r = job.recon
+    args = ReconArgs(granularity=r.granularity, steps=r.steps, lr=r.lr, batch_size=r.batch_size, seed=job.seed)
+    report = reconstruct(model, source, calib, choices, masks, args, state_dir=folder / "progress")
+    shutil.rmtree(folder, ignore_errors=True)
+    return report.to_dict()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import gc
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +29,21 @@ from torch import nn
 
 from data.cli import BadInput
 from data.models import MODELS
-from data.runs import RunStore
+from data.runs import CORRUPT, RunStore
 from engine.train import checkpoint
+from engine.train import stop as online_stop
 from engine.train.config import NO_PRUNING, RUN_PREFIX, JobConfig, parent_label
 from engine.train.dsconfig import build_ds_config, optimizer_steps, tokens_per_step
 from engine.train.evaluate import evaluate
-from engine.train.objectives import Objective, make_objective
+from engine.train.objectives import RECON_START, Objective, make_objective, reconstruct_start, recon_source
 from engine.train.runtime import Dist, broadcast, mean_across_ranks
 from engine.train.schedule import eval_steps
 from engine.train.sources import TokenData, check_budget, check_parent, check_seq_len, open_shards, resolve_parent
+
+
+PRUNE_STAGE = "prune_stage"
+"""Run-dir folder of a trained pruning stage (``engine.pruning.TRAINED``): its checkpoints and
+finished model, so a killed job resumes the stage and a resumed job does not redo it."""
 
 
 class Diverged(Exception):
@@ -54,6 +61,8 @@ class Prepared:
     choices: dict[str, Any]
     parent_losses: dict[str, float]
     """The unpruned parent's per-domain eval losses (dynamic loading's references)."""
+    recon: dict[str, Any] | None = None
+    """Objectives ``recon+*``: what the reconstruction after pruning did (engine.pruning.recon)."""
 
 
 @dataclass
@@ -67,6 +76,9 @@ class State:
     """eval_loss at step 0 (right after pruning): the divergence reference."""
     loss_sum: float = 0.0
     loss_count: int = 0
+    moved: bool = False
+    """An optimizer step with a non-zero learning rate has happened (DeepSpeed's warm-up
+    schedulers run the first step at lr 0: an eval there would repeat the step-0 loss)."""
     stream: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,7 +89,11 @@ def decide(job: JobConfig, dist: Dist) -> str:
     choice = None
     if dist.is_main:
         store = RunStore(job.runs_dir)
-        if store.status(job.run_id) == "done":
+        status = store.status(job.run_id)
+        if status == CORRUPT:  # torn run.json/curve: keep the pieces aside, run it again from scratch
+            store.quarantine(job.run_id)
+            checkpoint.remove(job.run_dir)
+        if status == "done":
             choice = "skip"
         elif store.exists(job.run_id) and checkpoint.has_checkpoint(job.run_dir):
             choice = "resume"
@@ -106,19 +122,29 @@ def _counts_meta(model: nn.Module) -> dict[str, Any]:
             "nonembed_before": counts.nonembed, "nonembed_after": count_nonzero_nonembed(model)}
 
 
-def prune(job: JobConfig, parent: nn.Module, data: TokenData) -> tuple[nn.Module, dict, dict, dict]:
-    """(pruned model, masks, count metadata, choices); ``method: none`` passes through."""
+def prune(job: JobConfig, parent: nn.Module, data: TokenData,
+          reference: dict[str, float] | None = None) -> tuple[nn.Module, dict, dict, dict]:
+    """(pruned model, masks, count metadata, choices); ``method: none`` passes through.
+
+    ``reference``: the parent's per-domain losses (dynamic loading of a trained method's stream).
+    """
     if job.method == NO_PRUNING:
         return parent, {}, _counts_meta(parent), {}
-    from engine.pruning import NEEDS_CALIB, get_method
+    from engine.pruning import NEEDS_CALIB, TRAINED, get_method
 
     calib = data.calibration(job.calib_sequences, job.seed) if job.method in NEEDS_CALIB else None
     if calib is not None:
         calib = calib.to(next(parent.parameters()).device)
     torch.manual_seed(job.seed)
-    report = get_method(job.method)(parent, job.ratio, calib, args=dict(job.prune_args) or None)
+    args = dict(job.prune_args)
+    if job.method in TRAINED:  # trains on the job's own mixture stream; its stage resumes from the run dir
+        args.update(stream_factory=lambda rows, seed: data.train_batches(rows, seed, reference),
+                    seq_len=data.seq_len, state_dir=str(job.run_dir / PRUNE_STAGE))
+    report = get_method(job.method)(parent, job.ratio, calib, args=args or None)
     meta = {k: getattr(report, k) for k in ("ratio_target", "ratio", "params_before", "params_after",
                                             "nonembed_before", "nonembed_after")}
+    # Tokens a trained pruning stage consumed: the curve's token axis starts there (true cost).
+    meta["prune_tokens"] = int(report.choices.get("prune_tokens", 0))
     return report.model if report.model is not None else parent, dict(report.masks or {}), meta, report.choices
 
 
@@ -163,12 +189,20 @@ def prepare(job: JobConfig, data: TokenData, dist: Dist, fresh: bool) -> Prepare
         record = store.read(job.run_id)
         meta["loss_before"] = record.get("meta", {}).get("loss_before")
         parent_losses = record.get("loss_before_domains", {})
-    teacher = copy.deepcopy(parent) if job.objective in ("kd", "recon") else None
-    model, masks, counts, choices = prune(job, parent, data)
+    teacher = copy.deepcopy(parent) if job.objective in ("kd", "recon", "recon+kd") else None
+    # A reconstructed start needs the parent's layers after pruning: taken now (on resume the
+    # checkpoint already holds the reconstructed weights, so nothing is redone).
+    folder = job.run_dir / f"recon-start.rank{dist.rank}"
+    source = recon_source(parent, teacher, folder) if fresh and job.objective in RECON_START else None
+    model, masks, counts, choices = prune(job, parent, data, parent_losses)
     meta.update(counts)
     if job.init == "random":
         model = reinit(model, job.seed + 1, masks)
-    return Prepared(model, teacher, masks, meta, choices, parent_losses)
+    recon = None
+    if source is not None:
+        calib = data.calibration(job.recon.calib_sequences, job.seed).to(dist.device)
+        recon = reconstruct_start(job, model, source, calib, masks, choices, folder)
+    return Prepared(model, teacher, masks, meta, choices, parent_losses, recon)
 
 
 def _evaluate(model: nn.Module, job: JobConfig, data: TokenData, dist: Dist, shard: bool = True) -> dict[str, float]:
@@ -259,6 +293,7 @@ def train(engine: Any, job: JobConfig, data: TokenData, objective: Objective, ma
     engine.train()
     while state.step < total:
         t0 = time.perf_counter()
+        state.moved = state.moved or float(engine.get_lr()[0]) > 0.0  # the lr this step uses
         loss = _train_step(engine, stream, objective, job, dist)
         apply_masks(engine, masks, job.deepspeed.zero_stage)
         state.step += 1
@@ -273,14 +308,32 @@ def train(engine: Any, job: JobConfig, data: TokenData, objective: Objective, ma
             stream.update_domain_losses({d: losses[f"eval_loss.{d}"] for d in data.domains})
         if state.step not in at:
             continue
+        if not state.moved and state.step < total:
+            at.add(state.step + 1)  # no fake flat point: evaluate once the weights have moved
+            continue
         row = _eval_row(engine, job, data, state, dist)
         if dist.is_main:
             store.append_curve(job.run_id, [row])  # the row first, then its checkpoint
         _check_divergence(row, state, job.eval.divergence_factor)
+        if job.stop is not None and broadcast(online_stop.should_stop(job, store, state.step, state.tokens,
+                                                                      dist.is_main), dist):
+            break  # the online budget is reached: the run ends done, at this row
         if job.checkpoint and state.step < total:
             state.stream = stream.state_dict()
             checkpoint.save(engine, job.run_dir, state.step, {"state": vars(state)}, dist.is_main)
     return state
+
+
+def with_resolved_precision(job: JobConfig, dist: Dist) -> JobConfig:
+    """The job with ``precision: auto`` replaced by what this device trains in (printed)."""
+    import dataclasses
+
+    from engine.probe import resolve_precision
+
+    precision, why = resolve_precision(job.deepspeed.precision, dist.device.type, job.deepspeed.zero_stage)
+    if dist.is_main:
+        print(f"[engine.train] {job.run_id}: precision {why}", flush=True)
+    return dataclasses.replace(job, deepspeed=dataclasses.replace(job.deepspeed, precision=precision))
 
 
 # -- one job -----------------------------------------------------------------------------------
@@ -292,10 +345,10 @@ def _start_fresh(engine: Any, job: JobConfig, data: TokenData, prep: Prepared, d
     if dist.is_main:
         store.write(job.run_id, {"status": "running", "reason": None, "meta": {"run_id": job.run_id, **prep.meta},
                                  "config": job.to_dict(), "deepspeed_json": ds_json,
-                                 "pruning": {"choices": prep.choices}, "world_size": dist.world,
+                                 "pruning": {"choices": prep.choices, **({"recon": prep.recon} if prep.recon else {})}, "world_size": dist.world,
                                  "loss_before_domains": prep.parent_losses})
         store.truncate_curve(job.run_id, -1)  # a stale curve of an earlier attempt goes
-    state = State()
+    state = State(tokens=int(prep.meta.get("prune_tokens", 0)))
     row = _eval_row(engine, job, data, state, dist)
     state.start_loss = row["eval_loss"]
     if dist.is_main:
@@ -338,6 +391,7 @@ def run_job(job: JobConfig, dist: Dist, data: TokenData | None = None) -> str:
     data = data if data is not None else open_shards(job.data)
     check_seq_len(job, data.seq_len)
     check_budget(job, dist.world, data.seq_len)
+    job = with_resolved_precision(job, dist)
     prep = prepare(job, data, dist, fresh=mode == "fresh")
     engine, ds_json = build_engine(job, prep.model, dist, data.seq_len)
     objective = make_objective(job, prep.teacher, engine.module, prep.choices)
@@ -354,6 +408,7 @@ def run_job(job: JobConfig, dist: Dist, data: TokenData | None = None) -> str:
         if dist.is_main:
             store.update(job.run_id, status="done", reason=None)
             checkpoint.remove(job.run_dir)
+            shutil.rmtree(job.run_dir / PRUNE_STAGE, ignore_errors=True)  # a trained pruning stage's resume point
         return "done"
     except Diverged as exc:
         if dist.is_main:

@@ -15,6 +15,26 @@ class Parser(argparse.ArgumentParser):
         raise BadInput(message)
 
 
+def input_parser(prog: str, doc: str, epilog: str, law_help: str) -> Parser:
+    """A subcommand parser with what every fitting command reads: the input, the law, the
+    method, and how to fit (weighting, Huber delta, residual space)."""
+    p = Parser(prog=prog, description=doc.splitlines()[0], epilog=epilog,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", help="run-store directory or .csv/.parquet table")
+    p.add_argument("--law", required=True, help=f"{law_help}: {', '.join(law_names())}")
+    p.add_argument("--method", help="pruning method (required if the store mixes methods)")
+    p.add_argument("--family", help="model family of a run store to fit (llama3, qwen2.5, ...)")
+    p.add_argument("--allow-unordered", action="store_true",
+                   help="fit parents whose pretrained loss does not fall with size (a warning, not a refusal)")
+    p.add_argument("--weighting", choices=("point", "run"), default="point",
+                   help="'run' gives each run the same total weight (default point)")
+    p.add_argument("--huber-delta", type=float, default=1e-3,
+                   help="Huber threshold on the residual (default 1e-3)")
+    p.add_argument("--space", choices=("log", "linear"), default="log",
+                   help="residuals in log loss (default) or in the loss itself")
+    return p
+
+
 def law_names() -> list[str]:
     from fitting.laws import LAWS
 

@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from data.cli import BadInput
 from planner.cards import CARDS_ENV, cards_dir, scan
 from planner.cli.common import new_parser, print_json
 
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     directory = args.dir or cards_dir()
+    if args.dir is not None and not args.dir.is_dir():
+        raise BadInput(f"--dir {str(args.dir)!r} is not a directory; pass the folder holding the *.json cards")
     entries = []
     for path, card, problem in scan(directory):
         entry = {"file": path.name, "ok": card is not None, "problem": problem or None}

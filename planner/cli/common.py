@@ -55,8 +55,9 @@ def add_parent_options(parser: argparse.ArgumentParser) -> None:
                         help="P2 law card from 'fitting fit'; default: the bundled card for the "
                              "family and method (see 'planner cards')")
     parser.add_argument("--loss-before", type=float, metavar="L0",
-                        help="the parent's eval loss in nats; default: from the card's fitted "
-                             "parents (stated in the output)")
+                        help="the parent's eval loss in nats (same eval data); default: a pilot's own, "
+                             "else unknown and losses are shown as dL above L0 (never taken from "
+                             "another family's or scale's parents)")
 
 
 def add_cost_options(parser: argparse.ArgumentParser) -> None:

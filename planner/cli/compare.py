@@ -1,7 +1,10 @@
 """``planner compare``: predicted loss per pruning ratio at equal tokens and at equal compute.
 
 Equal compute uses the parent as reference: ``C = 6 * N0 * tokens``; ratio rho gets
-``tokens / (1 - rho)`` tokens (see ``planner.compare``). With a Chinchilla card for the family
+``tokens / (1 - rho)`` tokens for depth/width, but the same ``tokens`` for 2:4/unstructured,
+which train on dense kernels, unless ``--sparse-kernel`` (see ``planner.compare``). The
+from-scratch settings are named in the output: equal post-training tokens, and (with
+``--parent-tokens``) the whole pipeline's tokens. With a Chinchilla card for the family
 (``--scratch-law`` or bundled), each row also says whether pruning or training a model of the
 same size from scratch wins at that budget.
 
@@ -10,14 +13,17 @@ same size from scratch wins at that budget.
     command         "compare"
     schema_version  1
     query           {params_before, model, family, method, tokens, ratios: [float]}
+    scratch_settings [str]  the token-matched from-scratch settings used, by name
     card            {path, law, ..., selected_because}     the P2 card (as in recommend)
     scratch_card    {path, law: "chinchilla", ...} or null
     scratch_reason  str     why that card (or why none)
-    assumptions     {loss_before, loss_before_source, parent}
-    equal_compute   {flops, reference}
+    assumptions     {loss_before (null: unknown, losses are dL), loss_before_source, loss_scale,
+                     parent, parent_tokens}
+    equal_compute   {flops, kernel: dense|sparse, reference}
     rows            [{ratio, params_after,
                       equal_tokens:  {tokens, loss: Estimate, scratch_loss: Estimate|null,
-                                      winner: "pruning"|"scratch"|"uncertain"|null},
+                                      winner: "pruning"|"scratch"|"uncertain"|null,
+                                      scratch_pipeline_loss: Estimate|null, pipeline_winner},
                       equal_compute: {same keys}}]
     warnings        [str]
 """
@@ -30,7 +36,7 @@ from data.cli import BadInput
 from data.units import format_count
 from planner.cards import Card, load_card, select_card
 from planner.cli.common import add_parent_options, check_loss_before, new_parser, p2_card, print_json
-from planner.compare import Arm, Comparison, compare
+from planner.compare import Arm, Comparison, compare, kernel_rule, scratch_settings
 from planner.query import Parent, parse_method, parse_parent, parse_ratios, parse_tokens
 
 EPILOG = """\
@@ -38,6 +44,7 @@ examples:
   planner compare --params llama-3.1-8b --ratios 0.25,0.5,0.75 --tokens 10B
   planner compare --params 1.5B --family qwen2.5 --method width --ratios 0.3,0.5 --tokens 2B --loss-before 2.4
   planner compare --params 8B --ratios 0.5 --tokens 50B --law p2.json --scratch-law chinchilla.json --json
+  planner compare --params llama-3.1-8b --method 2:4 --ratios 0.5 --tokens 13B --loss-before 1.9 --parent-tokens 15T
 """
 
 
@@ -51,6 +58,11 @@ def build_parser():
     parser.add_argument("--scratch-law", metavar="CARD.json",
                         help="Chinchilla card for training from scratch; default: the bundled one "
                              "for the family, if any")
+    parser.add_argument("--sparse-kernel", action="store_true",
+                        help="2:4/unstructured training runs sparse kernels (default: dense, 6 * N0 per token)")
+    parser.add_argument("--parent-tokens", metavar="TOKENS",
+                        help="the parent's pretraining tokens (15T for Llama-3.1): adds the from-scratch setting "
+                             "given the whole pipeline's tokens")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
     return parser
 
@@ -76,8 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokens, loss_before = parse_tokens(args.tokens), check_loss_before(args.loss_before)
     selection = p2_card(args.law, parent.family, method, parent.params_before)
     scratch, why = scratch_card(args.scratch_law, parent)
+    parent_tokens = None if args.parent_tokens is None else parse_tokens(args.parent_tokens, "--parent-tokens")
     result = compare(parent, method, ratios, tokens, selection.card, selection.reason,
-                     scratch=scratch, scratch_reason=why, loss_before=loss_before)
+                     scratch=scratch, scratch_reason=why, loss_before=loss_before,
+                     sparse_kernel=args.sparse_kernel, parent_tokens=parent_tokens)
     if args.json:
         print_json(result.to_dict())
     else:
@@ -85,20 +99,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _est(e) -> str:
-    return f"{e.value:.4f}" + (f" [{e.low:.4f}, {e.high:.4f}]" if e.low is not None else "")
+def _est(e, sign: str = "") -> str:
+    return f"{e.value:{sign}.4f}" + (f" [{e.low:{sign}.4f}, {e.high:{sign}.4f}]" if e.low is not None else "")
 
 
 def _table(c: Comparison, rule: str) -> list[str]:
     """One block per budget rule: ratio, N, D, pruned loss, scratch loss, winner."""
     scratch = c.scratch is not None
-    head = f"  {'ratio':>5}  {'N':>7}  {'tokens':>7}  {'pruned + post-trained':<26}"
-    lines = [head + (f"  {'from scratch, same N':<26}  winner" if scratch else "")]
+    sign = "+" if c.relative else ""
+    pruned = "pruned, dL above L0" if c.relative else "pruned + post-trained"
+    head = f"  {'ratio':>5}  {'N':>7}  {'tokens':>7}  {pruned:<26}"
+    pipe = c.parent_tokens is not None and scratch
+    lines = [head + (f"  {'scratch, equal post-train D':<28}  winner" if scratch else "")
+             + (f"  {'scratch, whole pipeline D':<26}  winner" if pipe else "")]
     for r in c.rows:
         a: Arm = getattr(r, rule)
-        line = f"  {r.ratio:>5g}  {format_count(r.params_after):>7}  {format_count(a.tokens):>7}  {_est(a.loss):<26}"
+        line = (f"  {r.ratio:>5g}  {format_count(r.params_after):>7}  {format_count(a.tokens):>7}  "
+                f"{_est(a.loss, sign):<26}")
         if a.scratch_loss is not None:
-            line += f"  {_est(a.scratch_loss):<26}  {a.winner}"
+            line += f"  {_est(a.scratch_loss):<28}  {a.winner or '-'}"
+        if a.pipeline_loss is not None:
+            line += f"  {_est(a.pipeline_loss):<26}  {a.pipeline_winner or '-'}"
         lines.append(line)
     return lines
 
@@ -111,17 +132,19 @@ def render(c: Comparison) -> str:
         f"card       {card['path']} ({card['family'] or 'any family'}/{card['method'] or 'any method'}; "
         f"{c.card_reason})",
         f"scratch    {c.scratch.path if c.scratch is not None else '-'} ({c.scratch_reason})",
-        f"L0         {c.loss_before:.4f} nats ({c.loss_before_source})",
+        f"L0         {'unknown' if c.relative else f'{c.loss_before:.4f} nats'} ({c.loss_before_source})",
         "",
         f"equal tokens: {format_count(c.tokens)} post-training tokens for every ratio",
         *_table(c, "equal_tokens"),
         "",
         f"equal compute: 6 * N0 * tokens = {c.compute_flops:.3g} FLOPs (the parent on {format_count(c.tokens)} "
-        "tokens); ratio rho gets tokens / (1 - rho)",
+        f"tokens); {kernel_rule(c.method, c.kernel)}",
         *_table(c, "equal_compute"),
     ]
     if c.scratch is not None:
-        lines += ["", "winner: the lower predicted loss when the 95% intervals do not overlap, else "
-                  "'uncertain'; the parent's pretraining counts as already paid"]
+        lines += ["", "from-scratch settings: " + "; ".join(scratch_settings(c.parent_tokens)),
+                  "winner: the lower predicted loss when the 95% intervals do not overlap, else "
+                  "'uncertain' ('-': L0 unknown); in 'equal post-train D' the parent's pretraining counts as "
+                  "already paid"]
     lines += [f"warning: {w}" for w in c.warnings]
     return "\n".join(lines)

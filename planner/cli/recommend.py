@@ -1,22 +1,31 @@
 """``planner recommend``: how many post-training tokens a pruned model needs, and what it costs.
 
---json schema (one document on stdout; ``schema_version`` 1). Numbers are floats in SI units
-(tokens, FLOPs, USD); an Estimate is ``{"value": x, "low": lo|null, "high": hi|null}`` with
-the card's bootstrap percentile interval (null without bootstrap samples)::
+The first line of the text answer is the verdict (in range / extrapolating Nx beyond the card
+/ pilot-calibrated). --json schema (one document on stdout; ``schema_version`` 2). Numbers are
+floats in SI units (tokens, FLOPs, USD); an Estimate is ``{"value": x, "low": lo|null, "high":
+hi|null}`` with a percentile interval (card: bootstrap samples; pilot: posterior samples)::
 
     command        "recommend"
-    schema_version 1
+    schema_version 2
+    verdict        str     the first line of the text answer
+    mode           "card" | "pilot" | "pilot+card"
     query          {params_before, model (name or null), family, method, ratio, params_after}
     card           {path, law, version, family, method, source, content_hash, created, n_runs,
-                    n_points, n_bootstrap, not_identified: [names], selected_because}
-    assumptions    {loss_before, loss_before_source, parent}
-    criterion      {kind: slope|target_loss|recover, value, description}
+                    n_points, n_bootstrap, not_identified: [names], selected_because} or null
+    pilot          {path, points, max_tokens, loss_start, last_loss, fit: {a, k, beta, samples}} or null
+    assumptions    {loss_before (null: unknown), loss_before_source, loss_scale, parent,
+                    recover_reference}
+    criterion      {kind: recover|slope|target_loss, value, description}
     tokens         Estimate    the recommended budget D*
-    loss           Estimate    predicted eval loss at D*
+    loss           Estimate    predicted eval loss at D* (dL above L0 when loss_before is null)
     asymptote      Estimate    predicted loss as D -> infinity (no budget beats it)
+    card_only      {tokens: Estimate|null, loss_at_pilot_dstar, extrapolation_factor,
+                    tokens_ratio, moved: str} or null   (pilot+card: what the card alone says)
     budgets        [{multiple: 0.1|0.3|1|3, tokens, loss: Estimate, gpu_hours, cost_usd}]
     compute        {flops, flops_formula, gpu, peak_flops, mfu, gpu_hours,
                     price_per_gpu_hour, cost_usd}     at D*
+    practice       [{parent, params, target, ratio, method, tokens, tokens_low, tokens_high,
+                     source, citation, law_over_practice}]   nearest published recipes
     warnings       [str]   extrapolation outside the card's fitted range (and how far), etc.
     notes          [str]   caveats that always hold for this query
 """
@@ -25,38 +34,51 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from data.cli import BadInput
 from data.units import format_count
 from planner.cli.common import (add_cost_options, add_parent_options, check_loss_before, new_parser,
                                 p2_card, print_json)
 from planner.hardware import get_gpu
 from planner.query import METHODS, parse_method, parse_parent, parse_ratio
-from planner.recommend import DEFAULT_SLOPE, Criterion, Estimate, Recommendation, recommend
+from planner.recommend import DEFAULT_RECOVER, Criterion, Estimate, Recommendation, recommend
 
 EPILOG = f"""\
-criteria (one of; default --slope {DEFAULT_SLOPE:g}):
-  --slope S        D* where one more billion tokens improves the predicted loss by < S nats.
-                   The default {DEFAULT_SLOPE:g}: past D*, 10B more tokens buy < 0.01 nats, about the
-                   seed-to-seed spread of a held-out eval loss, i.e. no longer measurable.
-  --target-loss L  the smallest budget whose predicted loss is <= L (refused below the asymptote)
-  --recover F      close a fraction F of the gap between the loss right after pruning (predicted
-                   at the card's smallest fitted budget; P2 diverges at D=0) and the parent's L0
+criteria (one of; default --recover {DEFAULT_RECOVER:g}):
+  --recover F      close a fraction F of the recoverable gap: from the loss right after pruning
+                   (a pilot's measured tokens=0 loss; else the law at a reference budget) down to
+                   the law's asymptote. Scale-free: the same F means the same on any model.
+  --slope S        D* where the next 1e9 tokens lower the predicted eval loss by S nats
+                   (absolute nats per extra 1B tokens; independent of L0)
+  --target-loss L  the smallest budget whose predicted eval loss is <= L nats (needs
+                   --loss-before or a pilot; refused at or below the asymptote)
+
+pilot (--pilot PATH): an engine run directory, a run store holding one matching run, or a
+CSV/parquet curve with columns tokens, loss [, loss_before, params_before, ratio]; the first
+5-30 % of the planned run, same learning-rate schedule. With a card its beta is the prior
+(pilot+card); with --no-card or no card, a pilot-only power law.
 
 examples:
   planner recommend --params llama-3.1-8b --ratio 0.5 --method depth
   planner recommend --params 1.5B --family qwen2.5 --ratio 0.3 --method width --target-loss 2.6 --loss-before 2.4
-  planner recommend --params 8B --ratio 0.5 --law card.json --recover 0.9 --gpu a100 --price 1.2 --json
+  planner recommend --params 8B --ratio 0.5 --law card.json --recover 0.8 --gpu a100 --price 1.2 --json
+  planner recommend --params 8B --ratio 0.5 --pilot pilot.csv
 """
 
 
 def build_parser():
     parser = new_parser("planner recommend", "Post-training token budget, predicted loss and cost "
-                        "for one pruned model, from a P2 law card.", EPILOG)
+                        "for one pruned model, from a P2 law card and/or a pilot run.", EPILOG)
     add_parent_options(parser)
     parser.add_argument("--ratio", required=True, help="fraction of parameters removed, in (0, 1)")
     crit = parser.add_mutually_exclusive_group()
-    crit.add_argument("--slope", type=float, metavar="S", help="nats per 1B tokens (see below)")
+    crit.add_argument("--recover", type=float, metavar="F",
+                      help=f"fraction of the recoverable gap to close, in (0, 1); default {DEFAULT_RECOVER:g}")
+    crit.add_argument("--slope", type=float, metavar="S", help="nats per extra 1e9 tokens (see below)")
     crit.add_argument("--target-loss", type=float, metavar="L", help="target eval loss in nats")
-    crit.add_argument("--recover", type=float, metavar="F", help="fraction of the pruning gap, in (0, 1)")
+    parser.add_argument("--pilot", metavar="RUN|STORE|CURVE", help="calibrate on a pilot curve (see below)")
+    parser.add_argument("--no-card", action="store_true", help="with --pilot: ignore every card (pilot-only)")
+    parser.add_argument("--sparse-kernel", action="store_true",
+                        help="training runs sparse kernels: count 6 * N * D for 2:4/unstructured, not 6 * N0 * D")
     add_cost_options(parser)
     return parser
 
@@ -64,9 +86,9 @@ def build_parser():
 def _criterion(args) -> Criterion:
     if args.target_loss is not None:
         return Criterion("target_loss", args.target_loss)
-    if args.recover is not None:
-        return Criterion("recover", args.recover)
-    return Criterion("slope", DEFAULT_SLOPE if args.slope is None else args.slope)
+    if args.slope is not None:
+        return Criterion("slope", args.slope)
+    return Criterion("recover", DEFAULT_RECOVER if args.recover is None else args.recover)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,16 +97,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     method, ratio = parse_method(args.method), parse_ratio(args.ratio)
     criterion, gpu = _criterion(args), get_gpu(args.gpu)
     loss_before = check_loss_before(args.loss_before)
-    selection = p2_card(args.law, parent.family, method, parent.params_before)
-    if args.method is None and args.law and selection.card.method in METHODS:
-        method = selection.card.method  # a card given with --law answers for its own method
-    result = recommend(parent, method, ratio, selection.card, selection.reason, criterion=criterion,
-                       gpu=gpu, mfu=args.mfu, price=args.price, loss_before=loss_before)
+    if args.no_card and args.pilot is None:
+        raise BadInput("--no-card needs --pilot (without both there is nothing to fit)")
+    pilot = None
+    if args.pilot is not None:
+        from planner.pilot import check_consistent, read_pilot
+
+        pilot = read_pilot(args.pilot, ratio=ratio, method=method)
+        check_consistent(pilot, float(parent.params_before), ratio)
+    card, reason = _card(args, parent, method, pilot)
+    if args.method is None and args.law and card is not None and card.method in METHODS:
+        method = card.method  # a card given with --law answers for its own method
+    result = recommend(parent, method, ratio, card, reason, criterion=criterion, gpu=gpu, mfu=args.mfu,
+                       price=args.price, loss_before=loss_before, pilot=pilot, sparse_kernel=args.sparse_kernel)
     if args.json:
         print_json(result.to_dict())
     else:
         print(render(result))
     return 0
+
+
+def _card(args, parent, method, pilot):
+    """The card (or None for pilot-only) and why; a pilot without a bundled card runs alone."""
+    if args.no_card:
+        return None, "--no-card"
+    try:
+        selection = p2_card(args.law, parent.family, method, parent.params_before)
+    except BadInput:
+        if pilot is None or args.law is not None:
+            raise
+        return None, "no card found: pilot-only"
+    return selection.card, selection.reason
 
 
 def _est(e: Estimate, fmt) -> str:
@@ -93,40 +136,62 @@ def _est(e: Estimate, fmt) -> str:
     return f"{fmt(e.value)} [{fmt(e.low)}, {fmt(e.high)}]"
 
 
-def _loss(x: float) -> str:
-    return f"{x:.4f}"
-
-
 def _amount(x: float) -> str:
     """Readable at every scale: 12,345 / 12.3 / 0.012."""
     return f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2g}"
 
 
+def _header(r: Recommendation) -> list[str]:
+    lines = [r.verdict,
+             f"parent     {r.parent.describe()}, family {r.parent.family}",
+             f"pruning    {r.method} at ratio {r.ratio:g} -> N = {format_count(r.params_after)} params"]
+    if r.card is not None:
+        card = r.card.provenance()
+        lines += [f"card       {card['path']} ({card['law']}, {card['family'] or 'any family'}/"
+                  f"{card['method'] or 'any method'}, {card['n_runs']} runs, {card['n_bootstrap']} bootstrap "
+                  f"samples; created {card['created']})",
+                  f"           chosen: {r.card_reason}; data: {card['source']} [{card['content_hash']}]"]
+    else:
+        lines.append(f"card       none ({r.card_reason})")
+    if r.pilot is not None:
+        p = r.pilot
+        lines.append(f"pilot      {p['path']}: {p['points']} points up to {format_count(p['max_tokens'])} tokens, "
+                     f"fitted beta {p['fit']['beta']:.3g} (mode {r.mode})")
+    l0 = "unknown" if r.loss_before is None else f"{r.loss_before:.4f} nats"
+    lines += [f"L0         {l0} ({r.loss_before_source})", f"criterion  {r.criterion.describe()}"]
+    if r.reference:
+        lines.append(f"           gap starts at {r.reference}")
+    return lines
+
+
 def render(r: Recommendation) -> str:
-    """The human-readable answer."""
-    c, card = r.compute, r.card.provenance()
-    ci = r.card.card.ci if isinstance(r.card.card.ci, dict) else {}
-    level = (f"{ci.get('level', 0.95):.0%} bootstrap interval" if card["n_bootstrap"]
-             else "no bootstrap samples in the card: no intervals")
-    lines = [
-        f"parent     {r.parent.describe()}, family {r.parent.family}",
-        f"pruning    {r.method} at ratio {r.ratio:g} -> N = {format_count(r.params_after)} params",
-        f"card       {card['path']} ({card['law']}, {card['family'] or 'any family'}/{card['method'] or 'any method'}, "
-        f"{card['n_runs']} runs, {card['n_bootstrap']} bootstrap samples; created {card['created']})",
-        f"           chosen: {r.card_reason}; data: {card['source']} [{card['content_hash']}]",
-        f"L0         {r.loss_before:.4f} nats ({r.loss_before_source})",
-        f"criterion  {r.criterion.describe()}",
+    """The human-readable answer; its first line is the verdict."""
+    c = r.compute
+    kind = "bootstrap" if r.mode == "card" else "posterior"
+    level = "95% " + kind + " interval" if r.tokens.low is not None else "no samples: no intervals"
+
+    def loss(x: float) -> str:
+        return f"+{x:.4f}" if r.relative else f"{x:.4f}"
+    scale = " dL above L0" if r.relative else ""
+    lines = _header(r) + [
         "",
         f"tokens D*  {_est(r.tokens, format_count)}   ({level})",
-        f"loss @ D*  {_est(r.loss, _loss)}   (asymptote {_est(r.asymptote, _loss)})",
-        f"compute    {c.flops:.3g} FLOPs (6 N D) = {_amount(c.gpu_hours)} {c.gpu.upper()} GPU-hours at MFU "
+        f"loss @ D*  {_est(r.loss, loss)}{scale}   (asymptote {_est(r.asymptote, loss)})",
+        f"compute    {c.flops:.3g} FLOPs ({c.formula}) = {_amount(c.gpu_hours)} {c.gpu.upper()} GPU-hours at MFU "
         f"{c.mfu:g} = ${_amount(c.cost_usd)} at ${c.price_per_gpu_hour:.2f}/GPU-h",
-        "",
-        f"  {'budget':>8}  {'tokens':>8}  {'predicted loss':<28}  {'GPU-hours':>10}  {'cost':>10}",
     ]
+    if r.card_only is not None:
+        lines.append(f"card only  {r.card_only['moved']}")
+    lines += ["", f"  {'budget':>8}  {'tokens':>8}  {'predicted loss' + scale:<28}  {'GPU-hours':>10}  {'cost':>10}"]
     for b in r.budgets:
-        lines.append(f"  {b.multiple:>7g}x  {format_count(b.tokens):>8}  {_est(b.loss, _loss):<28}  "
+        lines.append(f"  {b.multiple:>7g}x  {format_count(b.tokens):>8}  {_est(b.loss, loss):<28}  "
                      f"{_amount(b.compute.gpu_hours):>10}  {'$' + _amount(b.compute.cost_usd):>10}")
+    if r.practice:
+        lines += ["", "published practice (nearest; D* / their tokens):"]
+        for p in r.practice:
+            lines.append(f"  {p['parent']} -> {p['target']} ({p['method']}, ratio {p['ratio']:.2g}): "
+                         f"{format_count(p['tokens'])} tokens; law D* is {p['law_over_practice']:.3g}x  "
+                         f"[{p['source']}]")
     lines += [f"warning: {w}" for w in r.warnings]
     lines += [f"note: {n}" for n in r.notes]
     return "\n".join(lines)

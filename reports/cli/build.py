@@ -13,8 +13,8 @@ EPILOG = """examples:
       curves only (no law card): the title page says so
   reports build runs/ --law cards/p2_depth.json --law cards/p2_width.json --out report.pdf
       one set of law pages (parameters, residuals, held-out, D*) per card
-  reports build runs/ --law card.json --no-heldout --panels 6 --out quick.pdf
-      skip the held-out refits, six panels per page
+  reports build runs/ --law card.json --no-heldout --panels 6 --out quick.pdf --force
+      skip the held-out refits, six panels per page; replace an existing quick.pdf
 
 Pages: title (version, commit, runs, card hashes, criterion); loss vs tokens per parent, method
 and init with the fitted law and its bootstrap band; loss after pruning and after post-training
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--law", action="append", default=[], metavar="CARD.json",
                    help="law card written by 'fitting fit' (repeatable); none: curves only")
     p.add_argument("--out", required=True, help="PDF file to write (must end in .pdf)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--status", action="append", default=None, metavar="S",
                    help="statuses of the runs to draw (repeatable; default done and running)")
     p.add_argument("--panels", type=int, default=4, help="panels per page: 1, 2, 4 or 6 (default 4)")
@@ -50,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     config = ReportConfig(runs=Path(args.runs), out=Path(args.out), cards=tuple(map(Path, args.law)),
                           statuses=tuple(args.status or ("done", "running")),
-                          panels_per_page=args.panels, heldout=not args.no_heldout)
+                          panels_per_page=args.panels, heldout=not args.no_heldout, force=args.force)
     summary = build_report(config)
     print(f"wrote {summary.out} ({len(summary.pages)} pages, {summary.seconds:.1f} s)")
     for note in summary.notes:

@@ -1,0 +1,103 @@
+"""Peak memory of local reconstruction (engine.pruning.recon) against its budget.
+
+Goal (issue 16): peak <= 1.3 x weights + one submodel's calibration activations, i.e. the
+full model never has two copies. Each measurement runs in a fresh subprocess so that
+``ru_maxrss`` is its own:
+
+- ``load``: import torch, load the model (the runtime plus the weights);
+- ``recon``: the same, then unstructured magnitude pruning and reconstruction at each
+  granularity, the parent read one layer at a time from safetensors.
+
+The budget subtracts the runtime (``load`` minus the weights) from the peak, and counts the
+activations the driver must hold: the pruned path's and the parent's hidden states for every
+calibration sequence, ``2 x n x seq_len x hidden`` floats.
+
+    .venv/bin/python benchmarks/recon_memory.py --model work/smollm2-135m --n 32 --seq-len 256
+    .venv/bin/python benchmarks/recon_memory.py --model tiny-llama-m --n 8 --seq-len 64 --steps 2   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def child(model_path: str, mode: str, n: int, seq_len: int, steps: int, folder: str) -> dict:
+    import torch
+
+    from engine.models import load_model
+
+    model = load_model(model_path)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    out = {"mode": mode, "weights": weights, "hidden": model.config.hidden_size,
+           "bytes": next(model.parameters()).element_size()}
+    if mode != "load":
+        from engine.pruning import get_method
+        from engine.pruning.recon import ParentLayers, reconstruct
+        from engine.pruning.sparse_common import ratio_for_sparsity
+
+        if Path(model_path).is_dir():
+            parent = ParentLayers.from_dir(Path(model_path), model)
+        else:
+            parent = ParentLayers.save(model, Path(folder) / "parent.safetensors")
+        calib = torch.randint(0, model.config.vocab_size, (n, seq_len), generator=torch.Generator().manual_seed(0))
+        report = get_method("unstructured-magnitude")(model, ratio_for_sparsity(model, "unstructured-magnitude", 0.5),
+                                                      None)
+        done = reconstruct(model, parent, calib, report.choices, report.masks,
+                           {"granularity": mode, "steps": steps, "batch_size": min(8, n)})
+        out["seconds"] = done.seconds
+    out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    return out
+
+
+def measure(model: str, mode: str, n: int, seq_len: int, steps: int, folder: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--model", model, "--n", str(n), "--seq-len", str(seq_len),
+           "--steps", str(steps), "--folder", folder]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PRUNELAW_BENCH": "1"})
+    if proc.returncode != 0:
+        return {"mode": mode, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="work/smollm2-135m", help="HF dir or preset")
+    p.add_argument("--granularities", default="layer,block,blocks:4")
+    p.add_argument("--n", type=int, default=32, help="calibration sequences")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--steps", type=int, default=20, help="Adam steps per submodel (memory does not grow with it)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--folder", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        print(json.dumps(child(a.model, a.child, a.n, a.seq_len, a.steps, a.folder)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        load = measure(a.model, "load", a.n, a.seq_len, a.steps, tmp)
+        if "error" in load:
+            raise SystemExit(f"load failed: {load['error']}")
+        runtime = load["peak_rss"] - load["weights"]
+        acts = 2 * a.n * a.seq_len * load["hidden"] * load["bytes"]
+        budget = 1.3 * load["weights"] + acts
+        mib = 2 ** 20
+        print(f"model {a.model}: weights {load['weights'] / mib:.0f} MiB, runtime {runtime / mib:.0f} MiB, "
+              f"activations ({a.n}x{a.seq_len}, both paths) {acts / mib:.0f} MiB, budget {budget / mib:.0f} MiB")
+        print(f"{'granularity':<12} {'seconds':>8} {'peak MiB':>9} {'used MiB':>9} {'used/budget':>11}")
+        for mode in a.granularities.split(","):
+            r = measure(a.model, mode, a.n, a.seq_len, a.steps, tmp)
+            if "error" in r:
+                print(f"{mode:<12} error: {r['error']}")
+                continue
+            used = r["peak_rss"] - runtime
+            print(f"{mode:<12} {r['seconds']:>8.1f} {r['peak_rss'] / mib:>9.0f} {used / mib:>9.0f} "
+                  f"{used / budget:>11.3f}  {'ok' if used <= budget else 'OVER BUDGET'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""Pilot-run calibration: fit the token term ``L(D) = a + k * D**-beta`` on the user's own curve.
+
+A card fitted on small parents is not trusted 10^4x out, but a short pilot on the real model
+measures the curve where the decision is made. This module reads a pilot curve (an engine run
+directory, a run store holding it, or a CSV/parquet table of ``tokens, loss [, loss_before]``)
+and fits the token term at the user's N0 and ratio.
+
+The fit is Bayesian on a grid over ``beta`` (why not a penalised point fit: the answer needs
+intervals, and a pilot of the first 5-30 % of a run cannot separate the asymptote from the
+curvature; the posterior says how much it cannot):
+
+- given beta the model is linear in (a, k): with flat priors on them and Jeffreys' on the
+  noise, the marginal likelihood is ``|X'X|^-1/2 * RSS^-(n-2)/2`` (closed form, no optimiser);
+- the prior on beta is flat on [0.02, 1.5] (pilot-only mode), or the card's own bootstrap
+  distribution of beta, smoothed by a Gaussian kernel (pilot + card prior). Only beta carries
+  over: the card's a and k at the user's N0 are extrapolated 10^4x with intervals spanning
+  decades, so a prior on them would only add the card's extrapolation error back in;
+- samples: beta from the grid posterior (jittered within its cell), sigma^2 from its scaled
+  inverse chi-square, (a, k) from their conditional normal; samples with k <= 0 (loss rising
+  with tokens) are rejected. The asymptote is not bounded by L0: an under-trained parent
+  (the demo's tiny ones) keeps improving past its own loss when post-training goes on.
+
+numpy and the csv module only; pyarrow only when the pilot is a parquet file or a run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data.cli import BadInput
+from planner.term import TokenTerm, percentile
+
+PILOT_BETA = (0.02, 1.5)
+"""Flat prior support for beta without a card: P2 fits of post-training report 0.1-0.8."""
+GRID = 400
+N_SAMPLES = 4000
+MIN_POINTS = 3
+LOSS_COLUMNS = ("loss", "eval_loss")
+N0_TOLERANCE = 0.1
+"""A pilot parent within 10 % of --params is the same parent (counting conventions differ)."""
+RATIO_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Pilot:
+    """A pilot curve: points with tokens > 0, and what the pilot knows about itself."""
+
+    path: str
+    tokens: np.ndarray
+    loss: np.ndarray
+    loss_start: float | None
+    """Eval loss at tokens == 0 (right after pruning), when the pilot has that row."""
+    loss_before: float | None
+    params_before: float | None
+    ratio: float | None
+
+    @property
+    def max_tokens(self) -> float:
+        return float(self.tokens[-1])
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+def read_pilot(path: str | Path, *, ratio: float | None = None, method: str | None = None) -> Pilot:
+    """A pilot from a run directory, a run store (one matching run), a CSV or a parquet file.
+
+    Raises:
+        BadInput: missing path, no loss column, fewer than 3 points, NaN, non-monotone tokens,
+            a store with no or several runs matching ``ratio``/``method``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise BadInput(f"--pilot {str(p)!r} does not exist; pass a run directory, a run store, or a "
+                       "CSV/parquet curve with columns tokens, loss [, loss_before]")
+    if p.is_dir():
+        return _from_run(_pick_run(p, ratio, method))
+    if p.suffix.lower() == ".csv":
+        cols = _read_csv(p)
+    elif p.suffix.lower() in (".parquet", ".pq"):
+        cols = _read_parquet(p)
+    else:
+        raise BadInput(f"--pilot {str(p)!r}: unknown file type {p.suffix!r}; allowed: .csv, .parquet, "
+                       "a run directory or a run store")
+    return _from_columns(str(p), cols, {})
+
+
+def _read_csv(path: Path) -> dict[str, list[str]]:
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames:
+            raise BadInput(f"--pilot {str(path)!r} is empty; expected a header with columns tokens, loss")
+        cols: dict[str, list[str]] = {name.strip(): [] for name in reader.fieldnames}
+        for row in reader:
+            for name in reader.fieldnames:
+                cols[name.strip()].append((row.get(name) or "").strip())
+    return cols
+
+
+def _read_parquet(path: Path) -> dict[str, list]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises its own error types for a damaged file
+        raise BadInput(f"--pilot {str(path)!r} is not a readable parquet file ({type(exc).__name__})") from None
+    return {name: table[name].to_pylist() for name in table.column_names}
+
+
+def _pick_run(root: Path, ratio: float | None, method: str | None) -> Path:
+    """The run directory itself, or the one run of a store matching the query."""
+    if (root / "run.json").is_file():
+        return root
+    runs = sorted(d for d in root.iterdir() if (d / "run.json").is_file()) if root.is_dir() else []
+    if not runs:
+        raise BadInput(f"--pilot {str(root)!r} is a directory without run.json or */run.json; pass an engine "
+                       "run directory, a run store or a CSV/parquet curve")
+    if len(runs) == 1:
+        return runs[0]
+    match = [d for d in runs if _matches(json.loads((d / "run.json").read_text()).get("meta", {}), ratio, method)]
+    if len(match) != 1:
+        raise BadInput(f"--pilot {str(root)!r} holds {len(runs)} runs and {len(match)} match the query's "
+                       f"ratio/method; pass one run directory, e.g. {runs[0]}")
+    return match[0]
+
+
+def _matches(meta: dict, ratio: float | None, method: str | None) -> bool:
+    if method is not None and meta.get("method") not in (None, method):
+        return False
+    got = meta.get("ratio")
+    return ratio is None or got is None or abs(float(got) - ratio) <= RATIO_TOLERANCE
+
+
+def _from_run(run_dir: Path) -> Pilot:
+    record = json.loads((run_dir / "run.json").read_text())
+    curve = run_dir / "curve.parquet"
+    if not curve.is_file():
+        raise BadInput(f"--pilot run {str(run_dir)!r} has no curve.parquet yet (no evaluation written)")
+    meta = record.get("meta") or {}
+    known = {k: meta.get(k) for k in ("loss_before", "params_before", "ratio")}
+    return _from_columns(str(run_dir), _read_parquet(curve), known)
+
+
+def _floats(values: list, name: str, where: str) -> np.ndarray:
+    try:
+        out = np.array([float(v) for v in values], dtype=float)
+    except (TypeError, ValueError):
+        bad = next(v for v in values if not _is_float(v))
+        raise BadInput(f"--pilot {where}: column {name!r} holds {bad!r}, not a number") from None
+    if not np.all(np.isfinite(out)):
+        raise BadInput(f"--pilot {where}: column {name!r} holds NaN or inf at row "
+                       f"{int(np.argmin(np.isfinite(out))) + 1}; drop or fix that row")
+    return out
+
+
+def _is_float(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _constant(cols: dict, name: str, where: str, known: float | None) -> float | None:
+    """A per-curve constant column (loss_before, params_before, ratio), or the run's metadata."""
+    if name in cols and any(v not in ("", None) for v in cols[name]):
+        values = _floats([v for v in cols[name] if v not in ("", None)], name, where)
+        return float(values[0])
+    return None if known is None else float(known)
+
+
+def _from_columns(where: str, cols: dict[str, list], known: dict) -> Pilot:
+    loss_col = next((c for c in LOSS_COLUMNS if c in cols), None)
+    if loss_col is None or "tokens" not in cols:
+        raise BadInput(f"--pilot {where}: needs columns tokens and loss (or eval_loss); has "
+                       f"{', '.join(cols) or 'none'}")
+    tokens, loss = _floats(cols["tokens"], "tokens", where), _floats(cols[loss_col], loss_col, where)
+    if np.any(np.diff(tokens) <= 0):
+        i = int(np.argmax(np.diff(tokens) <= 0))
+        raise BadInput(f"--pilot {where}: tokens must increase row by row; row {i + 2} has {tokens[i + 1]:g} "
+                       f"after {tokens[i]:g}")
+    if np.any(tokens < 0) or np.any(loss <= 0):
+        raise BadInput(f"--pilot {where}: tokens must be >= 0 and losses > 0 (nats)")
+    start = float(loss[0]) if tokens[0] == 0 else None
+    keep = tokens > 0
+    if int(keep.sum()) < MIN_POINTS:
+        raise BadInput(f"--pilot {where}: {int(keep.sum())} evaluation point(s) with tokens > 0; the token term "
+                       f"has 3 parameters, so at least {MIN_POINTS} are needed")
+    return Pilot(where, tokens[keep], loss[keep], start,
+                 _constant(cols, "loss_before", where, known.get("loss_before")),
+                 _constant(cols, "params_before", where, known.get("params_before")),
+                 _constant(cols, "ratio", where, known.get("ratio")))
+
+
+def check_consistent(pilot: Pilot, n0: float, ratio: float) -> None:
+    """Exit 2 when the pilot's own N0 or ratio contradicts --params / --ratio."""
+    if pilot.params_before is not None and abs(pilot.params_before / n0 - 1) > N0_TOLERANCE:
+        raise BadInput(f"--pilot {pilot.path} was run on a parent of {pilot.params_before:.4g} params but --params "
+                       f"gives {n0:.4g}; pass the pilot's parent size (or the right pilot)")
+    if pilot.ratio is not None and abs(pilot.ratio - ratio) > RATIO_TOLERANCE:
+        raise BadInput(f"--pilot {pilot.path} was pruned at ratio {pilot.ratio:.3g} but --ratio is {ratio:g}; "
+                       "a pilot calibrates only its own ratio")
+
+
+# -- the fit -----------------------------------------------------------------------------------
+
+def beta_prior(grid: np.ndarray, card_betas: np.ndarray | None, card_beta: float | None) -> np.ndarray:
+    """Log prior density of beta on ``grid``: flat, or a Gaussian KDE of the card's samples.
+
+    Silverman's bandwidth, floored at 0.02 so a tight bootstrap never forbids the pilot from
+    moving beta a little. A card without samples gives N(beta_card, 0.1).
+    """
+    if card_betas is None or len(card_betas) == 0:
+        if card_beta is None:
+            return np.zeros_like(grid)
+        return -0.5 * ((grid - card_beta) / 0.1) ** 2
+    b = card_betas[np.isfinite(card_betas)]
+    h = max(1.06 * float(np.std(b)) * len(b) ** -0.2, 0.02)
+    dens = np.exp(-0.5 * ((grid[:, None] - b[None, :]) / h) ** 2).mean(axis=1)
+    with np.errstate(divide="ignore"):
+        return np.log(dens)
+
+
+def fit_pilot(pilot: Pilot, *, card_betas: np.ndarray | None = None, card_beta: float | None = None,
+              loss_before: float | None = None, seed: int = 0, level: float = 0.95) -> TokenTerm:
+    """The posterior of (a, k, beta) given the pilot; the point is the posterior median.
+
+    ``card_betas``/``card_beta`` switch on the card prior (see the module docstring).
+    ``loss_before`` is accepted for the record only (see the docstring: it bounds nothing).
+    """
+    d, y = pilot.tokens, pilot.loss
+    lo, hi = PILOT_BETA if card_betas is None and card_beta is None else _prior_span(card_betas, card_beta)
+    grid = np.linspace(lo, hi, GRID)
+    scale = float(d[-1])  # x = (D / D_max)^-beta keeps X'X well conditioned
+    x = (d[None, :] / scale) ** -grid[:, None]                       # [G, n]
+    n = len(d)
+    sx, sxx, sy, sxy = x.sum(1), (x * x).sum(1), y.sum(), (x * y).sum(1)
+    det = n * sxx - sx ** 2                                          # |X'X|
+    k_s = (n * sxy - sx * sy) / det
+    a = (sy - k_s * sx) / n
+    rss = np.maximum(((y[None, :] - a[:, None] - k_s[:, None] * x) ** 2).sum(1), 1e-300)
+    logp = -0.5 * np.log(det) - 0.5 * (n - 2) * np.log(rss) + beta_prior(grid, card_betas, card_beta)
+    logp = np.where(np.isfinite(logp) & (det > 0), logp, -np.inf)
+    if not np.isfinite(logp).any():
+        raise BadInput(f"--pilot {pilot.path}: the curve cannot be fitted by L = a + k / D^beta")
+    w = np.exp(logp - logp.max())
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(GRID, size=N_SAMPLES, p=w / w.sum())
+    step = grid[1] - grid[0]
+    beta = grid[idx] + step * (rng.random(N_SAMPLES) - 0.5)
+    # conditional on beta: (a, k_s) ~ N(LS, sigma^2 (X'X)^-1), sigma^2 ~ RSS / chi2(n - 2)
+    xs = (d[None, :] / scale) ** -beta[:, None]
+    sx, sxx, sxy = xs.sum(1), (xs * xs).sum(1), (xs * y).sum(1)
+    det = n * sxx - sx ** 2
+    k_hat = (n * sxy - sx * sy) / det
+    a_hat = (sy - k_hat * sx) / n
+    resid = y[None, :] - a_hat[:, None] - k_hat[:, None] * xs
+    sigma2 = (resid ** 2).sum(1) / rng.chisquare(n - 2, N_SAMPLES)
+    var_a, var_k, cov = sigma2 * sxx / det, sigma2 * n / det, -sigma2 * sx / det
+    z1, z2 = rng.standard_normal((2, N_SAMPLES))
+    l11 = np.sqrt(var_a)
+    l21 = cov / l11
+    l22 = np.sqrt(np.maximum(var_k - l21 ** 2, 0.0))
+    a_s = a_hat + l11 * z1
+    k_s = (k_hat + l21 * z1 + l22 * z2) * scale ** beta             # back to k in raw tokens
+    ok = (k_s > 0) & np.isfinite(a_s) & np.isfinite(k_s)
+    if ok.sum() < 0.05 * N_SAMPLES:
+        raise BadInput(f"--pilot {pilot.path}: the loss does not fall with tokens: the pilot gives no "
+                       "token term to extrapolate")
+    samples = np.column_stack([a_s[ok], k_s[ok], beta[ok]])
+    med = [percentile(samples[:, j], 50.0) for j in range(3)]  # np.median imports numpy.ma (~25 ms)
+    return TokenTerm(float(med[0]), float(med[1]), float(med[2]), samples, level=level, relative=False,
+                     median_point=True)
+
+
+def _prior_span(card_betas: np.ndarray | None, card_beta: float | None) -> tuple[float, float]:
+    """The grid under a card prior: the pilot range widened to hold the card's samples."""
+    vals = card_betas if card_betas is not None and len(card_betas) else np.array([card_beta])
+    return min(PILOT_BETA[0], float(np.min(vals)) * 0.8), max(PILOT_BETA[1], float(np.max(vals)) * 1.2)
+

@@ -1,0 +1,149 @@
+"""Fitting you can trust (issue 12): intervals that cover, honest identifiability, bad runs,
+duplicates, one law object per law."""
+
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from fitting.card import CI_KIND, PI_KIND, load_card
+from fitting.coverage import Design, run_design
+from fitting.fit import FitConfig, fit
+from fitting.laws import LAWS, P2, Law, Term, get_law, register
+from fitting.solve import solve
+from fitting.synthetic import TRUE_P2, p2_curves
+from fitting.table import from_arrays
+
+
+def test_coverage_on_a_small_seeded_design():
+    """Nominal 95% intervals of the full-refit run bootstrap contain the truth on a small
+    seeded design (9 runs, 16 refits each: a regression guard, not a 95% proof; the measured
+    coverage is in the README). A bootstrap kept in the point fit's basin covers far less
+    (issue 12 measured 66% for E, 72% for alpha); so would intervals that ignore run offsets."""
+    design = Design("small", (0.5e9, 1.5e9, 4e9), (0.2, 0.35, 0.5), 6, 0.004, 0.002)
+    hits = run_design(design, replicates=8, n_bootstrap=16, seed=1,
+                      config=FitConfig(top_k=1, n_random=16, workers=1))
+    assert set(hits) == set(P2.params) | {"loss", "loss_10x", "optimal_tokens"}
+    for name, h in hits.items():
+        assert sum(h) >= 6, (name, h)
+    assert sum(map(sum, hits.values())) >= 0.85 * sum(map(len, hits.values()))
+
+
+def test_confidence_and_prediction_intervals_are_labelled_and_ordered(tmp_path):
+    data = p2_curves(noise=0.003, run_noise=0.004, seed=5, points=8)
+    card = fit(data, FitConfig(n_bootstrap=12, seed=0, top_k=1, n_random=16))
+    loss = card.derived["loss"]
+    # A new run scatters around the mean law: its interval is wider than the mean's.
+    assert loss.pred_low < loss.low <= loss.value <= loss.high < loss.pred_high
+    assert card.scatter["sigma_run"] > 0.002 and card.fit["bootstrap_basin_changes"] >= 0
+    summary = card.summary()
+    assert "confidence interval (mean law)" in summary and "new run PI" in summary
+    doc = card.to_dict()
+    assert doc["ci"]["kind"] == CI_KIND and doc["scatter"]["kind"] == PI_KIND
+    x = dict(params_before=7e9, ratio=0.5, tokens=1e9, loss_before=2.1)
+    (clo,), (chi,) = card.band(**{k: [v] for k, v in x.items()})
+    (plo,), (phi,) = card.prediction_band(**{k: [v] for k, v in x.items()})
+    assert plo < clo < chi < phi
+    back = load_card(card.save(tmp_path / "card.json"))
+    assert back.scatter == card.scatter and back.derived["loss"].pred_low == loss.pred_low
+
+
+def test_a_term_that_is_absent_is_reported_as_degenerate():
+    """Data with no size term (N_C = 0): the fit says alpha is at its bound / the term is gone,
+    rather than reporting alpha as identified."""
+    truth = dict(TRUE_P2, N_C=0.0)
+    card = fit(p2_curves(truth, noise=0.0))
+    notes = " | ".join(card.identifiability_notes())
+    # Either way the size term went: N_C -> 0, or alpha -> 0 (then N_C merges into E).
+    assert ("N_C -> 0: the size term N_C/N0^alpha is absent" in notes
+            or "alpha = 0: the size term N_C/N0^alpha is a constant, indistinguishable from the constant E" in notes)
+    assert "the fit collapsed to the law without it" in notes
+    assert card.identifiable["alpha"].get("bound") or card.identifiable["N_C"].get("bound")
+
+
+def test_exponent_at_its_bound_is_flagged():
+    truth = dict(TRUE_P2, beta=0.0, D_C=0.3)   # no recovery with tokens at all
+    data = p2_curves(truth, noise=0.001, seed=3)
+    card = fit(data)
+    assert any("beta = " in n and "bound" in n for n in card.identifiability_notes())
+    assert "AT BOUND" in card.summary()
+
+
+def test_diverged_run_is_flagged_and_does_not_stall_the_solver():
+    data = p2_curves(noise=0.003, seed=2)
+    y = data.y.copy()
+    bad = data.runs[5]
+    y[data.run_ids == bad] *= 2.0   # a diverged run: loss doubled
+    broken = from_arrays("p2", data.axes, y, data.run_ids)
+    card = fit(broken)
+    assert card.outliers() == [bad]
+    assert "outlier run " + bad in card.summary()
+    dense = solve(P2, broken.axes, broken.y, top_k=40, n_random=400, random_polish=8)
+    assert card.objective <= dense.objective * (1 + 1e-9)
+    on_grid = [np.isclose(card.params[e], P2.grid[e], atol=1e-9).any() for e in P2.exponents]
+    assert not any(on_grid), card.params
+
+
+def test_duplicate_runs_are_collapsed_with_a_note_naming_them():
+    data = p2_curves(noise=0.003, seed=2, points=6)
+    copy = data.run_ids == data.runs[3]
+    axes = {a: np.r_[v, v[copy]] for a, v in data.axes.items()}
+    dup = from_arrays("p2", axes, np.r_[data.y, data.y[copy]],
+                      np.r_[data.run_ids, np.full(copy.sum(), "copy-of-3")])
+    assert dup.n_runs == data.n_runs and dup.n_points == data.n_points
+    assert any("'copy-of-3' (copy of '" + data.runs[3] + "')" in n for n in dup.notes)
+    np.testing.assert_allclose(fit(dup).params_array, fit(data).params_array, rtol=1e-6)
+
+
+def test_parallel_bootstrap_matches_in_process():
+    """Workers change nothing but the wall time: same seeds, same samples."""
+    rng = np.random.default_rng(0)
+    n, d = np.repeat([1e8, 3e8, 1e9, 3e9], 4), np.tile(np.geomspace(1e9, 1e11, 4), 4)
+    loss = (1.8 + 480 / n ** 0.35 + 2000 / d ** 0.37) * np.exp(0.003 * rng.standard_normal(16))
+    data = from_arrays("chinchilla", {"N": n, "D": d}, loss)
+    kw = dict(n_bootstrap=64, seed=3, top_k=1, n_random=8)
+    one = fit(data, FitConfig(workers=1, **kw))
+    two = fit(data, FitConfig(workers=2, **kw))
+    assert two.fit["bootstrap_workers"] == 2
+    np.testing.assert_allclose(two.bootstrap_params, one.bootstrap_params, rtol=1e-9)
+
+
+def _quadratic_predict(p: Mapping, x: Mapping):
+    r""":math:`L = c + a / D^{b}` with a saturation floor ``c`` (a law written by a user)."""
+    return p["c"] + p["a"] / x["D"] ** p["b"]
+
+
+def test_a_new_law_is_one_object(tmp_path):
+    """Declare one ``Law``, register it: fit, card, decisions and the generic D* all work."""
+    law = register(Law(
+        name="floor_power", formula="L = c + a / D^b", params=("c", "a", "b"), axes=("D",),
+        target="loss", terms=(Term("c", (), "the floor c"), Term("a", (("b", "D", -1.0),), "the data term a/D^b")),
+        offset=None, bounds={"b": (0.0, 3.0)}, grid={"b": np.linspace(0.0, 2.0, 21)},
+        predict_fn=_quadratic_predict, requires={"D": (3, "b")}, token_axis="D"))
+    try:
+        d = np.geomspace(1e6, 1e9, 12)
+        y = law.predict({"c": 2.0, "a": 30.0, "b": 0.3}, D=d)
+        card = fit(from_arrays(law, {"D": d}, y))
+        assert card.params["b"] == pytest.approx(0.3, rel=1e-6)
+        back = load_card(card.save(tmp_path / "c.json"))
+        assert float(back.tokens_for_loss(2.5)) == pytest.approx((30 / 0.5) ** (1 / 0.3), rel=1e-5)
+        assert float(back.asymptote()) == pytest.approx(2.0, rel=1e-6)
+        d_star = float(back.d_star(1e-3))
+        h = d_star * 1e-6
+        slope = -(law.predict(back.params, D=d_star + h) - law.predict(back.params, D=d_star - h)) / (2 * h)
+        assert slope * 1e9 == pytest.approx(1e-3, rel=1e-4)
+    finally:
+        LAWS.pop("floor_power")
+
+
+def test_every_law_owns_its_decisions():
+    """P2's asymptote and budget come from its structured form; nobody else writes them."""
+    params = np.array([TRUE_P2[n] for n in P2.params])
+    x = dict(params_before=3e9, ratio=0.4, loss_before=2.2)
+    asym = float(P2.asymptote(params, **x))
+    assert float(P2.predict(params, tokens=1e80, **x)) == pytest.approx(asym, rel=1e-9)
+    target = asym + 0.05
+    d = float(P2.tokens_for_loss(params, target, **x))
+    assert float(P2.predict(params, tokens=d, **x)) == pytest.approx(target, rel=1e-10)
+    for name in LAWS:
+        assert get_law(name).formula and get_law(name).target
