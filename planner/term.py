@@ -201,12 +201,12 @@ def check_budget(tokens: Estimate, criterion: Criterion, where: str, n0: float) 
     """Exit 2 on budgets no training run means, judged in tokens per parent parameter."""
     d = tokens.value
     harder, easier = _EASIER[criterion.kind]
-    MIN_BUDGET, MAX_BUDGET = MIN_TOKENS_PER_PARAM * n0, MAX_TOKENS_PER_PARAM * n0
-    if d < MIN_BUDGET:
+    low, high = MIN_TOKENS_PER_PARAM * n0, MAX_TOKENS_PER_PARAM * n0
+    if d < low:
         raise BadInput(f"{criterion.describe()} gives D* = {format_count(d)} tokens ({where}): met within "
-                       f"{format_count(MIN_BUDGET)} tokens ({MIN_TOKENS_PER_PARAM:g} per parent parameter), i.e. right after pruning, so the law cannot resolve "
+                       f"{format_count(low)} tokens ({MIN_TOKENS_PER_PARAM:g} per parent parameter), i.e. right after pruning, so the law cannot resolve "
                        f"it; ask for {harder} or calibrate with --pilot")
-    if d > MAX_BUDGET:
+    if d > high:
         raise BadInput(f"{criterion.describe()} gives D* = {format_count(d)} tokens ({where}), beyond "
-                       f"{format_count(MAX_BUDGET)} ({MAX_TOKENS_PER_PARAM:g} tokens per parent parameter): out of practical reach; "
+                       f"{format_count(high)} ({MAX_TOKENS_PER_PARAM:g} tokens per parent parameter): out of practical reach; "
                        f"ask for {easier}")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from data.cli import BadInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fitting.table import FitData
 
 
 class Parser(argparse.ArgumentParser):
@@ -45,3 +49,12 @@ def warn(lines: tuple[str, ...] | list[str]) -> None:
     """Notes go to stderr, so ``--json`` keeps stdout to one document."""
     for line in lines:
         print(f"note: {line}", file=sys.stderr)
+
+
+def load_input(args: argparse.Namespace, law) -> "FitData":
+    """The fit input the shared parser's flags describe (path, method, family, ordering check);
+    every fitting command reads its data through this one call, so no flag is ignored."""
+    from fitting.table import load_data
+
+    return load_data(args.path, law, method=args.method, family=args.family,
+                     allow_unordered=args.allow_unordered)

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from fitting.cli import input_parser, warn
+from fitting.cli import input_parser, load_input, warn
 
 EPILOG = """examples:
   fitting compare runs/ --law p2 --method depth
@@ -31,12 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fitting.compare import compare, render
     from fitting.fit import FitConfig
     from fitting.laws import get_law
-    from fitting.table import load_data
 
     law = get_law(args.law)
     laws = [get_law(n.strip()).name for n in args.laws.split(",")] if args.laws else None
     config = FitConfig(weighting=args.weighting, delta=args.huber_delta, space=args.space)
-    data = load_data(args.path, law, method=args.method)
+    data = load_input(args, law)
     results = compare(data, laws, config)
     if args.json:
         json.dump({"command": "compare", "source": data.source, "n_points": data.n_points,

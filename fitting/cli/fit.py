@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from fitting.cli import input_parser, warn
+from fitting.cli import input_parser, load_input, warn
 
 EPILOG = """examples:
   fitting fit runs/ --law p2 --method depth --bootstrap 200 --out cards/depth.json
@@ -46,7 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fitting.card import card_dict, save_card
     from fitting.fit import FitConfig, fit
     from fitting.laws import get_law
-    from fitting.table import load_data
 
     law = get_law(args.law)
     if args.out and Path(args.out).exists() and not args.force:
@@ -54,8 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = FitConfig(n_bootstrap=args.bootstrap, weighting=args.weighting, slope=args.slope,
                        seed=args.seed, delta=args.huber_delta, space=args.space,
                        workers=args.workers)
-    data = load_data(args.path, law, method=args.method, family=args.family,
-                     allow_unordered=args.allow_unordered)
+    data = load_input(args, law)
     result = fit(data, config)
     if args.out:
         save_card(result, args.out, force=args.force)

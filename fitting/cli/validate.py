@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from data.cli import BadInput
-from fitting.cli import input_parser, warn
+from fitting.cli import input_parser, load_input, warn
 
 EPILOG = """examples:
   fitting validate runs/ --law p2 --method depth
@@ -35,14 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from fitting.fit import FitConfig
     from fitting.laws import get_law
-    from fitting.table import load_data
     from fitting.validate import render_table, validate
 
     law = get_law(args.law)
     if not 0 < args.fraction < 1:
         raise BadInput(f"--fraction {args.fraction!r} must be in (0, 1)")
-    data = load_data(args.path, law, method=args.method, family=args.family,
-                     allow_unordered=args.allow_unordered)
+    data = load_input(args, law)
     config = FitConfig(weighting=args.weighting, delta=args.huber_delta, space=args.space)
     results = validate(data, args.by, config, args.fraction)
     if args.json:
