@@ -114,8 +114,8 @@ _TINY: tuple[ModelSpec, ...] = (
     ModelSpec("tiny-llama-l", "tiny", "llama", 96, 6, 6, 2, 16, 256, 2048, True, False, 1024, 10000.0),
     # The reference grid's parents (grids/reference-tiny.yaml): 8 layers each, so depth pruning
     # reaches ratio 0.5 in steps of ~10%, and widths that double the non-embedding count from
-    # one to the next (21.8K -> 378K: a 17x span). A Qwen-2.5-style replicate of the three
-    # smallest (qkv bias) gives the qwen2.5 cards their own evidence.
+    # one to the next (21.8K -> 378K: a 17x span). A Qwen-2.5-style replicate of the same five
+    # shapes (qkv bias) gives the qwen2.5 cards their own evidence.
     ModelSpec("ref-llama-1", "tiny", "llama", 16, 8, 2, 1, 8, 40, 512, True, False, 1024, 10000.0),
     ModelSpec("ref-llama-2", "tiny", "llama", 24, 8, 3, 1, 8, 64, 512, True, False, 1024, 10000.0),
     ModelSpec("ref-llama-3", "tiny", "llama", 32, 8, 4, 2, 8, 96, 512, True, False, 1024, 10000.0),
@@ -124,6 +124,8 @@ _TINY: tuple[ModelSpec, ...] = (
     ModelSpec("ref-qwen-1", "tiny", "qwen2", 16, 8, 2, 1, 8, 40, 512, True, True, 1024, 10000.0, 1e-6),
     ModelSpec("ref-qwen-2", "tiny", "qwen2", 24, 8, 3, 1, 8, 64, 512, True, True, 1024, 10000.0, 1e-6),
     ModelSpec("ref-qwen-3", "tiny", "qwen2", 32, 8, 4, 2, 8, 96, 512, True, True, 1024, 10000.0, 1e-6),
+    ModelSpec("ref-qwen-4", "tiny", "qwen2", 48, 8, 6, 2, 8, 128, 512, True, True, 1024, 10000.0, 1e-6),
+    ModelSpec("ref-qwen-5", "tiny", "qwen2", 64, 8, 8, 2, 8, 192, 512, True, True, 1024, 10000.0, 1e-6),
 )
 
 MODELS: dict[str, ModelSpec] = {m.name: m for m in _REAL + _TINY}

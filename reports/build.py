@@ -54,6 +54,9 @@ class ReportConfig:
     """Refit each card's law on fitting's held-out splits (three refits per card)."""
     force: bool = False
     """Replace an existing ``out`` (``--force``); otherwise an existing file is refused."""
+    evidence: Path | None = None
+    """Closed-loop evidence (``closed_loop.json`` of scripts/reference_evidence.py, ``--evidence``):
+    its pre-rendered tables become the closed-loop pages, the same cells docs/FINDINGS.md prints."""
 
     def __post_init__(self) -> None:
         from data.cli import check_output_file
@@ -129,7 +132,7 @@ def _render(ctx: Context) -> bytes:
     from matplotlib.backends.backend_pdf import PdfPages
 
     sections: list[Callable[[Context, PdfPages], None]] = [
-        title_page, curve_pages, ratio_pages, card_pages, domain_pages, comparison_pages]
+        title_page, curve_pages, ratio_pages, card_pages, evidence_pages, domain_pages, comparison_pages]
     _plan_absent(ctx)
     buffer = io.BytesIO()
     with PdfPages(buffer, metadata={"Title": "prunelaw report", "Creator": "prunelaw reports"}) as pdf:
@@ -426,9 +429,73 @@ def dstar_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef, rows: p
     table = laws.dstar_table(ref, parents)
     title = f"[{i}] Recommended post-training tokens D*: {ref.label}"
     fig, (ax,) = _figure(title, 1)
+    ratios, tokens = _fitted_span(ref, ref.card.law.ratio_axis), _fitted_span(ref, ref.card.law.token_axis)
     plots.plot_dstar(table, ax=ax, title=f"D*: one more 1B tokens would improve the predicted loss by "
-                                         f"less than {ref.slope:g} nats (band: {ref.level:.0%} bootstrap)")
+                                         f"less than {ref.slope:g} nats (band: {ref.level:.0%} bootstrap; "
+                                         f"shaded: extrapolation)",
+                     fitted_ratios=(ratios["min"], ratios["max"]) if ratios else None,
+                     observed_tokens=tokens.get("max"))
     _save(ctx, pdf, fig, title)
+
+
+# -- closed loop ----------------------------------------------------------------------------
+
+
+def read_evidence(path: Path) -> dict[str, Any]:
+    """The ``closed_loop`` block of an evidence file, checked for the rendered cells it needs."""
+    import json
+
+    try:
+        loop = json.loads(Path(path).read_text())["closed_loop"]
+        head = loop["head"]
+        entries = {k: v for k, v in loop.items() if k != "head"}
+        if not all(isinstance(v["cells"], list) and isinstance(v["summary"], dict) for v in entries.values()):
+            raise KeyError("cells")
+    except FileNotFoundError:
+        raise BadInput(f"--evidence {str(path)!r}: no such file") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadInput(f"--evidence {str(path)!r} is not closed-loop evidence with rendered tables "
+                       f"(missing {exc}); write it with: python scripts/reference_evidence.py") from None
+    return {"head": head, **entries}
+
+
+def evidence_pages(ctx: Context, pdf: "PdfPages") -> None:
+    """The closed loop: fit without the held-out runs, the planner's D* and loss, what they did."""
+    if ctx.config.evidence is None:
+        return
+    loop = read_evidence(ctx.config.evidence)
+    head = loop.pop("head")
+    for holdout, what in (("size", "the largest parent held out"), ("ratio", "each parent's highest ratio held out")):
+        entries = {k: v for k, v in loop.items() if k.endswith(f"/{holdout}")}
+        cells = [c for v in entries.values() for c in v["cells"]]
+        title = f"Closed loop: {what}"
+        if not cells:
+            _note_page(ctx, pdf, title, [f"The evidence file holds no {holdout} hold-out rows."])
+            continue
+        fig, (ax,) = _figure(title, 1)
+        lines = [f"{k.rsplit('/', 1)[0]}: {_loop_summary(v['summary'])}" for k, v in entries.items()]
+        plots.plot_table(cells, head, ax=ax, widths=[0.06, 0.06, 0.06, 0.08, 0.06, 0.19, 0.2, 0.14, 0.08, 0.06],
+                         title=f"From {ctx.config.evidence}: planner D* (default criterion) and the loss at "
+                               f"D* (as dL = L - L0) against the run's own curve")
+        fig.supxlabel("\n".join(lines), fontsize=8, x=0.02, ha="left")
+        _save(ctx, pdf, fig, title)
+
+
+def _loop_summary(s: dict[str, Any]) -> str:
+    err = s.get("median_abs_err_dl")
+    return (f"{s['runs']} runs, {s['scored']} scored"
+            + (f", median |err on L-L0| {err:.0%}" if err is not None else "")
+            + f", {s['inside']}/{s['covered_of']} inside the interval, D* beyond the observed tokens "
+              f"for {s['beyond_observed']}")
+
+
+def _fitted_span(ref: laws.CardRef, axis: str | None) -> dict[str, float]:
+    """The card's fitted range of one law axis (``{}`` when not recorded); cards key it by the
+    run-store column, older ones by the axis name."""
+    if axis is None:
+        return {}
+    span = ref.card.range
+    return span.get(ref.card.law.store.get(axis, axis)) or span.get(axis) or {}
 
 
 # -- domains and comparisons ----------------------------------------------------------------

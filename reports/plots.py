@@ -299,12 +299,23 @@ def fmt_num(value: Any) -> str:
 
 
 def plot_dstar(table: "pd.DataFrame", *, ax: "Axes | None" = None, title: str | None = None,
-               legend: str | None = "outside") -> "Axes":
+               legend: str | None = "outside", fitted_ratios: tuple[float, float] | None = None,
+               observed_tokens: float | None = None) -> "Axes":
     """The recommended post-training budget D* against the pruning ratio, one line per parent.
 
     ``table``: columns ratio, dstar, label and optionally lo, hi (bootstrap interval).
+    ``fitted_ratios``: the card's ratio range; outside it the page is shaded as extrapolation.
+    ``observed_tokens``: the largest budget the card saw; D* above the dashed line is beyond it.
     """
     ax = _axes(ax)
+    if fitted_ratios is not None:
+        lo, hi = fitted_ratios
+        left, right = float(table["ratio"].min()), float(table["ratio"].max())
+        for a, b in ((left, lo), (hi, right)):
+            if b > a:
+                ax.axvspan(a, b, color="0.85", alpha=0.6, lw=0, label="outside the fitted ratios")
+    if observed_tokens is not None:
+        ax.axhline(observed_tokens, color="0.3", ls="--", lw=1, label="largest budget observed")
     labels = list(dict.fromkeys(table["label"]))
     cmap = _sequential(len(labels))
     for color, label in zip(cmap, labels):

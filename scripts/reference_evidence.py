@@ -3,7 +3,9 @@
 1. one P2 card per family and method, fitted by the product's own command
    (``fitting fit docs/reference_runs --law p2 --family F --method M``) into planner/cards/;
 2. the closed loop of planner.evidence (size and ratio hold-outs) per family and method,
-   written to docs/reference_runs/closed_loop.json and printed as the findings' tables;
+   written to docs/reference_runs/closed_loop.json with its rendered table cells, which fill the
+   generated block of docs/FINDINGS.md and the closed-loop pages of the reference report
+   (``reports build ... --evidence docs/reference_runs/closed_loop.json``);
 3. the P2 paper's claims checked on the curves (loss after post-training vs ratio, D* vs N0).
 
     python scripts/reference_evidence.py                  # all of it (a few minutes on 2 cores)
@@ -51,16 +53,44 @@ def fit_cards(store: Path) -> list[Path]:
 
 
 def loop_tables(store: Path) -> dict:
-    from planner.evidence import HOLDOUTS, closed_loop, markdown, summary
+    from planner.evidence import HOLDOUTS, TABLE_HEAD, closed_loop, markdown, summary, table_cells
 
-    out = {}
+    out: dict = {"head": list(TABLE_HEAD)}
     for family, method in pairs(store):
         for holdout in HOLDOUTS:
             rows = closed_loop(ROOT / store, family, method, holdout, n_bootstrap=BOOTSTRAP)
             key = f"{family}/{method}/{holdout}"
-            out[key] = {"summary": summary(rows), "rows": [r.to_dict() for r in rows]}
+            # The rendered cells travel with the numbers: the findings and `reports build
+            # --evidence` print these strings, so the two documents cannot disagree.
+            out[key] = {"summary": summary(rows), "rows": [r.to_dict() for r in rows],
+                        "cells": [table_cells(r.to_dict()) for r in rows]}
             print(f"\n### {key}: {summary(rows)}\n{markdown(rows)}", flush=True)
     return out
+
+
+FINDINGS = Path("docs/FINDINGS.md")
+BEGIN, END = "<!-- closed-loop tables: begin (scripts/reference_evidence.py) -->", "<!-- closed-loop tables: end -->"
+
+
+def findings_section(loop: dict) -> str:
+    """The closed-loop tables of docs/FINDINGS.md, from the same cells the report prints."""
+    head = loop["head"]
+    lines = [BEGIN, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, entry in loop.items():
+        if key != "head":
+            lines += ["| " + " | ".join(cells) + " |" for cells in entry["cells"]]
+    return "\n".join(lines + ["", END])
+
+
+def write_findings(loop: dict) -> None:
+    """Replace the generated block of docs/FINDINGS.md (the prose around it is written by hand)."""
+    path = ROOT / FINDINGS
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{FINDINGS}: markers {BEGIN!r} ... {END!r} not found")
+    before, rest = text.split(BEGIN, 1)
+    after = rest.split(END, 1)[1]
+    path.write_text(before + findings_section(loop) + after)
 
 
 def claims(store: Path) -> dict:
@@ -96,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         fit_cards(args.store)
     evidence = {"closed_loop": loop_tables(args.store), "claims": claims(args.store)}
     (ROOT / args.store / "closed_loop.json").write_text(json.dumps(evidence, indent=1, default=float) + "\n")
+    write_findings(evidence["closed_loop"])
     return 0
 
 

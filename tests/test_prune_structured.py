@@ -185,3 +185,16 @@ def test_bad_inputs_name_the_allowed_values() -> None:
         get_method("width")(build_model("tiny-llama"), 0.6, calib, args={"axes": "heads"})
     with pytest.raises(BadInput, match=r"outside \[0, 1\)"):
         get_method("depth-last")(build_model("tiny-llama"), 1.0, None)
+
+
+def test_width_on_a_coarse_parent_names_the_gap_and_takes_a_wider_tolerance() -> None:
+    # ref-llama-1 (hidden 16, FFN 40, 2 heads / 1 KV head) moves in ~7% steps: ratio 0.15 is
+    # 0.021 from the nearest shape, outside the default tolerance. That once raised an IndexError
+    # while building the message and failed 6 reference-grid jobs.
+    calib = _ids()
+    with pytest.raises(BadInput, match=r"cannot reach ratio 0.15 within tolerance 0.02: nearest achievable is 0.17"):
+        get_method("width")(build_model("ref-llama-1"), 0.15, calib)
+    report = get_method("width")(build_model("ref-llama-1"), 0.15, calib, args={"tolerance": 0.035})
+    assert abs(report.ratio - 0.15) <= 0.035 and report.choices["shape"]["ffn"] < 40
+    with pytest.raises(BadInput, match="tolerance=0.7 invalid"):
+        get_method("width")(build_model("ref-llama-1"), 0.15, calib, args={"tolerance": 0.7})

@@ -221,3 +221,48 @@ def test_help_has_examples(capsys):
         code = exc.code
     assert code == 0
     assert capsys.readouterr().out.count("  reports build runs/") >= 3
+
+
+def _evidence(path: Path) -> Path:
+    """A closed-loop evidence file as scripts/reference_evidence.py writes it (rendered cells)."""
+    from planner.evidence import TABLE_HEAD, table_cells
+
+    row = {"family": "llama3", "method": "depth", "holdout": "size", "run_id": "l5_depth", "params_before": 410e3,
+           "ratio": 0.46, "loss_before": 3.194, "d_star": 7.2e5, "d_star_low": 5e5, "d_star_high": 9e5,
+           "loss_pred": 3.31, "loss_low": 3.29, "loss_high": 3.35, "loss_actual": 3.30, "tokens_max": 8e5,
+           "mode": "card", "err_dl": (3.31 - 3.30) / (3.30 - 3.194), "inside": True, "beyond": None}
+    summary = {"runs": 1, "scored": 1, "median_abs_err_dl": 0.094, "inside": 1, "covered_of": 1,
+               "beyond_observed": 0}
+    loop = {"head": list(TABLE_HEAD), "llama3/depth/size": {"summary": summary, "rows": [row],
+                                                           "cells": [table_cells(row)]}}
+    path.write_text(json.dumps({"closed_loop": loop, "claims": {}}))
+    return path
+
+
+def test_evidence_pages_print_the_findings_cells(small_store, tmp_path):
+    evidence = _evidence(tmp_path / "closed_loop.json")
+    out = tmp_path / "r.pdf"
+    assert main(["build", str(small_store), "--evidence", str(evidence), "--out", str(out)]) == 0
+    text = pdf_text(out)
+    cells = json.loads(evidence.read_text())["closed_loop"]["llama3/depth/size"]["cells"][0]
+    assert "Closed loop: the largest parent held out" in text
+    assert all(c in text for c in (cells[5], cells[6], cells[8])), cells  # D*, dL pred, error
+    assert "1/1 inside the interval" in text
+    assert "The evidence file holds no ratio hold-out rows." in text
+
+
+def test_evidence_without_rendered_cells_is_refused(small_store, tmp_path, capsys):
+    old = tmp_path / "closed_loop.json"
+    old.write_text(json.dumps({"closed_loop": {"llama3/depth/size": {"summary": {}, "rows": []}}}))
+    out = tmp_path / "r.pdf"
+    assert main(["build", str(small_store), "--evidence", str(old), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not closed-loop evidence with rendered tables" in err
+    assert not out.exists()
+
+
+def test_dstar_page_marks_what_lies_outside_the_fit(report):
+    _, text = report
+    page = next(p for p in text.split("\f") if "Recommended post-training tokens D*" in p)
+    # ratios 0.1-0.9 are drawn, the store holds 0.25-0.75: both sides are shaded as extrapolation
+    assert "outside the fitted ratios" in page and "largest budget observed" in page

@@ -56,6 +56,9 @@ class WidthArgs:
     """Granularity of searched hidden/FFN sizes (hardware-friendly shapes)."""
     batch_size: int = 4
     """Calibration rows per forward pass."""
+    tolerance: float = TOLERANCE
+    """Largest accepted gap between the target and the achieved ratio; small parents (hidden 16,
+    FFN 40) move in ~7% steps, so a grid over them needs more than the default."""
 
     def __post_init__(self) -> None:
         bad = [a for a in self.axes if a not in AXES]
@@ -63,6 +66,8 @@ class WidthArgs:
             raise BadInput(f"width axes {list(self.axes)} invalid; allowed: {', '.join(AXES)}")
         if self.multiple < 1 or self.batch_size < 1:
             raise BadInput(f"width multiple={self.multiple} and batch_size={self.batch_size} must be >= 1")
+        if not 0 < self.tolerance < 0.5:
+            raise BadInput(f"width tolerance={self.tolerance} invalid: allowed 0 < tolerance < 0.5")
 
     @classmethod
     def from_dict(cls, args: dict[str, Any] | None) -> "WidthArgs":
@@ -167,9 +172,11 @@ def choose_shape(base: Base, ratio: float, a: WidthArgs) -> tuple[int, int, int,
     best = float(ach[i, j, k])
     fixed = {"hidden": a.hidden, "ffn": a.ffn, "heads": a.heads, "kv": a.kv_heads}
     # When every searched axis is pinned by the caller, the shape decides the ratio.
-    if abs(best - ratio) > TOLERANCE and not all(fixed[ax] is not None for ax in a.axes):
-        raise BadInput(f"width on axes {','.join(a.axes)} cannot reach ratio {ratio}: nearest achievable is "
-                       f"{best:.4f}; reachable range {float(ach[valid].min()):.4f}..{float(ach[valid].max()):.4f}")
+    if abs(best - ratio) > a.tolerance and not all(fixed[ax] is not None for ax in a.axes):
+        reachable = ach[np.broadcast_to(valid, ach.shape)]
+        raise BadInput(f"width on axes {','.join(a.axes)} cannot reach ratio {ratio} within tolerance "
+                       f"{a.tolerance}: nearest achievable is {best:.4f}; reachable range "
+                       f"{float(reachable.min()):.4f}..{float(reachable.max()):.4f}")
     return int(d[i]), int(f[j]), int(kv[k]), int(hq[k]), best
 
 
@@ -310,7 +317,7 @@ def prune(model: nn.Module, ratio: float, calib: torch.Tensor | None, *,
     choices["shape"] = {"hidden": d, "ffn": f, "heads": hq, "kv_heads": kv, "head_dim": base.head_dim,
                         "layers": base.layers}
     choices["shape_before"] = {"hidden": base.hidden, "ffn": base.ffn, "heads": base.heads, "kv_heads": base.kv}
-    if abs(achieved - ratio) > TOLERANCE:
+    if abs(achieved - ratio) > a.tolerance:
         notes_fixed = [f"all searched axes were fixed by the caller: target ratio {ratio} not used"]
     else:
         notes_fixed = []

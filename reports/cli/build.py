@@ -13,6 +13,9 @@ EPILOG = """examples:
       curves only (no law card): the title page says so
   reports build runs/ --law cards/p2_depth.json --law cards/p2_width.json --out report.pdf
       one set of law pages (parameters, residuals, held-out, D*) per card
+  reports build docs/reference_runs --law planner/cards/p2_llama3_depth.json \\
+      --evidence docs/reference_runs/closed_loop.json --out reference.pdf
+      adds the closed-loop pages (the tables docs/FINDINGS.md prints)
   reports build runs/ --law card.json --no-heldout --panels 6 --out quick.pdf --force
       skip the held-out refits, six panels per page; replace an existing quick.pdf
 
@@ -40,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="append", default=None, metavar="S",
                    help="statuses of the runs to draw (repeatable; default done and running)")
     p.add_argument("--panels", type=int, default=4, help="panels per page: 1, 2, 4 or 6 (default 4)")
+    p.add_argument("--evidence", metavar="closed_loop.json", default=None,
+                   help="closed-loop evidence of scripts/reference_evidence.py: adds its tables")
     p.add_argument("--no-heldout", action="store_true",
                    help="skip the held-out extrapolation pages (three refits per card)")
     return p
@@ -51,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     config = ReportConfig(runs=Path(args.runs), out=Path(args.out), cards=tuple(map(Path, args.law)),
                           statuses=tuple(args.status or ("done", "running")),
-                          panels_per_page=args.panels, heldout=not args.no_heldout, force=args.force)
+                          panels_per_page=args.panels, heldout=not args.no_heldout, force=args.force,
+                          evidence=Path(args.evidence) if args.evidence else None)
     summary = build_report(config)
     print(f"wrote {summary.out} ({len(summary.pages)} pages, {summary.seconds:.1f} s)")
     for note in summary.notes:
