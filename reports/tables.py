@@ -46,8 +46,10 @@ def post_training_points(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def pruning_points(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: the loss right after pruning (the ``tokens == 0`` evaluation)."""
-    zero = frame.loc[(frame["tokens"] == 0) & np.isfinite(frame["eval_loss"].astype(float))]
+    """One row per run: the loss right after pruning (the step-0 evaluation; its ``tokens`` is 0,
+    or the pruning tokens of a method that trains while pruning, e.g. ``targeted``)."""
+    first = frame["step"] == 0 if "step" in frame.columns else frame["tokens"] == 0
+    zero = frame.loc[first & np.isfinite(frame["eval_loss"].astype(float))]
     return zero.drop_duplicates("run_id", keep="last").reset_index(drop=True)
 
 
@@ -114,11 +116,15 @@ def _pair(key: dict, reference: str, arm: str, ref: pd.DataFrame, other: pd.Data
 
 
 def comparison_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (method, ratio, arm): the gap at the largest matched budget, averaged over cells."""
+    """Per (method, ratio, setting, arm): the gap at the largest matched budget, averaged over
+    parents and seeds. ``setting`` is the other of init/objective, kept apart so that, e.g.,
+    kd - lm from pruned starts is never averaged with kd - lm from random starts."""
     if table.empty:
-        return pd.DataFrame(columns=["method", "ratio", "arm", "reference", "tokens", "gap", "cells"])
+        return pd.DataFrame(columns=["method", "ratio", "setting", "arm", "reference", "tokens", "gap", "cells"])
+    other = "objective" if "objective" in table.columns else "init"
     cell = [c for c in table.columns if c not in ("tokens", "loss_ref", "loss_arm", "gap", "reference")]
     last = table.loc[table.groupby(cell, dropna=False)["tokens"].idxmax()]
-    agg = last.groupby(["method", "ratio", "arm", "reference"], dropna=False).agg(
+    agg = last.rename(columns={other: "setting"}).groupby(
+        ["method", "ratio", "setting", "arm", "reference"], dropna=False).agg(
         tokens=("tokens", "median"), gap=("gap", "mean"), cells=("gap", "size"))
     return agg.reset_index()

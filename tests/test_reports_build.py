@@ -117,7 +117,7 @@ def test_title_headline_dstar_matches_fittings_closed_form(report, cards):
     lo, hi = card.optimal_tokens_interval(N0=PARENTS[-1][1], rho=0.5, slope=1e-3)
     assert f"[1] D* for tiny-1.7b (N0 = 1.71B): " in title
     assert f"ρ=0.5: {format_count(dstar)} [{format_count(lo)}, {format_count(hi)}]" in title
-    assert "random − pruned, depth: mean loss gap" in title and "kd − lm, depth" in title
+    assert "random − pruned, depth (lm): mean loss gap" in title and "kd − lm, depth (pruned)" in title
 
 
 def test_parameter_table_holds_the_card_numbers(report, cards):

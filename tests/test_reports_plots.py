@@ -157,3 +157,16 @@ def test_final_and_pruning_points_pick_one_row_per_run(frame):
     final = tables.final_points(frame).set_index("run_id")["eval_loss"]
     assert final.to_dict() == {"a": 3.25, "b": 3.4, "c": 3.35}
     assert tables.run_counts(frame) == {"done": 3, "runs": 3, "points": 15}
+
+
+def test_objective_gap_is_kept_apart_for_pruned_and_random_starts():
+    # kd beats lm by 0.1 from pruned starts and loses by 0.5 from random ones: a mean over both
+    # (-0.1 + 0.5) / 2 = +0.2 would say kd is worse, which is true of neither start alone.
+    tokens = np.array([1e6, 1e7])
+    runs = [_run(f"{o}-{i}", "depth", 0.5, tokens, np.full(2, base + (delta if o == "kd" else 0.0)),
+                 init=i, objective=o)
+            for i, base, delta in (("pruned", 3.5, -0.1), ("random", 6.0, 0.5)) for o in ("lm", "kd")]
+    summary = tables.comparison_summary(tables.matched_comparison(pd.concat(runs, ignore_index=True),
+                                                                   "objective", "lm"))
+    gaps = summary.set_index("setting")["gap"]
+    assert np.isclose(gaps["pruned"], -0.1) and np.isclose(gaps["random"], 0.5)

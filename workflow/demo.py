@@ -41,8 +41,10 @@ class DemoConfig:
     bootstrap: int = 100
     """Run-bootstrap refits per law card (intervals for the planner and the report)."""
     procs_per_job: int = 1
-    params: str = "8B"
-    """The planner question at the end: a parent of this size..."""
+    params: str | None = None
+    """The planner question at the end: a parent of this size (default: the grid's largest
+    parent, inside the card's range, with its measured L0; an 8B question is 10^5x outside a
+    card fitted on these parents and is what ``--pilot`` is for)..."""
     ratio: float = 0.5
     """...pruned by this ratio."""
 
@@ -153,8 +155,10 @@ def report_step(runs: Path, cards: list[Path], report: Path, t: Timings) -> Path
     return summary.out
 
 
-def plan_step(cfg: DemoConfig, card_path: Path, t: Timings) -> Any:
-    """The planner's answer for ``cfg.params`` pruned by ``cfg.ratio`` from the demo's own card."""
+def plan_step(cfg: DemoConfig, card_path: Path, runs: Path, t: Timings) -> Any:
+    """The planner's answer from the demo's own card: for ``cfg.params``, or by default for the
+    largest parent the grid trained, with the L0 it measured (an in-range question)."""
+    from data.runs import load
     from planner.cards import load_card
     from planner.cli.recommend import render
     from planner.hardware import DEFAULT_GPU, DEFAULT_MFU, get_gpu
@@ -164,10 +168,20 @@ def plan_step(cfg: DemoConfig, card_path: Path, t: Timings) -> Any:
 
     card = load_card(card_path, law="p2")
     method = parse_method(card.method)
+    loss_before = None
+    params = cfg.params
+    if params is None:
+        frame = load(runs)
+        largest = frame.loc[frame["params_before"] == frame["params_before"].max()]
+        params, loss_before = str(int(largest["params_before"].iloc[0])), float(largest["loss_before"].iloc[0])
+    print(f"    question: a {params}-parameter parent pruned by {method} at ratio {cfg.ratio}"
+          + (f" (L0 = {loss_before:.4f}, measured by the grid)" if loss_before is not None else ""))
     result = t.run("planner recommendation", lambda: recommend(
-        parse_parent(cfg.params, None), method, cfg.ratio, card, f"the demo's card {card_path}",
-        criterion=Criterion("recover", DEFAULT_RECOVER), gpu=get_gpu(DEFAULT_GPU), mfu=DEFAULT_MFU, price=None))
+        parse_parent(params, None), method, cfg.ratio, card, f"the demo's card {card_path}",
+        criterion=Criterion("recover", DEFAULT_RECOVER), gpu=get_gpu(DEFAULT_GPU), mfu=DEFAULT_MFU, price=None,
+        loss_before=loss_before))
     print(render(result))
+    print("    at your own scale: planner recommend --params 8B --ratio 0.5 [--pilot YOUR_PILOT_RUN]")
     return result
 
 
@@ -191,8 +205,9 @@ def run_demo(cfg: DemoConfig, *, fresh: bool = False) -> DemoResult:
     out.launch = grid_step(cfg, grid, out.runs, t)
     out.cards = fit_steps(cfg, out.runs, work / "cards", list(grid.spec.methods), t)
     out.report = report_step(out.runs, out.cards, work / "report.pdf", t)
-    default = next((c for c in out.cards if "width" in c.name), out.cards[0])
-    out.recommendation = plan_step(cfg, default, t)
+    # depth: the demo's best-fitting card (width's loss jumps at 0.5 when the hidden size shrinks)
+    default = next((c for c in out.cards if "depth" in c.name), out.cards[0])
+    out.recommendation = plan_step(cfg, default, out.runs, t)
     out.seconds = time.perf_counter() - t0
     print(summary(out))
     return out
