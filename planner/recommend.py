@@ -3,8 +3,8 @@
 Library side (returns data; ``planner.cli.recommend`` parses and renders). Three modes, always
 named in the answer: ``card`` (the P2 card alone), ``pilot`` (a pilot curve alone:
 L = L_inf + B / D^beta) and ``pilot+card`` (the pilot with the card's beta as prior; see
-``planner.pilot``). Each reduces to a token term ``a + k * D**-beta`` at the query's (N0, rho)
-(``planner.term``), on which the criteria are solved:
+``fitting.pilot``). Each reduces to a token term ``a + k * D**-beta`` at the query's (N0, rho)
+(``fitting.term``), on which the criteria are solved:
 
 - ``recover`` (default, F = 0.9): close a fraction F of the recoverable gap, from the loss right
   after pruning to the law's asymptote. "Right after pruning" is the pilot's measured loss at
@@ -32,13 +32,15 @@ import numpy as np
 
 from data.cli import BadInput
 from data.units import format_count
+from fitting.pilot import Pilot, fit_pilot, pilot_reference
+from fitting.term import (CRITERIA, DEFAULT_RECOVER, Criterion, Estimate, Reference, TokenTerm, percentile,
+                          sample_interval)
 from planner import laws
 from planner.cards import Card
 from planner.hardware import Compute, Gpu, compute_cost
 from planner.query import SPARSE_METHODS, Parent
-from planner.term import (CRITERIA, DEFAULT_RECOVER, Criterion, Estimate, Reference, TokenTerm, check_budget,
-                          percentile, sample_interval)
-from planner.verdict import card_factor, verdict
+from planner.term import check_budget
+from planner.verdict import card_factor, credibility, verdict
 
 __all__ = ["CRITERIA", "Criterion", "Estimate", "Recommendation", "recommend", "percentile",
            "DEFAULT_RECOVER", "DEFAULT_SLOPE"]
@@ -141,15 +143,6 @@ def card_reference(card: Card, n0: float) -> Reference:
         f"{per_param:.3g} tokens per parent parameter, times N0)"))
 
 
-def pilot_reference(pilot: Any) -> Reference:
-    """The pilot's measured loss at tokens == 0, else the law at its first evaluation."""
-    if pilot.loss_start is not None:
-        return Reference(loss=pilot.loss_start, source=(
-            f"the pilot's measured loss right after pruning ({pilot.loss_start:.4f})"))
-    return Reference(tokens=float(pilot.tokens[0]), source=(
-        f"the law's loss at the pilot's first evaluation ({format_count(pilot.tokens[0])} tokens)"))
-
-
 # -- card helpers shared with compare ------------------------------------------------------------
 
 def interval(card: Card, f: Any) -> tuple[float | None, float | None]:
@@ -200,11 +193,16 @@ def range_warnings(card: Card, *, n0: float | None = None, ratio: float | None =
 
 
 def identifiability_warnings(card: Card) -> list[str]:
-    """Parameters the fit pinned (not identified) or barely pinned down (weak), from the card."""
+    """Parameters the fit pinned (not identified), left at a bound or absent (degenerate), or
+    barely pinned down (weak), from the card; the notes themselves are printed beside them."""
     info = card.card.identifiable if isinstance(card.card.identifiable, dict) else {}
     pinned = card.card.not_identified()
     weak = [p for p, r in info.items() if isinstance(r, dict) and r.get("weak") and p not in pinned]
+    bound = [p for p, r in info.items() if isinstance(r, dict) and r.get("bound") and p not in pinned]
     out = []
+    if bound:
+        out.append(f"the card's {', '.join(bound)} sit at a bound or vanished (a degenerate fit: see the "
+                   "card's identifiability notes); the law there is the simpler one it collapsed to")
     if pinned:
         reason = next((str(info[p].get("reason")) for p in pinned if info[p].get("reason")),
                       "too little variation in the fitted data")
@@ -220,11 +218,11 @@ def identifiability_warnings(card: Card) -> list[str]:
 
 def recommend(parent: Parent, method: str, ratio: float, card: Card | None, reason: str, *,
               criterion: Criterion, gpu: Gpu, mfu: float, price: float | None,
-              loss_before: float | None = None, pilot: Any = None,
+              loss_before: float | None = None, pilot: Pilot | None = None,
               sparse_kernel: bool = False) -> Recommendation:
     """The full answer for one (parent, method, ratio) from a card, a pilot, or both.
 
-    ``pilot`` is a :class:`planner.pilot.Pilot` (already checked against N0 and ratio);
+    ``pilot`` is a :class:`fitting.pilot.Pilot` (already checked against N0 and ratio);
     ``loss_before`` None with no pilot L0 gives dL answers. ``sparse_kernel`` False counts
     a sparse method's compute on dense kernels (6 * N0 * D).
     """
@@ -237,8 +235,6 @@ def recommend(parent: Parent, method: str, ratio: float, card: Card | None, reas
     if pilot is None:
         mode, term, ref = "card", cterm, card_reference(card, n0) if criterion.kind == "recover" else Reference()
     else:
-        from planner.pilot import fit_pilot
-
         mode = "pilot" if card is None else "pilot+card"
         betas = None if cterm is None or cterm.samples is None else cterm.samples[:, 2]
         term = fit_pilot(pilot, card_betas=betas, card_beta=None if cterm is None else cterm.beta, loss_before=l0)
@@ -264,8 +260,16 @@ def recommend(parent: Parent, method: str, ratio: float, card: Card | None, reas
                         f"loss {criterion.value:.4g} (their asymptote is above it): the budget interval covers "
                         "only the others, so it is optimistic")
     line = verdict(mode, card, n0, ratio, tokens.value, None if pilot is None else pilot.max_tokens)
+    loss = term.loss(tokens.value)
+    why = credibility(parent.family, loss.value - (0.0 if term.relative or l0 is None else l0))
+    if why is not None:
+        line = line.replace("verdict: ", "verdict: not credible at this scale; ", 1)
+        warnings.insert(0, why)
     practice = ()
-    if mode != "card" or "extrapolating" in line or card is None:
+    # Published recipes are 0.5B-15B parents: beside a query at that scale they are a yardstick,
+    # beside a card's own toy sizes (where only D* leaves the range) they are noise.
+    sizes = None if card is None else card.axis_range("params_before")
+    if mode != "card" or card is None or sizes is None or n0 > sizes[1]:
         from planner.practice import comparisons
 
         practice = tuple(comparisons(tokens.value, n0, ratio))
@@ -273,14 +277,14 @@ def recommend(parent: Parent, method: str, ratio: float, card: Card | None, reas
         parent=parent, method=method, ratio=ratio, params_after=(1.0 - ratio) * n0, card=card,
         card_reason=reason if card is not None else "no card: pilot-only", loss_before=l0,
         loss_before_source=l0_source, criterion=criterion, tokens=tokens,
-        loss=term.loss(tokens.value), asymptote=term.asymptote(), budgets=budgets,
+        loss=loss, asymptote=term.asymptote(), budgets=budgets,
         compute=compute_cost(n_compute, tokens.value, gpu, mfu, price, formula), mode=mode, verdict=line,
         relative=term.relative, reference=ref.source if criterion.kind == "recover" else "",
         pilot=None if pilot is None else _pilot_dict(pilot, term), card_only=card_only, practice=practice,
         warnings=tuple(warnings), notes=tuple(_notes(method, ratio, criterion, sparse_kernel, term.relative)))
 
 
-def _loss_before(given: float | None, pilot: Any) -> tuple[float | None, str]:
+def _loss_before(given: float | None, pilot: Pilot | None) -> tuple[float | None, str]:
     """L0 from --loss-before, else the pilot's own, else unknown (never a card's other parents)."""
     if given is not None:
         if pilot is not None and pilot.loss_before is not None and abs(pilot.loss_before - given) > 1e-3 * given:
@@ -319,7 +323,7 @@ def _card_warnings(card: Card, parent: Parent, method: str, n0: float, ratio: fl
     return out
 
 
-def _card_only(cterm: TokenTerm, criterion: Criterion, card: Card, n0: float, pilot: Any,
+def _card_only(cterm: TokenTerm, criterion: Criterion, card: Card, n0: float, pilot: Pilot,
                tokens: Estimate) -> dict[str, Any]:
     """What the card alone says, and how far the pilot moved the answer from it."""
     ref = card_reference(card, n0) if criterion.kind == "recover" else Reference()
@@ -336,7 +340,7 @@ def _card_only(cterm: TokenTerm, criterion: Criterion, card: Card, n0: float, pi
             "moved": f"the pilot moved D* {tokens.value / d.value:.3g}x from the card's {format_count(d.value)}"}
 
 
-def _pilot_dict(pilot: Any, term: TokenTerm) -> dict[str, Any]:
+def _pilot_dict(pilot: Pilot, term: TokenTerm) -> dict[str, Any]:
     return {"path": pilot.path, "points": int(len(pilot.tokens)), "max_tokens": pilot.max_tokens,
             "loss_start": pilot.loss_start, "last_loss": float(pilot.loss[-1]),
             "fit": {"a": term.a, "k": term.k, "beta": term.beta, "samples": int(len(term.samples))}}

@@ -8,6 +8,8 @@ pilot curve; N then says how far D* lies beyond the pilot's last point).
 
 from __future__ import annotations
 
+import math
+
 from data.units import format_count
 from planner.cards import Card
 
@@ -54,3 +56,27 @@ def verdict(mode: str, card: Card | None, n0: float, ratio: float, tokens: float
         return "verdict: in range (the card was fitted on this parent size, ratio and budget)"
     head = f"extrapolating {factor:.3g}x beyond the card" if factor > 1 else "outside the card's ratios"
     return f"verdict: {head} ({'; '.join(parts)}): calibrate with --pilot"
+
+
+def uniform_guess_loss(family: str) -> float | None:
+    """ln(vocabulary) of a family's real models: the loss of predicting every token uniformly.
+
+    No trained model of the family can lose more than this above its parent, so a card that
+    predicts a larger dL at the user's N0 has stopped describing models there (None: a family
+    without real models in the table, e.g. the tiny test shapes).
+    """
+    from data.models import MODELS
+
+    vocabs = [m.vocab for m in MODELS.values() if m.family == family and m.family != "tiny"]
+    return math.log(max(vocabs)) if vocabs else None
+
+
+def credibility(family: str, gap: float) -> str | None:
+    """Why an answer with ``gap`` = predicted L - L0 (nats) at D* cannot be right, or None."""
+    ceiling = uniform_guess_loss(family)
+    if ceiling is None or not gap > ceiling:
+        return None
+    return (f"the card predicts L - L0 = {gap:+.4g} nats at D*, more than a uniform guess over the "
+            f"{family} vocabulary loses in all (ln V = {ceiling:.2f} nats): its size and ratio terms do "
+            f"not transfer to this N0, so read D* as the card's token exponent applied at this scale, "
+            f"not as a prediction")

@@ -238,3 +238,37 @@ def test_help_examples_run(module, cards, capsys):
     for line in examples:
         argv = [str(files.get(tok, tok)) for tok in shlex.split(line)[1:]]
         assert main(argv) == 0, (line, capsys.readouterr().err)
+
+
+def test_recommend_repeats_the_card_s_identifiability_notes(capsys):
+    """The bundled llama3/width card has alpha = 0 at its bound with N_C and E gone to 0: the
+    planner says which simpler law that is, in the text and in --json."""
+    from pathlib import Path
+
+    card = Path(__file__).resolve().parents[1] / "planner" / "cards" / "p2_llama3_width.json"
+    argv = ["recommend", "--params", "8B", "--ratio", "0.5", "--law", str(card)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    collapse = ("collapsed: N_C -> 0 and E -> 0, so alpha is free: the fit is p2 without the size term "
+                "N_C/N0^alpha and the constant E; only the data term D_C/D^beta remains")
+    assert "card fit (what the card's fit could not pin down; the answer rests on them):" in out
+    assert f"  {collapse}" in out.splitlines()
+    assert any(line.strip().startswith("alpha = 0 is at its lower bound 0") for line in out.splitlines())
+    assert any("sit at a bound or vanished" in line and "alpha" in line for line in out.splitlines())
+    doc = run_json(capsys, *argv, "--json")
+    notes = doc["card"]["identifiability"]
+    assert notes[0] == collapse and any("sloppy direction" in n for n in notes)
+    assert any("N_C" in w and "alpha" in w and "bound" in w for w in doc["warnings"])
+
+
+def test_a_card_predicting_more_than_a_uniform_guess_is_called_not_credible(capsys):
+    # The bundled llama3 depth card, 38,000x out at 8B, predicts a dL above ln(128,256) = 11.76
+    # nats: no trained model loses that much, so the verdict must say the card does not transfer.
+    assert main(["recommend", "--params", "8B", "--ratio", "0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdict"].startswith("verdict: not credible at this scale; extrapolating")
+    assert "ln V = 11.76 nats" in out["warnings"][0]
+    # the same card at a parent it was fitted on predicts a small gap and keeps its verdict
+    assert main(["recommend", "--params", "222000", "--ratio", "0.3", "--json"]) == 0
+    near = json.loads(capsys.readouterr().out)
+    assert "not credible" not in near["verdict"] and not any("uniform guess" in w for w in near["warnings"])
