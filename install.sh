@@ -11,13 +11,14 @@ python="${PYTHON:-python3}"
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "install.sh: NVIDIA GPU found: installing the CUDA build of torch"
-  "$venv/bin/python" -m pip install -q -e ".[engine,dev]"
+  "$venv/bin/python" -m pip install -q -e ".[engine,eval,dev]"
 else
   echo "install.sh: no GPU: installing the CPU build of torch (constraints/cpu.txt)"
-  "$venv/bin/python" -m pip install -q -c constraints/cpu.txt -e ".[engine,dev]"
+  "$venv/bin/python" -m pip install -q -c constraints/cpu.txt -e ".[engine,eval,dev]"
 fi
 "$venv/bin/python" - <<'PY'
 import torch, deepspeed, transformers
+import lm_eval  # noqa: F401  (engine eval: the eval extra)
 print(f"install.sh: torch {torch.__version__}, deepspeed {deepspeed.__version__}, "
       f"transformers {transformers.__version__}, cuda={torch.cuda.is_available()}")
 PY

@@ -19,7 +19,7 @@ time linearly (said so in the output). Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/fit_speed.py            # full, minutes
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/fit_speed.py --starts 450 --bootstrap 200
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/fit_speed.py --starts 20 --points 500 --bootstrap 64 --naive 8  # smoke
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/fit_speed.py --quick   # smoke: 20 starts, 500 points, 32 refits
 """
 
 from __future__ import annotations
@@ -170,7 +170,11 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=5000, help="P2 curve points (default 5,000)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap refits (default 1,000)")
     parser.add_argument("--naive", type=int, default=100, help="refits of the naive loop, extrapolated (default 100)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke settings: 20 starts, 500 points, 32 refits, naive 4 (proves it runs; no goals)")
     args = parser.parse_args()
+    if args.quick:
+        args.starts, args.points, args.bootstrap, args.naive = 20, 500, 32, 4
     # The machine is shared: absolute times move with its load, ratios measured here do not.
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     bench_p2(args.points)

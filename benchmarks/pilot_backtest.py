@@ -99,9 +99,9 @@ def card_for(meta, cards_dir: Path | None):
 def score_run(tokens, loss, meta, card, prior_card: bool = True) -> list[dict]:
     """One row per (mode, fraction) for one run."""
     from data.cli import BadInput
-    from planner.pilot import Pilot, fit_pilot
+    from fitting.pilot import Pilot, fit_pilot
+    from fitting.term import Criterion, Reference
     from planner.recommend import card_term
-    from planner.term import Criterion, Reference
 
     crit, ref = Criterion("recover", 0.9), Reference(loss=float(loss[0]))
     l0, n0, ratio = float(meta["loss_before"]), float(meta["params_before"]), float(meta["ratio"])

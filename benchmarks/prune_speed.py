@@ -13,9 +13,10 @@ sides report the held-out loss of their pruned model, so time is compared at equ
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/prune_speed.py --model work/smollm2-135m
     .venv/bin/python benchmarks/prune_speed.py --model tiny-llama-m --methods depth,width
-    # side by side with llm-compressor (python -m venv /tmp/peer && /tmp/peer/bin/pip install llmcompressor)
+    # side by side with llm-compressor 0.14 in ANOTHER venv (python3 -m venv ../peer-venv &&
+    # ../peer-venv/bin/pip install torch==2.13.0 llmcompressor==0.14.0.1), and the two-pass driver
     .venv/bin/python benchmarks/prune_speed.py --model work/smollm2-135m --methods unstructured-sparsegpt,unstructured \
-        --sparsity 0.5 --n 128 --seq-len 512 --threads auto --peer-python /tmp/peer/bin/python
+        --sparsity 0.5 --n 64 --seq-len 512 --threads auto --two-pass --peer-python ../peer-venv/bin/python
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def fixed_ratio(model, method: str, ratio: float) -> float:
     return achievable_ratio(model, Pattern("n:m"))
 
 
+TWO_PASS = "@two-pass"
+"""Method suffix: run the sparse driver's two-pass path (dense forward for statistics, pruned
+forward for the next layer) instead of the staged one-forward path, for the speed-up ratio."""
+
 PEER_METHODS = {"unstructured-sparsegpt": "sparsegpt", "2:4-sparsegpt": "sparsegpt",
                 "unstructured": "wanda", "2:4": "wanda"}
 """Engine method -> the llm-compressor modifier it is compared with (same scorer)."""
@@ -91,6 +96,10 @@ def child(model_path: str, method: str, ratio: float, calib_path: str, eval_path
     from engine.pruning.common import count_params, eval_loss
 
     torch.manual_seed(0)
+    if method.endswith(TWO_PASS):  # the driver before the staged one: the in-run speed-up baseline
+        import engine.pruning.sparse_common as sc
+
+        sc.STAGED_LAYERS, method = (), method[:-len(TWO_PASS)]
     model = load_model(model_path)
     calib = torch.from_numpy(np.load(calib_path)).long()
     evals = torch.from_numpy(np.load(eval_path)).long()
@@ -161,6 +170,8 @@ def main() -> None:
     p.add_argument("--sparsity", type=float, help="sparse methods: fraction of each linear (instead of --ratio)")
     p.add_argument("--threads", default="", help="OMP threads of every child: N, or auto (engine.probe)")
     p.add_argument("--peer-python", help="python of a venv with llmcompressor: adds its SparseGPT/Wanda")
+    p.add_argument("--two-pass", action="store_true",
+                   help="sparse methods: also time the engine's two-pass driver (the staged one's baseline)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--calib-ids", help=argparse.SUPPRESS)
     p.add_argument("--eval-ids", help=argparse.SUPPRESS)
@@ -184,14 +195,28 @@ def main() -> None:
               f"threads {base['threads']}, dense eval loss {base['eval_loss']}")
         print(f"{'method':<26} {'ratio':>7} {'seconds':>8} {'x fwd':>7} {'peak MiB':>9} {'peak/base':>9} {'loss':>7}")
         for method in a.methods.split(","):
-            rows = [measure(a.model, method, a.ratio, ids, a.sparsity, threads)]
+            rows = {"engine": measure(a.model, method, a.ratio, ids, a.sparsity, threads)}
+            if a.two_pass and method in PEER_METHODS:
+                rows["two-pass"] = measure(a.model, method + TWO_PASS, a.ratio, ids, a.sparsity, threads)
             if a.peer_python and method in PEER_METHODS:
-                rows.append(measure_peer(a.peer_python, a.model, method, ids, a.sparsity or 0.5, threads))
-            for r in rows:
+                rows["peer"] = measure_peer(a.peer_python, a.model, method, ids, a.sparsity or 0.5, threads)
+            for r in rows.values():
                 _print_row(r, base)
-            if len(rows) == 2 and "error" not in rows[0] and "error" not in rows[1]:
-                print(f"{'':<26} engine / llm-compressor time: {rows[0]['seconds'] / rows[1]['seconds']:.2f}x "
-                      "(goal <= 0.5 at equal loss)")
+            _print_ratios(rows)
+
+
+def _print_ratios(rows: dict[str, dict]) -> None:
+    """Engine time over each baseline of the same method, with both losses (equal loss is the
+    condition under which a time ratio means anything)."""
+    eng = rows["engine"]
+    for name, label, goal in (("two-pass", "engine two-pass driver", ""),
+                              ("peer", "llm-compressor", " (goal <= 0.5 at equal loss)")):
+        other = rows.get(name)
+        if other is None or "error" in eng or "error" in other:
+            continue
+        loss = "" if eng.get("eval_loss") is None or other.get("eval_loss") is None else \
+            f", loss {eng['eval_loss']:.4f} vs {other['eval_loss']:.4f}"
+        print(f"{'':<26} engine / {label} time: {eng['seconds'] / other['seconds']:.2f}x{loss}{goal}")
 
 
 def _print_row(r: dict, base: dict) -> None:

@@ -10,6 +10,7 @@ or written, so ``import data.runs`` stays cheap.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,55 @@ CURVE_FILE = "curve.parquet"
 STATUSES = ("pending", "running", "done", "failed")
 CORRUPT = "corrupt"
 """Not a stored status: what ``RunStore.status`` says of a run whose files are torn."""
+REQUIRED_CURVE = ("step", "tokens", "eval_loss")
+"""Curve columns without which a curve.parquet is not a curve (fitting reads all three)."""
+
+
+class Failure(str, Enum):
+    """Why a run did not finish: the typed kind executors decide retries on (never the message).
+
+    The trainer stores a failed run's kind under run.json's ``failure`` key; ``killed`` and
+    ``corrupt`` are found by looking (a dead owner, torn files), not stored.
+    """
+
+    BAD_INPUT = "bad_input"
+    """The job cannot run as written (unreachable ratio, missing parent): fails the same again."""
+    DIVERGED = "diverged"
+    """NaN/inf or a loss blow-up: deterministic for a given config and seed."""
+    CRASHED = "crashed"
+    """Any other exception in the trainer (out of memory, a lost rank): worth one more try."""
+    KILLED = "killed"
+    """The process died without a word (kill -9, preemption, a reboot): resumes from its checkpoint."""
+    CORRUPT = "corrupt"
+    """Torn or unreadable files: run again from scratch (the pieces are kept aside)."""
+
+    @property
+    def retryable(self) -> bool:
+        """Would running the same job again help?"""
+        return self not in (Failure.BAD_INPUT, Failure.DIVERGED)
+
+
+def failure_kind(exc: BaseException) -> Failure:
+    """The kind of the exception that ended a run (what the trainer records with it)."""
+    if isinstance(exc, BadInput):
+        return Failure.BAD_INPUT
+    if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: stopped from outside
+        return Failure.KILLED
+    return Failure.CRASHED
+
+
+def failure_of(record: Mapping[str, Any]) -> Failure | None:
+    """The failure kind of a failed run's record; None unless its status is ``failed``.
+
+    Records written before kinds were stored carry only a reason: they count as ``crashed``
+    (retried once, which costs at most one quick failure) rather than guessing from the text.
+    """
+    if record.get("status") != "failed":
+        return None
+    try:
+        return Failure(record.get("failure") or Failure.CRASHED)
+    except ValueError:
+        return Failure.CRASHED
 
 META_COLUMNS: tuple[str, ...] = (
     "run_id", "family", "parent", "method", "ratio_target", "ratio", "params_before",
@@ -74,28 +125,68 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
         raise
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the kernel, libc or file system cannot (the caller falls back to two
+    renames). Raises OSError for a real failure (permissions, a different file system).
+    """
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _aside(out: Path) -> Path:
+    return out.with_name(f".{out.name}.old-{os.getpid()}")
+
+
+def _recover(out: Path) -> None:
+    """A swap killed between its two renames left ``out`` missing and the old one aside: put it back."""
+    if out.exists() or out.is_symlink():
+        return
+    for old in sorted(out.parent.glob(f".{out.name}.old-*")):
+        if old.is_dir():
+            old.rename(out)
+            return
+
+
 def replace_dir(tmp: Path, out: Path) -> None:
     """Move a finished directory ``tmp`` to ``out``; an old ``out`` is removed only afterwards.
 
     The one directory swap of the project (corpus, shards, tokenizers, models, pruned
-    outputs). A failure before or during the rename leaves the old ``out`` in place (nothing
-    already written is lost): the old directory is moved aside, never deleted first.
+    outputs, search state). The old ``out`` is never deleted before the new one is in place:
+    on Linux the two are exchanged in one atomic step, so a reader (or a kill) sees either the
+    old or the new directory, never none; elsewhere the old one is moved aside first, put back
+    if the rename fails, and put back by the next swap if a kill struck between the renames.
     """
     import shutil
 
     tmp, out = Path(tmp), Path(out)
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
+    _recover(out)
+    if not out.exists():
+        tmp.rename(out)
+        return
+    if _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old directory
+        return
+    old = _aside(out)
+    out.rename(old)
     try:
         tmp.rename(out)
     except BaseException:
-        if old is not None:
-            old.rename(out)
+        old.rename(out)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager
@@ -157,6 +248,9 @@ class RunStore:
     def corrupt(self, run_id: str) -> str | None:
         """Why a run's files are torn or unreadable (a kill mid-copy, a full disk), or None.
 
+        The one check every reader uses (launch, status, fitting, reports): run.json that is
+        not a JSON record with a valid status, a curve.parquet whose footer or schema is
+        unreadable or lacks step/tokens/eval_loss, or a ``done`` run without curve rows.
         Reads run.json and only the parquet footer, so it is cheap enough for every status.
         """
         path = self.run_dir(run_id) / RUN_FILE
@@ -169,13 +263,19 @@ class RunStore:
         if not isinstance(record, dict) or record.get("status") not in STATUSES:
             return f"{RUN_FILE} has no valid status"
         curve = self.run_dir(run_id) / CURVE_FILE
-        if curve.is_file():
-            import pyarrow.parquet as pq
+        if not curve.is_file():
+            return f"status is done but there is no {CURVE_FILE}" if record["status"] == "done" else None
+        import pyarrow.parquet as pq
 
-            try:
-                pq.read_metadata(curve)
-            except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a torn file
-                return f"{CURVE_FILE} is unreadable ({type(exc).__name__}: {exc})"
+        try:
+            meta = pq.read_metadata(curve)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a torn file
+            return f"{CURVE_FILE} is unreadable ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        missing = [c for c in REQUIRED_CURVE if c not in meta.schema.names]
+        if missing:
+            return f"{CURVE_FILE} lacks column(s) {', '.join(missing)}"
+        if record["status"] == "done" and meta.num_rows == 0:
+            return f"status is done but {CURVE_FILE} has no rows"
         return None
 
     def status(self, run_id: str) -> str:
@@ -228,8 +328,10 @@ class RunStore:
         self.write(run_id, record)
         return record
 
-    def set_status(self, run_id: str, status: str, reason: str | None = None) -> None:
-        self.update(run_id, status=status, reason=reason)
+    def set_status(self, run_id: str, status: str, reason: str | None = None,
+                   failure: Failure | None = None) -> None:
+        """Set ``status`` (and ``reason``); a ``failed`` run also records its :class:`Failure` kind."""
+        self.update(run_id, status=status, reason=reason, failure=failure.value if failure else None)
 
     # -- curves -------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("engine.cli.prune", "prune a model (depth, width, 2:4, unstructured) and save it"),
     "recon": ("engine.cli.recon", "reconstruct a pruned model layer/block-wise against its parent"),
     "train": ("engine.cli.train", "post-train or pretrain one job through DeepSpeed"),
+    "eval": ("engine.cli.eval", "score a model with lm-evaluation-harness (offline corpus_ppl task)"),
     "grid": ("engine.cli.grid", "plan, launch, watch and cancel grids of jobs (local or SLURM)"),
     "demo": ("workflow.cli", "the whole product on the embedded default grid (grids/demo.yaml)"),
 }

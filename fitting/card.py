@@ -253,8 +253,12 @@ class LawCard:
 
     def identifiability_notes(self) -> list[str]:
         """Every identifiability statement, one line each: pinned, at a bound, degenerate,
-        weak (wide bootstrap interval), sloppy directions. The planner repeats them."""
-        lines = []
+        weak (wide bootstrap interval), sloppy directions; first, the simpler law a degenerate
+        fit collapsed to. The planner repeats them."""
+        from fitting.identify import collapsed_law
+
+        collapse = collapsed_law(self.law, self.identifiable)
+        lines = [] if collapse is None else [f"collapsed: {collapse}"]
         for name, r in self.identifiable.items():
             if not r.get("identified", True):
                 lines.append(f"{name} not identified, fixed at {r.get('fixed_at')}: {r.get('reason')}")

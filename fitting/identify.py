@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data.cli import BadInput
-from fitting.laws import Law
+from fitting.laws import Law, Term
 
 NEAR_BOUND = 1e-3
 """An exponent within this fraction of its bound range of a bound is reported at the bound."""
@@ -89,6 +89,41 @@ def exponent_bound_notes(law: Law, params: Mapping[str, float],
     return notes
 
 
+COLLAPSED = "the fit collapsed to the law without it"
+"""How every note of a term the fit dropped ends (:func:`collapsed_law` reads it back)."""
+
+
+def absent_note(term: Term) -> str:
+    """The note of a term whose coefficient went to 0."""
+    return f"{term.coef} -> 0: {term.label or term.coef} is absent; {COLLAPSED}"
+
+
+def collapsed_law(law: Law, identifiable: Mapping[str, Mapping]) -> str | None:
+    """One line naming the simpler law a degenerate fit collapsed to (None if it did not).
+
+    Reads a card's ``identifiable`` (so it also works on cards written before this line
+    existed): the terms the fit dropped (coefficient -> 0, or exponents -> 0 that make the
+    term a constant), the exponents that then enter no term left (free: any value fits), and
+    the terms that remain, e.g. for P2 with ``N_C`` and ``E`` gone: "N_C -> 0 and E -> 0, so
+    alpha is free: the fit is p2 without the size term N_C/N0^alpha and the constant E; only
+    the data term D_C/D^beta remains".
+    """
+    notes = {t.coef: str((identifiable.get(t.coef) or {}).get("bound") or "") for t in law.terms}
+    gone = [t for t in law.terms if notes[t.coef].endswith(COLLAPSED)]
+    if not gone:
+        return None
+    kept = [t for t in law.terms if t not in gone]
+    heads = [notes[t.coef].split(":", 1)[0] for t in gone]
+    used = {e for t in kept for e, _, _ in t.factors}
+    free = [e for e in law.exponents if e not in used and not any(h.startswith(f"{e} ") for h in heads)
+            and any(e == f[0] for t in gone for f in t.factors)]
+    head = " and ".join(heads) + (f", so {', '.join(free)} is free" if free else "")
+    rest = (f"only {' and '.join(t.label or t.coef for t in kept)} "
+            f"{'remains' if len(kept) == 1 else 'remain'}") if kept else "no term remains"
+    return (f"{head}: the fit is {law.name} without {' and '.join(t.label or t.coef for t in gone)}; "
+            f"{rest}")
+
+
 def bound_notes(law: Law, params: Mapping[str, float], fixed: Mapping[str, float],
                 values: Mapping[str, np.ndarray], signal: float) -> dict[str, str]:
     """Parameter -> note for exponents at a bound and terms that vanished (degenerate fits).
@@ -104,16 +139,14 @@ def bound_notes(law: Law, params: Mapping[str, float], fixed: Mapping[str, float
         own = [f for f in term.factors if not all(f in t.factors for t in law.terms)]
         flat = [e for e, _, _ in own if e in notes and abs(params[e]) <= NEAR_BOUND * 8]
         if size < NEGLIGIBLE_TERM * max(signal, 1e-300):
-            notes[term.coef] = (f"{term.coef} -> 0: {term.label or term.coef} is absent; the fit "
-                                f"collapsed to the law without it")
+            notes[term.coef] = absent_note(term)
             for e in (e for e, _, _ in term.factors if e in notes):
                 notes[e] += f" ({term.label or term.coef} is absent, so {e} is free)"
         elif flat and len(own) == len(flat):
             const = next((t.label or t.coef for t in law.terms if t is not term and not [
                 f for f in t.factors if not all(f in u.factors for u in law.terms)]), "a constant")
             notes[term.coef] = (f"{' and '.join(flat)} = 0: {term.label or term.coef} is a "
-                                f"constant, indistinguishable from {const}; the fit collapsed to "
-                                f"the law without it")
+                                f"constant, indistinguishable from {const}; {COLLAPSED}")
     return notes
 
 

@@ -25,7 +25,7 @@ from planner.cards import Card
 from planner.hardware import get_gpu
 from planner.query import Parent
 from planner.recommend import recommend
-from planner.term import DEFAULT_RECOVER, Criterion
+from fitting.term import DEFAULT_RECOVER, Criterion
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -135,21 +135,32 @@ def summary(rows: list[LoopRow]) -> dict[str, Any]:
             "beyond_observed": sum(r.beyond is not None for r in rows)}
 
 
+TABLE_HEAD = ("family", "method", "held out", "N0", "ratio", "D* [95%]", "L-L0 pred [95%]",
+              "L-L0 actual", "err on L-L0", "inside")
+"""Columns of the closed-loop table; :func:`table_cells` fills them, findings and report print them."""
+
+
+def table_cells(row: dict[str, Any]) -> list[str]:
+    """One held-out run as the table's strings, from :meth:`LoopRow.to_dict` (JSON-safe)."""
+    l0 = row["loss_before"]
+
+    def gap(x: float | None) -> str:
+        return "" if x is None else f"{x - l0:.4f}"
+
+    def num(x: float | None) -> str:
+        return "" if x is None else f"{x:.3g}"
+
+    actual = (f"beyond observed ({row['beyond']:.1f}x)" if row["loss_actual"] is None
+              else gap(row["loss_actual"]))
+    err = "" if row["err_dl"] is None else f"{row['err_dl']:+.0%}"
+    inside = {None: "", True: "yes", False: "no"}[row["inside"]]
+    return [row["family"], row["method"], row["holdout"], f"{row['params_before']:,.0f}", f"{row['ratio']:.3f}",
+            f"{num(row['d_star'])} [{num(row['d_star_low'])}, {num(row['d_star_high'])}]",
+            f"{gap(row['loss_pred'])} [{gap(row['loss_low'])}, {gap(row['loss_high'])}]", actual, err, inside]
+
+
 def markdown(rows: list[LoopRow]) -> str:
     """The findings table: one line per held-out run."""
-    head = ("| family | method | held out | N0 | ratio | D* [95%] | L-L0 pred [95%] | L-L0 actual | "
-            "err on L-L0 | inside |\n|---|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
-    for r in rows:
-        dl = r.loss_pred - r.loss_before
-        lo = "" if r.loss_low is None else f"{r.loss_low - r.loss_before:.4f}"
-        hi = "" if r.loss_high is None else f"{r.loss_high - r.loss_before:.4f}"
-        actual = ("beyond observed ({:.1f}x)".format(r.beyond) if r.loss_actual is None
-                  else f"{r.loss_actual - r.loss_before:.4f}")
-        err = "" if r.err_dl is None else f"{r.err_dl:+.0%}"
-        inside = {None: "", True: "yes", False: "no"}[r.inside]
-        dlo = "" if r.d_star_low is None else f"{r.d_star_low:.3g}"
-        dhi = "" if r.d_star_high is None else f"{r.d_star_high:.3g}"
-        lines.append(f"| {r.family} | {r.method} | {r.holdout} | {r.params_before:,.0f} | {r.ratio:.3f} | "
-                     f"{r.d_star:.3g} [{dlo}, {dhi}] | {dl:.4f} [{lo}, {hi}] | {actual} | {err} | {inside} |")
+    lines = ["| " + " | ".join(TABLE_HEAD) + " |", "|" + "---|" * len(TABLE_HEAD)]
+    lines += ["| " + " | ".join(table_cells(r.to_dict())) + " |" for r in rows]
     return "\n".join(lines)

@@ -113,7 +113,10 @@ ENGINE = [
     ["grid", "launch", "{ws}/grid_ok.yaml", "--runs", "{ws}/r1", "--max-retries", "-1"],
     ["grid", "launch", "{ws}/grid_ok.yaml", "--runs", "{ws}/r1", "--max-retries", "1000"],
     ["grid", "launch", "{ws}/grid_ok.yaml", "--runs", "{file}"],
-    ["grid", "cancel", "{ws}/grid_ok.yaml", "--runs", "{ws}/r1"],
+    ["grid", "cancel", "{ws}/grid_ok.yaml", "--runs", "{file}"],
+    ["grid", "launch", "{ws}/grid_ok.yaml", "--runs", "{ws}/r1", "--partition", "gpu"],
+    ["grid", "plan", "{ws}/grid_ok.yaml", "--executor", "slurm", "--parallel", "2"],
+    ["grid", "launch", "{ws}/grid_ok.yaml", "--runs", "{ws}/r1", "--parallel", "0"],
     ["grid", "plan", "{ws}/grid_ok.yaml", "--executor", "nosuch"],
     *[["grid", "launch", "{ws}/grid_ok.yaml", "--runs", "{ws}/r1", "--executor", "slurm", "--dry-run", *extra]
       for extra in (["--time", "bogus"], ["--time", "-1"], ["--mem", "12X"], ["--mem", "lots"],
@@ -179,8 +182,18 @@ REPORTS = [
     ["build", "{store}", "--out", "{file}/r.pdf"],
 ]
 
+PRUNELAW = [
+    [], ["nosuch"], ["demo", "--grid", "{none}"], ["demo", "--grid", "{empty}"], ["demo", "--bootstrap", "-1"],
+    ["demo", "--bootstrap", "x"], ["demo", "--procs-per-job", "0"], ["demo", "--procs-per-job", "100000"],
+    ["demo", "--nosuch"],
+]
+
 CASES = ([("data", a) for a in DATA] + [("engine", a) for a in ENGINE] + [("fitting", a) for a in FITTING]
-         + [("planner", a) for a in PLANNER] + [("reports", a) for a in REPORTS])
+         + [("planner", a) for a in PLANNER] + [("reports", a) for a in REPORTS]
+         + [("prunelaw", a) for a in PRUNELAW])
+CASE_TIMEOUT_S = 90
+"""A bad input is refused in well under a second of work; a case still running after this
+started real work (a training run, the demo) and fails instead of hanging the suite."""
 
 
 def _mains():
@@ -190,8 +203,10 @@ def _mains():
     from planner.__main__ import main as planner_main
     from reports.__main__ import main as reports_main
 
+    from workflow.cli import prunelaw
+
     return {"data": data_main, "engine": engine_main, "fitting": fitting_main, "planner": planner_main,
-            "reports": reports_main}
+            "reports": reports_main, "prunelaw": prunelaw}
 
 
 def _grid(shards: Path, **change) -> dict:
@@ -308,8 +323,23 @@ def no_real_work(monkeypatch):
     monkeypatch.setattr(workflow.demo, "run_demo", refuse)
 
 
+@pytest.fixture
+def case_timeout():
+    """SIGALRM after CASE_TIMEOUT_S: a case that got past validation cannot run for long."""
+    import signal
+
+    def expire(signum, frame):
+        raise _WouldRun(f"still running after {CASE_TIMEOUT_S} s: real work started")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(CASE_TIMEOUT_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
-def test_bad_input_exits_2_with_one_line_and_loses_nothing(case, ws, capsys, no_real_work):
+def test_bad_input_exits_2_with_one_line_and_loses_nothing(case, ws, capsys, no_real_work, case_timeout):
     cli, template = case
     argv = [a.format(**ws) for a in template]
     root = Path(ws["ws"])

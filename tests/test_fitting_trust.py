@@ -59,6 +59,8 @@ def test_a_term_that_is_absent_is_reported_as_degenerate():
             or "alpha = 0: the size term N_C/N0^alpha is a constant, indistinguishable from the constant E" in notes)
     assert "the fit collapsed to the law without it" in notes
     assert card.identifiable["alpha"].get("bound") or card.identifiable["N_C"].get("bound")
+    collapse = card.identifiability_notes()[0]  # first: the simpler law it collapsed to
+    assert collapse.startswith("collapsed: ") and "the fit is p2 without the size term N_C/N0^alpha" in collapse
 
 
 def test_exponent_at_its_bound_is_flagged():

@@ -103,6 +103,7 @@ def test_scheduler_runs_parents_alone_first_and_children_once_their_parent_is_do
     assert first[0].config.parent == "ref-llama-3"  # the longest job first
     assert sched.next_batch(free_slots=1) == []  # every child waits for its parent
     store.write(second[0].run_id, {"status": "done", "meta": {}})
+    store.append_curve(second[0].run_id, [{"step": 1, "tokens": 8, "eval_loss": 3.0}])  # done has a curve
     sched.finished(second)
     children = sched.next_batch(free_slots=1)
     assert children and {j.depends for j in children} == {second[0].run_id}

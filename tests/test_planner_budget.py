@@ -154,3 +154,14 @@ def test_target_near_the_asymptote_warns_about_unreachable_samples(card):
     with pytest.raises(BadInput, match="tokens per parent parameter"):  # so close to the floor: absurd
         run(card, Criterion("target_loss", floor + 0.002))
     assert not any("never reach" in w for w in run(card, Criterion("target_loss", floor + 0.5)).warnings)
+
+
+@pytest.mark.parametrize("tokens, needle", [(1e3, "right after pruning"), (1e15, "out of practical reach")])
+def test_absurd_budgets_are_refused_per_parent_parameter(tokens, needle):
+    """Both ends, judged per parent parameter: at N0 = 1e9 the floor is 1e6 tokens, the roof 1e13."""
+    from planner.recommend import Estimate
+    from planner.term import check_budget
+
+    with pytest.raises(BadInput, match=needle):
+        check_budget(Estimate(tokens), Criterion("recover", 0.9), "card mode", 1e9)
+    check_budget(Estimate(1e9), Criterion("recover", 0.9), "card mode", 1e9)  # 1 token per parameter: fine

@@ -9,9 +9,9 @@ import pytest
 
 from fitting.synthetic import TRUE_P2
 from planner.__main__ import main
-from planner.pilot import Pilot, fit_pilot, read_pilot
+from fitting.pilot import Pilot, fit_pilot, read_pilot
 from planner.practice import load_practice
-from planner.term import Criterion, Reference, TokenTerm
+from fitting.term import Criterion, Reference, TokenTerm
 from test_planner_cards import write_card
 
 N0, RHO, L0 = 1e9, 0.5, 2.2
@@ -141,6 +141,7 @@ def test_pilot_from_parquet_and_from_a_store_of_several_runs(tmp_path):
     ("tokens,loss\n1e6,3\n2e6,nan\n3e6,2.8\n", [], "NaN"),
     ("tokens,loss\n1e6,3\n2e6,x\n3e6,2.8\n", [], "not a number"),
     ("tokens,loss,ratio\n1e6,3,0.3\n2e6,2.9,0.3\n3e6,2.8,0.3\n", [], "ratio 0.3"),
+    ("tokens,loss,params_before\n1e6,3,8e9\n2e6,2.9,8e9\n3e6,2.8,8e9\n", [], "parent of 8e+09 params"),
     ("tokens,loss,loss_before\n1e6,3,2.2\n2e6,2.9,2.2\n3e6,2.8,2.2\n", ["--loss-before", "2.0"], "contradicts"),
 ])
 def test_bad_pilots_exit_2_with_one_line(tmp_path, capsys, content, argv, needle):

@@ -318,3 +318,52 @@ def test_wanda_scores_layer_two_on_the_pruned_layer_one_outputs() -> None:
     one_shot = unstructured_mask(wanda_scores(w1, dense_norms), n_prune, "row")
     assert torch.equal(report.masks["model.layers.1.self_attn.q_proj.weight"], sequential)
     assert not torch.equal(sequential, one_shot)
+
+
+# --- the staged (one-forward) layer driver -----------------------------------------------------
+
+
+def test_gram_upper_blocks_give_the_full_hessian() -> None:
+    from engine.pruning.sparse_common import add_gram, symmetric
+
+    x = _correlated_inputs(300, 70)
+    H = torch.zeros(70, 70)
+    add_gram(H, x[:200], block=16)  # uneven last block, two batches
+    add_gram(H, x[200:], block=16)
+    torch.testing.assert_close(symmetric(H), x.T @ x, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen"])
+@pytest.mark.parametrize("scorer", ["wanda", "sparsegpt"])
+def test_staged_layer_leaves_the_pruned_layers_own_outputs(name: str, scorer: str) -> None:
+    # One forward pass replays the layer sub-module by sub-module: what it leaves for the next
+    # layer must be exactly the pruned layer's forward on the same inputs.
+    from engine.pruning.sparse_common import STAGED_LAYERS, prune_layer_staged
+
+    model = _model(name)
+    layer = model.model.layers[0]
+    assert type(layer).__name__ in STAGED_LAYERS
+    inputs, kwargs = capture_first_inputs(model, _calib(6, 32), batch_size=4)
+    original = [h.clone() for h in inputs]
+    masks: dict[str, torch.Tensor] = {}
+    prune_layer_staged(layer, "model.layers.0", inputs, kwargs, scorer, Pattern("unstructured", 0.5), SparseArgs(),
+                       masks)
+    assert len(masks) == 7 and all(abs(float((~m).float().mean()) - 0.5) < 0.01 for m in masks.values())
+    run_layer(layer, original, kwargs)
+    for got, want in zip(inputs, original):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_staged_layer_reads_each_group_after_the_groups_before_are_pruned(monkeypatch) -> None:
+    # q/k/v see the layer's own inputs (same masks as the two-pass driver); o_proj's statistics
+    # come from the PRUNED attention, so its mask differs from one scored on the dense layer.
+    import engine.pruning.sparse_common as sc
+
+    calib = _calib()
+    staged = get_method("unstructured")(_model("tiny-llama"), 0.3, calib).masks
+    monkeypatch.setattr(sc, "STAGED_LAYERS", ())
+    two_pass = get_method("unstructured")(_model("tiny-llama"), 0.3, calib).masks
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(staged[q], two_pass[q])
+    assert not torch.equal(staged["model.layers.0.self_attn.o_proj.weight"],
+                           two_pass["model.layers.0.self_attn.o_proj.weight"])

@@ -119,15 +119,16 @@ def test_lagrangian_drives_the_expected_shape_to_the_target(data):
 
 
 class _Killed(MemStream):
-    """A stream that dies after ``limit`` batches, as a SIGKILL mid-run would."""
+    """A stream that dies after ``limit`` batches (as a kill mid-run would) and logs what it served."""
 
-    def __init__(self, train, rows, seed, limit):
+    def __init__(self, train, rows, seed, limit=None, served=None):
         super().__init__(train, rows, seed)
-        self.limit = limit
+        self.limit, self.served = limit, served if served is not None else []
 
     def __next__(self):
-        if self.pos // self.rows >= self.limit:
+        if self.limit is not None and len(self.served) >= self.limit:
             raise KeyboardInterrupt("killed")
+        self.served.append(self.pos // self.rows)  # the index of the global batch handed out
         return super().__next__()
 
 
@@ -140,12 +141,15 @@ def _resumable(data, state_dir, factory):
 
 def test_killed_pruning_run_resumes_where_it_stopped(tmp_path, data):
     clean = _resumable(data, tmp_path / "clean", lambda rows, seed: MemStream(data.train, rows, seed))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):  # killed in step 8, after the checkpoint of step 6
         _resumable(data, tmp_path / "s", lambda rows, seed: _Killed(data.train, rows, seed, limit=7))
     assert (tmp_path / "s" / "checkpoint" / "step00000006").is_dir()
-    resumed = _resumable(data, tmp_path / "s", lambda rows, seed: MemStream(data.train, rows, seed))
+    served: list[int] = []
+    resumed = _resumable(data, tmp_path / "s", lambda rows, seed: _Killed(data.train, rows, seed, served=served))
+    assert served == [6, 7, 8, 9]  # continued from the saved step's stream position, not from batch 0
     steps = [t["step"] for t in resumed.choices["targeted"]["trajectory"]]
-    assert steps == sorted(set(steps)) and steps[-1] == 10
+    assert steps == list(range(1, 11))  # steps 1..6 from the checkpoint, recorded once
+    assert resumed.choices["targeted"]["trajectory"][:6] == clean.choices["targeted"]["trajectory"][:6]
     assert resumed.choices["targeted"]["hard_kept"] == clean.choices["targeted"]["hard_kept"]
     for (name, a), (_, b) in zip(clean.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
@@ -154,11 +158,22 @@ def test_killed_pruning_run_resumes_where_it_stopped(tmp_path, data):
     assert again.params_after == resumed.params_after and not (tmp_path / "s" / "checkpoint").exists()
 
 
-def test_search_ranks_same_size_shapes_and_keeps_the_best(data):
+def _search(data, state_dir=None, factory=None, model=None):
     from engine.pruning import search
 
-    model = build_model("tiny-llama-m", vocab=VOCAB)
-    report = search.prune(model, 0.4, data.train[:48], args={"candidates": 3, "tokens": 6 * 4 * SEQ, "lr": 1e-3})
+    model = model if model is not None else build_model("tiny-llama-m", vocab=VOCAB)
+    extra = {"state_dir": str(state_dir), "stream_factory": factory, "seq_len": SEQ} if factory else {}
+    return search.prune(model, 0.4, data.train[:48], args={"candidates": 3, "tokens": 6 * 4 * SEQ, "lr": 1e-3,
+                                                            **extra})
+
+
+def test_search_ranks_same_size_shapes_and_keeps_the_best(data):
+    parent = build_model("tiny-llama-m", vocab=VOCAB)
+    before = {k: v.clone() for k, v in parent.state_dict().items()}
+    report = _search(data, model=parent)
+    # The parent is every candidate's source and the KD teacher: left as it was, trainable.
+    assert all(p.requires_grad for p in parent.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in parent.state_dict().items())
     ranking = report.choices["search"]["ranking"]
     assert [r["rank"] for r in ranking] == [1, 2, 3]
     assert [r["loss_after_kd"] for r in ranking] == sorted(r["loss_after_kd"] for r in ranking)
@@ -167,6 +182,26 @@ def test_search_ranks_same_size_shapes_and_keeps_the_best(data):
     assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads) == (
         best["layers"], best["hidden"], best["ffn"], best["heads"])
     assert report.choices["prune_tokens"] == 3 * 6 * 4 * SEQ
+
+
+def test_killed_search_resumes_at_the_candidate_it_was_in(tmp_path, data):
+    def streams(limits: list[int | None], made: list[int]):
+        def factory(rows, seed):  # one stream per candidate's KD
+            made.append(len(made))
+            return _Killed(data.train, rows, seed, limit=limits[len(made) - 1] if len(made) <= len(limits) else None)
+        return factory
+
+    clean = _search(data, tmp_path / "clean", streams([], []))
+    with pytest.raises(KeyboardInterrupt):  # candidate 0 ranked, killed in candidate 1's KD
+        _search(data, tmp_path / "s", streams([None, 3], []))
+    assert [r["candidate"] for r in json.loads((tmp_path / "s" / "ranking.json").read_text())] == [0]
+    made: list[int] = []
+    resumed = _search(data, tmp_path / "s", streams([], made))
+    assert made == [0, 1]  # only candidates 1 and 2 were trained again
+    assert resumed.choices["search"]["ranking"] == clean.choices["search"]["ranking"]
+    assert resumed.choices["prune_tokens"] == clean.choices["prune_tokens"]
+    for (name, a), (_, b) in zip(clean.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
 
 
 def test_grid_job_counts_pruning_tokens_in_its_curve(tmp_path, data):
@@ -186,6 +221,12 @@ def test_grid_job_counts_pruning_tokens_in_its_curve(tmp_path, data):
     assert curve["tokens"].iloc[-1] == 640 + 4 * 8 * SEQ
     assert record["pruning"]["choices"]["targeted"]["trajectory"][-1]["step"] == 10
     assert not (tmp_path / job.run_id / "prune_stage").exists()  # done: the stage's resume point is gone
+    # The reports' "loss right after pruning" is the step-0 row, wherever the curve's tokens start.
+    from data.runs import load
+    from reports.tables import pruning_points
+
+    after = pruning_points(load(tmp_path))
+    assert list(after["tokens"]) == [640] and list(after["eval_loss"]) == [curve["eval_loss"].iloc[0]]
 
 
 # -- the CLI -----------------------------------------------------------------------------------
@@ -221,6 +262,21 @@ def test_cli_targeted_writes_a_dense_model_of_the_target_shape(tmp_path, tiny_di
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.num_hidden_layers == 1 and model.model.layers[0].self_attn.q_proj.bias.shape == (32,)
     assert not (tmp_path / ".sheared.targeted").exists()
+
+
+def test_cli_search_saves_its_ranking_in_the_prune_report(tmp_path, tiny_dir):
+    out = tmp_path / "searched"
+    code = engine_main(["prune", "--model", str(tiny_dir), "--method", "width", "--ratio", "0.3", "--search", "2",
+                        "--search-tokens", "128", "--calib", str(TEXT), "--calib-samples", "8", "--calib-seq-len", "32",
+                        "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "prune_report.json").read_text())
+    ranking = report["choices"]["search"]["ranking"]
+    assert report["method"] == "width-search" and [r["rank"] for r in ranking] == [1, 2]
+    cfg = AutoModelForCausalLM.from_pretrained(out).config
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size) == tuple(
+        ranking[0]["shape"][k] for k in ("layers", "hidden", "ffn"))
+    assert not (tmp_path / ".searched.targeted").exists()  # saved: the resume point is spent
 
 
 BAD_TARGETS = [

@@ -32,6 +32,17 @@ def test_recon_lm_reconstructs_then_trains_and_records_it(tmp_path) -> None:
     assert not list((tmp_path / job.run_id).glob("recon-start*"))  # the parent copy is gone
 
 
+def test_report_compares_a_reconstructed_start_with_lm_at_matched_tokens(tmp_path) -> None:
+    from data.runs import load
+    from engine.train.runtime import init_distributed
+    from reports.tables import matched_comparison
+
+    for objective in ("lm", "recon+lm"):
+        assert run_job(_job(tmp_path, objective=objective), init_distributed(), MemData(seq_len=SEQ)) == "done"
+    table = matched_comparison(load(tmp_path), "objective", "lm")
+    assert set(table["arm"]) == {"recon+lm"} and len(table) >= 2 and table["gap"].notna().all()
+
+
 def test_recon_start_options_are_checked_and_old_ids_kept(tmp_path) -> None:
     with pytest.raises(BadInput, match="granularity 'blocks:0' not allowed"):
         _job(tmp_path, recon={"granularity": "blocks:0"})

@@ -9,24 +9,11 @@ from data.cli import BadInput
 from data.runs import RunStore
 from engine.train.config import job_from_dict
 from engine.train.recipe import run_job
-from engine.train.stop import decide
-from train_fakes import MemData
+from engine.train.stop import NoForecaster, decide, forecaster
 
-SEQ, MB = 32, 8
+SEQ, MB = 32, 8  # SEQ: the shared mem_data fixture's sequence length
 STEP_TOKENS = SEQ * MB
 TOTAL = 40 * STEP_TOKENS
-
-
-@pytest.fixture(scope="module")
-def dist():
-    from engine.train.runtime import init_distributed
-
-    return init_distributed()
-
-
-@pytest.fixture(scope="module")
-def data():
-    return MemData(seq_len=SEQ)
 
 
 def make_job(runs, **stop):
@@ -37,11 +24,11 @@ def make_job(runs, **stop):
 
 
 @pytest.fixture(scope="module")
-def stopped(tmp_path_factory, dist, data):
+def stopped(tmp_path_factory, dist, mem_data):
     """A run whose target (a loss above the start) is met at once: it stops at the minimum fraction."""
     runs = tmp_path_factory.mktemp("runs")
     job = make_job(runs, target_loss=50.0)
-    assert run_job(job, dist, data) == "done"
+    assert run_job(job, dist, mem_data) == "done"
     return runs, job
 
 
@@ -69,7 +56,7 @@ def test_status_shows_the_stop(stopped):
     assert stop_cell(RunStore(runs).read(job.run_id)).startswith("stopped at ")
 
 
-def test_killed_run_resumes_and_stops_at_the_same_point(tmp_path, stopped, dist, data, monkeypatch):
+def test_killed_run_resumes_and_stops_at_the_same_point(tmp_path, stopped, dist, mem_data, monkeypatch):
     from engine.train import recipe
 
     job = make_job(tmp_path, target_loss=50.0)
@@ -83,9 +70,9 @@ def test_killed_run_resumes_and_stops_at_the_same_point(tmp_path, stopped, dist,
 
     monkeypatch.setattr(recipe, "_train_step", dying)
     with pytest.raises(KeyboardInterrupt):
-        run_job(job, dist, data)
+        run_job(job, dist, mem_data)
     monkeypatch.setattr(recipe, "_train_step", real)
-    assert run_job(job, dist, data) == "done"
+    assert run_job(job, dist, mem_data) == "done"
     got = RunStore(tmp_path).read(job.run_id)["stop"]
     ref_runs, ref_job = stopped
     ref = RunStore(ref_runs).read(ref_job.run_id)["stop"]
@@ -103,6 +90,29 @@ def test_decide_never_stops_below_the_minimum_fraction():
     assert late["decision"] == "stop"
     few = decide(job, curve.iloc[:3], 2, 512, None)
     assert few["decision"] == "continue" and "no fit yet" in few["reason"]
+
+
+def test_the_forecaster_is_found_by_entry_point_not_import():
+    import fitting.online
+
+    assert forecaster() is fitting.online.forecast  # registered in pyproject.toml
+    with pytest.raises(NoForecaster, match="prunelaw.stop_forecasters.*installed: .*law"):
+        forecaster("no-such-forecaster")
+
+
+def test_a_card_prior_is_placed_at_the_run_s_own_parent_and_ratio():
+    from pathlib import Path
+
+    card = Path(__file__).resolve().parents[1] / "planner" / "cards" / "p2_llama3_depth.json"
+    job = make_job("unused", at="optimum", min_fraction=0.5, recover=0.5, card=str(card))
+    tokens = [0, 256, 512, 1024, 2048, 4096]
+    curve = pd.DataFrame({"tokens": tokens, "eval_loss": [5.0] + [2.0 + 3.0 * t ** -0.5 for t in tokens[1:]]})
+    meta = {"params_before": 4e5, "ratio": 0.5}
+    with_card = decide(job, curve, 16, int(0.6 * TOTAL), 2.0, meta)
+    alone = decide(make_job("unused", at="optimum", min_fraction=0.5, recover=0.5), curve, 16, int(0.6 * TOTAL), 2.0)
+    assert with_card["decision"] == "stop" and with_card["d_star"] != alone["d_star"]  # the prior moved it
+    lacking = decide(job, curve, 16, int(0.6 * TOTAL), 2.0, {"ratio": 0.5})
+    assert lacking["decision"] == "continue" and "lacks ['params_before']" in lacking["reason"]
 
 
 @pytest.mark.parametrize("stop, needle", [({}, "exactly one"), ({"at": "optimum", "target_loss": 2.0}, "exactly one"),

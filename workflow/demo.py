@@ -83,7 +83,7 @@ class DemoResult:
     report: Path | None = None
     cards: list[Path] = field(default_factory=list)
     launch: Any = None
-    """``engine.grid.local.LaunchResult`` of the grid step."""
+    """``engine.grid.executor.Submission`` of the grid step (``engine.grid.local.launch``)."""
     recommendation: Any = None
     """``planner.recommend.Recommendation`` for ``params`` at ``ratio``."""
     timings: Timings = field(default_factory=Timings)

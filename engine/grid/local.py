@@ -3,52 +3,75 @@
 Jobs are batched: one launcher invocation runs a short list of jobs in the same processes, so
 the ~5 s of imports and the first ``deepspeed.initialize`` are paid once per batch, not per
 job. Several batches run side by side when the machine probe (``engine.probe``) says that
-pays: on small CPUs one single-thread job per core beats one job on every core by far. A
-post-training job starts as soon as its own parent is done, not when every parent is, and the
-longest jobs go first so that no core idles at the end. Done runs are skipped (by this
-executor and again by the worker), killed runs resume from their checkpoint, failed ones are
-retried up to ``max_retries`` times.
+pays: on small CPUs one single-thread job per core beats one job on every core by far. Jobs go
+in the shared :func:`engine.grid.executor.job_order` (parents first, longest first); a parent
+goes alone, and a post-training job starts as soon as its own parent is done, not when every
+parent is. Done runs are skipped (by this executor and again by the worker), killed runs resume
+from their checkpoint, and a job that failed is retried up to ``max_retries`` times when its
+failure kind is retryable (:class:`data.runs.Failure`).
+
+``submit`` blocks until the grid is done. ``cancel`` (another process, same host) sends the
+launch SIGTERM; it stops its launchers (each runs in its own process group) and exits.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
+import signal
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
-from data.models import MODELS
+from data.cli import BadInput
 from data.runs import RunStore
+from engine.grid.executor import MAX_PROCS, JobState, Plan, Submission, job_costs, job_order, job_states, should_run
 from engine.grid.spec import Grid, Job, job_command, write_job_files
 from engine.probe import MachinePlan, machine_plan
 
 LOG_DIR = "_logs"
 BATCH = 4
 """Jobs per launcher invocation: amortises start-up, small enough to keep the slots balanced."""
+MAX_RETRIES = 20
+"""Relaunches of unfinished jobs: more only repeats a failure that is not going away."""
+CANCEL_WAIT_S = 60.0
+"""How long ``cancel`` waits for the launch to stop its launchers and release the store."""
 
 
-@dataclass
-class LaunchResult:
-    """What a ``launch`` did: per-job final status and the launcher invocations it made."""
+@dataclass(frozen=True)
+class LocalOptions:
+    """``engine grid launch --executor local`` flags."""
 
-    statuses: dict[str, str] = field(default_factory=dict)
-    launches: int = 0
-    seconds: float = 0.0
-    blocked: list[str] = field(default_factory=list)
-    """Post-training jobs not run because their parent never finished."""
-    slots: int = 1
-    threads: int = 1
-    unordered: list[str] = field(default_factory=list)
-    """Parents whose pretrained loss does not fall with size (``data.runs.size_order_violations``)."""
+    procs_per_job: int = 1
+    """Processes of each job (``deepspeed --num_gpus``; CPU ranks on a CPU machine)."""
+    max_retries: int = 1
+    """Relaunches, within one launch, of a job whose failure is retryable (crashed, killed)."""
+    parallel: int | None = None
+    """Jobs at once; None: what the machine probe says pays."""
 
-    @property
-    def ok(self) -> bool:
-        return all(s == "done" for s in self.statuses.values()) and not self.blocked and not self.unordered
+    def __post_init__(self) -> None:
+        if not 1 <= self.procs_per_job <= MAX_PROCS:
+            raise BadInput(f"--procs-per-job {self.procs_per_job} must be between 1 and {MAX_PROCS}")
+        if not 0 <= self.max_retries <= MAX_RETRIES:
+            raise BadInput(f"--max-retries {self.max_retries} must be between 0 and {MAX_RETRIES}")
+        if self.parallel is not None and not 1 <= self.parallel <= MAX_PROCS:
+            raise BadInput(f"--parallel {self.parallel} must be between 1 and {MAX_PROCS}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("local executor (--executor local)")
+    group.add_argument("--procs-per-job", type=int, default=1, metavar="N", help="processes per job (default 1)")
+    group.add_argument("--max-retries", type=int, default=1, metavar="K",
+                       help="relaunches of a job that crashed or was killed (default 1)")
+    group.add_argument("--parallel", type=int, default=None, metavar="J",
+                       help="jobs at once (default: what the machine probe says pays)")
 
 
 def slots_and_threads(plan: MachinePlan, procs: int) -> tuple[int, int]:
@@ -58,37 +81,57 @@ def slots_and_threads(plan: MachinePlan, procs: int) -> tuple[int, int]:
     return max(1, budget // (max(1, procs) * threads)), threads
 
 
-def _stream(cmd: list[str], log: Path, echo: Callable[[str], None], threads: int) -> int:
+class _Cancelled(Exception):
+    """SIGTERM reached the launch (``engine grid cancel --executor local``)."""
+
+
+class _Children:
+    """The launcher processes now running, each the leader of its own process group, so that
+    stopping one stops its ranks too (they share its group)."""
+
+    def __init__(self) -> None:
+        self.procs: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def start(self, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        with self.lock:
+            if self.stopping:
+                raise _Cancelled("cancelled")
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                    start_new_session=True)
+            self.procs.add(proc)
+            return proc
+
+    def done(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.procs.discard(proc)
+
+    def stop_all(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for proc in self.procs:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+
+def _stream(children: _Children, cmd: list[str], log: Path, echo: Callable[[str], None], threads: int) -> int:
     """Run ``cmd``, teeing its output to ``log``; only the per-job summary lines are echoed."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as fh, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                               text=True, env=env) as proc:
+    with log.open("a") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
-        for line in proc.stdout:  # type: ignore[union-attr]
-            fh.write(line)
-            if "[engine.train]" in line:
-                echo(line.rstrip().split("[engine.train] ", 1)[-1])
-        return proc.wait()
-
-
-def _deterministic_failure(store: RunStore, run_id: str) -> bool:
-    """Bad input and divergence fail the same way again: retrying them only burns time."""
-    if store.status(run_id) != "failed":
-        return False
-    reason = store.read(run_id).get("reason") or ""
-    return reason.startswith(("BadInput:", "diverged:"))
-
-
-def job_costs(grid: Grid) -> dict[str, float]:
-    """Relative cost of each job (tokens x parent parameters) for longest-first ordering."""
-    size: dict[str, float] = {}
-    for job in grid.jobs:
-        key = job.config.parent.strip().lower()
-        if key in MODELS:
-            size[job.run_id] = float(MODELS[key].params_total)
-    return {j.run_id: float(j.config.tokens) * size.get(j.depends or j.run_id, size.get(j.run_id, 1.0))
-            for j in grid.jobs}
+        proc = children.start(cmd, env)
+        try:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                fh.write(line)
+                if "[engine.train]" in line:
+                    echo(line.rstrip().split("[engine.train] ", 1)[-1])
+            return proc.wait()
+        finally:
+            children.done(proc)
 
 
 class _Scheduler:
@@ -96,17 +139,15 @@ class _Scheduler:
 
     def __init__(self, grid: Grid, store: RunStore, max_retries: int):
         self.jobs = {j.run_id: j for j in grid.jobs}
+        self.order = job_order(grid.jobs, job_costs(grid.jobs))
         self.store, self.max_retries = store, max_retries
-        self.cost = job_costs(grid)
         self.attempts = {run_id: 0 for run_id in self.jobs}
         self.running: set[str] = set()
 
     def _launchable(self, job: Job) -> bool:
-        if job.run_id in self.running or self.store.status(job.run_id) == "done":
+        if job.run_id in self.running:
             return False
-        if self.attempts[job.run_id] > self.max_retries:
-            return False
-        if self.attempts[job.run_id] and _deterministic_failure(self.store, job.run_id):
+        if not should_run(self.store, job.run_id, self.attempts[job.run_id], self.max_retries)[0]:
             return False
         return job.depends is None or self.store.status(job.depends) == "done"
 
@@ -114,8 +155,7 @@ class _Scheduler:
         return any(self._launchable(j) for j in self.jobs.values())
 
     def next_batch(self, free_slots: int) -> list[Job]:
-        ready = sorted((j for j in self.jobs.values() if self._launchable(j)),
-                       key=lambda j: (j.kind != "parent", -self.cost[j.run_id]))
+        ready = [j for j in self.order if self._launchable(j)]
         if not ready or free_slots < 1:
             return []
         size = max(1, min(BATCH, math.ceil(len(ready) / free_slots)))
@@ -134,57 +174,169 @@ class _Scheduler:
                 if j.depends is not None and self.store.status(j.depends) != "done"]
 
 
-def launch(grid: Grid, runs_dir: str | os.PathLike[str], *, procs: int = 1, max_retries: int = 1,
-           parallel: int | None = None, echo: Callable[[str], None] = print) -> LaunchResult:
-    """Run every pending job of ``grid`` into ``runs_dir``; returns what happened.
+@dataclass
+class _Run:
+    """State one ``submit`` shares with its worker threads."""
 
-    ``parallel`` overrides the probe's number of simultaneous jobs. A second call on a
-    finished grid starts no process at all.
-    """
-    t0 = time.perf_counter()
-    runs = Path(runs_dir)
-    files = dict(zip([j.run_id for j in grid.jobs], write_job_files(grid, runs)))
-    store, logs = RunStore(runs), runs / LOG_DIR
-    sched = _Scheduler(grid, store, max_retries)
-    result = LaunchResult()
-    if not sched.has_work():
+    files: dict[str, Path]
+    logs: Path
+    procs: int
+    threads: int
+    echo: Callable[[str], None]
+    children: _Children
+    launches: int = 0
+
+
+def _run_batch(state: _Run, lock: threading.Lock, batch: list[Job]) -> None:
+    with lock:
+        state.launches += 1
+        n = state.launches
+    cmd = job_command([state.files[j.run_id] for j in batch], state.procs)
+    start = time.perf_counter()
+    try:
+        code = _stream(state.children, cmd, state.logs / f"launch-{time.strftime('%Y%m%d-%H%M%S')}-{n}.log",
+                       state.echo, state.threads)
+    except _Cancelled:
+        return
+    state.echo(f"launch {n}: {len(batch)} job(s) in {time.perf_counter() - start:.1f} s"
+               + (f"; launcher exited with {code}, log in {state.logs}" if code else ""))
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+    raise _Cancelled("cancelled by SIGTERM")
+
+
+def _drive(sched: _Scheduler, state: _Run, slots: int) -> None:
+    """Keep ``slots`` batches running until no job is ready; parents unlock children as they end."""
+    lock = threading.Lock()
+    with ThreadPoolExecutor(max_workers=slots) as pool:
+        active: dict[Future, list[Job]] = {}
+        try:
+            while True:
+                while len(active) < slots and (batch := sched.next_batch(slots - len(active))):
+                    active[pool.submit(_run_batch, state, lock, batch)] = batch
+                if not active:
+                    break
+                done, _ = wait(active, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
+                    sched.finished(active.pop(future))
+        except BaseException:  # Ctrl-C or cancel: the launchers live in their own sessions
+            state.children.stop_all()
+            raise
+
+
+class LocalExecutor:
+    """Runs jobs on this machine (see the module docstring)."""
+
+    name: ClassVar[str] = "local"
+    Options: ClassVar[type] = LocalOptions
+    add_arguments = staticmethod(add_arguments)
+
+    def __init__(self, options: LocalOptions | None = None) -> None:
+        self.options = options or LocalOptions()
+
+    @property
+    def procs(self) -> int:
+        return self.options.procs_per_job
+
+    def check(self, grid: Grid, runs: Path, launching: bool = False) -> None:
+        """The shards exist, every job is valid at this world size, and (``launching``) the
+        ``deepspeed`` launcher is installed."""
+        from engine.grid.spec import check_shards, find_launcher, validate
+
+        if launching:  # first: without a launcher nothing else matters
+            find_launcher()
+        check_shards(grid)
+        validate(grid, runs, self.procs)
+
+    def plan(self, grid: Grid, runs: Path) -> Plan:
+        store = RunStore(runs)
+        todo, skipped = [], {}
+        for job in job_order(grid.jobs):
+            run, why = should_run(store, job.run_id)
+            if run:
+                todo.append(job)
+            else:
+                skipped[job.run_id] = why
+        return Plan(grid, Path(runs), todo, skipped)
+
+    def submit(self, plan: Plan, echo: Callable[[str], None] = print) -> Submission:
+        """Run every pending job of the plan's grid; returns when none is left to run.
+
+        A second call on a finished grid starts no process at all. SIGTERM (``cancel``) stops
+        the launchers; their runs show ``killed`` and resume on the next launch.
+        """
+        t0 = time.perf_counter()
+        grid, runs = plan.grid, Path(plan.runs)
+        store = RunStore(runs)
+        result = Submission(self.name)
+        sched = _Scheduler(grid, store, self.options.max_retries)
+        if sched.has_work():
+            files = dict(zip([j.run_id for j in grid.jobs], write_job_files(grid, runs)))
+            machine = machine_plan()
+            slots, threads = slots_and_threads(machine, self.procs)
+            slots = self.options.parallel or slots
+            echo(f"machine: {machine.describe()}")
+            echo(f"running up to {slots} job(s) at a time, {self.procs} process(es) x {threads} thread(s) each")
+            state = _Run(files, runs / LOG_DIR, self.procs, threads, echo, _Children())
+            previous = _install_sigterm()
+            try:
+                _drive(sched, state, slots)
+            except _Cancelled:
+                result.cancelled = True
+                echo("cancelled: launchers stopped; their runs resume on the next launch")
+            finally:
+                _restore_sigterm(previous)
+            result.launches = state.launches
+            result.blocked = sched.blocked()
+            result.unordered = check_size_order(grid, runs, echo)
         result.statuses = {j.run_id: store.status(j.run_id) for j in grid.jobs}
         result.seconds = time.perf_counter() - t0
         return result
-    plan = machine_plan()
-    slots, threads = slots_and_threads(plan, procs)
-    slots = parallel or slots
-    result.slots, result.threads = slots, threads
-    echo(f"machine: {plan.describe()}")
-    echo(f"running up to {slots} job(s) at a time, {procs} process(es) x {threads} thread(s) each")
-    lock = threading.Lock()
 
-    def run(batch: list[Job]) -> None:
-        with lock:
-            result.launches += 1
-            n = result.launches
-        cmd = job_command([files[j.run_id] for j in batch], procs)
-        start = time.perf_counter()
-        code = _stream(cmd, logs / f"launch-{time.strftime('%Y%m%d-%H%M%S')}-{n}.log", echo, threads)
-        echo(f"launch {n}: {len(batch)} job(s) in {time.perf_counter() - start:.1f} s"
-             + (f"; launcher exited with {code}, log in {logs}" if code else ""))
+    def status(self, grid: Grid, runs: Path) -> list[JobState]:
+        return job_states(grid, runs)  # no queue: a live lock owner is what "running" means
 
-    with ThreadPoolExecutor(max_workers=slots) as pool:
-        active: dict[Future, list[Job]] = {}
-        while True:
-            while len(active) < slots and (batch := sched.next_batch(slots - len(active))):
-                active[pool.submit(run, batch)] = batch
-            if not active:
-                break
-            done, _ = wait(active, return_when=FIRST_COMPLETED)
-            for future in done:
-                future.result()
-                sched.finished(active.pop(future))
-    result.blocked = sched.blocked()
-    result.statuses = {j.run_id: store.status(j.run_id) for j in grid.jobs}
-    result.unordered = check_size_order(grid, runs, echo)
-    result.seconds = time.perf_counter() - t0
-    return result
+    def cancel(self, grid: Grid, runs: Path, echo: Callable[[str], None] = print) -> list[str]:
+        """SIGTERM the launch that holds ``runs`` (it must run on this host); waits for it."""
+        from engine.grid.lock import owner_state
+
+        state, owner = owner_state(runs)
+        if state != "live" or owner is None:
+            echo(f"{grid.name}: no launch holds {runs}; nothing cancelled")
+            return []
+        if owner.host != socket.gethostname():
+            raise BadInput(f"the launch of {str(runs)!r} runs on {owner.host!r} (pid {owner.pid}); "
+                           f"cancel it there")
+        os.kill(owner.pid, signal.SIGTERM)
+        end = time.monotonic() + CANCEL_WAIT_S
+        while owner_state(runs)[0] == "live" and time.monotonic() < end:
+            time.sleep(0.2)
+        echo(f"cancelled the launch {owner.describe()}")
+        return [f"pid {owner.pid}"]
+
+
+def _install_sigterm() -> Any:
+    """SIGTERM -> _Cancelled in the main thread (signals can only be set from it)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def launch(grid: Grid, runs_dir: str | os.PathLike[str], *, procs: int = 1, max_retries: int = 1,
+           parallel: int | None = None, echo: Callable[[str], None] = print) -> Submission:
+    """Run every pending job of ``grid`` into ``runs_dir`` (the library call ``engine demo`` uses).
+
+    The caller holds the store's lock (``engine.grid.lock.grid_lock``).
+    """
+    executor = LocalExecutor(LocalOptions(procs_per_job=procs, max_retries=max_retries, parallel=parallel))
+    return executor.submit(executor.plan(grid, Path(runs_dir)), echo)
 
 
 def check_size_order(grid: Grid, runs: Path, echo: Callable[[str], None]) -> list[str]:
@@ -192,10 +344,14 @@ def check_size_order(grid: Grid, runs: Path, echo: Callable[[str], None]) -> lis
     silently turn that into nonsense size exponents); returns the violations."""
     if not any(j.kind == "parent" for j in grid.jobs):
         return []
+    import warnings
+
     from data.runs import load, size_order_violations
 
     try:
-        problems = size_order_violations(load(runs))
+        with warnings.catch_warnings():  # corrupt runs: status and the next launch report them
+            warnings.simplefilter("ignore")
+            problems = size_order_violations(load(runs))
     except Exception:  # an unreadable store is reported by status/fitting; not this check's job
         return []
     for line in problems:

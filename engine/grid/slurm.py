@@ -16,6 +16,10 @@ task re-runs the same job file, and the trainer resumes from the run's last chec
 (``engine.train.recipe.decide``), truncating the curve to the checkpoint's step so no
 ``(run_id, step)`` row is ever duplicated.
 
+``SlurmExecutor`` is the ``slurm`` entry of ``engine.grid.executor``'s registry: it is built
+from :class:`SlurmOptions` and shares the job ordering (:func:`engine.grid.executor.generations`)
+and the status rules with every other executor.
+
 Nothing here imports torch: the grid CLI stays fast and this module works on login nodes.
 """
 
@@ -28,19 +32,19 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from data.cli import BadInput
 from data.runs import RunStore, write_json_atomic
+from engine.grid.executor import JobState, Plan, Submission, generations, job_order, job_states
 
 LEDGER = "slurm.json"
 """Per-run record of its SLURM submissions (``runs/<run_id>/slurm.json``), executor-owned."""
 SCRIPTS_DIR = "_slurm"
 """Sub-directory of the run store for sbatch scripts and the scheduler's own logs."""
-RUN_PREFIX = "run:"
-"""A job's ``parent: run:<run_id>`` names another run of the same store (engine.train.config)."""
 PORT_BASE, PORT_SPAN = 20000, 40000
 """MASTER_PORT = PORT_BASE + SLURM_JOB_ID % PORT_SPAN: distinct for tasks sharing a node."""
 
@@ -124,13 +128,6 @@ class SlurmOptions:
         """Processes the deepspeed launcher starts on each node."""
         return self.procs_per_node or self.gpus_per_node or 1
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "SlurmOptions":
-        """Options from the parsed ``engine grid`` arguments (absent flags keep defaults)."""
-        names = cls.__dataclass_fields__
-        values = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-        return cls(**values)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the SLURM executor's flags to ``engine grid launch`` (and friends)."""
@@ -153,52 +150,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="write the sbatch scripts and print them; submit nothing")
     group.add_argument("--sbatch-extra", action="append", default=[], metavar="OPT",
                        help="extra sbatch option, repeatable; write it with '=': --sbatch-extra=--qos=high")
-
-
-# -- grid structure -----------------------------------------------------------------------------
-
-def _config_value(job: Any, key: str) -> Any:
-    """``key`` of a grid job's resolved config (a mapping or a config object)."""
-    config = getattr(job, "config", None)
-    if isinstance(config, dict):
-        return config.get(key)
-    return getattr(config, key, None)
-
-
-def parent_run(job: Any) -> str | None:
-    """The run id of the grid job this job starts from (``parent: run:<id>``), else None."""
-    if getattr(job, "depends", None):
-        return job.depends
-    parent = _config_value(job, "parent")
-    if isinstance(parent, str) and parent.startswith(RUN_PREFIX):
-        return parent[len(RUN_PREFIX):]
-    return None
-
-
-def generations(jobs: list[Any]) -> list[list[Any]]:
-    """Split ``jobs`` into generations: each depends only on jobs of earlier generations.
-
-    Only dependencies *among* ``jobs`` count: a parent that is already done (or already in
-    the queue, handled by the caller) does not hold a child back a generation.
-    """
-    by_id = {job.run_id: job for job in jobs}
-    level: dict[str, int] = {}
-
-    def depth(job: Any, seen: tuple[str, ...] = ()) -> int:
-        if job.run_id in level:
-            return level[job.run_id]
-        if job.run_id in seen:
-            raise BadInput(f"grid job {job.run_id!r} depends on itself through its parents")
-        parent = parent_run(job)
-        level[job.run_id] = 0 if parent not in by_id else depth(by_id[parent], seen + (job.run_id,)) + 1
-        return level[job.run_id]
-
-    for job in jobs:
-        depth(job)
-    out: list[list[Any]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
-    for job in jobs:
-        out[level[job.run_id]].append(job)
-    return out
 
 
 # -- the sbatch script --------------------------------------------------------------------------
@@ -442,20 +393,6 @@ def _grid_name(grid: Any) -> str:
     return str(getattr(grid, "name", None) or Path(getattr(grid, "path", None) or "grid").stem)
 
 
-def _pending(grid: Any, store: RunStore, active: dict[str, tuple[str, str, str]]) -> list[Any]:
-    """Jobs to submit: not done, and not already queued or running under SLURM."""
-    todo = []
-    for job in grid.jobs:
-        if store.status(job.run_id) == "done":
-            continue
-        if job.run_id in active:
-            task, state, _ = active[job.run_id]
-            print(f"{job.run_id}: already {QUEUE_STATES[state]} as SLURM task {task}; not resubmitted")
-            continue
-        todo.append(job)
-    return todo
-
-
 def _note(grid: Any, index: int, arrays: int, n_jobs: int, script: Path, dry_run: bool) -> str:
     """Header comment of a script: what it is and how it is (to be) submitted."""
     lines = [f"prunelaw grid {_grid_name(grid)!r}: generation {index + 1} of {arrays}, {n_jobs} job(s), "
@@ -472,8 +409,11 @@ def _note(grid: Any, index: int, arrays: int, n_jobs: int, script: Path, dry_run
 
 
 def plan_arrays(grid: Any, todo: list[Any], runs_dir: Path, opts: SlurmOptions,
-                active: dict[str, tuple[str, str, str]]) -> list[Array]:
-    """Write the job files and one sbatch script per generation of ``todo``."""
+                active: dict[str, str]) -> list[Array]:
+    """Write the job files and one sbatch script per generation of ``todo``.
+
+    ``active``: run id -> SLURM task of jobs already queued or running (children wait for them).
+    """
     from engine.grid.spec import write_job_files
 
     files = {Path(p).parent.name: Path(p).resolve() for p in write_job_files(grid, runs_dir)}
@@ -488,7 +428,7 @@ def plan_arrays(grid: Any, todo: list[Any], runs_dir: Path, opts: SlurmOptions,
         script.parent.mkdir(parents=True, exist_ok=True)
         script.write_text(text)
         script.chmod(0o755)
-        waits = sorted({active[p][0] for j in jobs if (p := parent_run(j)) in active})
+        waits = sorted({active[j.depends] for j in jobs if j.depends in active})
         arrays.append(Array(jobs=jobs, script=script, dependency=waits))
     return arrays
 
@@ -502,7 +442,7 @@ def submit_arrays(arrays: list[Array], store: RunStore, grid: Any) -> None:
     task_of: dict[str, str] = {}
     try:
         for index, array in enumerate(arrays):
-            waits = sorted(set(array.dependency) | {task_of[p] for j in array.jobs if (p := parent_run(j)) in task_of})
+            waits = sorted(set(array.dependency) | {task_of[j.depends] for j in array.jobs if j.depends in task_of})
             array.dependency = waits
             array.job_id = sbatch(array.script, dependency=waits)
             for task, job in enumerate(array.jobs):
@@ -520,52 +460,104 @@ def submit_arrays(arrays: list[Array], store: RunStore, grid: Any) -> None:
         raise
 
 
-def launch(grid: Any, runs_dir: str | Path, args: argparse.Namespace) -> int:
-    """``engine grid launch --executor slurm``: submit every pending job; returns the exit code.
+class SlurmExecutor:
+    """Submits a grid as SLURM job arrays, one per generation (see the module docstring)."""
 
-    Done jobs are never resubmitted, and jobs SLURM is still holding are not submitted twice;
-    a job that was killed (cancelled, timed out, node failure) is submitted again and resumes
-    from its checkpoint.
-    """
-    opts = SlurmOptions.from_args(args)
-    if not opts.dry_run:
-        _require("sbatch", "use --dry-run to write the sbatch script and submit it on the cluster")
-    runs_dir = Path(runs_dir).resolve()
-    store = RunStore(runs_dir)
-    active = {} if opts.dry_run else active_tasks(runs_dir, [j.run_id for j in grid.jobs])
-    todo = _pending(grid, store, active)
-    if not todo:
-        n_done = sum(store.status(j.run_id) == "done" for j in grid.jobs)
-        print(f"{_grid_name(grid)}: {n_done} of {len(grid.jobs)} jobs are done and the rest are already "
-              f"queued or running: nothing submitted" if n_done < len(grid.jobs)
-              else f"{_grid_name(grid)}: all {n_done} jobs are done: nothing submitted")
-        return 0
-    arrays = plan_arrays(grid, todo, runs_dir, opts, active)
-    if opts.dry_run:
-        for array in arrays:
-            print(f"# ===== {array.script} ({len(array.jobs)} job(s)) =====")
-            print(array.script.read_text())
-        print(f"# dry run: {len(arrays)} script(s) written under {runs_dir / SCRIPTS_DIR}, nothing submitted")
-        return 0
-    submit_arrays(arrays, store, grid)
-    for array in arrays:
-        after = f", after {','.join(array.dependency)}" if array.dependency else ""
-        print(f"submitted array {array.job_id}: {len(array.jobs)} job(s){after}; script {array.script}")
-        for task, job in enumerate(array.jobs):
-            log = store.run_dir(job.run_id) / f"slurm-{array.job_id}_{task}.out"
-            print(f"  {array.job_id}_{task}  {job.run_id}  log {log}")
-    return 0
+    name: ClassVar[str] = "slurm"
+    Options: ClassVar[type] = SlurmOptions
+    add_arguments = staticmethod(add_arguments)
 
+    def __init__(self, options: SlurmOptions | None = None) -> None:
+        self.options = options or SlurmOptions()
 
-def cancel(grid: Any, runs_dir: str | Path, args: argparse.Namespace | None = None) -> int:
-    """``engine grid cancel``: cancel this grid's tasks still queued or running; exit code."""
-    _require("squeue", "there is no SLURM queue to cancel from on this machine")
-    runs_dir = Path(runs_dir).resolve()
-    active = active_tasks(runs_dir, [j.run_id for j in grid.jobs])
-    if not active:
-        print(f"{_grid_name(grid)}: nothing queued or running under SLURM; nothing cancelled")
-        return 0
-    scancel(sorted(task for task, _, _ in active.values()))
-    for run_id, (task, state, _) in sorted(active.items()):
-        print(f"cancelled {task} ({QUEUE_STATES[state]})  {run_id}")
-    return 0
+    @property
+    def procs(self) -> int:
+        return self.options.procs * self.options.nodes_per_job
+
+    def check(self, grid: Any, runs: Path, launching: bool = False) -> None:
+        """Every job valid at this world size; when ``launching`` (and not a dry run), ``sbatch``
+        is on PATH. The shards are not checked: they live on the cluster's file system.
+        """
+        from engine.grid.spec import validate
+
+        validate(grid, runs, self.procs)
+        if launching and not self.options.dry_run:
+            _require("sbatch", "use --dry-run to write the sbatch script and submit it on the cluster")
+
+    def _active(self, grid: Any, runs: Path) -> dict[str, tuple[str, str, str]]:
+        if self.options.dry_run:
+            return {}
+        return active_tasks(Path(runs).resolve(), [j.run_id for j in grid.jobs])
+
+    def plan(self, grid: Any, runs: Path) -> Plan:
+        """Jobs not done and not already queued or running under SLURM, in the shared order."""
+        store, active = RunStore(runs), self._active(grid, runs)
+        todo, skipped = [], {}
+        for job in job_order(grid.jobs):
+            if store.status(job.run_id) == "done":
+                skipped[job.run_id] = "done"
+            elif job.run_id in active:
+                task, state, _ = active[job.run_id]
+                skipped[job.run_id] = f"already {QUEUE_STATES[state]} as SLURM task {task}"
+            else:
+                todo.append(job)
+        return Plan(grid, Path(runs), todo, skipped, held={rid: task for rid, (task, _, _) in active.items()})
+
+    def submit(self, plan: Plan, echo: Callable[[str], None] = print) -> Submission:
+        """Submit the plan's jobs (held, recorded, then released); returns at once.
+
+        Done jobs are never resubmitted, jobs SLURM still holds are not submitted twice; a
+        killed job (cancelled, timed out, node failure) is submitted again and resumes.
+        """
+        t0 = time.perf_counter()
+        grid, runs_dir = plan.grid, Path(plan.runs).resolve()
+        store, name = RunStore(runs_dir), _grid_name(grid)
+        result = Submission(self.name, waits=True)
+        for run_id, why in plan.skipped.items():
+            if why.startswith("already"):
+                echo(f"{run_id}: {why}; not resubmitted")
+        if not plan.todo:
+            n_done = sum(store.status(j.run_id) == "done" for j in grid.jobs)
+            echo(f"{name}: {n_done} of {len(grid.jobs)} jobs are done and the rest are already "
+                 f"queued or running: nothing submitted" if n_done < len(grid.jobs)
+                 else f"{name}: all {n_done} jobs are done: nothing submitted")
+        else:
+            arrays = plan_arrays(grid, plan.todo, runs_dir, self.options, plan.held)
+            if self.options.dry_run:
+                for array in arrays:
+                    echo(f"# ===== {array.script} ({len(array.jobs)} job(s)) =====")
+                    echo(array.script.read_text())
+                echo(f"# dry run: {len(arrays)} script(s) written under {runs_dir / SCRIPTS_DIR}, nothing submitted")
+            else:
+                submit_arrays(arrays, store, grid)
+                result.launches = len(arrays)
+                for array in arrays:
+                    after = f", after {','.join(array.dependency)}" if array.dependency else ""
+                    echo(f"submitted array {array.job_id}: {len(array.jobs)} job(s){after}; script {array.script}")
+                    for task, job in enumerate(array.jobs):
+                        result.handles[job.run_id] = f"{array.job_id}_{task}"
+                        echo(f"  {array.job_id}_{task}  {job.run_id}  log "
+                             f"{store.run_dir(job.run_id) / f'slurm-{array.job_id}_{task}.out'}")
+        queued = {**plan.held, **result.handles}
+        result.statuses = {j.run_id: "queued" if j.run_id in queued else store.status(j.run_id) for j in grid.jobs}
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def status(self, grid: Any, runs: Path) -> list[JobState]:
+        """The run store merged with ``squeue`` (queued / running / suspended tasks)."""
+        runs = Path(runs)
+        active = active_tasks(runs.resolve(), [j.run_id for j in grid.jobs]) if runs.is_dir() else {}
+        return job_states(grid, runs, {rid: (QUEUE_STATES[state], task) for rid, (task, state, _) in active.items()})
+
+    def cancel(self, grid: Any, runs: Path, echo: Callable[[str], None] = print) -> list[str]:
+        """Cancel this grid's tasks still queued or running; returns the tasks cancelled."""
+        _require("squeue", "there is no SLURM queue to cancel from on this machine")
+        active = active_tasks(Path(runs).resolve(), [j.run_id for j in grid.jobs])
+        if not active:
+            echo(f"{_grid_name(grid)}: nothing queued or running under SLURM; nothing cancelled")
+            return []
+        tasks = sorted(task for task, _, _ in active.values())
+        scancel(tasks)
+        for run_id, (task, state, _) in sorted(active.items()):
+            echo(f"cancelled {task} ({QUEUE_STATES[state]})  {run_id}")
+        return tasks

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from data.runs import CURVE_FILE, RunStore
+from data.runs import CORRUPT, CURVE_FILE, RunStore
 from data.units import format_count
+from engine.grid.executor import JobState
 from engine.grid.spec import Grid
 from engine.train.config import parent_label
 
@@ -29,40 +31,28 @@ def _last_point(run_dir: Path) -> tuple[int | None, float | None]:
     return int(table["tokens"][-1].as_py()), float(table["eval_loss"][-1].as_py())
 
 
-def shown_status(record: dict[str, Any], queued: str, lock: str) -> str:
-    """The status a user should see: run.json's, corrected by what is known to be true now.
-
-    ``running`` with no live launch holding the store and no SLURM task for it means its
-    process died (``kill -9``, a crash, a reboot): ``killed`` (the next launch resumes it).
-    A run whose files are torn shows ``corrupt`` (the next launch re-runs it).
-    """
-    status = record.get("status", "pending")
-    if record.get("corrupt"):
-        return "corrupt"
-    if status == "running" and not queued and lock != "live":
-        return "killed"
-    return status
-
-
-def rows(grid: Grid, runs_dir: str | os.PathLike[str], queue: dict[str, str] | None = None,
-         detail: bool = False, lock: str = "live") -> list[dict[str, Any]]:
+def rows(grid: Grid, runs_dir: str | os.PathLike[str], states: Sequence[JobState] | None = None,
+         detail: bool = False) -> list[dict[str, Any]]:
     """One row per job, parents first: the plan columns, plus progress when ``detail``.
 
-    ``lock`` is the store's lock state (``engine.grid.lock.owner_state``); it turns ``running``
-    rows of a dead launch into ``killed``.
+    ``states`` is an executor's ``status()`` (the store merged with its lock and queue); without
+    it the stored status is shown (``engine grid plan``).
     """
     store = RunStore(runs_dir)
+    by_id = {s.run_id: s for s in states or ()}
     out = []
     for job in grid.jobs:
         cfg = job.config
-        record = store.check(job.run_id) if store.exists(job.run_id) else {}
+        state = by_id.get(job.run_id)
+        status = state.status if state is not None else store.status(job.run_id)
         row = {"id": job.run_id, "parent": parent_label(cfg.parent),
                "method": cfg.method, "ratio": cfg.ratio, "objective": cfg.objective, "init": cfg.init,
-               "tokens": cfg.tokens, "status": shown_status(record, (queue or {}).get(job.run_id, ""), lock)}
+               "tokens": cfg.tokens, "status": status}
         if detail:
-            tokens, loss = (None, None) if row["status"] == "corrupt" else _last_point(store.run_dir(job.run_id))
-            row.update(done_tokens=tokens, eval_loss=loss, queue=(queue or {}).get(job.run_id, ""),
-                       reason=record.get("reason") or "", stop=stop_cell(record))
+            record = store.read(job.run_id) if store.exists(job.run_id) and status != CORRUPT else {}
+            tokens, loss = (None, None) if status == CORRUPT else _last_point(store.run_dir(job.run_id))
+            row.update(done_tokens=tokens, eval_loss=loss, queue=state.handle if state else "",
+                       reason=(state.reason if state else "") or "", stop=stop_cell(record))
         out.append(row)
     return out
 

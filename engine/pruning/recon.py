@@ -44,16 +44,7 @@ from torch import nn
 from data.cli import BadInput
 from engine.pruning.progress import counter
 from engine.pruning.recon_args import GRANULARITIES, ReconArgs, parse_granularity  # noqa: F401 (re-exported)
-from engine.pruning.sparse_common import _named_layers, capture_first_inputs
-
-LINEAR_GROUPS: tuple[tuple[str, ...], ...] = (
-    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-    ("self_attn.o_proj",),
-    ("mlp.gate_proj", "mlp.up_proj"),
-    ("mlp.down_proj",),
-)
-"""Linears of a block in data-flow order, grouped by the input they share (``layer`` granularity
-fits a group once the groups before it are fitted, so it reads their corrected outputs)."""
+from engine.pruning.sparse_common import LINEAR_GROUPS, _named_layers, capture_first_inputs
 
 
 @dataclass

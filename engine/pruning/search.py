@@ -8,14 +8,22 @@ it, and for several sets of shrinkable width axes, ``width.choose_shape`` alloca
 cut from the parent (layers with the lowest block influence dropped, then width importance),
 retrained by ``tokens`` of logit distillation from the parent under DeepSpeed, and scored by
 its LM loss on held-out calibration rows; the best is returned, the ranking is in the report.
+
+With ``state_dir`` the search resumes candidate by candidate: each ranked row is saved
+there (``ranking.json``), with the best model so far (``best/``), so a killed search redoes
+at most the candidate it was in (each candidate's cut, seed and KD stream are its own, so a
+resumed search ranks exactly what an uninterrupted one would).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +31,7 @@ import torch
 from torch import nn
 
 from data.cli import BadInput
+from data.runs import replace_dir, write_json_atomic
 from engine.pruning import common, width
 from engine.pruning.report import PruneReport
 from engine.pruning.targeted import stdout_to_stderr
@@ -62,7 +71,7 @@ class SearchArgs:
     shards: str | None = None
     """A shard directory to train on (its mixture loader)."""
     state_dir: str | None = None
-    """Accepted for interface symmetry with ``targeted``; the search does not resume."""
+    """Ranked candidates and the best model so far live here (resume after a kill); None: no resume."""
 
     def __post_init__(self) -> None:
         if self.candidates < 2 or self.tokens < 1 or self.micro_batch < 1 or not 0 < self.holdout < 1:
@@ -136,9 +145,9 @@ def _kd(student: nn.Module, teacher: nn.Module, a: SearchArgs, calib: torch.Tens
     dist = init_distributed()
     stream, seq_len = training_stream(a, calib, a.micro_batch * dist.world)
     steps = max(1, a.tokens // (a.micro_batch * dist.world * seq_len))
-    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=a.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(list(student.parameters()), lr=a.lr, weight_decay=0.0)
     engine, _, _, _ = deepspeed.initialize(model=student, optimizer=opt, config=ds_config(a, steps, dist.world, seq_len))
-    teacher.eval().requires_grad_(False)
+    teacher.eval()  # not requires_grad_(False): the teacher is the parent every later candidate is cut from
     losses = []
     try:
         engine.train()
@@ -155,6 +164,53 @@ def _kd(student: nn.Module, teacher: nn.Module, a: SearchArgs, calib: torch.Tens
     student.eval()
     return {"steps": steps, "tokens": steps * a.micro_batch * dist.world * seq_len,
             "kd_loss_last": losses[-1] if losses else math.nan}
+
+
+def _stamp_args(a: SearchArgs) -> dict[str, Any]:
+    """What decides a search's result: a state dir left by other settings is stale."""
+    skip = {"stream_factory", "state_dir"}
+    return {f.name: getattr(a, f.name) for f in dataclasses.fields(a) if f.name not in skip}
+
+
+class _Resume:
+    """The search's progress in ``state_dir`` (a no-op without one)."""
+
+    def __init__(self, state_dir: str | None, stamp: dict[str, Any]) -> None:
+        self.root = Path(state_dir) if state_dir else None
+        if self.root is None:
+            return
+        stamp = json.loads(json.dumps(stamp, default=str))
+        file = self.root / "search.json"
+        if file.is_file() and json.loads(file.read_text()) != stamp:
+            shutil.rmtree(self.root)  # the method's own stale output: another ratio or settings
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(file, stamp)
+
+    def rows(self) -> list[dict[str, Any]]:
+        file = self.root / "ranking.json" if self.root else None
+        return json.loads(file.read_text()) if file is not None and file.is_file() else []
+
+    def best(self) -> tuple[nn.Module | None, dict[str, Any]]:
+        done = self.root / "best" if self.root else None
+        if done is None or not (done / "kept.json").is_file():
+            return None, {}
+        from engine.models import load_model
+
+        return load_model(done), json.loads((done / "kept.json").read_text())
+
+    def save_best(self, model: nn.Module, kept: dict[str, Any]) -> None:
+        if self.root is None:
+            return
+        from engine.models import save_model
+
+        tmp = self.root / ".best.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_model(model, tmp, {"kept.json": kept})
+        replace_dir(tmp, self.root / "best")
+
+    def save_rows(self, rows: list[dict[str, Any]]) -> None:
+        if self.root is not None:
+            write_json_atomic(self.root / "ranking.json", rows)
 
 
 def prune(model: nn.Module, ratio: float, calib: torch.Tensor | None, *,
@@ -182,23 +238,29 @@ def prune(model: nn.Module, ratio: float, calib: torch.Tensor | None, *,
     n_layers = len(common.decoder_layers(model))
     influence = (common.block_influence(model, train_rows, a.batch_size)
                  if any(s["layers"] < n_layers for s in shapes) else None)
-    ranking: list[dict[str, Any]] = []
-    best, best_kept, best_loss, spent = model, {}, math.inf, 0
+    progress = _Resume(a.state_dir, {"shapes": shapes, "ratio": ratio, **_stamp_args(a)})
+    ranking, (best, best_kept) = progress.rows(), progress.best()
+    best_loss = min((r["loss_after_kd"] for r in ranking), default=math.inf)
+    best = model if best is None else best.to(next(model.parameters()).device)
     for i, shape in enumerate(shapes):
+        if any(r["candidate"] == i for r in ranking):
+            continue  # ranked before a kill
         torch.manual_seed(a.seed)
         student, kept = _cut(model, shape, influence, train_rows, a)
         loss_pruned = common.eval_loss(student, held, a.batch_size)
         with stdout_to_stderr():
             kd = _kd(student, model, a, train_rows)
-        spent += kd["tokens"]
-        loss = common.eval_loss(student, held, a.batch_size)
+        loss = round(common.eval_loss(student, held, a.batch_size), 6)  # as saved: a resumed search compares the same
         ranking.append({"candidate": i, "shape": {k: shape[k] for k in ("layers", "hidden", "ffn", "heads", "kv_heads")},
                         "ratio": shape["ratio"], "axes": shape["axes"], "loss_pruned": round(loss_pruned, 6),
-                        "loss_after_kd": round(loss, 6), "kd_steps": kd["steps"]})
+                        "loss_after_kd": loss, "kd_steps": kd["steps"], "kd_tokens": kd["tokens"]})
         if loss < best_loss:
             best, best_loss, best_kept = student, loss, kept
+            progress.save_best(student, kept)
         else:
             del student
+        progress.save_rows(ranking)  # after the best: a row on disk means its model is there too
+    spent = sum(r["kd_tokens"] for r in ranking)
     ranking.sort(key=lambda r: r["loss_after_kd"])
     for rank, row in enumerate(ranking, 1):
         row["rank"] = rank

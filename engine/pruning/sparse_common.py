@@ -13,9 +13,10 @@ Three scorers share one layer-by-layer driver (:func:`prune_layerwise`):
   ``H = X X^T`` of the layer's inputs (1% dampening, lazy updates in blocks of 128 columns).
 
 The driver keeps memory bounded: it holds the hidden states entering ONE decoder layer for
-all calibration sequences, hooks only that layer's linears, prunes them, then runs the
-PRUNED layer to produce the next layer's inputs (both papers do this: later layers see the
-errors of earlier ones). There is never a second copy of the model.
+all calibration sequences, prunes that layer's linears, and passes the PRUNED layer's outputs
+on as the next layer's inputs (both papers do this: later layers see the errors of earlier
+ones). Within a Llama / Qwen2 layer the linears are pruned group by group in one forward pass
+(:func:`prune_layer_staged`). There is never a second copy of the model.
 
 Masks are ``{parameter name: bool tensor}`` with True = keep; the trainer re-applies them
 after every optimizer step with :func:`apply_masks`, because an optimizer step refills zeros.
@@ -47,6 +48,24 @@ SHARED_INPUT: dict[str, str] = {
 }
 """Linears that read the very same input tensor as another one (Llama / Qwen2 blocks): their
 input statistics are collected once, under the owner's name, which saves 3 of 7 Hessians."""
+
+LINEAR_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    ("self_attn.o_proj",),
+    ("mlp.gate_proj", "mlp.up_proj"),
+    ("mlp.down_proj",),
+)
+"""The targeted linears of a block in data-flow order, grouped by the input they share: the
+staged driver prunes a group once the groups before it are pruned (and local reconstruction at
+``layer`` granularity fits them in this order)."""
+
+STAGED_LAYERS: tuple[str, ...] = ("LlamaDecoderLayer", "Qwen2DecoderLayer")
+"""Decoder-layer classes whose forward is exactly ``h + attn(norm1(h))``, then ``h + mlp(norm2(h))``:
+:func:`prune_layer_staged` replays it sub-module by sub-module (a test checks the equality);
+other classes take the two-pass driver."""
+
+GRAM_BLOCK = 128
+"""Rows per block of the Hessian's upper triangle (:func:`add_gram`)."""
 
 SCORERS: tuple[str, ...] = ("magnitude", "wanda", "sparsegpt")
 GROUPS: tuple[str, ...] = ("row", "layer")
@@ -369,10 +388,7 @@ def collect_stats(layer: nn.Module, inputs: list[torch.Tensor], kwargs_list: lis
             if name not in stats:
                 width = x.shape[1]
                 stats[name] = x.new_zeros((width, width) if hessian else (width,))
-            if hessian:
-                stats[name].addmm_(x.T, x)  # accumulate in place: no [in, in] temporary per batch
-            else:
-                stats[name].add_((x * x).sum(dim=0))
+            add_stat(stats[name], x, hessian)
         return hook
 
     owners = [n for n in TARGETS if n not in SHARED_INPUT]
@@ -383,7 +399,30 @@ def collect_stats(layer: nn.Module, inputs: list[torch.Tensor], kwargs_list: lis
     finally:
         for h in handles:
             h.remove()
-    return stats
+    return {name: symmetric(stat) if hessian else stat for name, stat in stats.items()}
+
+
+def add_stat(stat: torch.Tensor, x: torch.Tensor, hessian: bool) -> None:
+    """Accumulate one batch of inputs x [tokens, in] into ``stat``: ``sum x^2`` [in] or the
+    upper block triangle of ``sum x x^T`` [in, in] (finish it with :func:`symmetric`)."""
+    if hessian:
+        add_gram(stat, x)
+    else:
+        stat.add_((x * x).sum(dim=0))
+
+
+def add_gram(H: torch.Tensor, x: torch.Tensor, block: int = GRAM_BLOCK) -> None:
+    """``H += x^T x`` on block rows ``i`` and columns ``>= i`` only: H is symmetric, so about half
+    the flops of a full ``addmm`` (the Hessian of down_proj costs more than its forward). In
+    place, one matmul per block row, no [in, in] temporary."""
+    for i in range(0, x.shape[1], block):
+        H[i:i + block, i:].addmm_(x[:, i:i + block].T, x[:, i:])
+
+
+def symmetric(H: torch.Tensor) -> torch.Tensor:
+    """The full matrix from the upper triangle that :func:`add_gram` filled."""
+    upper = torch.triu(H)
+    return upper + torch.triu(H, diagonal=1).T
 
 
 @torch.no_grad()
@@ -392,6 +431,67 @@ def run_layer(layer: nn.Module, inputs: list[torch.Tensor], kwargs_list: list[di
     for i, (hidden, kwargs) in enumerate(zip(inputs, kwargs_list)):
         out = layer(hidden, **kwargs)
         inputs[i] = out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _input_of(module: nn.Module, sub: str, call: Callable[[], Any]) -> torch.Tensor:
+    """The input of ``module.<sub>`` during ``call()``, which stops right there (nothing after
+    ``sub`` runs: it is the last op of the attention / MLP)."""
+    got: list[torch.Tensor] = []
+
+    def hook(_mod: nn.Module, args: tuple) -> None:
+        got.append(args[0].detach())
+        raise _Stop
+
+    handle = module.get_submodule(sub).register_forward_pre_hook(hook)
+    try:
+        call()
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return got[0]
+
+
+def _prune_group(layer: nn.Module, prefix: str, names: tuple[str, ...], xs: list[torch.Tensor], scorer: str,
+                 pattern: Pattern, args: SparseArgs, masks: dict[str, torch.Tensor]) -> None:
+    """Input statistics of ``xs`` (per batch [b, T, in]), then prune every linear reading them."""
+    hessian = scorer == "sparsegpt"
+    width = xs[0].shape[-1]
+    stat = xs[0].new_zeros((width, width) if hessian else (width,), dtype=torch.float32)
+    for x in xs:
+        add_stat(stat, x.reshape(-1, width).float(), hessian)
+    stat = symmetric(stat) if hessian else stat
+    for name in names:
+        masks[f"{prefix}.{name}.weight"] = prune_linear(layer.get_submodule(name), scorer, pattern, stat, args)
+
+
+@torch.no_grad()
+def prune_layer_staged(layer: nn.Module, prefix: str, inputs: list[torch.Tensor], kwargs_list: list[dict[str, Any]],
+                       scorer: str, pattern: Pattern, args: SparseArgs, masks: dict[str, torch.Tensor]) -> None:
+    """Prune one decoder layer group by group (:data:`LINEAR_GROUPS`) in ONE forward pass, and
+    leave the pruned layer's outputs in ``inputs``.
+
+    Each group's statistics are read on the outputs of the groups before it, already pruned
+    (SparseGPT's "true sequential" order), and every matmul of the layer runs once, on pruned
+    weights: the two-pass driver runs the layer dense for statistics, then pruned again.
+    Memory: besides the residual stream, one group's inputs (the MLP's are ffn wide).
+    """
+    qkv, o, gate_up, down = LINEAR_GROUPS
+    attn, mlp = layer.self_attn, layer.mlp
+    _prune_group(layer, prefix, qkv, [layer.input_layernorm(h) for h in inputs], scorer, pattern, args, masks)
+    mixed = [_input_of(attn, "o_proj", lambda h=h, kw=kw: attn(hidden_states=layer.input_layernorm(h), **kw))
+             for h, kw in zip(inputs, kwargs_list)]  # [b, T, heads * head_dim]
+    _prune_group(layer, prefix, o, mixed, scorer, pattern, args, masks)
+    for i in range(len(inputs)):
+        inputs[i] = inputs[i] + attn.o_proj(mixed[i])
+        mixed[i] = None  # free as we go
+    _prune_group(layer, prefix, gate_up, [layer.post_attention_layernorm(h) for h in inputs], scorer, pattern,
+                 args, masks)
+    acts = [_input_of(mlp, "down_proj", lambda h=h: mlp(layer.post_attention_layernorm(h))) for h in inputs]
+    _prune_group(layer, prefix, down, acts, scorer, pattern, args, masks)
+    for i in range(len(inputs)):
+        inputs[i] = inputs[i] + mlp.down_proj(acts[i])
+        acts[i] = None
 
 
 @torch.no_grad()
@@ -417,9 +517,10 @@ def prune_layerwise(model: nn.Module, calib: torch.Tensor | None, scorer: str, p
                     args: SparseArgs) -> dict[str, torch.Tensor]:
     """Prune every targeted linear of ``model`` in place, one decoder layer at a time.
 
-    Magnitude needs no data and skips the forward passes. Wanda and SparseGPT collect the
-    layer's input statistics, prune its seven linears, then run the pruned layer to make the
-    next layer's inputs.
+    Magnitude needs no data and skips the forward passes. Wanda and SparseGPT prune Llama /
+    Qwen2 layers in stages (:func:`prune_layer_staged`, one forward per layer); other layer
+    classes collect all input statistics, prune the seven linears, then run the pruned layer
+    to make the next layer's inputs (two forwards).
 
     Returns:
         full parameter name -> keep-mask (bool, CPU).
@@ -440,6 +541,9 @@ def prune_layerwise(model: nn.Module, calib: torch.Tensor | None, scorer: str, p
         if not pattern.covers(index):
             if needs_data:
                 run_layer(layer, inputs, kwargs_list)
+            continue
+        if needs_data and type(layer).__name__ in STAGED_LAYERS:
+            prune_layer_staged(layer, prefix, inputs, kwargs_list, scorer, pattern, args, masks)
             continue
         stats = collect_stats(layer, inputs, kwargs_list, scorer == "sparsegpt") if needs_data else {}
         for name, lin in target_linears(layer).items():

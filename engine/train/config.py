@@ -210,6 +210,27 @@ class StopConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """DeepSpeed's own monitor (``deepspeed.monitor``): train/eval loss and lr curves where
+    users already look. Off by default; it never changes a run's result (not in its id)."""
+
+    tensorboard: bool = False
+    """TensorBoard event files (``tensorboard --logdir runs``)."""
+    csv: bool = False
+    """One CSV file per curve (DeepSpeed's ``csv_monitor``)."""
+    wandb: bool = False
+    """Weights & Biases, when the ``wandb`` package is installed (else a warning, and off)."""
+    wandb_project: str = "prunelaw"
+    """W&B project of the runs."""
+    dir: str = ""
+    """Empty: ``<run dir>/monitor``; else ``<dir>/<run_id>`` (one log directory for a whole grid)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.tensorboard or self.csv or self.wandb
+
+
+@dataclass
 class JobConfig:
     """One job: load the parent, prune it, post-train it, log an eval curve in the run store."""
 
@@ -249,6 +270,8 @@ class JobConfig:
     recon: ReconConfig = field(default_factory=ReconConfig)
     stop: StopConfig | None = None
     """Online budget: ``{at: optimum}`` or ``{target_loss: L}`` (see StopConfig); None trains to ``tokens``."""
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    """DeepSpeed monitor outputs (TensorBoard, CSV, W&B); all off by default."""
 
     def __post_init__(self) -> None:
         self.tokens = _count(self.tokens, "tokens")
@@ -293,7 +316,7 @@ def _count(value: Any, name: str) -> int:
 def config_hash(job: JobConfig) -> str:
     """8 hex digits of the resolved config, without the fields that only say where it lives."""
     payload = job.to_dict()
-    for key in ("run_id", "runs_dir"):
+    for key in ("run_id", "runs_dir", "monitor"):  # where it lives and what watches it: same run
         payload.pop(key)
     if payload.get("stop") is None:  # jobs without an online budget keep their ids
         payload.pop("stop", None)

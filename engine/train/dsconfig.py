@@ -6,9 +6,14 @@ built here is stored next to the run (``run.json`` -> ``deepspeed_json``) for pr
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from engine.train.config import JobConfig
+
+MONITOR_DIR = "monitor"
+"""Run-dir folder of DeepSpeed's monitor outputs when ``monitor.dir`` is empty."""
 
 
 def optimizer_steps(job: JobConfig, world_size: int, seq_len: int) -> int:
@@ -52,6 +57,35 @@ def _zero(stage: int) -> dict[str, Any]:
     return zero
 
 
+def wandb_installed() -> bool:
+    return importlib.util.find_spec("wandb") is not None
+
+
+def monitor_dir(job: JobConfig) -> Path:
+    """Where the monitor's files land: ``<run dir>/monitor`` or ``<monitor.dir>/<run_id>``."""
+    return Path(job.monitor.dir) / job.run_id if job.monitor.dir else job.run_dir / MONITOR_DIR
+
+
+def _monitor(job: JobConfig) -> dict[str, Any]:
+    """DeepSpeed's ``tensorboard`` / ``csv_monitor`` / ``wandb`` sections (only those asked for).
+
+    DeepSpeed writes into ``output_path/job_name``; splitting ``monitor_dir`` that way keeps
+    every run's files in one folder of its own. W&B is left out where ``wandb`` is missing
+    (the recipe says so) rather than failing a job half way through a grid.
+    """
+    mon = job.monitor
+    where = monitor_dir(job)
+    target = {"output_path": str(where.parent), "job_name": where.name}
+    sections: dict[str, Any] = {}
+    if mon.tensorboard:
+        sections["tensorboard"] = {"enabled": True, **target}
+    if mon.csv:
+        sections["csv_monitor"] = {"enabled": True, **target}
+    if mon.wandb and wandb_installed():
+        sections["wandb"] = {"enabled": True, "project": mon.wandb_project, "group": job.family or None}
+    return sections
+
+
 def build_ds_config(job: JobConfig, world_size: int, seq_len: int) -> dict[str, Any]:
     """DeepSpeed config for ``job`` on ``world_size`` ranks.
 
@@ -71,6 +105,7 @@ def build_ds_config(job: JobConfig, world_size: int, seq_len: int) -> dict[str, 
         "steps_per_print": 10**9,  # the recipe logs; DeepSpeed's own prints would flood stdout
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,  # torch AdamW under ZeRO is fine (DEEPSPEED.md)
+        **_monitor(job),
     }
     if ds.precision == "bf16":
         config["bf16"] = {"enabled": True}

@@ -29,8 +29,9 @@ from torch import nn
 
 from data.cli import BadInput
 from data.models import MODELS
-from data.runs import CORRUPT, RunStore
+from data.runs import CORRUPT, Failure, RunStore, failure_kind
 from engine.train import checkpoint
+from engine.train import monitor
 from engine.train import stop as online_stop
 from engine.train.config import NO_PRUNING, RUN_PREFIX, JobConfig, parent_label
 from engine.train.dsconfig import build_ds_config, optimizer_steps, tokens_per_step
@@ -140,6 +141,7 @@ def prune(job: JobConfig, parent: nn.Module, data: TokenData,
     if job.method in TRAINED:  # trains on the job's own mixture stream; its stage resumes from the run dir
         args.update(stream_factory=lambda rows, seed: data.train_batches(rows, seed, reference),
                     seq_len=data.seq_len, state_dir=str(job.run_dir / PRUNE_STAGE))
+        args.setdefault("seed", job.seed)  # a grid's seeds must vary the pruning stage too
     report = get_method(job.method)(parent, job.ratio, calib, args=args or None)
     meta = {k: getattr(report, k) for k in ("ratio_target", "ratio", "params_before", "params_after",
                                             "nonembed_before", "nonembed_after")}
@@ -293,7 +295,8 @@ def train(engine: Any, job: JobConfig, data: TokenData, objective: Objective, ma
     engine.train()
     while state.step < total:
         t0 = time.perf_counter()
-        state.moved = state.moved or float(engine.get_lr()[0]) > 0.0  # the lr this step uses
+        lr = float(engine.get_lr()[0])  # the lr this step uses
+        state.moved = state.moved or lr > 0.0
         loss = _train_step(engine, stream, objective, job, dist)
         apply_masks(engine, masks, job.deepspeed.zero_stage)
         state.step += 1
@@ -303,6 +306,7 @@ def train(engine: Any, job: JobConfig, data: TokenData, objective: Objective, ma
             raise Diverged(f"train loss is {loss} at step {state.step}")
         state.loss_sum += loss
         state.loss_count += 1
+        monitor.write_step(engine, state.tokens, loss, lr)
         if getattr(stream, "update_due", False):  # dynamic loading: same decision on every rank
             losses = _evaluate(engine, job, data, dist, shard=job.deepspeed.zero_stage < 3)
             stream.update_domain_losses({d: losses[f"eval_loss.{d}"] for d in data.domains})
@@ -314,6 +318,7 @@ def train(engine: Any, job: JobConfig, data: TokenData, objective: Objective, ma
         row = _eval_row(engine, job, data, state, dist)
         if dist.is_main:
             store.append_curve(job.run_id, [row])  # the row first, then its checkpoint
+        monitor.write_eval(engine, row)
         _check_divergence(row, state, job.eval.divergence_factor)
         if job.stop is not None and broadcast(online_stop.should_stop(job, store, state.step, state.tokens,
                                                                       dist.is_main), dist):
@@ -353,6 +358,7 @@ def _start_fresh(engine: Any, job: JobConfig, data: TokenData, prep: Prepared, d
     state.start_loss = row["eval_loss"]
     if dist.is_main:
         store.append_curve(job.run_id, [row])
+    monitor.write_eval(engine, row)
     if not math.isfinite(state.start_loss):
         raise Diverged(f"eval_loss is {state.start_loss} right after pruning")
     return state
@@ -394,6 +400,7 @@ def run_job(job: JobConfig, dist: Dist, data: TokenData | None = None) -> str:
     job = with_resolved_precision(job, dist)
     prep = prepare(job, data, dist, fresh=mode == "fresh")
     engine, ds_json = build_engine(job, prep.model, dist, data.seq_len)
+    monitor.announce(job, dist.is_main)
     objective = make_objective(job, prep.teacher, engine.module, prep.choices)
     stream = data.train_batches(job.deepspeed.micro_batch * dist.world, job.seed, prep.parent_losses)
     store = RunStore(job.runs_dir)
@@ -412,13 +419,15 @@ def run_job(job: JobConfig, dist: Dist, data: TokenData | None = None) -> str:
         return "done"
     except Diverged as exc:
         if dist.is_main:
-            store.update(job.run_id, status="failed", reason=f"diverged: {exc}")
+            store.update(job.run_id, status="failed", reason=f"diverged: {exc}", failure=Failure.DIVERGED.value)
         return "failed"
     except BaseException as exc:
         if dist.is_main and store.exists(job.run_id):
-            store.update(job.run_id, status="failed", reason=f"{type(exc).__name__}: {exc}")
+            store.update(job.run_id, status="failed", reason=f"{type(exc).__name__}: {exc}",
+                         failure=failure_kind(exc).value)
         raise
     finally:
+        monitor.close(engine)
         engine.destroy() if hasattr(engine, "destroy") else None
         del engine, prep
         gc.collect()

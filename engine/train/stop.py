@@ -1,12 +1,19 @@
 """The online budget: refit the token term at every eval checkpoint, stop when D* is reached.
 
 A job with ``stop: {at: optimum}`` (close ``recover`` of the recoverable gap, the planner's
-default criterion) or ``stop: {target_loss: L}`` refits ``L(D) = a + k * D**-beta`` on its own
-curve so far at every evaluation (the planner's pilot fit, ``planner.pilot``; torch-free and a
-few ms) and ends the run, as ``done``, once the tokens consumed reach the lower end of the
-predicted D*'s interval: from there on the law cannot tell another token apart from stopping.
-It never stops before ``min_fraction`` of the job's token budget (an early curve mostly
-measures warm-up), nor with fewer than three points after step 0.
+default criterion) or ``stop: {target_loss: L}`` asks a *forecaster* at every evaluation for D*
+(with its interval) from its own curve so far, and ends the run, as ``done``, once the tokens
+consumed reach the lower end of the predicted D*'s interval: from there on the law cannot tell
+another token apart from stopping. It never stops before ``min_fraction`` of the job's token
+budget (an early curve mostly measures warm-up), nor with fewer than three points after step 0.
+
+The forecaster is a plugin, not an import: DESIGN lets the engine import only ``data``, and
+the fit lives in ``fitting``. It is looked up by name (``law``) in the entry-point group
+``prunelaw.stop_forecasters``; prunelaw registers ``fitting.online:forecast`` there
+(``pyproject.toml``), the same torch-free pilot fit ``planner recommend --pilot`` uses (a few
+ms). The contract: ``forecast(tokens, loss, *, criterion, value, budget, loss_before, card,
+meta) -> {d_star, low, high, final_loss, final_low, final_high}``, raising
+``data.cli.BadInput`` when it has no forecast yet.
 
 Every decision is appended to ``run.json`` under ``stop`` (``history``: step, tokens, fraction,
 D* with its interval, predicted final loss, decision) and the final one under ``stop.decision``,
@@ -16,6 +23,9 @@ so a killed and resumed run records each evaluation once. Rank 0 decides; every 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import Any
 
 import numpy as np
@@ -24,54 +34,52 @@ from data.cli import BadInput
 from data.runs import RunStore
 from engine.train.config import JobConfig
 
-
-def _criterion(job: JobConfig):
-    from planner.term import Criterion
-
-    if job.stop.target_loss is not None:
-        return Criterion("target_loss", job.stop.target_loss)
-    return Criterion("recover", job.stop.recover)
+FORECASTERS = "prunelaw.stop_forecasters"
+"""Entry-point group of the online stop's forecasters."""
+FORECASTER = "law"
+"""The forecaster the stop uses (prunelaw's own: ``fitting.online:forecast``)."""
 
 
-def _card_prior(job: JobConfig) -> tuple[np.ndarray | None, float | None]:
-    """The card's beta samples (the pilot + card prior), or nothing (pilot-only)."""
-    if not job.stop.card:
-        return None, None
-    from planner.cards import load_card
-
-    card = load_card(job.stop.card, law="p2")
-    names = list(card.card.law.params)
-    boot = card.card.bootstrap_params
-    beta = card.card.params["beta"]
-    return (None if boot is None else boot[:, names.index("beta")]), beta
+class NoForecaster(RuntimeError):
+    """No forecaster of that name is installed (prunelaw not installed as a distribution)."""
 
 
-def predict(job: JobConfig, curve: Any, loss_before: float | None) -> dict[str, Any]:
+@functools.cache
+def forecaster(name: str = FORECASTER) -> Callable[..., dict[str, Any]]:
+    """The installed forecaster ``name`` of the group ``prunelaw.stop_forecasters``.
+
+    Raises:
+        NoForecaster: nothing registered under that name, with how to fix it.
+    """
+    found = entry_points(group=FORECASTERS, name=name)
+    if not found:
+        have = sorted(ep.name for ep in entry_points(group=FORECASTERS))
+        raise NoForecaster(
+            f"the online stop needs a forecaster {name!r} in the entry-point group {FORECASTERS!r} "
+            f"(installed: {', '.join(have) or 'none'}); install prunelaw itself "
+            "('pip install -e .' in the checkout), which registers fitting.online:forecast")
+    return next(iter(found)).load()
+
+
+def predict(job: JobConfig, curve: Any, loss_before: float | None,
+            meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """D* (and its interval) and the predicted loss at the job's budget, from the curve so far."""
-    from planner.pilot import Pilot, fit_pilot
-    from planner.recommend import pilot_reference
-
-    tokens = curve["tokens"].to_numpy(dtype=float)
-    loss = curve["eval_loss"].to_numpy(dtype=float)
-    start = float(loss[0]) if len(tokens) and tokens[0] == 0 else None
-    keep = tokens > 0
-    if int(keep.sum()) < 3:
-        raise BadInput(f"{int(keep.sum())} point(s) after step 0; the fit needs 3")
-    pilot = Pilot("curve so far", tokens[keep], loss[keep], start, loss_before, None, None)
-    betas, beta = _card_prior(job)
-    term = fit_pilot(pilot, card_betas=betas, card_beta=beta, loss_before=loss_before)
-    d = term.tokens(_criterion(job), pilot_reference(pilot))
-    final = term.loss(float(job.tokens))
-    return {"d_star": d.value, "low": d.low, "high": d.high, "final_loss": final.value,
-            "final_low": final.low, "final_high": final.high}
+    stop = job.stop
+    kind, value = ("target_loss", stop.target_loss) if stop.target_loss is not None else ("recover", stop.recover)
+    return forecaster()(curve["tokens"].to_numpy(dtype=float), curve["eval_loss"].to_numpy(dtype=float),
+                        criterion=kind, value=float(value), budget=float(job.tokens + int((meta or {}).get("prune_tokens", 0))),
+                        loss_before=loss_before, card=stop.card, meta=meta or {})
 
 
-def decide(job: JobConfig, curve: Any, step: int, tokens: int, loss_before: float | None) -> dict[str, Any]:
+def decide(job: JobConfig, curve: Any, step: int, tokens: int, loss_before: float | None,
+           meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """One history entry: the prediction and ``stop`` or ``continue`` with the reason."""
-    fraction = tokens / job.tokens
+    # A trained pruning stage's tokens start the curve (meta.prune_tokens): the fraction is of
+    # the post-training budget alone.
+    fraction = (tokens - int((meta or {}).get("prune_tokens", 0))) / job.tokens
     entry: dict[str, Any] = {"step": step, "tokens": tokens, "fraction": round(fraction, 6)}
     try:
-        entry.update(predict(job, curve, loss_before))
+        entry.update(predict(job, curve, loss_before, meta))
     except BadInput as exc:
         entry.update(decision="continue", reason=f"no fit yet: {exc}")
         return entry
@@ -106,7 +114,8 @@ def should_stop(job: JobConfig, store: RunStore, step: int, tokens: int, is_main
     if job.stop is None or not is_main:
         return False
     curve = store.read_curve(job.run_id)
-    loss_before = (store.read(job.run_id).get("meta") or {}).get("loss_before")
-    entry = decide(job, curve, step, tokens, loss_before if job.method != "none" else None)
+    meta = store.read(job.run_id).get("meta") or {}
+    loss_before = meta.get("loss_before") if job.method != "none" else None
+    entry = decide(job, curve, step, tokens, loss_before, meta)
     record(store, job, entry)
     return entry["decision"] == "stop"

@@ -62,14 +62,14 @@ def run_jobs(jobs: Sequence[JobConfig]) -> dict[str, str]:
 
 def record_failure(job: JobConfig, exc: Exception) -> None:
     """Mark ``job`` failed with the reason (creating its run.json if it never got one)."""
-    from data.runs import RunStore
+    from data.runs import RunStore, failure_kind
 
     store = RunStore(job.runs_dir)
-    reason = f"{type(exc).__name__}: {exc}"
+    reason, kind = f"{type(exc).__name__}: {exc}", failure_kind(exc).value
     if store.exists(job.run_id):
-        store.update(job.run_id, status="failed", reason=reason)
+        store.update(job.run_id, status="failed", reason=reason, failure=kind)
     else:
-        store.write(job.run_id, {"status": "failed", "reason": reason, "config": job.to_dict()})
+        store.write(job.run_id, {"status": "failed", "reason": reason, "failure": kind, "config": job.to_dict()})
     print(f"[engine.train] {job.run_id}: failed: {reason}", flush=True)
 
 

@@ -1,8 +1,13 @@
 """Alternatives to P2 for ``fitting compare``: does the data support P2's form?
 
-- ``p2_counts``: the P2 paper's family written on parameter counts before and after pruning
-  (the form of its first version): the compression factor ``N0/N`` replaces ``1/rho`` and the
-  size term uses the pruned model's ``N = N0 (1 - rho)``.
+- ``p2_counts``: P2's family written on parameter counts before and after pruning: the
+  compression factor ``N0/N`` replaces ``1/rho`` and the size term uses the pruned model's
+  ``N = N0 (1 - rho)``. Provenance: issue 12 names this as the paper's earlier law on
+  parameter counts. Only the paper's selected ``L_1`` (``fitting.laws.p2``) could be checked
+  against its text here; the equations of its earlier version and of its other candidate
+  parameterizations could not be retrieved, so this form is *not* verified to be any
+  numbered equation of the paper: read it as a counts-based member of the family, fitted
+  for comparison, not as a reproduction.
 - ``p2_no_l0``: P2 without the ``L0`` term: the whole loss is the power-law bracket, so the
   parent's own loss carries no information.
 

@@ -1,4 +1,11 @@
-"""P2: the law of the seed paper (Chen et al. 2024), loss after pruning and post-training."""
+"""P2: the law of the seed paper, loss after pruning and post-training.
+
+Chen, Hu, Zhang, Wang, Li, Chen, Zhang, "P2 Law: Scaling Law for Post-Training After Model
+Pruning", ACL 2025 (long paper 283; arXiv 2411.10272v3). The paper derives several candidate
+parameterizations from Chinchilla's law and selects the first, ``L_1(N0, D, rho, L0)``, by its
+fit and its Average Slope Difference; ``predict`` below is that ``L_1`` term for term (checked
+against the paper's published statement of L_1; same parameter names).
+"""
 
 from __future__ import annotations
 

@@ -11,7 +11,10 @@ hi|null}`` with a percentile interval (card: bootstrap samples; pilot: posterior
     mode           "card" | "pilot" | "pilot+card"
     query          {params_before, model (name or null), family, method, ratio, params_after}
     card           {path, law, version, family, method, source, content_hash, created, n_runs,
-                    n_points, n_bootstrap, not_identified: [names], selected_because} or null
+                    n_points, n_bootstrap, not_identified: [names], identifiability: [str]
+                    (the card's notes, as the text prints them: the collapsed law, parameters
+                    at a bound, weak ones, sloppy directions), outlier_runs: [run ids],
+                    selected_because} or null
     pilot          {path, points, max_tokens, loss_start, last_loss, fit: {a, k, beta, samples}} or null
     assumptions    {loss_before (null: unknown), loss_before_source, loss_scale, parent,
                     recover_reference}
@@ -101,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise BadInput("--no-card needs --pilot (without both there is nothing to fit)")
     pilot = None
     if args.pilot is not None:
-        from planner.pilot import check_consistent, read_pilot
+        from fitting.pilot import check_consistent, read_pilot
 
         pilot = read_pilot(args.pilot, ratio=ratio, method=method)
         check_consistent(pilot, float(parent.params_before), ratio)
@@ -192,6 +195,16 @@ def render(r: Recommendation) -> str:
             lines.append(f"  {p['parent']} -> {p['target']} ({p['method']}, ratio {p['ratio']:.2g}): "
                          f"{format_count(p['tokens'])} tokens; law D* is {p['law_over_practice']:.3g}x  "
                          f"[{p['source']}]")
+    lines += _identifiability(r)
     lines += [f"warning: {w}" for w in r.warnings]
     lines += [f"note: {n}" for n in r.notes]
     return "\n".join(lines)
+
+
+def _identifiability(r: Recommendation) -> list[str]:
+    """The card's own identifiability notes (bounds, collapsed terms, sloppy directions)."""
+    notes = [] if r.card is None else r.card.identifiability_notes()
+    if not notes:
+        return []
+    used = "the answer rests on them" if r.mode == "card" else "the pilot fit takes only its beta"
+    return ["", f"card fit (what the card's fit could not pin down; {used}):"] + [f"  {n}" for n in notes]

@@ -3,7 +3,8 @@
 A card fitted on small parents is not trusted 10^4x out, but a short pilot on the real model
 measures the curve where the decision is made. This module reads a pilot curve (an engine run
 directory, a run store holding it, or a CSV/parquet table of ``tokens, loss [, loss_before]``)
-and fits the token term at the user's N0 and ratio.
+and fits the token term at the user's N0 and ratio. ``planner recommend --pilot`` presents the
+fit; the engine's online stop (``fitting.online``) runs the same fit on a run's curve so far.
 
 The fit is Bayesian on a grid over ``beta`` (why not a penalised point fit: the answer needs
 intervals, and a pilot of the first 5-30 % of a run cannot separate the asymptote from the
@@ -29,11 +30,16 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from data.cli import BadInput
-from planner.term import TokenTerm, percentile
+from data.units import format_count
+from fitting.term import Reference, TokenTerm, percentile
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fitting.card import LawCard
 
 PILOT_BETA = (0.02, 1.5)
 """Flat prior support for beta without a card: P2 fits of post-training report 0.1-0.8."""
@@ -206,6 +212,16 @@ def check_consistent(pilot: Pilot, n0: float, ratio: float) -> None:
                        "a pilot calibrates only its own ratio")
 
 
+def pilot_reference(pilot: Pilot) -> Reference:
+    """Where the recoverable gap starts: the pilot's measured loss at tokens == 0, else the
+    law's loss at its first evaluation (the token term diverges at D = 0)."""
+    if pilot.loss_start is not None:
+        return Reference(loss=pilot.loss_start, source=(
+            f"the pilot's measured loss right after pruning ({pilot.loss_start:.4f})"))
+    return Reference(tokens=float(pilot.tokens[0]), source=(
+        f"the law's loss at the pilot's first evaluation ({format_count(pilot.tokens[0])} tokens)"))
+
+
 # -- the fit -----------------------------------------------------------------------------------
 
 def beta_prior(grid: np.ndarray, card_betas: np.ndarray | None, card_beta: float | None) -> np.ndarray:
@@ -282,3 +298,16 @@ def _prior_span(card_betas: np.ndarray | None, card_beta: float | None) -> tuple
     vals = card_betas if card_betas is not None and len(card_betas) else np.array([card_beta])
     return min(PILOT_BETA[0], float(np.min(vals)) * 0.8), max(PILOT_BETA[1], float(np.max(vals)) * 1.2)
 
+
+
+def card_prior(card: "LawCard", **axes: float) -> tuple[np.ndarray | None, float]:
+    """The card's token exponent at ``axes`` as the prior of a pilot fit.
+
+    Returns the exponent of each bootstrap sample (None for a card without samples: the fit
+    then uses N(point, 0.1)) and the point fit's. ``axes`` are the law's own axis names
+    except the token axis and the offset (e.g. P2: ``params_before``, ``ratio``).
+    """
+    _, beta = card.law.token_scale(card.params_array, **axes)
+    boot = card.bootstrap_params
+    samples = None if boot is None or len(boot) == 0 else np.ravel(card.law.token_scale(boot, **axes)[1])
+    return samples, float(np.squeeze(beta))

@@ -1,0 +1,69 @@
+"""The recipe's curves through DeepSpeed's own monitor (``engine.monitor``, a ``MonitorMaster``).
+
+``monitor: {tensorboard: true, csv: true, wandb: true}`` in a job file turns on DeepSpeed's
+writers (sections built by ``engine.train.dsconfig``); this module sends them the recipe's
+numbers on the token axis the run store uses, so the curves users open in TensorBoard, a
+spreadsheet or W&B are the ones ``curve.parquet`` holds:
+
+- ``Train/Tokens/train_loss`` and ``Train/Tokens/lr`` after every optimizer step;
+- ``Eval/Tokens/eval_loss`` and ``Eval/Tokens/eval_loss.<domain>`` at every eval point.
+
+DeepSpeed adds its own ``Train/Samples/lr`` on the samples axis. Only rank 0 writes
+(``MonitorMaster`` checks the rank itself).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from data.runs import DOMAIN_PREFIX
+from engine.train.config import JobConfig
+from engine.train.dsconfig import monitor_dir, wandb_installed
+
+Event = tuple[str, float, int]
+"""DeepSpeed's event: (tag, value, x); x is the run's consumed tokens here."""
+
+
+def announce(job: JobConfig, is_main: bool) -> None:
+    """One line saying where the monitor writes, and that W&B is off when it is not installed."""
+    if not is_main or not job.monitor.enabled:
+        return
+    if job.monitor.wandb and not wandb_installed():
+        print(f"[engine.train] {job.run_id}: monitor.wandb is set but the wandb package is not "
+              "installed: W&B logging is off (pip install wandb)", file=sys.stderr, flush=True)
+    if job.monitor.tensorboard or job.monitor.csv:
+        print(f"[engine.train] {job.run_id}: monitor files in {monitor_dir(job)}", flush=True)
+
+
+def _write(engine: Any, events: list[Event]) -> None:
+    monitor = getattr(engine, "monitor", None)
+    if monitor is not None and monitor.enabled:
+        monitor.write_events(events)
+
+
+def write_step(engine: Any, tokens: int, train_loss: float, lr: float) -> None:
+    """The train loss of one optimizer step and the lr it used."""
+    _write(engine, [("Train/Tokens/train_loss", train_loss, tokens), ("Train/Tokens/lr", lr, tokens)])
+
+
+def write_eval(engine: Any, row: Mapping[str, Any]) -> None:
+    """An eval row of the curve: the mean eval loss and one curve per domain."""
+    tags = [key for key in row if key == "eval_loss" or key.startswith(DOMAIN_PREFIX)]
+    _write(engine, [(f"Eval/Tokens/{key}", float(row[key]), int(row["tokens"])) for key in tags])
+
+
+def close(engine: Any) -> None:
+    """Flush and close the writers: several jobs share one process (``engine train`` lists,
+    grid workers), and each job's TensorBoard file and W&B run must end with the job."""
+    monitor = getattr(engine, "monitor", None)
+    if monitor is None or not monitor.enabled:
+        return
+    tb = getattr(monitor, "tb_monitor", None)
+    if tb is not None and tb.summary_writer is not None:
+        tb.summary_writer.close()
+    if getattr(monitor, "wandb_monitor", None) is not None:
+        import wandb
+
+        wandb.finish()

@@ -1,0 +1,84 @@
+"""The online stop's forecaster: the pilot fit on a training run's curve so far.
+
+``engine train`` with a ``stop:`` key asks, at every evaluation, how far the run is from D*.
+The engine may import only ``data`` (DESIGN), so it does not import this module: it finds
+:func:`forecast` through the entry point ``law`` of the group ``prunelaw.stop_forecasters``
+(``pyproject.toml``), and another forecaster is one more entry point. The contract is the
+signature and the returned keys of :func:`forecast`; ``data.cli.BadInput`` means "no forecast
+yet" (too few points, a curve that does not fall), never a failed run.
+
+The forecast is exactly the planner's pilot calibration (``fitting.pilot.fit_pilot``): the
+token term ``L(D) = a + k * D**-beta`` fitted on the curve, with the card's bootstrap of beta
+as the prior when the job names a card, else pilot-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from data.cli import BadInput
+from fitting.pilot import Pilot, card_prior, fit_pilot, pilot_reference
+from fitting.term import Criterion
+
+KEYS = ("d_star", "low", "high", "final_loss", "final_low", "final_high")
+"""What :func:`forecast` returns (tokens, and eval losses in nats; None where undefined)."""
+
+
+def forecast(tokens: np.ndarray, loss: np.ndarray, *, criterion: str, value: float, budget: float,
+             loss_before: float | None = None, card: str | None = None,
+             meta: Mapping[str, Any] | None = None, level: float = 0.95) -> dict[str, float | None]:
+    """D* under ``criterion`` with its interval, and the loss predicted at ``budget`` tokens.
+
+    Parameters
+    ----------
+    tokens, loss : arrays
+        The curve so far (``tokens`` increasing; a row at 0 is the loss right after pruning).
+    criterion, value : str, float
+        ``recover`` (fraction of the recoverable gap) or ``target_loss`` (nats).
+    budget : float
+        The job's token budget (where the final loss is predicted).
+    loss_before : float or None
+        The parent's L0 (recorded with the fit; it bounds nothing).
+    card : path or None
+        A law card: its bootstrap of the token exponent is the prior (pilot + card).
+    meta : mapping or None
+        The run's metadata (run-store names, e.g. ``params_before``, ``ratio``): places the
+        card at the run's own parent and ratio.
+
+    Raises
+    ------
+    BadInput
+        Fewer than 3 points after step 0, a curve the token term cannot fit, an unreachable
+        target, or a card that cannot give a prior.
+    """
+    tokens, loss = np.asarray(tokens, dtype=float), np.asarray(loss, dtype=float)
+    start = float(loss[0]) if len(tokens) and tokens[0] == 0 else None
+    keep = tokens > 0
+    if int(keep.sum()) < 3:
+        raise BadInput(f"{int(keep.sum())} point(s) after step 0; the fit needs 3")
+    pilot = Pilot("curve so far", tokens[keep], loss[keep], start, loss_before, None, None)
+    betas, beta = _prior(card, meta or {})
+    term = fit_pilot(pilot, card_betas=betas, card_beta=beta, loss_before=loss_before, level=level)
+    d = term.tokens(Criterion(criterion, value), pilot_reference(pilot))
+    final = term.loss(float(budget))
+    return dict(zip(KEYS, (d.value, d.low, d.high, final.value, final.low, final.high)))
+
+
+def _prior(card: str | None, meta: Mapping[str, Any]) -> tuple[np.ndarray | None, float | None]:
+    """The card's beta samples and point at the run's axes, or nothing (pilot-only)."""
+    if not card:
+        return None, None
+    from fitting.card import load_card
+
+    law_card = load_card(card)
+    law = law_card.law
+    fixed = {law.token_axis, law.offset, law.target}
+    axes = {a: meta.get(law.store.get(a, a)) for a in law.axes if a not in fixed}
+    missing = [a for a, v in axes.items() if v is None]
+    if missing:
+        raise BadInput(f"stop.card {card!r}: the run's metadata lacks {missing}, which place the "
+                       f"{law.name!r} card at this run")
+    return card_prior(law_card, **{a: float(v) for a, v in axes.items()})
