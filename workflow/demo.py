@@ -177,7 +177,8 @@ def plan_step(cfg: DemoConfig, card_path: Path, runs: Path, t: Timings) -> Any:
     print(f"    question: a {params}-parameter parent pruned by {method} at ratio {cfg.ratio}"
           + (f" (L0 = {loss_before:.4f}, measured by the grid)" if loss_before is not None else ""))
     result = t.run("planner recommendation", lambda: recommend(
-        parse_parent(params, None), method, cfg.ratio, card, f"the demo's card {card_path}",
+        parse_parent(params, card.family if cfg.params is None else None), method, cfg.ratio, card,
+        f"the demo's card {card_path}",
         criterion=Criterion("recover", DEFAULT_RECOVER), gpu=get_gpu(DEFAULT_GPU), mfu=DEFAULT_MFU, price=None,
         loss_before=loss_before))
     print(render(result))
