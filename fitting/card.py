@@ -233,6 +233,11 @@ class LawCard:
 
     # -- what the card can and cannot say -------------------------------------------------
 
+    def axis_range(self, axis: str | None) -> tuple[float, float] | None:
+        """``(min, max)`` of one law axis over the points the fit saw (None: not recorded)."""
+        span = self.range.get(axis) if axis is not None else None
+        return None if not isinstance(span, dict) else (float(span["min"]), float(span["max"]))
+
     def outside_range(self, **axes: float) -> list[str]:
         """One message per axis value outside what the fit saw, saying how far."""
         out = []

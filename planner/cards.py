@@ -56,8 +56,7 @@ class Card:
         return _opt_str(self.card.data.get("method"))
 
     def axis_range(self, axis: str) -> tuple[float, float] | None:
-        span = self.card.range.get(axis)
-        return None if not isinstance(span, dict) else (float(span["min"]), float(span["max"]))
+        return self.card.axis_range(axis)
 
     def identifiability_notes(self) -> list[str]:
         """What the fit could not pin down, one line each (pinned, at a bound, degenerate,

@@ -429,12 +429,12 @@ def dstar_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef, rows: p
     table = laws.dstar_table(ref, parents)
     title = f"[{i}] Recommended post-training tokens D*: {ref.label}"
     fig, (ax,) = _figure(title, 1)
-    ratios, tokens = _fitted_span(ref, ref.card.law.ratio_axis), _fitted_span(ref, ref.card.law.token_axis)
+    tokens = ref.card.axis_range(ref.card.law.token_axis)
     plots.plot_dstar(table, ax=ax, title=f"D*: one more 1B tokens would improve the predicted loss by "
                                          f"less than {ref.slope:g} nats (band: {ref.level:.0%} bootstrap; "
                                          f"shaded: extrapolation)",
-                     fitted_ratios=(ratios["min"], ratios["max"]) if ratios else None,
-                     observed_tokens=tokens.get("max"))
+                     fitted_ratios=ref.card.axis_range(ref.card.law.ratio_axis),
+                     observed_tokens=None if tokens is None else tokens[1])
     _save(ctx, pdf, fig, title)
 
 
@@ -487,15 +487,6 @@ def _loop_summary(s: dict[str, Any]) -> str:
             + (f", median |err on L-L0| {err:.0%}" if err is not None else "")
             + f", {s['inside']}/{s['covered_of']} inside the interval, D* beyond the observed tokens "
               f"for {s['beyond_observed']}")
-
-
-def _fitted_span(ref: laws.CardRef, axis: str | None) -> dict[str, float]:
-    """The card's fitted range of one law axis (``{}`` when not recorded); cards key it by the
-    run-store column, older ones by the axis name."""
-    if axis is None:
-        return {}
-    span = ref.card.range
-    return span.get(ref.card.law.store.get(axis, axis)) or span.get(axis) or {}
 
 
 # -- domains and comparisons ----------------------------------------------------------------
