@@ -16,6 +16,12 @@ calibration-size cells compare data at matched compute.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/recon_quality.py --model work/smollm2 --out work/h5/ev \\
         --cells dense,mag50:block:16,mag50:block:4,sgpt50:block:16,wanda50:block:16
     # cell = METHOD[:GRANULARITY:CALIB_SEQS]; METHOD alone = prune + eval only; peer:sgpt50 = llm-compressor
+    # METHOD:lora:SEQS = the PEFT arm: LoRA (the peft library) on the pruned model's LM loss, one pass
+    # over SEQS windows of the same calibration text (e.g. mag50:lora:160 = 10x the data of block@16)
+
+The PEFT arm reports two losses: with the adapter kept beside the sparse weights (how LoRA
+recovery of pruned models is usually reported; the adapter is dense) and after merging it and
+re-applying the masks (the model is exactly as sparse as the pruned one again).
 """
 
 from __future__ import annotations
@@ -135,6 +141,8 @@ def run_cell(cell: str, a, calib, evals, folder: Path) -> dict:
         return _peer_cell(cell, a, calib, evals, folder)
     key, *rest = cell.split(":")
     doc = _prune_cached(key, a, calib, evals, folder)
+    if rest and rest[0] == "lora":
+        return _peft_cell(cell, key, int(rest[1]), doc, a, evals)
     record = {"cell": cell, "method": METHODS[key][0], **METHODS[key][1], "ratio": doc["ratio"],
               "prune_calib": f"{a.prune_calib}x{a.seq_len}", "prune_seconds": round(doc["prune_seconds"], 1),
               "loss_after_prune": doc["loss_after_prune"]}
@@ -156,6 +164,45 @@ def run_cell(cell: str, a, calib, evals, folder: Path) -> dict:
             "err_before_mean": sum(u["err_before"] for u in units) / len(units),
             "err_after_mean": sum(u["err_after"] for u in units) / len(units),
             "masks_exact": masks_exact, "loss_after_recon": eval_loss(model, evals, a.batch_size)}
+
+
+def _peft_cell(cell: str, key: str, n: int, doc: dict, a, evals) -> dict:
+    """LoRA on the pruned model (peft), one pass over ``n`` calibration-text windows."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from data.calib import sample_calibration
+    from engine.pruning.common import eval_loss
+    from engine.pruning.sparse_common import TARGETS, apply_masks
+
+    train = sample_calibration(a.out / "calib.txt", n, a.seq_len, seed=2, tokenizer=a.model)
+    model = get_peft_model(_pruned_model(doc), LoraConfig(r=a.lora_rank, lora_alpha=2 * a.lora_rank,
+                                                          lora_dropout=0.0, target_modules=list(TARGETS)))
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.peft_lr, weight_decay=0.0)
+    steps = max(1, n // a.peft_batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.peft_lr, total_steps=steps, pct_start=0.1)
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(steps):
+        ids = train[step * a.peft_batch:(step + 1) * a.peft_batch]
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - t0
+    model.eval()
+    adapter = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    with_adapter = eval_loss(model, evals, a.batch_size)
+    merged = model.merge_and_unload()
+    masks = {k: v for k, v in doc["masks"].items()}
+    if masks:
+        apply_masks(merged, masks)
+    return {"cell": cell, "method": METHODS[key][0], **METHODS[key][1], "ratio": doc["ratio"],
+            "loss_after_prune": doc["loss_after_prune"], "peft": "lora", "lora_rank": a.lora_rank,
+            "peft_lr": a.peft_lr, "peft_batch": a.peft_batch, "peft_steps": steps,
+            "peft_tokens": steps * a.peft_batch * a.seq_len, "adapter_params": adapter,
+            "peft_seconds": round(seconds, 1), "loss_after_peft": with_adapter,
+            "loss_after_peft_masked": eval_loss(merged, evals, a.batch_size) if masks else with_adapter}
 
 
 def _peer_cell(cell: str, a, calib, evals, folder: Path) -> dict:
@@ -195,6 +242,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--recon-batch", type=int, default=2, help="sequences per reconstruction step")
     p.add_argument("--batch-size", type=int, default=4, help="sequences per eval forward")
+    p.add_argument("--lora-rank", type=int, default=16, help="PEFT arm: LoRA rank on every decoder linear")
+    p.add_argument("--peft-lr", type=float, default=1e-3, help="PEFT arm: peak AdamW lr (one-cycle)")
+    p.add_argument("--peft-batch", type=int, default=4, help="PEFT arm: sequences per step")
     p.add_argument("--peer-python", help="python of a venv with llmcompressor (cells peer:KEY)")
     a = p.parse_args()
 

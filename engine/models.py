@@ -112,23 +112,36 @@ def load_model(path_or_preset: str | os.PathLike, *, dtype: torch.dtype = torch.
         BadInput: a directory without ``config.json``, or a name that is neither an existing
             path nor a known preset.
     """
+    source = check_model_source(path_or_preset)
+    if isinstance(source, Path):
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype)
+        model.eval()
+        return model
+    return build_model(source, vocab=vocab, seed=seed, dtype=dtype)
+
+
+def check_model_source(path_or_preset: str | os.PathLike) -> Path | str:
+    """A checked model source without loading weights: the directory, or the preset's name.
+
+    Raises:
+        BadInput: a directory without ``config.json`` or with bad weights' metadata
+            (``check_model_dir``), a file, or a name that is no known preset.
+    """
     path = Path(path_or_preset)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise BadInput(f"model directory {str(path)!r} has no config.json (expected a "
-                           "save_pretrained directory or a preset name)")
+                           "save_pretrained directory, e.g. an 'engine prune --out' directory, or a preset name)")
         check_model_dir(path)
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-        model.eval()
-        return model
+        return path
     name = str(path_or_preset).strip().lower()
     if name in MODELS:
-        return build_model(name, vocab=vocab, seed=seed, dtype=dtype)
+        return name
     if path.exists():
         raise BadInput(f"model {str(path)!r} is a file, not a save_pretrained directory or preset")
-    raise BadInput(f"model {str(path_or_preset)!r} is neither a directory nor a known preset; "
+    raise BadInput(f"model {str(path_or_preset)!r} is neither a model directory nor a known preset; "
                    f"presets: {', '.join(sorted(MODELS))}")
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data.cli import BadInput
+from fitting.card import percentile_levels
 
 CRITERIA = ("recover", "slope", "target_loss")
 DEFAULT_RECOVER = 0.9
@@ -53,13 +54,16 @@ def percentile(values: np.ndarray, q: float) -> float:
     return float(ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo]))
 
 
-def sample_interval(values: np.ndarray, level: float) -> tuple[float | None, float | None]:
-    """Percentile interval of finite ``values``; None when most samples are undefined."""
+def sample_interval(values: np.ndarray, level: float,
+                    units: int | None = None) -> tuple[float | None, float | None]:
+    """Percentile interval of finite ``values``, widened for a bootstrap over ``units`` runs
+    (``fitting.card.percentile_levels``); None when most samples are undefined."""
     values = np.ravel(values)
     finite = values[np.isfinite(values)]
     if len(finite) < max(10, 0.5 * len(values)):  # most samples undefined: no honest interval
         return None, None
-    return percentile(finite, 50 * (1 - level)), percentile(finite, 50 * (1 + level))
+    lo, hi = percentile_levels(level, units)
+    return percentile(finite, lo), percentile(finite, hi)
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class TokenTerm:
     """True: losses are dL above L0 (L0 unknown), not eval losses."""
     median_point: bool = False
     """True (posterior samples): a value is the median of its samples, not f(a, k, beta)."""
+    units: int | None = None
+    """Runs a run bootstrap resampled (its intervals are widened for them); None: posterior samples."""
 
     def _cols(self, samples: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if samples:
@@ -117,7 +123,7 @@ class TokenTerm:
         if self.median_point:
             finite = values[np.isfinite(values)]
             value = percentile(finite, 50.0) if len(finite) else math.nan
-        return Estimate(value, *sample_interval(values, self.level))
+        return Estimate(value, *sample_interval(values, self.level, self.units))
 
     def loss(self, tokens: float) -> Estimate:
         """Predicted loss (or dL) after ``tokens`` post-training tokens."""

@@ -107,7 +107,7 @@ def closed_loop(store: str | Path, family: str, method: str, holdout: str, *, n_
                   & (frame["init"] == "pruned")]
     runs = frame.groupby("run_id").first().reset_index()
     test = runs[_split(runs, holdout)]
-    data = load_data(store, "p2", method=method)
+    data = load_data(store, "p2", method=method, family=family)
     train_ids = set(runs.loc[~_split(runs, holdout), "run_id"])
     card = fit(data.subset(np.isin(data.run_ids, list(train_ids))),
                FitConfig(n_bootstrap=n_bootstrap, seed=seed))

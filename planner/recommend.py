@@ -19,7 +19,8 @@ No L0 is invented: without ``--loss-before`` or a pilot that knows it, card loss
 L0 and the answer says so. Budgets under 1e-3 or over 1e4 tokens per parent parameter exit 2
 with the reason (8M and 80T tokens at 8B).
 
-Intervals: card mode, percentiles over the card's bootstrap samples; pilot modes, over the
+Intervals: card mode, percentiles over the card's bootstrap samples (widened for its number of runs:
+``fitting.card.percentile_levels``); pilot modes, over the
 posterior samples of the pilot fit.
 """
 
@@ -126,9 +127,9 @@ def card_term(card: Card, n0: float, ratio: float, l0: float | None) -> TokenTer
         return np.column_stack([a, np.ravel(k) * np.ones_like(a), np.ravel(beta) * np.ones_like(a)])
     point = cols(card.card.params_array)[0]
     boot = card.card.bootstrap_params
-    level = float(card.card.ci.get("level", 0.95)) if isinstance(card.card.ci, dict) else 0.95
     return TokenTerm(float(point[0]), float(point[1]), float(point[2]),
-                     None if boot is None or len(boot) == 0 else cols(boot), level=level, relative=l0 is None)
+                     None if boot is None or len(boot) == 0 else cols(boot), level=card.card.level,
+                     relative=l0 is None, units=card.card.units)
 
 
 def card_reference(card: Card, n0: float) -> Reference:
@@ -146,12 +147,11 @@ def card_reference(card: Card, n0: float) -> Reference:
 # -- card helpers shared with compare ------------------------------------------------------------
 
 def interval(card: Card, f: Any) -> tuple[float | None, float | None]:
-    """Percentile interval of ``f(bootstrap samples)``, ignoring samples where f is NaN."""
+    """The card's interval of ``f(bootstrap samples)``, ignoring samples where f is NaN."""
     samples = card.card.bootstrap_params
     if samples is None or len(samples) == 0:
         return None, None
-    level = float(card.card.ci.get("level", 0.95)) if isinstance(card.card.ci, dict) else 0.95
-    return sample_interval(f(samples), level)
+    return sample_interval(f(samples), card.card.level, card.card.units)
 
 
 def loss_at(card: Card, n0: float, ratio: float, tokens: float, l0: float) -> Estimate:

@@ -191,7 +191,7 @@ def dstar_table(ref: CardRef, parents: dict[str, float], ratios: np.ndarray | No
         lo = hi = np.full_like(ratios, np.nan)
         if ref.card.bootstrap_params is not None:
             draws = _d_star(ref, ref.card.bootstrap_params, n0, ratios)
-            lo, hi = np.nanpercentile(draws, (50 * (1 - ref.level), 50 * (1 + ref.level)), axis=0)
+            lo, hi = np.nanpercentile(draws, ref.card.percentiles(), axis=0)
         frames.append(pd.DataFrame({"label": label, "params_before": n0, "ratio": ratios,
                                     "dstar": dstar, "lo": lo, "hi": hi}))
     return pd.concat(frames, ignore_index=True)

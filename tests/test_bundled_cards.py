@@ -6,6 +6,7 @@ no bootstrap: a few seconds each) and checks what issue 14 asks of the evidence 
 """
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,5 +46,12 @@ def test_card_is_refitted_from_the_committed_curves(path):
     data = load_data(RUNS, "p2", method=card.data["method"], family=card.data["family"])
     assert data.content_hash() == card.data["content_hash"]
     again = fit(data, FitConfig(seed=card.fit.get("seed", 0), n_bootstrap=0))
-    np.testing.assert_allclose(again.params_array, card.params_array, rtol=1e-4, atol=1e-9)
+    # The same optimum: the objective and the fitted curves agree to rounding. Parameters the card
+    # itself flags (at a bound, collapsed, along a sloppy direction) are free along a flat valley
+    # and land elsewhere on another CPU's BLAS; every other parameter must agree.
+    assert again.objective == pytest.approx(card.objective, rel=1e-7)
+    np.testing.assert_allclose(again.predict(**data.axes), card.predict(**data.axes), rtol=1e-6)
+    flagged = {n for n in card.law.params for line in card.diagnosis if re.search(rf"\b{re.escape(n)}\b", line)}
+    pinned = [j for j, n in enumerate(card.law.params) if n not in flagged]
+    np.testing.assert_allclose(again.params_array[pinned], card.params_array[pinned], rtol=1e-4, atol=1e-9)
     assert card.range["params_before"]["max"] < 1e6  # a tiny-parent card knows it is not an 8B card

@@ -168,7 +168,7 @@ def test_a_shard_directory_reads_its_own_corpus(assets, tmp_path):
 
 
 BAD = [
-    (["MISSING", "--tasks", "corpus_ppl", "--data", "CORPUS"], "neither a model directory nor a preset"),
+    (["MISSING", "--tasks", "corpus_ppl", "--data", "CORPUS"], "neither a model directory nor a known preset"),
     (["RANDOM", "--tasks", "corpus_ppl", "--data", "CORPUS", "--limit", "0"], "--limit 0 must be between 1"),
     (["RANDOM", "--tasks", "corpus_ppl", "--data", "CORPUS", "--batch-size", "0"], "--batch-size 0 must be"),
     (["RANDOM", "--tasks", "corpus_ppl"], "needs --data"),

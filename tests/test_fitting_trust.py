@@ -6,7 +6,7 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from fitting.card import CI_KIND, PI_KIND, load_card
+from fitting.card import CI_KIND, PI_KIND, LawCard, load_card, percentile_levels
 from fitting.coverage import Design, run_design
 from fitting.fit import FitConfig, fit
 from fitting.laws import LAWS, P2, Law, Term, get_law, register
@@ -46,6 +46,24 @@ def test_confidence_and_prediction_intervals_are_labelled_and_ordered(tmp_path):
     assert plo < clo < chi < phi
     back = load_card(card.save(tmp_path / "card.json"))
     assert back.scatter == card.scatter and back.derived["loss"].pred_low == loss.pred_low
+
+
+def test_intervals_are_widened_for_few_runs_and_saved_with_the_card(tmp_path):
+    # Expanded percentile: few runs read further into the tails; many runs tend to 2.5-97.5.
+    lo9, hi9 = percentile_levels(0.95, 9)
+    assert 0.5 < lo9 < 1.0 and lo9 + hi9 == pytest.approx(100)
+    assert percentile_levels(0.95, None) == pytest.approx((2.5, 97.5))
+    assert percentile_levels(0.95, 10_000)[0] == pytest.approx(2.5, abs=0.01)
+    data = p2_curves(noise=0.003, run_noise=0.004, seed=5, points=8)
+    card = fit(data, FitConfig(n_bootstrap=40, seed=0, top_k=1, n_random=16))
+    assert card.units == data.n_runs and card.ci["percentiles"] == pytest.approx(percentile_levels(0.95, data.n_runs), abs=1e-4)
+    j = P2.params.index("beta")
+    plain = np.percentile(card.bootstrap_params[:, j], [2.5, 97.5])
+    lo, hi = card.intervals["beta"]
+    assert lo < plain[0] and hi > plain[1]  # strictly wider than the plain percentile interval
+    again = LawCard.load(card.save(tmp_path / "card.json"))
+    assert again.intervals["beta"] == pytest.approx((lo, hi)) and again.percentiles() == card.percentiles()
+    assert "widened for" in card.summary()
 
 
 def test_a_term_that_is_absent_is_reported_as_degenerate():

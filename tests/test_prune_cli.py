@@ -75,7 +75,7 @@ BAD = [
     (["--ratio", "0"], "--ratio 0.0 is outside (0, 1)"),
     (["--ratio", "1.5"], "outside (0, 1)"),
     (["--method", "prune-everything"], "unknown method 'prune-everything'; allowed: depth"),
-    (["--model", "llama-99b"], "neither a directory nor a known preset"),
+    (["--model", "llama-99b"], "neither a model directory nor a known preset"),
     (["--method", "depth-last", "--ratio", "0.95"], "would remove all 2 layers"),
     (["--method", "depth-last", "--ratio", "0.05"], "reachable ratios"),
     (["--method", "width", "--heads", "3", "--calib", str(TEXT), "--tokenizer", "TOK"],

@@ -15,9 +15,9 @@ from engine.models import build_model
 from engine.pruning import get_method
 from engine.pruning.common import count_params
 from engine.pruning.sparse_common import (
-    Pattern, SparseArgs, apply_masks, capture_first_inputs, check_n_m, load_masks, magnitude_scores,
-    masks_from_model, n_m_mask, run_layer, save_masks, sparsegpt_prune, target_linears, target_weights,
-    unstructured_mask, wanda_scores)
+    Pattern, SparseArgs, apply_masks, capture_first_inputs, check_n_m, inverse_hessian_chol, load_masks,
+    magnitude_scores, masks_from_model, n_m_mask, run_layer, save_masks, sparsegpt_prune, target_linears,
+    target_weights, unstructured_mask, wanda_scores)
 
 NM_METHODS = ("2:4", "2:4-magnitude", "2:4-sparsegpt")
 UNSTRUCTURED = ("unstructured", "unstructured-magnitude", "unstructured-sparsegpt")
@@ -215,6 +215,24 @@ def test_sparsegpt_lazy_block_updates_match_one_block() -> None:
     b, kb = sparsegpt_prune(W, X.T @ X, Pattern("n:m"), blocksize=64)
     assert torch.equal(ka, kb)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_sparsegpt_equals_the_textbook_column_by_column_obs() -> None:
+    # One block (the mask chosen once over the matrix): the solver must give exactly the OBS
+    # updates of the paper's Algorithm 1 done naively on W's columns in float64.
+    torch.manual_seed(2)
+    W = torch.randn(40, 48)
+    X = _correlated_inputs(256, 48, seed=3)
+    new, keep = sparsegpt_prune(W, X.T @ X, Pattern("unstructured", sparsity=0.5), blocksize=48)
+    U = inverse_hessian_chol(X.T @ X, 0.01).double()
+    ref = W.double().clone()
+    for i in range(W.shape[1]):
+        q = ref[:, i] * keep[:, i]
+        err = (ref[:, i] - q) / U[i, i]
+        ref[:, i:] -= err[:, None] * U[i, i:][None]
+        ref[:, i] = q
+    torch.testing.assert_close(new.double(), ref, rtol=1e-4, atol=1e-5)
+    assert int((~keep).sum()) == W.numel() // 2
 
 
 # --- the layer-wise driver ---------------------------------------------------------------------

@@ -250,7 +250,8 @@ def tiny_dir(tmp_path_factory) -> Path:
 def test_cli_targeted_writes_a_dense_model_of_the_target_shape(tmp_path, tiny_dir, capsys):
     out = tmp_path / "sheared"
     code = engine_main(["prune", "--model", str(tiny_dir), "--method", "targeted", "--target",
-                        "layers=1,heads=2,kv_heads=1,ffn=96,hidden=48", "--prune-tokens", "256", "--calib", str(TEXT),
+                        "layers=1,heads=2,kv_heads=1,ffn=96,hidden=48", "--prune-tokens", "256",
+                        "--mask-lr", "0.05", "--prune-lr", "2e-4", "--calib", str(TEXT),
                         "--calib-samples", "8", "--calib-seq-len", "32", "--eval", str(TEXT), "--eval-samples", "4",
                         "--out", str(out), "--json"])
     assert code == 0
@@ -259,6 +260,7 @@ def test_cli_targeted_writes_a_dense_model_of_the_target_shape(tmp_path, tiny_di
     assert report["shape_after"] | {"arch": None} == report["shape_after"] | {
         "arch": None, "layers": 1, "heads": 2, "kv_heads": 1, "ffn": 96, "hidden": 48}
     assert report["choices"]["targeted"]["trajectory"] and report["loss_after"] > 0
+    assert (report["choices"]["targeted"]["mask_lr"], report["choices"]["targeted"]["lr"]) == (0.05, 2e-4)
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.num_hidden_layers == 1 and model.model.layers[0].self_attn.q_proj.bias.shape == (32,)
     assert not (tmp_path / ".sheared.targeted").exists()
@@ -285,6 +287,21 @@ BAD_TARGETS = [
     ("tiny-llama", "another family: arch llama (parent: qwen2)"),
     ("ffn=1.5", "ffn='1.5' must be an integer; allowed: 1..160"),
 ]
+
+
+BAD_LRS = [
+    (["--method", "targeted", "--target", "layers=1", "--mask-lr", "0"], "--mask-lr 0.0 must be a positive learning rate"),
+    (["--method", "targeted", "--target", "layers=1", "--prune-lr", "nan"], "--prune-lr nan must be a positive"),
+    (["--method", "width", "--ratio", "0.3", "--mask-lr", "0.1"], "--mask-lr only applies to --method targeted"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_LRS)
+def test_cli_bad_targeted_lr_exits_2_naming_it(tmp_path, tiny_dir, args, message, capsys):
+    code = engine_main(["prune", "--model", str(tiny_dir), *args, "--calib", str(TEXT), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("target,message", BAD_TARGETS)

@@ -98,3 +98,34 @@ def test_tiny_run_writes_tensorboard_and_csv_curves(tmp_path, dist, mem_data, ca
     assert ("wandb" in ds_json) == wandb_installed()
     if not wandb_installed():
         assert "wandb package is not installed" in out.err
+
+
+def test_resumed_run_csv_has_one_header_and_no_repeated_step(tmp_path, dist, mem_data, monkeypatch):
+    from engine.train import recipe
+
+    over = {"tokens": 16 * STEP_TOKENS, "eval": {"points": 4, "max_sequences": 16}, "checkpoint": True,
+            "monitor": {"csv": True}}
+    job = make_job(tmp_path, **over)
+    real_step, calls = recipe._train_step, {"n": 0}
+
+    def dying_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 11:  # after the checkpoint at step 8, before the next one
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "_train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job, dist, mem_data)
+    folder = tmp_path / job.run_id / "monitor"
+    _, before = read_csv(folder / "Train_Tokens_train_loss.csv")
+    assert [t for t, _ in before][-1] == 10 * STEP_TOKENS  # the killed process wrote past its checkpoint
+    monkeypatch.setattr(recipe, "_train_step", real_step)
+    assert run_job(job, dist, mem_data) == "done"
+    with open(folder / "Train_Tokens_train_loss.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["step", "train_loss"] and ["step", "train_loss"] not in rows[1:]
+    assert [int(float(r[0])) for r in rows[1:]] == [s * STEP_TOKENS for s in range(1, 17)]
+    curve = RunStore(tmp_path).read_curve(job.run_id).sort_values("tokens")
+    _, evals = read_csv(folder / "Eval_Tokens_eval_loss.csv")
+    assert [t for t, _ in evals] == curve["tokens"].tolist()

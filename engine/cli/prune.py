@@ -10,8 +10,11 @@ existing directory is never touched without ``--force``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -83,6 +86,10 @@ class PruneJob:
     """``--method targeted``: the target shape (a preset, or ``layers=..,heads=..,kv_heads=..,ffn=..,hidden=..``)."""
     prune_tokens: str | None = None
     """``--method targeted``: pruning tokens (None: engine.pruning.targeted.TargetedArgs.tokens)."""
+    mask_lr: float | None = None
+    """``--method targeted``: lr of the masks and multipliers (None: TargetedArgs.mask_lr)."""
+    prune_lr: float | None = None
+    """``--method targeted``: peak lr of the weights while the masks learn (None: TargetedArgs.lr)."""
     search: int | None = None
     """``--method width --search K``: K candidate shapes of the same size, ranked after a short KD."""
     search_tokens: str | None = None
@@ -134,8 +141,13 @@ class PruneJob:
     def _check_targeted(self) -> None:
         if self.target is not None and self.method != "targeted":
             raise BadInput(f"--target only applies to --method targeted (got --method {self.method})")
-        if self.prune_tokens is not None and self.method != "targeted":
-            raise BadInput(f"--prune-tokens only applies to --method targeted (got --method {self.method})")
+        for flag, value in (("--prune-tokens", self.prune_tokens), ("--mask-lr", self.mask_lr),
+                            ("--prune-lr", self.prune_lr)):
+            if value is not None and self.method != "targeted":
+                raise BadInput(f"{flag} only applies to --method targeted (got --method {self.method})")
+        for flag, value in (("--mask-lr", self.mask_lr), ("--prune-lr", self.prune_lr)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise BadInput(f"{flag} {value!r} must be a positive learning rate (e.g. 0.3 for masks, 1e-4 for weights)")
         if self.search is not None and self.method not in ("width", "width-search"):
             raise BadInput(f"--search K applies to --method width (got --method {self.method})")
         if self.search is not None and self.search < 2:
@@ -178,7 +190,8 @@ def _ids(job: PruneJob, source: str, n: int, split: str, vocab: int, seed: int):
 def _method_args(job: PruneJob) -> dict[str, Any] | None:
     if job.method == "targeted":
         shards = job.calib if job.calib and Path(job.calib).is_dir() else None
-        extra = {"tokens": job.prune_tokens} if job.prune_tokens is not None else {}
+        extra = {k: v for k, v in (("tokens", job.prune_tokens), ("mask_lr", job.mask_lr), ("lr", job.prune_lr))
+                 if v is not None}
         return {"target": job.target, "shards": shards, "state_dir": str(job.targeted_dir), "seed": job.seed,
                 **extra}
     if job.method == "width-search" or job.search is not None:
@@ -315,6 +328,8 @@ def _parser() -> argparse.ArgumentParser:
         w.add_argument(f"--{name}", type=int, help=f"fix the pruned {name.replace('-', ' ')} count")
     t = p.add_argument_group("targeted pruning and shape search (train while pruning; resume after a kill)")
     t.add_argument("--prune-tokens", help="targeted: tokens to learn the masks on (e.g. 2M; default 100K)")
+    t.add_argument("--mask-lr", type=float, help="targeted: lr of the masks and Lagrange multipliers (default 0.3)")
+    t.add_argument("--prune-lr", type=float, help="targeted: peak lr of the weights while the masks learn (default 1e-4)")
     t.add_argument("--search", type=int, metavar="K", help="width: rank K same-size shapes by a short KD, keep the best")
     t.add_argument("--search-tokens", help="KD tokens per --search candidate (e.g. 200K; default 50K)")
     r = p.add_argument_group("reconstruction (after pruning; resumes after a kill)")
@@ -340,7 +355,7 @@ def setup(argv: Sequence[str] | None) -> tuple[PruneJob, bool]:
                    batch_size=ns.batch_size, width=width, force=ns.force, sparsity=ns.sparsity,
                    reconstruct=ns.reconstruct, recon_samples=ns.recon_samples, recon_steps=ns.recon_steps,
                    recon_lr=ns.recon_lr, recon_batch_size=ns.recon_batch_size, target=ns.target,
-                   prune_tokens=ns.prune_tokens, search=ns.search, search_tokens=ns.search_tokens)
+                   prune_tokens=ns.prune_tokens, mask_lr=ns.mask_lr, prune_lr=ns.prune_lr, search=ns.search, search_tokens=ns.search_tokens)
     return job, ns.json
 
 
@@ -350,7 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         job, as_json = setup(argv)
     except SystemExit as exc:  # argparse: usage errors exit 2 with one line, --help exits 0
         return int(exc.code or 0)
-    report = run(job)
+    # Libraries print to stdout (DeepSpeed's logger: "Setting accelerator to CPU"); with --json
+    # stdout must hold the report alone, so everything else goes to stderr while it runs.
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        report = run(job)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0

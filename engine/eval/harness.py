@@ -109,18 +109,9 @@ class EvalReport:
 
 def check_model(model: str) -> None:
     """Refuse a MODEL that is neither a directory nor a preset before anything heavy loads."""
-    from data.models import MODELS
+    from engine.models import check_model_source
 
-    path = Path(model)
-    if path.is_dir():
-        from engine.models import check_model_dir
-
-        if not (path / "config.json").is_file():
-            raise BadInput(f"model directory {model!r} has no config.json (expected a save_pretrained "
-                           "directory, e.g. an 'engine prune --out' directory, or a preset name)")
-        check_model_dir(path)
-    elif model.strip().lower() not in MODELS:
-        raise BadInput(f"model {model!r} is neither a model directory nor a preset; presets: {', '.join(sorted(MODELS))}")
+    check_model_source(model)
 
 
 def _tokenizer_source(req: EvalRequest) -> str:

@@ -244,14 +244,14 @@ def check_n_m(mask: torch.Tensor, n: int = 2, m: int = 4) -> bool:
 # SparseGPT solver (one weight matrix).
 
 
-def _inverse_hessian_chol(hessian: torch.Tensor, damp: float) -> torch.Tensor:
+def inverse_hessian_chol(hessian: torch.Tensor, damp: float) -> torch.Tensor:
     """Upper Cholesky factor of ``(H + damp * mean(diag H) * I)^-1`` [in, in].
 
     Dead inputs (never non-zero on the calibration data) get a unit diagonal so H stays
     invertible; their weights then carry no reconstruction error. Dampening is raised tenfold
     (at most 3 times) when the factorisation still fails, e.g. with very few tokens.
     """
-    H = hessian.clone()
+    H = hessian.float().clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     diag_mean = float(torch.diag(H).mean())
@@ -268,7 +268,8 @@ def _inverse_hessian_chol(hessian: torch.Tensor, damp: float) -> torch.Tensor:
 
 
 def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, pattern: Pattern, *,
-                    blocksize: int = 128, damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+                    blocksize: int = 128, damp: float = 0.01,
+                    hinv: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune one weight matrix with SparseGPT and reconstruct the kept weights.
 
     Columns are processed left to right; pruning column ``i`` leaves an error that the
@@ -281,51 +282,56 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, pattern: Patter
         weight: [out, in], any float dtype (the solve runs in float32).
         hessian: [in, in], ``sum x x^T`` over calibration tokens (its scale does not matter).
         pattern: unstructured (``sparsity``) or ``n:m``.
+        hinv: :func:`inverse_hessian_chol` of ``hessian`` when the caller already has it
+            (linears that share an input share it).
 
     Returns:
         (new weight [out, in] in float32, keep-mask [out, in]).
     """
-    W = weight.detach().float().clone()
-    rows, cols = W.shape
-    Hinv = _inverse_hessian_chol(hessian.float(), damp)  # [in, in] upper
-    total_prune = pattern.n_prune(W.numel())
-    prune = torch.zeros_like(W, dtype=torch.bool)  # True = pruned (as in the reference code)
+    # Work on W^T [in, out]: a column of W is a contiguous row here, so the per-column rank-1
+    # updates run on contiguous memory (3-4x faster than on W's strided columns, measured on
+    # SmolLM2's shapes); the arithmetic is the reference algorithm's.
+    WT = weight.detach().float().t().contiguous()
+    cols, rows = WT.shape
+    Hinv = inverse_hessian_chol(hessian, damp) if hinv is None else hinv  # [in, in] upper
+    total_prune = pattern.n_prune(WT.numel())
+    prune = torch.zeros_like(WT, dtype=torch.bool)  # True = pruned (as in the reference code)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
-        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        W1, Hinv1 = WT[i1:i2], Hinv[i1:i2, i1:i2]  # W1: a contiguous view, updated in place
         d = torch.diag(Hinv1)  # [b]
         if pattern.kind == "unstructured":
             # Exact integer share of the layer's budget for this block's columns.
-            k = total_prune * i2 * rows // W.numel() - total_prune * i1 * rows // W.numel()
-            saliency = (W1 ** 2 / d.unsqueeze(0) ** 2).flatten()  # [out * b]
+            k = total_prune * i2 * rows // WT.numel() - total_prune * i1 * rows // WT.numel()
+            saliency = (W1 ** 2 / d.unsqueeze(1) ** 2).flatten()  # [b * out]
             block = torch.zeros_like(saliency, dtype=torch.bool)
             block[torch.topk(saliency, k, largest=False).indices] = True
-            prune[:, i1:i2] = block.view(rows, i2 - i1)
-        Err1 = _sparsegpt_block(W1, Hinv1, prune[:, i1:i2], pattern)
-        W[:, i1:i2] = W1
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]  # lazy update of the columns to the right
+            prune[i1:i2] = block.view(i2 - i1, rows)
+        Err1 = _sparsegpt_block(W1, Hinv1, prune[i1:i2], pattern)
+        WT[i2:] -= Hinv[i1:i2, i2:].T @ Err1  # lazy update of the columns to the right
     keep = ~prune
-    return W * keep, keep
+    return (WT * keep).t().contiguous(), keep.t().contiguous()
 
 
 def _sparsegpt_block(W1: torch.Tensor, Hinv1: torch.Tensor, prune1: torch.Tensor,
                      pattern: Pattern) -> torch.Tensor:
-    """Process one block in place: W1 [out, b] becomes the pruned+updated block, ``prune1``
-    gets the N:M choices; returns the scaled errors Err1 [out, b] for the lazy update."""
-    Err1 = torch.zeros_like(W1)
+    """Process one block in place, transposed: W1 [b, out] (row i = column i of the weight)
+    becomes the pruned+updated block, ``prune1`` [b, out] gets the N:M choices; returns the
+    scaled errors Err1 [b, out] for the lazy update."""
+    Err1 = torch.empty_like(W1)
     d = torch.diag(Hinv1)
     m = pattern.m
-    for i in range(W1.shape[1]):
+    for i in range(W1.shape[0]):
         if pattern.kind == "n:m" and i % m == 0:
-            saliency = W1[:, i:i + m] ** 2 / d[i:i + m].unsqueeze(0) ** 2  # [out, m]
-            drop = torch.topk(saliency, m - pattern.n, dim=1, largest=False).indices
-            prune1[:, i:i + m].scatter_(1, drop, True)
-        w = W1[:, i]
-        q = w.masked_fill(prune1[:, i], 0.0)
+            saliency = W1[i:i + m] ** 2 / d[i:i + m].unsqueeze(1) ** 2  # [m, out]
+            drop = torch.topk(saliency, m - pattern.n, dim=0, largest=False).indices
+            prune1[i:i + m].scatter_(0, drop, True)
+        w = W1[i]
+        q = w.masked_fill(prune1[i], 0.0)
         err = (w - q) / d[i]  # [out]
-        W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1.0)  # rank-1 update in place (no [out, b] temporary)
-        W1[:, i] = q
-        Err1[:, i] = err
+        W1[i:].addr_(Hinv1[i, i:], err, alpha=-1.0)  # rank-1 update in place, contiguous rows
+        W1[i] = q
+        Err1[i] = err
     return Err1
 
 
@@ -461,8 +467,9 @@ def _prune_group(layer: nn.Module, prefix: str, names: tuple[str, ...], xs: list
     for x in xs:
         add_stat(stat, x.reshape(-1, width).float(), hessian)
     stat = symmetric(stat) if hessian else stat
+    hinv = inverse_hessian_chol(stat, args.damp) if hessian else None  # one factorisation per shared input
     for name in names:
-        masks[f"{prefix}.{name}.weight"] = prune_linear(layer.get_submodule(name), scorer, pattern, stat, args)
+        masks[f"{prefix}.{name}.weight"] = prune_linear(layer.get_submodule(name), scorer, pattern, stat, args, hinv)
 
 
 @torch.no_grad()
@@ -496,11 +503,11 @@ def prune_layer_staged(layer: nn.Module, prefix: str, inputs: list[torch.Tensor]
 
 @torch.no_grad()
 def prune_linear(lin: nn.Linear, scorer: str, pattern: Pattern, stat: torch.Tensor | None,
-                 args: SparseArgs) -> torch.Tensor:
+                 args: SparseArgs, hinv: torch.Tensor | None = None) -> torch.Tensor:
     """Prune one linear's weight in place with ``scorer``; returns its keep-mask [out, in]."""
     W = lin.weight
     if scorer == "sparsegpt":
-        new, keep = sparsegpt_prune(W, stat, pattern, blocksize=args.blocksize, damp=args.damp)
+        new, keep = sparsegpt_prune(W, stat, pattern, blocksize=args.blocksize, damp=args.damp, hinv=hinv)
         W.copy_(new.to(W.dtype))
     else:
         scores = magnitude_scores(W) if scorer == "magnitude" else wanda_scores(W, stat)

@@ -257,6 +257,7 @@ def _train_masks(model: nn.Module, masks: MaskSet, a: TargetedArgs, calib: torch
         engine.destroy() if hasattr(engine, "destroy") else None
     masks.eval()
     return {"steps": steps, "tokens": steps * per_step, "seq_len": seq_len, "micro_batch": a.micro_batch,
+            "lr": a.lr, "mask_lr": a.mask_lr, "warmup_frac": a.warmup_frac,
             "world_size": dist.world, "trajectory": state.trajectory}
 
 

@@ -54,6 +54,34 @@ def write_eval(engine: Any, row: Mapping[str, Any]) -> None:
     _write(engine, [(f"Eval/Tokens/{key}", float(row[key]), int(row["tokens"])) for key in tags])
 
 
+def rewind_csv(engine: Any, tokens: int) -> None:
+    """A resumed run's CSV files continue where its checkpoint was, as the curve does.
+
+    The killed process wrote rows past the checkpoint, which the resumed one writes again; and
+    DeepSpeed's ``csvMonitor`` writes a header whenever a process first writes a file. So rows
+    with step > ``tokens`` are dropped (atomically) and the monitor is told the files already
+    have their header. TensorBoard needs nothing: its reader keeps the last value per step.
+    """
+    csv_monitor = getattr(getattr(engine, "monitor", None), "csv_monitor", None)
+    log_dir = getattr(csv_monitor, "log_dir", None)
+    if csv_monitor is None or not csv_monitor.enabled or not log_dir:
+        return
+    import csv
+    import os
+    from pathlib import Path
+
+    for path in sorted(Path(log_dir).glob("*.csv")):
+        with path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        kept = rows[:1] + [r for r in rows[1:] if r and r[0] != "step" and float(r[0]) <= tokens]
+        tmp = path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as handle:
+            csv.writer(handle).writerows(kept)
+        os.replace(tmp, path)
+        if path.stem not in csv_monitor.filenames:
+            csv_monitor.filenames.append(path.stem)
+
+
 def close(engine: Any) -> None:
     """Flush and close the writers: several jobs share one process (``engine train`` lists,
     grid workers), and each job's TensorBoard file and W&B run must end with the job."""

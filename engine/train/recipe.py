@@ -370,6 +370,7 @@ def _resume(engine: Any, job: JobConfig, stream: Any, dist: Dist) -> State:
     stream.load_state_dict(state.stream)
     if dist.is_main:
         RunStore(job.runs_dir).truncate_curve(job.run_id, state.step)
+        monitor.rewind_csv(engine, state.tokens)
         RunStore(job.runs_dir).update(job.run_id, status="running", reason=None)
     return state
 
