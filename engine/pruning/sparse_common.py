@@ -553,10 +553,13 @@ def prune_layerwise(model: nn.Module, calib: torch.Tensor | None, scorer: str, p
             prune_layer_staged(layer, prefix, inputs, kwargs_list, scorer, pattern, args, masks)
             continue
         stats = collect_stats(layer, inputs, kwargs_list, scorer == "sparsegpt") if needs_data else {}
+        hinvs = {owner: inverse_hessian_chol(stat, args.damp) for owner, stat in stats.items()} \
+            if scorer == "sparsegpt" else {}  # one factorisation per shared input, as in the staged path
         for name, lin in target_linears(layer).items():
-            stat = stats.get(SHARED_INPUT.get(name, name))
-            masks[f"{prefix}.{name}.weight"] = prune_linear(lin, scorer, pattern, stat, args)
-        del stats  # free the Hessians before the next forward
+            owner = SHARED_INPUT.get(name, name)
+            masks[f"{prefix}.{name}.weight"] = prune_linear(lin, scorer, pattern, stats.get(owner), args,
+                                                            hinvs.get(owner))
+        del stats, hinvs  # free the Hessians before the next forward
         if needs_data:
             run_layer(layer, inputs, kwargs_list)
     model.train(was_training)
