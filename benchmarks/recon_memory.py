@@ -8,11 +8,13 @@ full model never has two copies. Each measurement runs in a fresh subprocess so 
 - ``recon``: the same, then unstructured magnitude pruning and reconstruction at each
   granularity, the parent read one layer at a time from safetensors.
 
-The budget subtracts the runtime (``load`` minus the weights) from the peak, and counts the
-activations the driver must hold: the pruned path's and the parent's hidden states for every
-calibration sequence, ``2 x n x seq_len x hidden`` floats.
+The budget subtracts the runtime (``load`` minus the weights) from the peak, and counts one
+submodel's calibration activations: the hidden states the driver must hold on both paths for
+every calibration sequence (``2 x n x seq_len x hidden`` floats) and what autograd saves for
+one block's backward on one batch (measured in the ``load`` child with saved-tensor hooks;
+``blocks:K`` recomputes each block in its backward, so it holds about one block's worth).
 
-    .venv/bin/python benchmarks/recon_memory.py --model work/smollm2-135m --n 32 --seq-len 256
+    .venv/bin/python benchmarks/recon_memory.py --model work/smollm2-135m --n 32 --seq-len 256 --steps 2
     .venv/bin/python benchmarks/recon_memory.py --model tiny-llama-m --n 8 --seq-len 64 --steps 2   # smoke
 """
 
@@ -42,23 +44,62 @@ def child(model_path: str, mode: str, n: int, seq_len: int, steps: int, folder: 
             float(sum(p.detach().abs().sum() for p in model.parameters()))
     out = {"mode": mode, "weights": weights, "hidden": model.config.hidden_size,
            "bytes": next(model.parameters()).element_size()}
-    if mode != "load":
-        from engine.pruning import get_method
-        from engine.pruning.recon import ParentLayers, reconstruct
-        from engine.pruning.sparse_common import ratio_for_sparsity
+    if mode == "load":
+        out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        out["block_autograd"] = block_autograd_bytes(model, min(8, n), seq_len)
+        return out
+    from engine.pruning import get_method
+    from engine.pruning.recon import ParentLayers, reconstruct
+    from engine.pruning.sparse_common import ratio_for_sparsity
 
-        if Path(model_path).is_dir():
-            parent = ParentLayers.from_dir(Path(model_path), model)
-        else:
-            parent = ParentLayers.save(model, Path(folder) / "parent.safetensors")
-        calib = torch.randint(0, model.config.vocab_size, (n, seq_len), generator=torch.Generator().manual_seed(0))
-        report = get_method("unstructured-magnitude")(model, ratio_for_sparsity(model, "unstructured-magnitude", 0.5),
-                                                      None)
-        done = reconstruct(model, parent, calib, report.choices, report.masks,
-                           {"granularity": mode, "steps": steps, "batch_size": min(8, n)})
-        out["seconds"] = done.seconds
+    if Path(model_path).is_dir():
+        parent = ParentLayers.from_dir(Path(model_path), model)
+    else:
+        parent = ParentLayers.save(model, Path(folder) / "parent.safetensors")
+    calib = torch.randint(0, model.config.vocab_size, (n, seq_len), generator=torch.Generator().manual_seed(0))
+    report = get_method("unstructured-magnitude")(model, ratio_for_sparsity(model, "unstructured-magnitude", 0.5),
+                                                  None)
+    done = reconstruct(model, parent, calib, report.choices, report.masks,
+                       {"granularity": mode, "steps": steps, "batch_size": min(8, n)})
+    out["seconds"] = done.seconds
     out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     return out
+
+
+def block_autograd_bytes(model, batch: int, seq_len: int) -> int:
+    """Bytes autograd saves for the backward of the first decoder block on one batch (not
+    counting parameters): the activation memory of one block's reconstruction step."""
+    import torch
+
+    from engine.pruning.sparse_common import _named_layers, _Stop
+
+    block = _named_layers(model)[0][1]
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+    inside = [False]
+
+    def leave(*_: object) -> None:
+        inside[0] = False
+        raise _Stop  # the blocks after the first are not needed
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if inside[0] and ptr not in params:
+            saved[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    hooks = [block.register_forward_pre_hook(lambda *_: inside.__setitem__(0, True)),
+             block.register_forward_hook(leave)]
+    ids = torch.randint(0, model.config.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model.model(input_ids=ids)
+    except _Stop:
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(saved.values())
 
 
 def measure(model: str, mode: str, n: int, seq_len: int, steps: int, folder: str) -> dict:
@@ -88,11 +129,14 @@ def main() -> None:
         if "error" in load:
             raise SystemExit(f"load failed: {load['error']}")
         runtime = load["peak_rss"] - load["weights"]
-        acts = 2 * a.n * a.seq_len * load["hidden"] * load["bytes"]
+        paths = 2 * a.n * a.seq_len * load["hidden"] * load["bytes"]
+        acts = paths + load["block_autograd"]
         budget = 1.3 * load["weights"] + acts
         mib = 2 ** 20
         print(f"model {a.model}: weights {load['weights'] / mib:.0f} MiB, runtime {runtime / mib:.0f} MiB, "
-              f"activations ({a.n}x{a.seq_len}, both paths) {acts / mib:.0f} MiB, budget {budget / mib:.0f} MiB")
+              f"calibration activations {acts / mib:.0f} MiB (hidden states {a.n}x{a.seq_len}, both paths "
+              f"{paths / mib:.0f}; one block's autograd at {min(8, a.n)}x{a.seq_len} "
+              f"{load['block_autograd'] / mib:.0f}), budget {budget / mib:.0f} MiB")
         print(f"{'granularity':<12} {'seconds':>8} {'peak MiB':>9} {'used MiB':>9} {'used/budget':>11}")
         for mode in a.granularities.split(","):
             r = measure(a.model, mode, a.n, a.seq_len, a.steps, tmp)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from data.cli import BadInput
+from fitting.intervals import draw_bounds, percentile_levels, scalar_bounds  # noqa: F401 (re-exported)
 from fitting.laws import Law, get_law
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,31 +42,17 @@ CARD_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 """Version 1 cards (before prediction intervals and run reports) still load."""
 REQUIRED = ("law", "version", "params", "fit", "range", "data")
-CI_KIND = ("confidence interval of the mean law (run bootstrap, percentile widened for the "
-           "number of runs)")
+CI_KIND = ("confidence interval of the mean law: hull of the run bootstrap's percentile interval "
+           "(widened for the number of runs) and the leave-one-run-out jackknife-t interval")
 PI_KIND = ("prediction interval for a new run: bootstrap of the mean law plus the measured "
            "run-to-run and point scatter")
 PI_DRAWS = 16
 """Scatter draws per bootstrap sample in a prediction interval (seeded: cards are reproducible)."""
 
 
-def percentile_levels(level: float, units: int | None) -> tuple[float, float]:
-    """Percentiles (in %) of the bootstrap draws that bound a nominal ``level`` interval.
-
-    A plain percentile interval over a run bootstrap of few runs is too narrow (measured by
-    ``benchmarks/fit_coverage.py``: 86-92% for nominal 95% with 9-16 runs): the resamples
-    spread like the plug-in estimate, sqrt((n-1)/n) of the unbiased one, and ignore that the
-    spread itself is estimated from n runs. Hesterberg's expanded percentile interval
-    (Hesterberg 2015, "What teachers should know about the bootstrap", Am. Stat. 69) reads the
-    draws at tail probability Phi(-sqrt(n/(n-1)) t_{n-1}((1+level)/2)) instead of (1-level)/2;
-    it tends to the plain interval as n grows. ``units=None`` (cards written before it): plain.
-    """
-    tail = (1 - level) / 2
-    if units is not None and units >= 2:
-        from scipy.stats import norm, t
-
-        tail = float(norm.cdf(-math.sqrt(units / (units - 1)) * t.ppf(1 - tail, units - 1)))
-    return 100 * tail, 100 * (1 - tail)
+def _rows(values: Any, n: int) -> np.ndarray:
+    """``f(samples)`` as ``[n, m]`` (a law broadcasts a scalar query to ``[n]``)."""
+    return np.asarray(values, float).reshape(n, -1)
 
 
 def _num(x: float | None) -> float | None:
@@ -132,6 +119,9 @@ class LawCard:
     scatter: dict = field(default_factory=dict)
     diagnosis: tuple[str, ...] = ()
     bootstrap_params: np.ndarray | None = field(default=None, repr=False)
+    jackknife_params: np.ndarray | None = field(default=None, repr=False)
+    """Leave-one-run-out refits ``[n_runs, P]`` (None: cards written before them, or a run
+    whose removal leaves the law unidentifiable): the second half of every interval."""
 
     # -- construction ---------------------------------------------------------------------
 
@@ -219,44 +209,66 @@ class LawCard:
 
     # -- intervals -------------------------------------------------------------------------
 
-    def interval(self, f: Callable[[np.ndarray], np.ndarray],
-                 level: float | None = None) -> tuple[float, float] | None:
-        """Confidence interval (percentile) of ``f(samples)`` over bootstrap samples."""
-        if self.bootstrap_params is None:
+    def interval(self, f: Callable[[np.ndarray], np.ndarray], level: float | None = None,
+                 floor: float | None = None) -> tuple[float, float] | None:
+        """Confidence interval of the scalar ``f(params)`` (None without bootstrap samples);
+        ``floor``: the least value ``f`` can take (a loss: the law's offset, L0)."""
+        lo, hi = self.bounds(f, level, floor=floor)
+        if lo is None or not (np.isfinite(lo[0]) and np.isfinite(hi[0])):
             return None
+        return float(lo[0]), float(hi[0])
+
+    def bounds(self, f: Callable[[np.ndarray], np.ndarray], level: float | None = None,
+               min_finite: float = 1, floor: Any = None) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+        """Pointwise confidence interval of ``f(params)`` (a vector per parameter row): the
+        hull of the bootstrap's expanded percentile and the jackknife-t interval
+        (``fitting.intervals``). NaN where too few samples are defined; None without samples."""
+        if self.bootstrap_params is None or len(self.bootstrap_params) == 0:
+            return None, None
         with np.errstate(all="ignore"):
-            vals = np.ravel(f(self.bootstrap_params))
-        vals = vals[np.isfinite(vals)]
-        if not len(vals):
-            return None
-        lo, hi = np.percentile(vals, self.percentiles(level))
-        return float(lo), float(hi)
+            boot = _rows(f(self.bootstrap_params), len(self.bootstrap_params))
+            point = _rows(f(self.params_array[None]), 1)[0]
+            jack = None if self.jackknife_params is None else _rows(f(self.jackknife_params),
+                                                                     len(self.jackknife_params))
+        return draw_bounds(boot, self.level if level is None else level, self.units,
+                           point=point, jack=jack, min_finite=min_finite, floor=floor)
 
     def band(self, level: float | None = None, **axes: Any) -> tuple[np.ndarray, np.ndarray] | None:
         """Pointwise confidence band of the mean law at ``axes`` (None without samples)."""
         if self.bootstrap_params is None or len(self.bootstrap_params) < 2:
             return None
-        with np.errstate(all="ignore"):
-            draws = self.law.predict(self.bootstrap_params, **axes)
-        return tuple(np.nanpercentile(draws, self.percentiles(level), axis=0))
+        return self.bounds(lambda p: self.law.predict(p, **axes), level, floor=self.loss_floor(**axes))
+
+    def loss_floor(self, **axes: Any) -> Any:
+        """The least loss the law can predict at ``axes`` whatever its parameters: its offset
+        (P2: L0; every other term is >= 0), or None for a law without one."""
+        off = self.law.offset
+        return None if off is None or off not in axes else np.ravel(np.asarray(axes[off], float))
 
     def prediction_band(self, level: float | None = None,
                         **axes: Any) -> tuple[np.ndarray, np.ndarray] | None:
         """Pointwise prediction interval for a new run at ``axes``.
 
         The mean law's bootstrap draws (or the point fit without samples) plus normal scatter
-        of sd ``scatter.sigma_new_run`` in the fit's space (log: multiplicative).
+        of sd ``scatter.sigma_new_run`` in the fit's space (log: multiplicative), hulled with
+        the jackknife-t interval widened by the same scatter, so it always contains the
+        confidence band.
         """
         sigma = self.scatter.get("sigma_new_run")
         if sigma is None:
             return None
+        space = self.scatter.get("space", "log")
         samples = self.bootstrap_params if self.bootstrap_params is not None else self.params_array[None]
         with np.errstate(all="ignore"):
-            mean = np.atleast_2d(self.law.predict(samples, **axes))             # [B, n]
+            mean = _rows(self.law.predict(samples, **axes), len(samples))             # [B, n]
+            point = _rows(self.law.predict(self.params_array[None], **axes), 1)[0]
+            jack = None if self.jackknife_params is None else _rows(
+                self.law.predict(self.jackknife_params, **axes), len(self.jackknife_params))
         noise = np.random.default_rng(0).standard_normal((PI_DRAWS,) + mean.shape) * sigma
-        draws = mean * np.exp(noise) if self.scatter.get("space", "log") == "log" else mean + noise
-        draws = draws.reshape(-1, mean.shape[-1])
-        return tuple(np.nanpercentile(draws, self.percentiles(level), axis=0))
+        draws = mean * np.exp(noise) if space == "log" else mean + noise
+        lo, hi = draw_bounds(draws.reshape(-1, mean.shape[-1]), self.level if level is None else level,
+                             self.units, point=point, jack=jack, scale=space, extra_sd=sigma)
+        return lo, hi
 
     # -- what the card can and cannot say -------------------------------------------------
 
@@ -320,8 +332,11 @@ class LawCard:
                          f"full multi-start; {fit.get('bootstrap_basin_changes', 0)} changed basin")
             if self.units is not None:
                 lo, hi = self.percentiles()
+                jack = ("" if self.jackknife_params is None else
+                        f", hulled with the jackknife-t interval of {len(self.jackknife_params)} "
+                        "leave-one-run-out refits")
                 lines.append(f"intervals: percentiles {lo:.2f}-{hi:.2f} of the resamples (widened "
-                             f"for {self.units} runs: expanded percentile)")
+                             f"for {self.units} runs: expanded percentile){jack}")
         lines += ["", f"{'param':<8} {'value':>14}  {int(level * 100)}% confidence interval (mean law)"]
         intervals = self.intervals
         for name in law.params:
@@ -369,6 +384,9 @@ class LawCard:
         if with_samples and self.bootstrap_params is not None:
             out["bootstrap"] = {"params": list(self.law.params),
                                 "samples": self.bootstrap_params.tolist()}
+        if with_samples and self.jackknife_params is not None:
+            out["jackknife"] = {"params": list(self.law.params), "unit": "run",
+                                "samples": self.jackknife_params.tolist()}
         return out
 
 
@@ -434,11 +452,7 @@ def load_card(path: str | Path) -> LawCard:
     absent = [p for p in law.params if p not in raw["params"]]
     if absent:
         raise BadInput(f"law card {str(path)!r} lacks parameters {absent} of law {law.name!r}")
-    samples = raw.get("bootstrap")
-    boot = None
-    if samples:
-        cols = [samples["params"].index(p) for p in law.params]
-        boot = np.asarray(samples["samples"], dtype=float)[:, cols]
+    boot, jack = _samples(raw.get("bootstrap"), law), _samples(raw.get("jackknife"), law)
     ci = dict(raw.get("ci") or {})
     ci.pop("kind", None)
     scatter = dict(raw.get("scatter") or {})
@@ -454,4 +468,12 @@ def load_card(path: str | Path) -> LawCard:
                    objective=math.nan if objective is None else float(objective),
                    notes=tuple(raw.get("notes") or ()), runs=tuple(raw.get("runs") or ()),
                    scatter=scatter, diagnosis=tuple(raw.get("diagnosis") or ()),
-                   bootstrap_params=boot)
+                   bootstrap_params=boot, jackknife_params=jack)
+
+
+def _samples(section: Mapping | None, law: Law) -> np.ndarray | None:
+    """A card's ``bootstrap`` / ``jackknife`` samples in ``law.params`` order."""
+    if not section:
+        return None
+    cols = [section["params"].index(p) for p in law.params]
+    return np.asarray(section["samples"], dtype=float).reshape(-1, len(section["params"]))[:, cols]

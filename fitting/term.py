@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data.cli import BadInput
-from fitting.card import percentile_levels
+from fitting.intervals import scalar_bounds
 
 CRITERIA = ("recover", "slope", "target_loss")
 DEFAULT_RECOVER = 0.9
@@ -54,16 +54,15 @@ def percentile(values: np.ndarray, q: float) -> float:
     return float(ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo]))
 
 
-def sample_interval(values: np.ndarray, level: float,
-                    units: int | None = None) -> tuple[float | None, float | None]:
-    """Percentile interval of finite ``values``, widened for a bootstrap over ``units`` runs
-    (``fitting.card.percentile_levels``); None when most samples are undefined."""
+def sample_interval(values: np.ndarray, level: float, units: int | None = None, *,
+                    point: float | None = None, jack: np.ndarray | None = None,
+                    floor: float | None = None) -> tuple[float | None, float | None]:
+    """The card's interval of sampled ``values`` (``fitting.intervals``: the expanded
+    percentile, hulled with the jackknife-t interval when ``jack`` values are given); None when
+    most samples are undefined (no honest interval then)."""
     values = np.ravel(values)
-    finite = values[np.isfinite(values)]
-    if len(finite) < max(10, 0.5 * len(values)):  # most samples undefined: no honest interval
-        return None, None
-    lo, hi = percentile_levels(level, units)
-    return percentile(finite, lo), percentile(finite, hi)
+    return scalar_bounds(values, level, units, point=point, jack=jack,
+                         min_finite=max(10, 0.5 * len(values)), floor=floor)
 
 
 @dataclass(frozen=True)
@@ -107,31 +106,37 @@ class TokenTerm:
     """True (posterior samples): a value is the median of its samples, not f(a, k, beta)."""
     units: int | None = None
     """Runs a run bootstrap resampled (its intervals are widened for them); None: posterior samples."""
+    jackknife: np.ndarray | None = None
+    """Leave-one-run-out (a, k, beta) ``[n, 3]`` of a card (None: posterior samples, old cards)."""
+    floor: float | None = None
+    """The least loss the law can give (L0, or 0 for dL): an interval's jackknife half stops there."""
 
-    def _cols(self, samples: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if samples:
-            s = self.samples
-            return s[:, 0], s[:, 1], s[:, 2]
+    def _cols(self, samples: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if samples is not None:
+            return samples[:, 0], samples[:, 1], samples[:, 2]
         return np.array([self.a]), np.array([self.k]), np.array([self.beta])
 
-    def _estimate(self, f) -> Estimate:
+    def _estimate(self, f, floor: float | None = None) -> Estimate:
         with np.errstate(all="ignore"):
-            value = float(f(*self._cols(False))[0])
+            value = float(f(*self._cols(None))[0])
             if self.samples is None or len(self.samples) == 0:
                 return Estimate(value)
-            values = np.ravel(f(*self._cols(True)))
+            values = np.ravel(f(*self._cols(self.samples)))
+            jack = None if self.jackknife is None else np.ravel(f(*self._cols(self.jackknife)))
         if self.median_point:
             finite = values[np.isfinite(values)]
             value = percentile(finite, 50.0) if len(finite) else math.nan
-        return Estimate(value, *sample_interval(values, self.level, self.units))
+        return Estimate(value, *sample_interval(values, self.level, self.units,
+                                                point=None if jack is None else value, jack=jack,
+                                                floor=floor))
 
     def loss(self, tokens: float) -> Estimate:
         """Predicted loss (or dL) after ``tokens`` post-training tokens."""
         with np.errstate(all="ignore"):
-            return self._estimate(lambda a, k, b: a + k * float(tokens) ** -b)
+            return self._estimate(lambda a, k, b: a + k * float(tokens) ** -b, self.floor)
 
     def asymptote(self) -> Estimate:
-        return self._estimate(lambda a, k, b: a)
+        return self._estimate(lambda a, k, b: a, self.floor)
 
     def tokens(self, criterion: Criterion, start: "Reference") -> Estimate:
         """D under ``criterion`` (closed forms), with its interval; BadInput when unreachable."""

@@ -76,6 +76,7 @@ class Card:
                 "content_hash": data.get("content_hash", data.get("hash")),
                 "created": self.card.created, "n_runs": fit.get("n_runs"),
                 "n_points": fit.get("n_points"), "n_bootstrap": 0 if boot is None else len(boot),
+                "n_jackknife": 0 if self.card.jackknife_params is None else len(self.card.jackknife_params),
                 "not_identified": self.card.not_identified(),
                 "identifiability": self.identifiability_notes(), "outlier_runs": self.outliers()}
 

@@ -19,8 +19,8 @@ No L0 is invented: without ``--loss-before`` or a pilot that knows it, card loss
 L0 and the answer says so. Budgets under 1e-3 or over 1e4 tokens per parent parameter exit 2
 with the reason (8M and 80T tokens at 8B).
 
-Intervals: card mode, percentiles over the card's bootstrap samples (widened for its number of runs:
-``fitting.card.percentile_levels``); pilot modes, over the
+Intervals: card mode, the card's own (``fitting.intervals``: the bootstrap's expanded percentile
+hulled with the leave-one-run-out jackknife-t interval); pilot modes, percentiles over the
 posterior samples of the pilot fit.
 """
 
@@ -126,10 +126,12 @@ def card_term(card: Card, n0: float, ratio: float, l0: float | None) -> TokenTer
         a = np.ravel(a)
         return np.column_stack([a, np.ravel(k) * np.ones_like(a), np.ravel(beta) * np.ones_like(a)])
     point = cols(card.card.params_array)[0]
-    boot = card.card.bootstrap_params
+    boot, jack = card.card.bootstrap_params, card.card.jackknife_params
     return TokenTerm(float(point[0]), float(point[1]), float(point[2]),
                      None if boot is None or len(boot) == 0 else cols(boot), level=card.card.level,
-                     relative=l0 is None, units=card.card.units)
+                     relative=l0 is None, units=card.card.units,
+                     jackknife=None if jack is None or len(jack) == 0 else cols(jack),
+                     floor=0.0 if l0 is None else float(l0))
 
 
 def card_reference(card: Card, n0: float) -> Reference:
@@ -146,26 +148,28 @@ def card_reference(card: Card, n0: float) -> Reference:
 
 # -- card helpers shared with compare ------------------------------------------------------------
 
-def interval(card: Card, f: Any) -> tuple[float | None, float | None]:
+def interval(card: Card, f: Any, floor: float | None = None) -> tuple[float | None, float | None]:
     """The card's interval of ``f(bootstrap samples)``, ignoring samples where f is NaN."""
-    samples = card.card.bootstrap_params
-    if samples is None or len(samples) == 0:
+    c = card.card
+    if c.bootstrap_params is None or len(c.bootstrap_params) == 0:
         return None, None
-    return sample_interval(f(samples), card.card.level, card.card.units)
+    jack = None if c.jackknife_params is None else f(c.jackknife_params)
+    return sample_interval(f(c.bootstrap_params), c.level, c.units,
+                           point=float(np.squeeze(f(c.params_array))), jack=jack, floor=floor)
 
 
 def loss_at(card: Card, n0: float, ratio: float, tokens: float, l0: float) -> Estimate:
     """Predicted loss at ``tokens``, with its bootstrap interval."""
     def f(params: np.ndarray) -> np.ndarray:
         return laws.p2_loss(params, n0, ratio, tokens, l0)
-    return Estimate(float(np.squeeze(f(card.card.params_array))), *interval(card, f))
+    return Estimate(float(np.squeeze(f(card.card.params_array))), *interval(card, f, floor=l0))
 
 
 def asymptote_of(card: Card, n0: float, ratio: float, l0: float) -> Estimate:
     """The loss no budget beats (D -> infinity), with its bootstrap interval."""
     def f(params: np.ndarray) -> np.ndarray:
         return laws.p2_asymptote(params, n0, ratio, l0)
-    return Estimate(float(np.squeeze(f(card.card.params_array))), *interval(card, f))
+    return Estimate(float(np.squeeze(f(card.card.params_array))), *interval(card, f, floor=l0))
 
 
 def range_warnings(card: Card, *, n0: float | None = None, ratio: float | None = None,

@@ -57,6 +57,9 @@ class ReportConfig:
     evidence: Path | None = None
     """Closed-loop evidence (``closed_loop.json`` of scripts/reference_evidence.py, ``--evidence``):
     its pre-rendered tables become the closed-loop pages, the same cells docs/FINDINGS.md prints."""
+    recon: Path | None = None
+    """Reconstruction results (JSON lines of ``benchmarks/recon_quality.py``, ``--recon``): a page
+    with the eval loss after pruning and after reconstruction per granularity and calibration size."""
 
     def __post_init__(self) -> None:
         from data.cli import check_output_file
@@ -132,7 +135,8 @@ def _render(ctx: Context) -> bytes:
     from matplotlib.backends.backend_pdf import PdfPages
 
     sections: list[Callable[[Context, PdfPages], None]] = [
-        title_page, curve_pages, ratio_pages, card_pages, evidence_pages, domain_pages, comparison_pages]
+        title_page, curve_pages, ratio_pages, card_pages, evidence_pages, recon_pages, domain_pages,
+        comparison_pages]
     _plan_absent(ctx)
     buffer = io.BytesIO()
     with PdfPages(buffer, metadata={"Title": "prunelaw report", "Creator": "prunelaw reports"}) as pdf:
@@ -479,6 +483,43 @@ def evidence_pages(ctx: Context, pdf: "PdfPages") -> None:
                                f"D* (as dL = L - L0) against the run's own curve")
         fig.supxlabel("\n".join(lines), fontsize=8, x=0.02, ha="left")
         _save(ctx, pdf, fig, title)
+
+
+def read_recon(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a reconstruction results file; BadInput names a bad one."""
+    import json
+
+    try:
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise BadInput(f"--recon {str(path)!r}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--recon {str(path)!r} is not JSON lines ({exc}); write it with "
+                       "benchmarks/recon_quality.py") from None
+    if not rows or not all(isinstance(r, dict) and "cell" in r for r in rows):
+        raise BadInput(f"--recon {str(path)!r} holds no result lines with a 'cell' "
+                       "(benchmarks/recon_quality.py writes them)")
+    return rows
+
+
+def recon_pages(ctx: Context, pdf: "PdfPages") -> None:
+    """Local reconstruction: eval loss after pruning, after reconstruction, after PEFT."""
+    if ctx.config.recon is None:
+        return
+    rows = read_recon(ctx.config.recon)
+    columns, cells = tables.recon_table(rows)
+    dense = next((r["loss"] for r in rows if r.get("cell") == "dense" and "loss" in r), None)
+    title = "Local reconstruction after pruning"
+    fig, (ax,) = _figure(title, 1)
+    rest = (1.0 - 0.27) / max(1, len(columns) - 1)
+    plots.plot_table(cells, columns, ax=ax, widths=[0.27] + [rest] * (len(columns) - 1),
+                     title=f"From {ctx.config.recon}: held-out eval loss (dense parent "
+                           f"{'—' if dense is None else f'{dense:.3f}'}); columns: granularity @ calibration")
+    evals = sorted({str(r.get("eval")) for r in rows if r.get("eval")})
+    fig.supxlabel(f"eval set {', '.join(evals) or '?'} tokens; every row is one seed. LoRA: the adapter kept "
+                  "beside the sparse weights / merged and re-masked. llm-compressor: its one-shot result on the same "
+                  "calibration ids, no reconstruction.", fontsize=8, x=0.02, ha="left")
+    _save(ctx, pdf, fig, title)
 
 
 def _loop_summary(s: dict[str, Any]) -> str:

@@ -112,7 +112,7 @@ def predictions(frame: pd.DataFrame, ref: CardRef, points: int = GRID_POINTS) ->
     """The card's law along every run it describes: run_id, tokens, pred, lo, hi.
 
     Each run's curve is evaluated on ``points`` log-spaced tokens spanning its observations,
-    with the percentile band of the card's bootstrap samples (NaN without samples).
+    with the card's confidence band of the mean law (NaN without samples).
     """
     rows = card_rows(frame, ref)
     if rows.empty:
@@ -190,8 +190,7 @@ def dstar_table(ref: CardRef, parents: dict[str, float], ratios: np.ndarray | No
         dstar = _d_star(ref, ref.card.params_array, n0, ratios)
         lo = hi = np.full_like(ratios, np.nan)
         if ref.card.bootstrap_params is not None:
-            draws = _d_star(ref, ref.card.bootstrap_params, n0, ratios)
-            lo, hi = np.nanpercentile(draws, ref.card.percentiles(), axis=0)
+            lo, hi = ref.card.bounds(lambda p, _n0=n0: _d_star(ref, p, _n0, ratios))
         frames.append(pd.DataFrame({"label": label, "params_before": n0, "ratio": ratios,
                                     "dstar": dstar, "lo": lo, "hi": hi}))
     return pd.concat(frames, ignore_index=True)

@@ -128,3 +128,64 @@ def comparison_summary(table: pd.DataFrame) -> pd.DataFrame:
         ["method", "ratio", "setting", "arm", "reference"], dropna=False).agg(
         tokens=("tokens", "median"), gap=("gap", "mean"), cells=("gap", "size"))
     return agg.reset_index()
+
+
+def recon_table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    """Eval loss after pruning and after reconstruction (or PEFT) per pruning cell.
+
+    ``rows`` are the JSON lines of ``benchmarks/recon_quality.py``: a cell ``KEY`` (pruned
+    only), ``KEY:GRANULARITY:SEQS`` (reconstructed), ``KEY:lora:SEQS`` (PEFT), ``peer:KEY``
+    (llm-compressor's one-shot result), ``dense``. Returns (columns, cells): one row per
+    pruning key, one column per reconstruction setting present (granularity @ calibration),
+    then the PEFT columns (adapter kept / merged and re-masked), then llm-compressor's one-shot loss.
+    """
+    after: dict[str, dict[str, float]] = {}
+    pruned: dict[str, float] = {}
+    labels: dict[str, str] = {}
+    extra: dict[str, tuple[str, float]] = {}
+    settings: list[str] = []
+    for row in rows:
+        cell = str(row.get("cell", ""))
+        key = cell.split(":", 1)[0]
+        if cell == "dense" or "loss_after_prune" not in row:
+            continue
+        if key == "peer":
+            extra[cell.split(":", 1)[1]] = ("llm-compressor one-shot", row["loss_after_prune"])
+            continue
+        pruned.setdefault(key, row["loss_after_prune"])
+        labels.setdefault(key, _prune_label(row, key))
+        if "loss_after_recon" in row:
+            setting = f"{row['granularity']} @ {row['recon_calib']}"
+            after.setdefault(key, {})[setting] = row["loss_after_recon"]
+        elif "loss_after_peft" in row:
+            setting = f"LoRA @ {row['peft_tokens']:,} tok"
+            after.setdefault(key, {})[setting] = (row["loss_after_peft"], row["loss_after_peft_masked"])
+        else:
+            continue
+        if setting not in settings:
+            settings.append(setting)
+    settings.sort(key=lambda s: (s.startswith("LoRA"), s))
+    columns = ["pruning", "after prune", *settings, "llm-compressor"]
+    cells = []
+    for key, loss in pruned.items():
+        got = after.get(key, {})
+        cells.append([labels[key], f"{loss:.3f}", *[_loss_cell(got.get(s)) for s in settings],
+                      _loss_cell(extra[key][1]) if key in extra else "—"])
+    return columns, cells
+
+
+def _prune_label(row: dict, key: str) -> str:
+    """``method sparsity [key]`` (sparsity of each linear) or ``method ratio R [key]``."""
+    if row.get("sparsity") is not None:
+        return f"{row.get('method', key)} {float(row['sparsity']):.0%} [{key}]"
+    if row.get("ratio") is not None:
+        return f"{row.get('method', key)} ratio {float(row['ratio']):.2f} [{key}]"
+    return f"{row.get('method', key)} [{key}]"
+
+
+def _loss_cell(value: float | tuple[float, float] | None) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, tuple):
+        return " / ".join(f"{v:.3f}" for v in value)
+    return f"{value:.3f}"

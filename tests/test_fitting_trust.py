@@ -115,6 +115,59 @@ def test_duplicate_runs_are_collapsed_with_a_note_naming_them():
     np.testing.assert_allclose(fit(dup).params_array, fit(data).params_array, rtol=1e-6)
 
 
+def test_jackknife_t_of_a_mean_is_the_students_t_interval():
+    """The jackknife-t interval of a sample mean is exactly mean +- t_{n-1} s / sqrt(n)."""
+    from scipy.stats import t
+
+    from fitting.intervals import jackknife_bounds, nan_percentiles
+
+    x = np.random.default_rng(4).normal(3.0, 0.5, 11)
+    loo = (x.sum() - x) / (len(x) - 1)
+    (lo,), (hi,) = jackknife_bounds(np.array([x.mean()]), loo[:, None], 0.9, scale="linear")
+    half = t.ppf(0.95, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    assert (lo, hi) == pytest.approx((x.mean() - half, x.mean() + half), rel=1e-12)
+    draws = np.where(np.arange(40)[:, None] % 7 == 0, np.nan, np.random.default_rng(1).normal(size=(40, 3)))
+    np.testing.assert_allclose(nan_percentiles(draws, (2.5, 97.5)), np.nanpercentile(draws, [2.5, 97.5], axis=0))
+
+
+def test_one_wild_leave_one_out_refit_cannot_blow_an_interval_up():
+    """A leave-one-run-out refit that jumps basin (a non-smooth statistic) widens each end at
+    most JACKKNIFE_MAX_WIDENING times the bootstrap's, and never below the law's floor."""
+    from fitting.intervals import JACKKNIFE_MAX_WIDENING, draw_bounds
+
+    boot = np.random.default_rng(2).normal(2.0, 0.01, (200, 1))
+    jack = np.full((12, 1), 2.0)
+    jack[3] = 1.0                                     # one refit jumped far away
+    plain = draw_bounds(boot, 0.95, 12)
+    lo, hi = draw_bounds(boot, 0.95, 12, point=np.array([2.0]), jack=jack, scale="linear")
+    assert lo[0] == pytest.approx(2.0 - JACKKNIFE_MAX_WIDENING * (2.0 - plain[0][0]))
+    assert hi[0] == pytest.approx(2.0 + JACKKNIFE_MAX_WIDENING * (plain[1][0] - 2.0))
+    floored, _ = draw_bounds(boot, 0.95, 12, point=np.array([2.0]), jack=jack, scale="linear", floor=1.99)
+    assert floored[0] == pytest.approx(min(1.99, plain[0][0]))
+
+
+def test_intervals_hull_the_bootstrap_and_the_jackknife_and_reload(tmp_path):
+    data = p2_curves(noise=0.003, run_noise=0.004, seed=5, points=8)
+    card = fit(data, FitConfig(n_bootstrap=24, seed=0, top_k=1, n_random=16))
+    assert card.jackknife_params.shape == (data.n_runs, len(P2.params))
+    assert card.fit["jackknife_refits"] == data.n_runs and "jackknife-t" in card.summary()
+    q = card.percentiles()
+    for j, name in enumerate(P2.params):
+        lo, hi = card.intervals[name]
+        plo, phi = np.percentile(card.bootstrap_params[:, j], q)
+        assert lo <= plo + 1e-12 and hi >= phi - 1e-12, name  # never narrower than the bootstrap's
+    widened = [n for j, n in enumerate(P2.params)
+               if card.intervals[n][1] - card.intervals[n][0] > np.ptp(np.percentile(card.bootstrap_params[:, j], q)) * 1.0001]
+    assert widened  # the jackknife half changes some interval on 9 runs
+    back = LawCard.load(card.save(tmp_path / "card.json"))
+    np.testing.assert_array_equal(back.jackknife_params, card.jackknife_params)
+    f = lambda p: p[:, 0] * 2  # noqa: E731
+    assert back.interval(f) == pytest.approx(card.interval(f))
+    old = LawCard.load(card.save(tmp_path / "old.json"))
+    old = type(old)(**{**old.__dict__, "jackknife_params": None})
+    assert old.interval(f) == pytest.approx(tuple(np.percentile(2 * card.bootstrap_params[:, 0], q)))
+
+
 def test_parallel_bootstrap_matches_in_process():
     """Workers change nothing but the wall time: same seeds, same samples."""
     rng = np.random.default_rng(0)

@@ -139,6 +139,34 @@ def test_granularities_agree_on_a_one_block_model(parent_state, tmp_path) -> Non
         assert all(torch.equal(results[0][k], other[k]) for k in results[0])
 
 
+def test_recomputing_blocks_in_backward_changes_no_weight(parent_state, tmp_path, monkeypatch) -> None:
+    """blocks:2 recomputes each block in its backward (to hold one block's activations):
+    the reconstructed model is the one the plain autograd graph gives, to float rounding."""
+    results = []
+    for checkpoint in (True, False):
+        if not checkpoint:
+            plain = recon_mod._through
+            monkeypatch.setattr(recon_mod, "_through",
+                                lambda block, h, kw, checkpoint: plain(block, h, kw, checkpoint=False))
+        model = _fresh(parent_state)
+        parent, report = _prune_and_store(model, tmp_path, "unstructured-magnitude", 0.2)
+        done = reconstruct(model, parent, CALIB, report.choices, report.masks, {**FAST, "granularity": "blocks:2"})
+        assert done.units[0]["err_after"] < done.units[0]["err_before"]
+        results.append(model.state_dict())
+    for k in results[0]:
+        torch.testing.assert_close(results[0][k], results[1][k], rtol=1e-4, atol=1e-6)
+
+
+def test_mmap_threshold_setting_reports_whether_it_took_effect() -> None:
+    from engine.memory import mmap_large_allocations
+
+    import platform
+    import sys
+
+    with mmap_large_allocations() as took:
+        assert took is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
+
+
 def test_killed_reconstruction_resumes_to_the_same_model(parent_state, tmp_path, monkeypatch) -> None:
     args = ReconArgs(granularity="block", **FAST)
     straight = _fresh(parent_state)

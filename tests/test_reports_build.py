@@ -261,6 +261,49 @@ def test_evidence_without_rendered_cells_is_refused(small_store, tmp_path, capsy
     assert not out.exists()
 
 
+RECON_LINES = [
+    {"cell": "dense", "loss": 2.9604, "eval": "16x512"},
+    {"cell": "mag50", "method": "unstructured-magnitude", "sparsity": 0.5, "loss_after_prune": 5.8475},
+    {"cell": "mag50:block:16", "method": "unstructured-magnitude", "sparsity": 0.5, "loss_after_prune": 5.8475,
+     "granularity": "block", "recon_calib": "16x256", "loss_after_recon": 4.3741},
+    {"cell": "mag50:layer:16", "method": "unstructured-magnitude", "sparsity": 0.5, "loss_after_prune": 5.8475,
+     "granularity": "layer", "recon_calib": "16x256", "loss_after_recon": 4.6570},
+    {"cell": "mag50:lora:16", "method": "unstructured-magnitude", "sparsity": 0.5, "loss_after_prune": 5.8475,
+     "peft_tokens": 4096, "loss_after_peft": 4.9001, "loss_after_peft_masked": 5.4393},
+    {"cell": "width25:block:4", "method": "width", "ratio": 0.25, "loss_after_prune": 5.8236,
+     "granularity": "block", "recon_calib": "4x256", "loss_after_recon": 4.7433},
+    {"cell": "peer:mag50", "loss_after_prune": 5.8000},
+]
+
+
+def test_recon_page_tabulates_each_pruning_by_granularity_and_calibration(small_store, tmp_path):
+    from reports.tables import recon_table
+
+    columns, cells = recon_table(RECON_LINES)
+    assert columns == ["pruning", "after prune", "block @ 16x256", "block @ 4x256", "layer @ 16x256",
+                       "LoRA @ 4,096 tok", "llm-compressor"]
+    assert cells == [["unstructured-magnitude 50% [mag50]", "5.848", "4.374", "—", "4.657", "4.900 / 5.439", "5.800"],
+                     ["width ratio 0.25 [width25]", "5.824", "—", "4.743", "—", "—", "—"]]
+    results = tmp_path / "recon.jsonl"
+    results.write_text("\n".join(json.dumps(r) for r in RECON_LINES))
+    out = tmp_path / "r.pdf"
+    assert main(["build", str(small_store), "--recon", str(results), "--out", str(out)]) == 0
+    text = pdf_text(out)
+    assert "Local reconstruction after pruning" in text and "4.374" in text and "dense parent 2.960" in text
+
+
+@pytest.mark.parametrize("content, message", [(None, "no such file"), ("{not json", "is not JSON lines"),
+                                              ('{"loss": 1}', "holds no result lines")])
+def test_bad_recon_results_exit_2(small_store, tmp_path, capsys, content, message):
+    results = tmp_path / "recon.jsonl"
+    if content is not None:
+        results.write_text(content)
+    out = tmp_path / "r.pdf"
+    assert main(["build", str(small_store), "--recon", str(results), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and not out.exists()
+
+
 def test_dstar_page_marks_what_lies_outside_the_fit(report):
     _, text = report
     page = next(p for p in text.split("\f") if "Recommended post-training tokens D*" in p)

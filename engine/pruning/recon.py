@@ -44,7 +44,8 @@ from torch import nn
 from data.cli import BadInput
 from engine.pruning.progress import counter
 from engine.pruning.recon_args import GRANULARITIES, ReconArgs, parse_granularity  # noqa: F401 (re-exported)
-from engine.pruning.sparse_common import LINEAR_GROUPS, _named_layers, capture_first_inputs
+from engine.memory import mmap_large_allocations
+from engine.pruning.sparse_common import LINEAR_GROUPS, _named_layers, _Stop, capture_first_inputs
 
 
 @dataclass
@@ -297,19 +298,19 @@ def _out(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def _rel_error(forward: Callable[[int], torch.Tensor], targets: list[torch.Tensor]) -> float:
+def _rel_error(forward: Callable[[int], torch.Tensor], target: Callable[[int], torch.Tensor], n: int) -> float:
     num = den = 0.0
     with torch.no_grad():
-        for i, t in enumerate(targets):
-            y = forward(i).float()
-            num += float(((y - t.float()) ** 2).sum())
-            den += float((t.float() ** 2).sum())
+        for i in range(n):
+            y, t = forward(i).float(), target(i).float()
+            num += float(((y - t) ** 2).sum())
+            den += float((t ** 2).sum())
     return num / max(den, 1e-30)
 
 
 def fit(forward: Callable[[int], torch.Tensor], params: list[tuple[nn.Parameter, torch.Tensor | None]],
-        targets: list[torch.Tensor], args: ReconArgs, seed: int) -> tuple[float, float]:
-    """Adam on ``mean (forward(i) - targets[i])^2``; masked entries stay exactly zero.
+        target: Callable[[int], torch.Tensor], n: int, args: ReconArgs, seed: int) -> tuple[float, float]:
+    """Adam on ``mean (forward(i) - target(i))^2``; masked entries stay exactly zero.
 
     A fit that ends with a larger calibration error than it started with (too large a
     learning rate for too few steps) is undone: reconstruction never makes a submodel worse
@@ -317,26 +318,29 @@ def fit(forward: Callable[[int], torch.Tensor], params: list[tuple[nn.Parameter,
 
     Args:
         forward: batch index -> the submodel's output [b, T, features] (with grad).
-        params: (parameter, keep-mask or None) pairs the fit may change.
-        targets: per batch, the parent's activation at the same place [b, T, features].
+        params: (parameter, bool keep-mask or None) pairs the fit may change.
+        target: batch index -> the parent's activation at the same place [b, T, features].
+        n: calibration batches.
 
     Returns:
         (relative error before, after) on all calibration batches.
     """
-    before = _rel_error(forward, targets)
+    before = _rel_error(forward, target, n)
     saved = [p.detach().clone() for p, _ in params]
     flags = [p.requires_grad for p, _ in params]
     for p, _ in params:
         p.requires_grad_(True)
-    opt = torch.optim.Adam([p for p, _ in params], lr=args.lr)
+    # foreach=False: the multi-tensor step allocates temporaries the size of all parameters at
+    # once (about one more copy of the submodel); per-parameter it needs one tensor's worth.
+    opt = torch.optim.Adam([p for p, _ in params], lr=args.lr, foreach=False)
     gen = torch.Generator().manual_seed(seed)
     order: list[int] = []
     with torch.enable_grad():
         for _ in range(args.steps):
             if not order:
-                order = torch.randperm(len(targets), generator=gen).tolist()
+                order = torch.randperm(n, generator=gen).tolist()
             i = order.pop()
-            loss = F.mse_loss(forward(i).float(), targets[i].float())
+            loss = F.mse_loss(forward(i).float(), target(i).float())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for p, mask in params:
@@ -347,10 +351,11 @@ def fit(forward: Callable[[int], torch.Tensor], params: list[tuple[nn.Parameter,
                 for p, mask in params:
                     if mask is not None:
                         p.mul_(mask)  # exact zeros: Adam's eps can move a zero-gradient entry
+    del opt
     for (p, _), flag in zip(params, flags):
         p.requires_grad_(flag)  # a later trainer picks parameters by this flag
         p.grad = None
-    after = _rel_error(forward, targets)
+    after = _rel_error(forward, target, n)
     if not after < before:
         with torch.no_grad():
             for (p, _), old in zip(params, saved):
@@ -406,7 +411,8 @@ def _masked_params(module: nn.Module, prefix: str, masks: dict[str, torch.Tensor
     out = []
     for name, p in module.named_parameters():
         mask = masks.get(f"{prefix}.{name}")
-        out.append((p, None if mask is None else mask.to(p.device, p.dtype)))
+        # bool, not the parameter's dtype: a float copy of the masks is one more submodel
+        out.append((p, None if mask is None else mask.to(p.device, torch.bool)))
     return out
 
 
@@ -414,57 +420,88 @@ def _fit_blocks(model: nn.Module, unit: list[int], paths: _Paths, mapping: Mappi
                 masks: dict[str, torch.Tensor], args: ReconArgs, seed: int) -> dict[str, Any]:
     named = _named_layers(model)
     blocks = [named[j][1] for j in unit]
-    targets = [_select(t, mapping.hidden) for t in paths.parent]
+
+    def target(i: int) -> torch.Tensor:
+        return _select(paths.parent[i], mapping.hidden)
 
     def forward(i: int) -> torch.Tensor:
         h = paths.student[i]
         for block in blocks:
-            h = _out(block(h, **paths.kwargs[i]))
+            h = _through(block, h, paths.kwargs[i], checkpoint=len(blocks) > 1)
         return h
 
     params = [pm for j in unit for pm in _masked_params(named[j][1], named[j][0], masks)]
-    before, after = fit(forward, params, targets, args, seed)
+    before, after = fit(forward, params, target, len(paths.parent), args, seed)
     return {"blocks": unit, "parent_blocks": [mapping.parent_of[j] for j in unit],
             "err_before": before, "err_after": after}
 
 
-def _linear_io(block: nn.Module, names: tuple[str, ...], hidden: list[torch.Tensor],
-               kwargs: list[dict[str, Any]], want_output: bool) -> dict[str, list[torch.Tensor]]:
-    """Per batch, the input (shared by the group) or each linear's output, running ``block``."""
-    got: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    handles = []
-    for n in (names if want_output else names[:1]):
-        lin = block.get_submodule(n)
-        if want_output:
-            handles.append(lin.register_forward_hook(lambda _m, _a, o, _n=n: got[_n].append(o.detach())))
-        else:
-            handles.append(lin.register_forward_pre_hook(lambda _m, a, _n=n: got[_n].append(a[0].detach())))
+def _through(block: nn.Module, h: torch.Tensor, kwargs: dict[str, Any], *, checkpoint: bool) -> torch.Tensor:
+    """``block``'s output; with ``checkpoint`` only its input is kept for the backward pass.
+
+    A submodel of K blocks would otherwise hold K blocks' autograd activations (about 84 MiB
+    per SmolLM2 block at 8 x 256 tokens): recomputing each block's forward in the backward
+    pass (one more forward per step) keeps the activation memory of ``blocks:K`` near that
+    of one block. Eval mode has no dropout, so the recomputation is exact.
+    """
+    if not checkpoint or not torch.is_grad_enabled():
+        return _out(block(h, **kwargs))
+    from torch.utils.checkpoint import checkpoint as recompute
+
+    return _out(recompute(block, h, use_reentrant=False, **kwargs))
+
+
+def _linear_inputs(block: nn.Module, name: str, hidden: list[torch.Tensor],
+                   kwargs: list[dict[str, Any]]) -> list[torch.Tensor]:
+    """Per batch, the input of linear ``name`` while ``block`` runs on ``hidden``.
+
+    The block stops right after that linear's input is seen: the layers after it are not
+    needed, and their activations are never allocated.
+    """
+    got: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, a: tuple) -> None:
+        got.append(a[0].detach())
+        raise _Stop
+
+    handle = block.get_submodule(name).register_forward_pre_hook(hook)
     try:
         with torch.no_grad():
             for h, kw in zip(hidden, kwargs):
-                block(h, **kw)
+                try:
+                    block(h, **kw)
+                except _Stop:
+                    pass
     finally:
-        for handle in handles:
-            handle.remove()
+        handle.remove()
     return got
 
 
 def _fit_linears(model: nn.Module, j: int, paths: _Paths, parent_block: nn.Module, mapping: Mapping,
                  masks: dict[str, torch.Tensor], args: ReconArgs, seed: int) -> dict[str, Any]:
-    """``layer`` granularity: fit the linears of block ``j`` group by group, in data-flow order."""
+    """``layer`` granularity: fit the linears of block ``j`` group by group, in data-flow order.
+
+    Each target is the parent linear applied to the parent's input of the group, batch by batch,
+    rather than captured outputs: a group's outputs (gate + up: two ``[n, T, ffn]``) are the
+    largest activations of the block, its input is one ``[n, T, d0]``.
+    """
     prefix, block = _named_layers(model)[j]
     errors: dict[str, list[float]] = {}
     for g, names in enumerate(LINEAR_GROUPS):
-        inputs = _linear_io(block, names, paths.student, paths.kwargs, False)[names[0]]
-        outputs = _linear_io(parent_block, names, paths.parent, paths.kwargs, True)
+        inputs = _linear_inputs(block, names[0], paths.student, paths.kwargs)
+        parent_inputs = _linear_inputs(parent_block, names[0], paths.parent, paths.kwargs)
         for k, name in enumerate(names):
-            lin = block.get_submodule(name)
-            targets = [_select(t, mapping.rows[j][name]) for t in outputs.pop(name)]
+            lin, parent_lin, rows = block.get_submodule(name), parent_block.get_submodule(name), mapping.rows[j][name]
+
+            @torch.no_grad()
+            def target(i: int, _p: nn.Module = parent_lin, _r: torch.Tensor | None = rows) -> torch.Tensor:
+                return _select(_p(parent_inputs[i]), _r)
+
             params = _masked_params(lin, f"{prefix}.{name}", masks)
-            before, after = fit(lambda i, _l=lin: _l(inputs[i]), params, targets, args, seed * 31 + g * 7 + k)
+            before, after = fit(lambda i, _l=lin: _l(inputs[i]), params, target, len(inputs), args,
+                                seed * 31 + g * 7 + k)
             errors[name] = [before, after]
-            del targets
-        del inputs
+        del inputs, parent_inputs
     return {"blocks": [j], "parent_blocks": [mapping.parent_of[j]], "linears": errors,
             "err_before": sum(e[0] for e in errors.values()) / len(errors),
             "err_after": sum(e[1] for e in errors.values()) / len(errors)}
@@ -500,6 +537,14 @@ def reconstruct(model: nn.Module, parent: ParentLayers | ModuleParent, calib: to
     masks = masks or {}
     mapping = plan_mapping(model, parent.config, choices, masks)
     per_unit = parse_granularity(args.granularity)
+    with mmap_large_allocations():  # freed activations go back to the system (engine.memory)
+        return _reconstruct_units(model, parent, calib, mapping, masks, per_unit, args, state_dir)
+
+
+def _reconstruct_units(model: nn.Module, parent: ParentLayers | ModuleParent, calib: torch.Tensor,
+                       mapping: Mapping, masks: dict[str, torch.Tensor], per_unit: int | None,
+                       args: ReconArgs, state_dir: Path | None) -> ReconReport:
+    """The submodels in order (:func:`reconstruct`, after its checks)."""
     t0 = time.perf_counter()
     device = next(model.parameters()).device
     was_training = model.training

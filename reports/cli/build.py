@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--panels", type=int, default=4, help="panels per page: 1, 2, 4 or 6 (default 4)")
     p.add_argument("--evidence", metavar="closed_loop.json", default=None,
                    help="closed-loop evidence of scripts/reference_evidence.py: adds its tables")
+    p.add_argument("--recon", metavar="results.jsonl", default=None,
+                   help="reconstruction results of benchmarks/recon_quality.py: adds their table")
     p.add_argument("--no-heldout", action="store_true",
                    help="skip the held-out extrapolation pages (three refits per card)")
     return p
@@ -57,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = ReportConfig(runs=Path(args.runs), out=Path(args.out), cards=tuple(map(Path, args.law)),
                           statuses=tuple(args.status or ("done", "running")),
                           panels_per_page=args.panels, heldout=not args.no_heldout, force=args.force,
-                          evidence=Path(args.evidence) if args.evidence else None)
+                          evidence=Path(args.evidence) if args.evidence else None,
+                          recon=Path(args.recon) if args.recon else None)
     summary = build_report(config)
     print(f"wrote {summary.out} ({len(summary.pages)} pages, {summary.seconds:.1f} s)")
     for note in summary.notes:
