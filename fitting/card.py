@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from data.cli import BadInput
-from fitting.intervals import draw_bounds, percentile_levels, scalar_bounds  # noqa: F401 (re-exported)
+from fitting.intervals import draw_bounds, percentile_levels  # noqa: F401 (percentile_levels re-exported)
 from fitting.laws import Law, get_law
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -210,10 +210,11 @@ class LawCard:
     # -- intervals -------------------------------------------------------------------------
 
     def interval(self, f: Callable[[np.ndarray], np.ndarray], level: float | None = None,
-                 floor: float | None = None) -> tuple[float, float] | None:
-        """Confidence interval of the scalar ``f(params)`` (None without bootstrap samples);
-        ``floor``: the least value ``f`` can take (a loss: the law's offset, L0)."""
-        lo, hi = self.bounds(f, level, floor=floor)
+                 floor: float | None = None, min_finite: float = 1) -> tuple[float, float] | None:
+        """Confidence interval of the scalar ``f(params)`` (None without bootstrap samples, or
+        with fewer than ``min_finite`` defined); ``floor``: the least value ``f`` can take (a
+        loss: the law's offset, L0)."""
+        lo, hi = self.bounds(f, level, min_finite=min_finite, floor=floor)
         if lo is None or not (np.isfinite(lo[0]) and np.isfinite(hi[0])):
             return None
         return float(lo[0]), float(hi[0])
@@ -251,8 +252,7 @@ class LawCard:
 
         The mean law's bootstrap draws (or the point fit without samples) plus normal scatter
         of sd ``scatter.sigma_new_run`` in the fit's space (log: multiplicative), hulled with
-        the jackknife-t interval widened by the same scatter, so it always contains the
-        confidence band.
+        the jackknife-t interval widened by the same scatter.
         """
         sigma = self.scatter.get("sigma_new_run")
         if sigma is None:
@@ -266,9 +266,8 @@ class LawCard:
                 self.law.predict(self.jackknife_params, **axes), len(self.jackknife_params))
         noise = np.random.default_rng(0).standard_normal((PI_DRAWS,) + mean.shape) * sigma
         draws = mean * np.exp(noise) if space == "log" else mean + noise
-        lo, hi = draw_bounds(draws.reshape(-1, mean.shape[-1]), self.level if level is None else level,
-                             self.units, point=point, jack=jack, scale=space, extra_sd=sigma)
-        return lo, hi
+        return draw_bounds(draws.reshape(-1, mean.shape[-1]), self.level if level is None else level,
+                           self.units, point=point, jack=jack, scale=space, extra_sd=sigma)
 
     # -- what the card can and cannot say -------------------------------------------------
 

@@ -130,6 +130,12 @@ def draw_bounds(boot: Array, level: float, units: int | None, *, point: Array | 
     return np.where(enough, lo, np.nan), np.where(enough, hi, np.nan)
 
 
+def defined_enough(n_draws: int) -> float:
+    """Finite draws a planner interval needs (of ``n_draws``): when most samples are undefined
+    (e.g. a target below their asymptote) no honest interval exists."""
+    return max(10, 0.5 * n_draws)
+
+
 def scalar_bounds(boot: Array, level: float, units: int | None, *, point: float | None = None,
                   jack: Array | None = None, min_finite: float = 1,
                   floor: float | None = None) -> tuple[float | None, float | None]:

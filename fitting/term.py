@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data.cli import BadInput
-from fitting.intervals import scalar_bounds
+from fitting.intervals import defined_enough, nan_percentiles, scalar_bounds
 
 CRITERIA = ("recover", "slope", "target_loss")
 DEFAULT_RECOVER = 0.9
@@ -45,13 +45,9 @@ def _num(x: float | None) -> float | None:
 
 
 def percentile(values: np.ndarray, q: float) -> float:
-    """``np.percentile(values, q)`` (its default linear interpolation), written out because
-    ``np.percentile`` imports ``numpy.ma`` on first use: ~45 ms of a sub-second command."""
-    ordered = np.sort(values)
-    pos = q / 100.0 * (len(ordered) - 1)
-    lo = int(np.floor(pos))
-    hi = min(lo + 1, len(ordered) - 1)
-    return float(ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo]))
+    """``np.percentile(values, q)`` of finite ``values`` (``fitting.intervals.nan_percentiles``:
+    ``np.percentile`` imports ``numpy.ma`` on first use, ~45 ms of a sub-second command)."""
+    return float(nan_percentiles(np.ravel(values)[:, None], (q,))[0, 0])
 
 
 def sample_interval(values: np.ndarray, level: float, units: int | None = None, *,
@@ -62,7 +58,7 @@ def sample_interval(values: np.ndarray, level: float, units: int | None = None, 
     most samples are undefined (no honest interval then)."""
     values = np.ravel(values)
     return scalar_bounds(values, level, units, point=point, jack=jack,
-                         min_finite=max(10, 0.5 * len(values)), floor=floor)
+                         min_finite=defined_enough(len(values)), floor=floor)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ import numpy as np
 
 from data.cli import BadInput
 from data.units import format_count
+from fitting.intervals import defined_enough
 from fitting.pilot import Pilot, fit_pilot, pilot_reference
 from fitting.term import (CRITERIA, DEFAULT_RECOVER, Criterion, Estimate, Reference, TokenTerm, percentile,
                           sample_interval)
@@ -149,13 +150,12 @@ def card_reference(card: Card, n0: float) -> Reference:
 # -- card helpers shared with compare ------------------------------------------------------------
 
 def interval(card: Card, f: Any, floor: float | None = None) -> tuple[float | None, float | None]:
-    """The card's interval of ``f(bootstrap samples)``, ignoring samples where f is NaN."""
+    """The card's interval of ``f(params)``, ignoring samples where f is NaN; None, None when
+    most are undefined."""
     c = card.card
     if c.bootstrap_params is None or len(c.bootstrap_params) == 0:
         return None, None
-    jack = None if c.jackknife_params is None else f(c.jackknife_params)
-    return sample_interval(f(c.bootstrap_params), c.level, c.units,
-                           point=float(np.squeeze(f(c.params_array))), jack=jack, floor=floor)
+    return c.interval(f, floor=floor, min_finite=defined_enough(len(c.bootstrap_params))) or (None, None)
 
 
 def loss_at(card: Card, n0: float, ratio: float, tokens: float, l0: float) -> Estimate:
