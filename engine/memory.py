@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import sys
 from collections.abc import Iterator
 
@@ -34,17 +35,37 @@ AFTER_BYTES = 32 << 20
 """glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: the ceiling of its dynamic threshold."""
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def release_free_heap() -> bool:
+    """Give the heap's free pages back to the system (glibc's ``malloc_trim(0)``).
+
+    Returns whether it ran (False on other C libraries).
+    """
+    libc = _libc()
+    if libc is None or not hasattr(libc, "malloc_trim"):  # musl and others have none
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
 def set_mmap_threshold(threshold: int) -> bool:
     """Serve allocations of ``threshold`` bytes or more from mmap (glibc only).
 
     Returns whether the setting took effect (False on other C libraries, where it is skipped).
     """
-    if not sys.platform.startswith("linux"):
-        return False
+    libc = _libc()
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
-    except (OSError, AttributeError):  # musl and others have no mallopt
+        return libc is not None and bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    except AttributeError:  # musl and others have no mallopt
         return False
 
 

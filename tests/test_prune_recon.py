@@ -167,6 +167,28 @@ def test_mmap_threshold_setting_reports_whether_it_took_effect() -> None:
         assert took is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
 
 
+def test_freed_heap_holes_go_back_to_the_system() -> None:
+    """What reconstruction relies on after each step: freed 1 MiB tensors between live ones
+    (holes a top-of-heap trim cannot return) leave the resident set."""
+    import platform
+    import sys
+
+    from engine.memory import mmap_large_allocations, release_free_heap
+
+    if not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"):
+        pytest.skip("glibc only")
+
+    def resident() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
+
+    with mmap_large_allocations(64 << 20):  # 1 MiB tensors come from the heap
+        tensors = [torch.ones(256 * 1024) for _ in range(200)]
+        del tensors[::2]
+        before = resident()
+        assert release_free_heap()
+        assert before - resident() > 60 << 20  # ~100 MiB of holes
+
+
 def test_killed_reconstruction_resumes_to_the_same_model(parent_state, tmp_path, monkeypatch) -> None:
     args = ReconArgs(granularity="block", **FAST)
     straight = _fresh(parent_state)

@@ -14,6 +14,7 @@ from data.cli import BadInput
 from engine.models import build_model
 from engine.pruning import get_method
 from engine.pruning.common import count_params
+from engine.pruning.masks import PackedMasks
 from engine.pruning.sparse_common import (
     Pattern, SparseArgs, apply_masks, capture_first_inputs, check_n_m, inverse_hessian_chol, load_masks,
     magnitude_scores, masks_from_model, n_m_mask, run_layer, save_masks, sparsegpt_prune, target_linears,
@@ -278,6 +279,27 @@ def test_masks_survive_an_optimizer_step_via_apply_masks(tmp_path) -> None:
     assert all(check_n_m(w.detach()) for w in target_weights(model).values())
     with pytest.raises(KeyError, match="nothing.weight"):
         apply_masks(model, {"nothing.weight": masks[next(iter(masks))]})
+
+
+def test_pruning_holds_masks_bit_packed_and_gives_them_back_exactly(tmp_path) -> None:
+    model = build_model("tiny-llama", seed=0)
+    report = get_method("unstructured-magnitude")(model, 0.3, None)
+    assert isinstance(report.masks, PackedMasks)
+    weights = target_weights(model)
+    assert set(report.masks) == set(weights)
+    for name, keep in report.masks.items():
+        assert keep.dtype == torch.bool and keep.shape == weights[name].shape
+        assert torch.equal(keep, weights[name] != 0), name  # tiny-llama has no zeros of its own
+    total = sum(w.numel() for w in weights.values())
+    assert report.masks.nbytes <= total // 8 + len(weights)  # one bit per weight
+    odd = torch.rand(3, 7) > 0.5  # 21 entries: not a whole number of bytes
+    report.masks["odd"] = odd
+    assert torch.equal(report.masks["odd"], odd)
+    del report.masks["odd"]
+    path = tmp_path / "masks.safetensors"
+    save_masks(report.masks, path)
+    loaded = load_masks(path)
+    assert all(torch.equal(loaded[k], report.masks[k]) for k in report.masks) and len(loaded) == len(report.masks)
 
 
 def test_masks_from_a_dense_model_are_empty() -> None:

@@ -293,9 +293,9 @@ def _save(job: PruneJob, report, shape_before: dict) -> None:
         extra: dict[str, Any] = {"prune_report.json": doc}
         save_model(report.model, tmp, extra, tokenizer_from=_tokenizer_source(job))
         if report.masks:
-            from safetensors.torch import save_file
+            from engine.pruning.sparse_common import save_masks
 
-            save_file({k: v.contiguous() for k, v in report.masks.items()}, str(tmp / "masks.safetensors"))
+            save_masks(report.masks, tmp / "masks.safetensors")
         replace_dir(tmp, job.out)  # the old output is moved aside, removed only after the swap
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -44,7 +44,8 @@ from torch import nn
 from data.cli import BadInput
 from engine.pruning.progress import counter
 from engine.pruning.recon_args import GRANULARITIES, ReconArgs, parse_granularity  # noqa: F401 (re-exported)
-from engine.memory import mmap_large_allocations
+from engine.memory import mmap_large_allocations, release_free_heap
+from engine.pruning.masks import PackedMasks
 from engine.pruning.sparse_common import LINEAR_GROUPS, _named_layers, _Stop, capture_first_inputs
 
 
@@ -284,9 +285,10 @@ def fingerprint(args: ReconArgs, calib: torch.Tensor, model: nn.Module, masks: d
     h = hashlib.sha1(json.dumps(asdict(args), sort_keys=True).encode())
     h.update(calib.detach().cpu().numpy().tobytes())
     h.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
-    for name in sorted(masks or {}):
+    packed = PackedMasks.of(masks)
+    for name in sorted(packed):
         h.update(name.encode())
-        h.update(masks[name].cpu().numpy().tobytes())
+        h.update(packed.packed(name))
     return h.hexdigest()[:16]
 
 
@@ -325,6 +327,7 @@ def fit(forward: Callable[[int], torch.Tensor], params: list[tuple[nn.Parameter,
     Returns:
         (relative error before, after) on all calibration batches.
     """
+    release_free_heap()
     before = _rel_error(forward, target, n)
     saved = [p.detach().clone() for p, _ in params]
     flags = [p.requires_grad for p, _ in params]
@@ -351,6 +354,7 @@ def fit(forward: Callable[[int], torch.Tensor], params: list[tuple[nn.Parameter,
                 for p, mask in params:
                     if mask is not None:
                         p.mul_(mask)  # exact zeros: Adam's eps can move a zero-gradient entry
+            release_free_heap()  # the step's freed activations (engine.memory)
     del opt
     for (p, _), flag in zip(params, flags):
         p.requires_grad_(flag)  # a later trainer picks parameters by this flag
@@ -479,32 +483,48 @@ def _linear_inputs(block: nn.Module, name: str, hidden: list[torch.Tensor],
 
 def _fit_linears(model: nn.Module, j: int, paths: _Paths, parent_block: nn.Module, mapping: Mapping,
                  masks: dict[str, torch.Tensor], args: ReconArgs, seed: int) -> dict[str, Any]:
-    """``layer`` granularity: fit the linears of block ``j`` group by group, in data-flow order.
-
-    Each target is the parent linear applied to the parent's input of the group, batch by batch,
-    rather than captured outputs: a group's outputs (gate + up: two ``[n, T, ffn]``) are the
-    largest activations of the block, its input is one ``[n, T, d0]``.
-    """
+    """``layer`` granularity: fit the linears of block ``j`` group by group, in data-flow order."""
     prefix, block = _named_layers(model)[j]
     errors: dict[str, list[float]] = {}
     for g, names in enumerate(LINEAR_GROUPS):
         inputs = _linear_inputs(block, names[0], paths.student, paths.kwargs)
-        parent_inputs = _linear_inputs(parent_block, names[0], paths.parent, paths.kwargs)
+        targets = _group_targets(parent_block, names, _linear_inputs(parent_block, names[0], paths.parent, paths.kwargs),
+                                 mapping.rows[j])
         for k, name in enumerate(names):
-            lin, parent_lin, rows = block.get_submodule(name), parent_block.get_submodule(name), mapping.rows[j][name]
-
-            @torch.no_grad()
-            def target(i: int, _p: nn.Module = parent_lin, _r: torch.Tensor | None = rows) -> torch.Tensor:
-                return _select(_p(parent_inputs[i]), _r)
-
+            lin = block.get_submodule(name)
             params = _masked_params(lin, f"{prefix}.{name}", masks)
-            before, after = fit(lambda i, _l=lin: _l(inputs[i]), params, target, len(inputs), args,
+            before, after = fit(lambda i, _l=lin: _l(inputs[i]), params, targets[name], len(inputs), args,
                                 seed * 31 + g * 7 + k)
             errors[name] = [before, after]
-        del inputs, parent_inputs
+        del inputs, targets
     return {"blocks": [j], "parent_blocks": [mapping.parent_of[j]], "linears": errors,
             "err_before": sum(e[0] for e in errors.values()) / len(errors),
             "err_after": sum(e[1] for e in errors.values()) / len(errors)}
+
+
+def _group_targets(parent_block: nn.Module, names: tuple[str, ...], parent_inputs: list[torch.Tensor],
+                   rows: dict[str, torch.Tensor | None]) -> dict[str, Callable[[int], torch.Tensor]]:
+    """Per linear of a group: batch index -> the parent linear's output on its kept rows.
+
+    Whichever is narrower is held for every calibration batch: the group's input, with each
+    target computed from it when asked (q/k/v and gate/up: their outputs are wider than their
+    one input), or the outputs themselves (down_proj: 576 outputs of a 1536-wide input).
+    """
+    lins = {name: parent_block.get_submodule(name) for name in names}
+    width_out = sum(lin.out_features if rows[name] is None else len(rows[name]) for name, lin in lins.items())
+    if width_out < parent_inputs[0].shape[-1]:
+        with torch.no_grad():
+            held = {name: [_select(lin(x), rows[name]) for x in parent_inputs] for name, lin in lins.items()}
+        parent_inputs.clear()
+        return {name: (lambda i, _h=h: _h[i]) for name, h in held.items()}
+
+    def computed(lin: nn.Module, kept: torch.Tensor | None) -> Callable[[int], torch.Tensor]:
+        @torch.no_grad()
+        def target(i: int) -> torch.Tensor:
+            return _select(lin(parent_inputs[i]), kept)
+        return target
+
+    return {name: computed(lin, rows[name]) for name, lin in lins.items()}
 
 
 def _units(n_blocks: int, per_unit: int | None) -> list[list[int]]:

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from data.cli import BadInput
+from engine.pruning.masks import PackedMasks
 
 TARGETS: tuple[str, ...] = (
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -530,13 +531,13 @@ def prune_layerwise(model: nn.Module, calib: torch.Tensor | None, scorer: str, p
     to make the next layer's inputs (two forwards).
 
     Returns:
-        full parameter name -> keep-mask (bool, CPU).
+        full parameter name -> keep-mask (bool, CPU; held bit-packed, engine.pruning.masks).
     """
     if scorer not in SCORERS:
         raise ValueError(f"unknown scorer {scorer!r}; allowed: {', '.join(SCORERS)}")
     was_training = model.training
     model.eval()
-    masks: dict[str, torch.Tensor] = {}
+    masks = PackedMasks()
     needs_data = scorer != "magnitude"
     if needs_data:
         device = next(model.parameters()).device
@@ -594,21 +595,28 @@ def _strip(name: str) -> str:
 
 
 def save_masks(masks: dict[str, torch.Tensor], path: str | Path) -> None:
-    """Write masks as a safetensors file (uint8, 1 = keep), atomically."""
+    """Write masks as a safetensors file (bool, True = keep), atomically; files of uint8 (1 = keep) load too."""
     from safetensors.torch import save_file
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().to("cpu", torch.uint8).contiguous() for k, v in masks.items()}, str(tmp),
+    save_file({k: v.detach().to("cpu", torch.bool).contiguous() for k, v in masks.items()}, str(tmp),
               metadata={"format": "prunelaw-masks", "keep": "1"})
     tmp.replace(path)
 
 
-def load_masks(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read masks written by :func:`save_masks` back as bool tensors."""
-    from safetensors.torch import load_file
+def load_masks(path: str | Path) -> PackedMasks:
+    """Read masks written by :func:`save_masks` back (bool tensors, held bit-packed).
 
-    return {k: v.bool() for k, v in load_file(str(path)).items()}
+    One tensor at a time: the whole file as bytes is 8x the packed masks.
+    """
+    from safetensors import safe_open
+
+    masks = PackedMasks()
+    with safe_open(str(path), framework="pt") as f:
+        for name in f.keys():
+            masks[name] = f.get_tensor(name).bool()
+    return masks
 
 
 def masks_from_model(model: nn.Module) -> dict[str, torch.Tensor]:
