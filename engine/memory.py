@@ -26,7 +26,7 @@ import ctypes
 import ctypes.util
 import functools
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 M_MMAP_THRESHOLD = -3
 """glibc's mallopt parameter number (malloc.h); setting it also turns the dynamic raise off."""
@@ -36,12 +36,14 @@ AFTER_BYTES = 32 << 20
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL | None:
+def _libc_function(name: str) -> Callable[..., int] | None:
+    """glibc's ``name`` (``mallopt``, ``malloc_trim``), or None off Linux and on C libraries
+    without it (musl and others)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
         return None
 
 
@@ -50,10 +52,10 @@ def release_free_heap() -> bool:
 
     Returns whether it ran (False on other C libraries).
     """
-    libc = _libc()
-    if libc is None or not hasattr(libc, "malloc_trim"):  # musl and others have none
+    trim = _libc_function("malloc_trim")
+    if trim is None:
         return False
-    libc.malloc_trim(0)
+    trim(0)
     return True
 
 
@@ -62,11 +64,8 @@ def set_mmap_threshold(threshold: int) -> bool:
 
     Returns whether the setting took effect (False on other C libraries, where it is skipped).
     """
-    libc = _libc()
-    try:
-        return libc is not None and bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
-    except AttributeError:  # musl and others have no mallopt
-        return False
+    mallopt = _libc_function("mallopt")
+    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, int(threshold)))
 
 
 @contextlib.contextmanager
