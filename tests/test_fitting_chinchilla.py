@@ -1,6 +1,6 @@
 """Reproduce Epoch AI's refit of the Chinchilla data (Besiroglu et al. 2024, arXiv:2404.10102).
 
-Data: /work/shared/datasets/svg_extracted_data.csv (not committed; skipped where absent).
+Data: tests/fixtures/epoch_chinchilla_svg_extracted_data.csv (vendored; provenance in tests/fixtures/README.md).
 D = C / (6 N); the 5 highest-loss rows are dropped (240 remain), as in Epoch's notebook.
 """
 
@@ -16,8 +16,7 @@ from fitting.laws import CHINCHILLA
 from fitting.solve import solve
 from fitting.table import from_arrays
 
-CSV = Path(__file__).resolve().parents[2] / "shared/datasets/svg_extracted_data.csv"
-pytestmark = pytest.mark.skipif(not CSV.is_file(), reason=f"{CSV} not present")
+CSV = Path(__file__).resolve().parent / "fixtures/epoch_chinchilla_svg_extracted_data.csv"
 
 
 @pytest.fixture(scope="module")

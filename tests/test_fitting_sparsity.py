@@ -1,7 +1,7 @@
 """Frantar et al.'s sparsity law, added as one file (fitting/laws/sparsity.py), reproduces the
 authors' ViT/JFT optimum through the ordinary CLI.
 
-Data: ../shared/datasets/frantar_sparsity/vit-data.json (not committed; skipped where absent),
+Data: tests/fixtures/frantar_vit_data.json (vendored; provenance in tests/fixtures/README.md),
 normalised as the authors' notebook does: N = 12 (12 * 768^2) scale (1 - S) / 1e6 non-zero
 parameters, D = total_examples / 1e9; Huber delta 0.01 on the loss itself, averaged over points.
 """
@@ -15,8 +15,7 @@ import pytest
 from fitting.__main__ import main
 from fitting.laws import get_law
 
-DATA = Path(__file__).resolve().parents[2] / "shared/datasets/frantar_sparsity/vit-data.json"
-pytestmark = pytest.mark.skipif(not DATA.is_file(), reason=f"{DATA} not present")
+DATA = Path(__file__).resolve().parent / "fixtures/frantar_vit_data.json"
 
 # The notebook's best of 25 random starts (printed in its output cell): objective (mean Huber)
 # and coefficients a, b, c, d, e, f, g of (a (1/(1-S))^-b + c) N^-d + e D^-f + g.
