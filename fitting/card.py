@@ -26,17 +26,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from data.cli import BadInput
 from fitting.intervals import draw_bounds, percentile_levels  # noqa: F401 (percentile_levels re-exported)
 from fitting.laws import Law, get_law
-
-if TYPE_CHECKING:  # pragma: no cover
-    from fitting.fit import FitConfig
-    from fitting.table import FitData
 
 CARD_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -124,13 +120,6 @@ class LawCard:
     whose removal leaves the law unidentifiable): the second half of every interval."""
 
     # -- construction ---------------------------------------------------------------------
-
-    @classmethod
-    def from_data(cls, data: "FitData", config: "FitConfig | None" = None) -> "LawCard":
-        """Fit ``data`` (the same as ``fitting.fit.fit``)."""
-        from fitting.fit import FitConfig, fit
-
-        return fit(data, config or FitConfig())
 
     @classmethod
     def load(cls, path: str | Path) -> "LawCard":
