@@ -239,15 +239,10 @@ def load_grid(path: str | os.PathLike[str]) -> Grid:
     Raises:
         BadInput: missing file, bad YAML, unknown/missing keys, or any invalid job.
     """
-    import yaml
+    from engine.yamlfile import load_yaml
 
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"grid file {str(path)!r} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise BadInput(f"grid file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    raw = load_yaml(path, "grid file")
     try:
         return expand(from_dict(GridSpec, raw, "grid"), path)
     except BadInput as exc:
