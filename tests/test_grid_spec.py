@@ -268,3 +268,14 @@ def test_a_repeated_key_in_a_grid_is_refused_not_last_wins(tmp_path):
     path.write_text(text)
     with pytest.raises(BadInput, match=r"key 'ratios' appears twice \(lines \d+ and \d+\)"):
         load_grid(path)
+
+
+def test_merge_keys_may_override_but_a_flow_mapping_may_not_repeat(tmp_path):
+    from engine.yamlfile import load_yaml
+
+    path = tmp_path / "anchors.yaml"
+    path.write_text("base: &b {lr: 1.0e-3, warmup_frac: 0.05}\ntrain:\n  <<: *b\n  lr: 3.0e-4\n")
+    assert load_yaml(path, "grid file")["train"] == {"lr": 3.0e-4, "warmup_frac": 0.05}
+    path.write_text("train: {tokens: 2K, tokens: 4K}\n")
+    with pytest.raises(BadInput, match=r"key 'tokens' appears twice \(lines 1 and 1\)"):
+        load_yaml(path, "job file")
