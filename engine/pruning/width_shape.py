@@ -7,7 +7,7 @@ allocation rule is described in :mod:`engine.pruning.width`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,16 +53,14 @@ class WidthArgs:
     @classmethod
     def from_dict(cls, args: dict[str, Any] | None) -> "WidthArgs":
         """Build from the registry's ``args`` dict; unknown keys are a BadInput."""
+        from engine.pruning.targeted_shape import options
+
         args = dict(args or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(args) - known)
-        if unknown:
-            raise BadInput(f"unknown width option(s) {unknown}; allowed: {sorted(known)}")
         if isinstance(args.get("axes"), str):
             args["axes"] = tuple(a.strip() for a in args["axes"].split(",") if a.strip())
         elif "axes" in args:
             args["axes"] = tuple(args["axes"])
-        return cls(**args)
+        return options(cls, args, "width")
 
 
 @dataclass(frozen=True)
