@@ -65,7 +65,7 @@ def check_swappable(out: str | os.PathLike[str], flag: str = "--out") -> None:
     target = _resolved(out)
     if _within(Path.cwd().resolve(), target):
         raise BadInput(f"{flag} {str(out)!r} is the current directory or contains it; the output directory is "
-                       f"swapped in by a rename at the end: give a new or other directory, e.g. {flag} ./pruned")
+                       f"swapped in by a rename at the end: give a new directory, e.g. {flag} ./out")
     if target.is_dir() and os.path.ismount(target):
         raise BadInput(f"{flag} {str(out)!r} is a mount point, which cannot be replaced by a rename; "
                        f"give a directory inside it, e.g. {flag} {str(Path(out) / 'pruned')!r}")

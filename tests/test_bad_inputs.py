@@ -138,6 +138,7 @@ ENGINE = [
     *[["grid", "launch", "{ws}/grid_ok.yaml", "--runs", "{ws}/r1", "--executor", "slurm", "--dry-run", extra]
       for extra in ("--sbatch-extra=--qos=high\nrm -rf ~", "--sbatch-extra=--comment=$(id)",
                     "--sbatch-extra=--qos=high --x=y")],
+    ["model", "fetch", "smollm2-135m", "--out", ".", "--force"],
     ["eval", "tiny-llama", "--tasks", "hellaswag", "--tokenizer", "{ws}/tok"],
     *[["grid", "plan", "{ws}/" + f"grid_{name}.yaml"] for name in (
         "depth_all_layers", "nm_unreachable", "parent_missing", "parent_gpt2", "parent_small_vocab")],
