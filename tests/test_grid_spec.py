@@ -279,3 +279,9 @@ def test_merge_keys_may_override_but_a_flow_mapping_may_not_repeat(tmp_path):
     path.write_text("train: {tokens: 2K, tokens: 4K}\n")
     with pytest.raises(BadInput, match=r"key 'tokens' appears twice \(lines 1 and 1\)"):
         load_yaml(path, "job file")
+
+
+@pytest.mark.parametrize("rule", [{"parent": "q"}, {"method": "depthh"}, {"ratios": 0.5}, {"colour": "red"}])
+def test_an_exclude_rule_that_matches_nothing_is_refused(tmp_path, rule):
+    with pytest.raises(BadInput, match=r"exclude\[0\]"):
+        load_grid(write(tmp_path, exclude=[rule]))

@@ -116,10 +116,17 @@ class GridSpec:
                 raise BadInput(f"{key}: {value!r} must be a non-empty list (an empty one drops every job)")
         if not self.ratios:
             raise BadInput(f"ratios: {self.ratios!r} must be a non-empty list or mapping method -> list")
+        names = {p.get("name") for p in self.parents if isinstance(p, dict)}
         for i, rule in enumerate(self.exclude):
-            if not isinstance(rule, dict) or not rule or set(rule) - set(EXCLUDE_KEYS):
+            if (not isinstance(rule, dict) or not rule or set(rule) - set(EXCLUDE_KEYS)
+                    or not isinstance(rule.get("ratios", []), list)):
                 raise BadInput(f"exclude[{i}]: {rule!r} must be a mapping with some of the keys "
                                f"{', '.join(EXCLUDE_KEYS)} (e.g. {{parent: s, method: width, ratios: [0.15]}})")
+            unknown_parent = "parent" in rule and rule["parent"] not in names
+            unknown_method = "method" in rule and rule["method"] not in self.methods
+            if unknown_parent or unknown_method:  # a typo would exclude nothing, silently
+                raise BadInput(f"exclude[{i}]: {rule!r} names no parent or method of this grid; "
+                               f"parents: {', '.join(sorted(map(str, names)))}; methods: {', '.join(self.methods)}")
 
 
 EXCLUDE_KEYS = ("parent", "method", "ratios")
