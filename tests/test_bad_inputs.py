@@ -125,6 +125,23 @@ ENGINE = [
                     ["--partition", "a b"], ["--account", "x;rm -rf"])],
     ["demo", "--grid", "{none}"], ["demo", "--bootstrap", "-1"], ["demo", "--procs-per-job", "0"],
     ["demo", "--bootstrap", "100000000"],
+    # Inputs that were lost or mis-run silently: a repeated YAML key (last-wins), an output that
+    # is, holds or lies inside the input (even with --force), the current directory as --out,
+    # a newline or shell metacharacter in an sbatch option, a hub eval task not cached offline,
+    # and what plan can know about parents (reachable ratios, directory, architecture, vocab).
+    ["grid", "plan", "{ws}/grid_dup_key.yaml"], ["train", "--config", "{ws}/job_dup_key.yaml"],
+    *[["prune", "--model", "{ws}/pm", "--method", "depth-last", "--ratio", "0.5", "--out", out, "--force"]
+      for out in ("{ws}/pm", "{ws}/pm/sub", "{ws}/pm_link", "{ws}", ".")],
+    ["prune", "--model", "tiny-llama", "--method", "depth-last", "--ratio", "0.5", "--calib", "{full}/keep.txt",
+     "--out", "{full}", "--force"],
+    ["recon", "--model", "{ws}/pm", "--parent", "tiny-llama", "--calib", "{file}", "--out", "{ws}/pm", "--force"],
+    *[["grid", "launch", "{ws}/grid_ok.yaml", "--runs", "{ws}/r1", "--executor", "slurm", "--dry-run", extra]
+      for extra in ("--sbatch-extra=--qos=high\nrm -rf ~", "--sbatch-extra=--comment=$(id)",
+                    "--sbatch-extra=--qos=high --x=y")],
+    ["model", "fetch", "smollm2-135m", "--out", ".", "--force"],
+    ["eval", "tiny-llama", "--tasks", "hellaswag", "--tokenizer", "{ws}/tok"],
+    *[["grid", "plan", "{ws}/" + f"grid_{name}.yaml"] for name in (
+        "depth_all_layers", "nm_unreachable", "parent_missing", "parent_gpt2", "parent_small_vocab")],
 ]
 
 FITTING = [
@@ -287,6 +304,19 @@ def ws(tmp_path_factory) -> dict[str, str]:
     (ws / "empty.csv").write_text("")
     (ws / "card_existing.json").write_text('{"keep": "me"}\n')
     (ws / "report_existing.pdf").write_bytes(b"%PDF-1.4 keep me\n")
+    (ws / "grid_dup_key.yaml").write_text(yaml.safe_dump(_grid(shards)) + "ratios: [0.5]\n")
+    (ws / "job_dup_key.yaml").write_text(yaml.safe_dump(job) + "tokens: 2048\n")
+    from data.models import MODELS
+    from engine.models import build_model, config_for
+
+    build_model("tiny-llama").save_pretrained(ws / "pm")  # real weights: a swap over it would show
+    (ws / "pm_link").symlink_to(ws / "pm")
+    config_for(MODELS["tiny-llama"], vocab=64).save_pretrained(ws / "small_vocab")
+    for name, change in {"depth_all_layers": {"ratios": [0.9]}, "nm_unreachable": {"methods": ["2:4"], "ratios": [0.5]},
+                         "parent_missing": {"parents": [{"name": "p", "path": str(ws / "nowhere")}]},
+                         "parent_gpt2": {"parents": [{"name": "p", "path": str(ws / "gpt2")}]},
+                         "parent_small_vocab": {"parents": [{"name": "p", "path": str(ws / "small_vocab")}]}}.items():
+        (ws / f"grid_{name}.yaml").write_text(yaml.safe_dump(_grid(shards, **change)))
     return {"ws": str(ws), "file": str(ws / "file.txt"), "full": str(ws / "full"), "empty": str(ws / "empty"),
             "corpus": str(ws / "corpus"), "shards": str(shards), "store": str(ws / "store"),
             "none": str(ws / "does-not-exist")}

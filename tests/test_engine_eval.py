@@ -195,3 +195,24 @@ def test_bad_inputs_exit_2_with_one_line(assets, tmp_path, capsys, argv, message
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0], err
     assert sentinel.read_text() == "keep me"
+
+
+def test_a_hub_task_not_cached_offline_is_refused_before_the_model_loads(assets, tmp_path):
+    """``--tasks hellaswag`` with an empty HF cache and no network: exit 2 naming the task and the
+    remedy. The model's weights are garbage, so reaching the model load would fail otherwise."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    broken = tmp_path / "broken"
+    shutil.copytree(assets["random"], broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "engine", "eval", str(broken), "--tasks", "hellaswag"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(err) == 1 and "task 'hellaswag': its dataset is not available offline" in err[0], err
+    assert str(tmp_path / "hf") in err[0] and "HF_DATASETS_OFFLINE=0" in err[0] and "--tasks corpus_ppl" in err[0]

@@ -53,7 +53,7 @@ def test_job_files_are_complete_rerunnable_configs(tmp_path):
     ({"train": {"tokens": 5}}, "set by the grid itself"),
     ({"train": {"optim": {"warmup": 3}}}, r"unknown key\(s\) warmup in optim"),
     ({"parents": [{"name": "p", "preset": "gpt-2", "tokens": "1M"}]}, "unknown preset 'gpt-2'"),
-    ({"parents": [{"name": "p", "path": "/no/such/model"}]}, "neither a model directory"),
+    ({"parents": [{"name": "p", "path": "/no/such/model"}]}, "path '/no/such/model' is not a directory"),
     ({"methods": ["snip"]}, "method='snip' is not allowed"),
     ({"colour": "red"}, r"unknown key\(s\) colour in grid; allowed: name, data, parents"),
 ])
@@ -80,16 +80,18 @@ def test_job_command_runs_the_list_through_the_deepspeed_launcher():
 
 def _with_fetched_parents(path: Path, tmp_path: Path) -> Path:
     """The grid at ``path``, its ``path:`` parents (fetched by the user, e.g. `engine model
-    fetch`) stood in for by a saved tiny model, so that every job is still validated."""
+    fetch`) stood in for by the config of the preset their directory is named after (planning
+    reads the config alone), else a tiny model's, so that every job is still validated."""
+    from data.models import MODELS
+    from engine.models import config_for
+
     spec = yaml.safe_load(path.read_text())
     missing = [p for p in spec["parents"] if p.get("path") and not (ROOT / p["path"]).is_dir()]
     if not missing:
         return path
-    from engine.models import build_model
-
-    stand_in = tmp_path / f"{path.stem}-parent"
-    build_model("tiny-llama").save_pretrained(stand_in)
-    for parent in missing:
+    for i, parent in enumerate(missing):
+        stand_in = tmp_path / f"{path.stem}-parent{i}"
+        config_for(MODELS.get(Path(parent["path"]).name, MODELS["tiny-llama"])).save_pretrained(stand_in)
         parent["path"] = str(stand_in)
     out = tmp_path / path.name
     out.write_text(yaml.safe_dump(spec))
@@ -143,3 +145,143 @@ def test_ratios_per_method_and_method_args(tmp_path):
     assert posts[2].prune_args == {"tolerance": 0.3} and posts[0].prune_args == {}
     with pytest.raises(BadInput, match="missing: 2:4"):
         load_grid(write(tmp_path, methods=["width", "2:4"], ratios={"width": [0.25]}))
+
+
+# -- plan-time checks of parents: reachability, directory, architecture, tokenizer ------------
+
+@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-qwen", "tiny-llama-s", "ref-llama-1", "ref-qwen-3"])
+def test_plan_time_shape_maps_agree_with_the_loaded_model(preset):
+    """The config-only maps ``engine grid plan`` runs are the ones pruning runs on the model."""
+    from data.models import MODELS
+    from engine.models import build_model
+    from engine.pruning import common, width
+    from engine.pruning.reach import _nm_reachable, depth_layers
+    from engine.pruning.semistructured import coverage_ratios
+    from engine.pruning.sparse_common import Pattern
+
+    spec = MODELS[preset]
+    model = build_model(preset)
+    assert spec.params_total == common.count_params(model).total
+    for ratio in (0.1, 0.2, 0.3):
+        try:
+            expected = common.layers_to_drop(model, ratio, "depth")
+        except BadInput as exc:
+            with pytest.raises(BadInput, match=str(exc).split(";")[0]):
+                depth_layers(spec.params_total, spec.layer_params, spec.layers, ratio, "depth")
+        else:
+            assert depth_layers(spec.params_total, spec.layer_params, spec.layers, ratio, "depth") == expected
+    assert _nm_reachable(spec, 2, 4) == pytest.approx(coverage_ratios(model, Pattern("n:m", n=2, m=4)), rel=1e-12)
+    base = width.Base(spec.hidden, spec.heads, spec.kv_heads, spec.head_dim, spec.ffn, spec.layers, spec.vocab,
+                      spec.tied, spec.qkv_bias)
+    assert base == width.Base.of(model)
+
+
+def _grid_with(tmp_path, **over):
+    from train_fakes import MemData, write_shards
+
+    shards = tmp_path / "shards"
+    if not shards.exists():
+        write_shards(shards, MemData(vocab=2048, seq_len=32))
+    return load_grid(write(tmp_path, data={"shards": str(shards), "seq_len": 32}, objectives=["lm"],
+                           inits=["pruned"], **over))
+
+
+def test_the_readme_tiny_grid_is_refused_when_depth_would_remove_every_layer(tmp_path):
+    """grids/tiny.yaml used to ask depth 0.5 of a 4-layer parent: the job failed on every launch."""
+    grid = _grid_with(tmp_path, parents=[{"name": "s", "preset": "tiny-llama-s", "tokens": "20K"}],
+                      methods=["depth"], ratios=[0.25, 0.5])
+    with pytest.raises(BadInput, match=r"parent 's' \(4 layers.*vocab 2048\): depth: ratio 0.5 would remove all 4 "
+                                       r"layers; reachable ratios drop 1..3 layers: 0.1252, 0.2504, 0.3756"):
+        validate(grid, tmp_path / "runs")
+    fixed = _grid_with(tmp_path, parents=[{"name": "s", "preset": "tiny-llama-s", "tokens": "20K"}],
+                       methods=["depth"], ratios=[0.25, 0.5], exclude=[{"parent": "s", "ratios": [0.5]}])
+    validate(fixed, tmp_path / "runs")
+    assert [j.config.ratio for j in fixed.jobs if j.kind == "post"] == [0.25]
+    assert not (tmp_path / "runs").exists(), "a refused plan writes nothing"
+
+
+@pytest.mark.parametrize("method, ratio, message", [
+    ("width", 0.35, "width on axes ffn,heads,hidden cannot reach ratio 0.35 within tolerance 0.02: nearest achievable is 0.2628"),
+    ("2:4", 0.5, r"2:4 removes 50% of the linears .* not 0.5"),
+])
+def test_unreachable_width_and_2_4_ratios_are_refused_at_plan_time(tmp_path, method, ratio, message):
+    grid = _grid_with(tmp_path, parents=[{"name": "p", "preset": "ref-llama-1", "tokens": "20K"}],
+                      methods=[method], ratios=[ratio])
+    with pytest.raises(BadInput, match=message):
+        validate(grid, tmp_path / "runs")
+
+
+def _saved_parent(path: Path, model_type: str = "llama", tokenizer_words: list[str] | None = None) -> Path:
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    from data.models import MODELS
+    from engine.models import config_for
+
+    config_for(MODELS["tiny-llama"], vocab=4096).save_pretrained(path)
+    if model_type != "llama":
+        import json
+
+        doc = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**doc, "model_type": model_type}))
+    if tokenizer_words is not None:
+        Tokenizer(WordLevel({w: i for i, w in enumerate(tokenizer_words)}, unk_token=tokenizer_words[0])).save(
+            str(path / "tokenizer.json"))
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "path '.*nowhere' is not a directory; expected a save_pretrained model directory"),
+    ("gpt2", "is a 'gpt2' model \\(config.json model_type\\); allowed: llama, qwen2"),
+    ("other_tokenizer", "its tokenizer is not the one shards .* were made with"),
+])
+def test_a_parent_that_cannot_serve_the_grid_is_refused_at_plan_time(tmp_path, case, message):
+    grid = _grid_with(tmp_path)  # writes the shards: vocab 2048, a tokenizer of words a..
+    shards = Path(grid.spec.data["shards"])
+    words = ["<unk>", "alpha", "beta", "gamma"]
+    _saved_parent(shards / "tokenizer", tokenizer_words=words)  # the shards' own tokenizer.json
+    parent = {"missing": tmp_path / "nowhere", "gpt2": _saved_parent(tmp_path / "gpt2", "gpt2"),
+              "other_tokenizer": _saved_parent(tmp_path / "other", tokenizer_words=words[::-1])}[case]
+    grid = _grid_with(tmp_path, parents=[{"name": "p", "path": str(parent)}], methods=["depth"], ratios=[0.1])
+    with pytest.raises(BadInput, match=message):
+        validate(grid, tmp_path / "runs")
+    same = _saved_parent(tmp_path / "same", tokenizer_words=words)
+    validate(_grid_with(tmp_path, parents=[{"name": "p", "path": str(same)}], methods=["depth"], ratios=[0.1]),
+             tmp_path / "runs")
+
+
+def test_a_parent_vocabulary_smaller_than_the_shards_is_refused(tmp_path):
+    grid = _grid_with(tmp_path)
+    small = tmp_path / "small"
+    from data.models import MODELS
+    from engine.models import config_for
+
+    config_for(MODELS["tiny-llama"], vocab=512).save_pretrained(small)
+    grid = _grid_with(tmp_path, parents=[{"name": "p", "path": str(small)}], methods=["depth"], ratios=[0.1])
+    with pytest.raises(BadInput, match="has a vocabulary of 512 tokens but shards .* use 2048"):
+        validate(grid, tmp_path / "runs")
+
+
+def test_a_repeated_key_in_a_grid_is_refused_not_last_wins(tmp_path):
+    path = tmp_path / "grid.yaml"
+    text = yaml.safe_dump(GRID) + "ratios: [0.5]\n"
+    path.write_text(text)
+    with pytest.raises(BadInput, match=r"key 'ratios' appears twice \(lines \d+ and \d+\)"):
+        load_grid(path)
+
+
+def test_merge_keys_may_override_but_a_flow_mapping_may_not_repeat(tmp_path):
+    from engine.yamlfile import load_yaml
+
+    path = tmp_path / "anchors.yaml"
+    path.write_text("base: &b {lr: 1.0e-3, warmup_frac: 0.05}\ntrain:\n  <<: *b\n  lr: 3.0e-4\n")
+    assert load_yaml(path, "grid file")["train"] == {"lr": 3.0e-4, "warmup_frac": 0.05}
+    path.write_text("train: {tokens: 2K, tokens: 4K}\n")
+    with pytest.raises(BadInput, match=r"key 'tokens' appears twice \(lines 1 and 1\)"):
+        load_yaml(path, "job file")
+
+
+@pytest.mark.parametrize("rule", [{"parent": "q"}, {"method": "depthh"}, {"ratios": 0.5}, {"colour": "red"}])
+def test_an_exclude_rule_that_matches_nothing_is_refused(tmp_path, rule):
+    with pytest.raises(BadInput, match=r"exclude\[0\]"):
+        load_grid(write(tmp_path, exclude=[rule]))

@@ -160,3 +160,41 @@ def test_masks_are_saved_for_sparse_methods(tmp_path) -> None:
     removed = sum(int((~m).sum()) for m in masks.values())
     assert masks and all(m.dtype == torch.bool for m in masks.values())
     assert report["params_before"] - report["params_after"] == removed
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("out", ["SAME", "SAME/pruned", "LINK", "PARENT_OF_MODEL", "."])
+def test_force_never_replaces_the_input_or_the_current_directory(tmp_path, tiny_dir: Path, out: str, capsys,
+                                                                 monkeypatch) -> None:
+    """``engine prune --model m --out m --force`` used to prune m and swap the result over it."""
+    model = tmp_path / "home" / "m"
+    model.parent.mkdir()
+    import shutil
+
+    shutil.copytree(tiny_dir, model)
+    (tmp_path / "link").symlink_to(model)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / ("elsewhere" if out == "." else "home"))
+    target = {"SAME": str(model), "SAME/pruned": str(model / "pruned"), "LINK": str(tmp_path / "link"),
+              "PARENT_OF_MODEL": str(model.parent), ".": "."}[out]
+    before = _digests(model)
+    code = engine_main(["prune", "--model", str(model), "--method", "depth-last", "--ratio", "0.3",
+                        "--out", target, "--force"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert ("current directory" if out == "." else "the input --model") in err[0]
+    assert _digests(model) == before and sorted(p.name for p in model.parent.iterdir()) == ["m"]
+
+
+def test_recon_refuses_to_write_over_its_pruned_input(tmp_path, tiny_dir: Path, capsys) -> None:
+    before = _digests(tiny_dir)
+    code = engine_main(["recon", "--model", str(tiny_dir), "--parent", "tiny-qwen", "--calib", str(TEXT),
+                        "--out", str(tiny_dir), "--force"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--out" in err and "is the input --model" in err
+    assert _digests(tiny_dir) == before

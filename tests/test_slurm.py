@@ -145,13 +145,36 @@ def test_no_sbatch_on_path_is_bad_input(tmp_path: Path, capsys, monkeypatch) -> 
 @pytest.mark.parametrize("flags, expected", [
     (["--gpus-per-job", "3", "--nodes-per-job", "2"], "--gpus-per-job=3 must be a multiple of --nodes-per-job=2"),
     (["--max-parallel", "0"], "--max-parallel=0 must be >= 1"),
-    (["--sbatch-extra", "qos=high"], "--sbatch-extra='qos=high' must be an sbatch option"),
+    (["--sbatch-extra", "qos=high"], "--sbatch-extra='qos=high' is not one sbatch option"),
+    (["--sbatch-extra=--qos=high\nrm -rf ~"], "--sbatch-extra='--qos=high\\nrm -rf ~' is not one sbatch option"),
+    (["--sbatch-extra=--comment=$(id)"], "is not one sbatch option"),
+    (["--sbatch-extra=--qos=high --x=y"], "is not one sbatch option"),
 ])
 def test_bad_options_exit_2(tmp_path: Path, capsys, flags: list[str], expected: str) -> None:
     grid = write_grid(tmp_path / "g.yaml", tmp_path / "shards")
     code, _, err = cli(capsys, "grid", "launch", str(grid), "--runs", str(tmp_path / "runs"),
                        "--executor", "slurm", "--dry-run", *flags)
     assert code == 2 and expected in err
+    assert len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("*.sbatch")), "a refused option writes no script"
+
+
+@pytest.mark.parametrize("extra", ["--qos=high", "--qos high", "--constraint=a100,h100", "--exclusive"])
+def test_one_sbatch_option_becomes_one_line(tmp_path: Path, capsys, extra: str) -> None:
+    grid = write_grid(tmp_path / "g.yaml", tmp_path / "shards")
+    code, _, err = cli(capsys, "grid", "launch", str(grid), "--runs", str(tmp_path / "runs"),
+                       "--executor", "slurm", "--dry-run", f"--sbatch-extra={extra}")
+    assert code == 0, err
+    script = next((tmp_path / "runs").rglob("*.sbatch")).read_text()
+    assert f"#SBATCH {extra}\n" in script
+
+
+def test_a_runs_dir_an_sbatch_line_cannot_hold_is_refused(tmp_path: Path, capsys) -> None:
+    grid = write_grid(tmp_path / "g.yaml", tmp_path / "shards")
+    runs = tmp_path / "runs\nrm -rf ~"
+    code, _, err = cli(capsys, "grid", "launch", str(grid), "--runs", str(runs), "--executor", "slurm", "--dry-run")
+    assert code == 2 and "--runs" in err and "#SBATCH line cannot hold" in err
+    assert not runs.exists()
 
 
 # -- a real single-node SLURM ------------------------------------------------------------------

@@ -88,6 +88,9 @@ def fetch(name: str, out: Path, *, force: bool = False) -> Path:
     key = name.strip().lower()
     if key not in FETCHABLE:
         raise BadInput(f"cannot fetch {name!r}; fetchable offline: {', '.join(FETCHABLE)}")
+    from data.paths import check_swappable
+
+    check_swappable(out)  # the finished model is swapped in by a rename: not the cwd or a mount point
     if out.exists() and not force:
         raise BadInput(f"--out {str(out)!r} already exists; pass --force to replace it")
     from data.assets import pip_artifact

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from data.cli import BadInput
+from data.paths import check_out_apart, check_swappable
 
 EPILOG = """examples:
   engine prune --model work/smollm2-135m --method depth --ratio 0.25 --calib work/text/shakes.txt --out work/pruned/depth25
@@ -115,6 +116,9 @@ class PruneJob:
             raise BadInput(f"--calib-samples, --calib-seq-len, --eval-samples and --batch-size must be "
                            f"<= {MAX_COUNT:,}; got {self.calib_samples}, {self.calib_seq_len}, "
                            f"{self.eval_samples}, {self.batch_size}")
+        check_out_apart(self.out, {"--model": self.model, "--calib": self.calib, "--eval": self.eval,
+                                   "--tokenizer": self.tokenizer})
+        check_swappable(self.out)
         if self.out.exists() and not self.force:
             raise BadInput(f"--out {str(self.out)!r} already exists; pass --force to replace it")
         if self.width and self.method not in ("width", "width-search"):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from data.cli import BadInput
+from data.paths import check_out_apart, check_swappable
 
 EPILOG = """examples:
   engine recon --model work/pruned/mag50 --parent work/smollm2-135m --calib work/text/shakes.txt --granularity block --out work/pruned/mag50-block
@@ -59,6 +60,9 @@ class ReconJob:
             raise BadInput(f"--eval-samples {self.eval_samples} must be >= 1")
         if not (self.model / "config.json").is_file():
             raise BadInput(f"--model {str(self.model)!r} is not a pruned model directory (no config.json)")
+        check_out_apart(self.out, {"--model": self.model, "--parent": self.parent, "--calib": self.calib,
+                                   "--eval": self.eval})
+        check_swappable(self.out)
         if self.out.exists() and not self.force:
             raise BadInput(f"--out {str(self.out)!r} already exists; pass --force to replace it")
 

@@ -142,6 +142,35 @@ def _task_manager(req: EvalRequest, task_dir: Path | None, local_names: list[str
     return manager
 
 
+def _load_tasks(req: EvalRequest, manager: Any) -> list[Any]:
+    """Every task built, its dataset read, before the model loads.
+
+    A hub task whose dataset is not in the local HF cache fails offline (a ConnectionError deep
+    in ``datasets``); built here first, it fails in seconds naming the task and the remedy,
+    instead of after the model load. The built objects are what the harness then evaluates.
+
+    Raises:
+        BadInput: a task whose data is not available offline.
+    """
+    built: list[Any] = []
+    for name in req.tasks:
+        try:
+            loaded = manager.load([name])
+        except OSError as exc:  # ConnectionError, OfflineModeIsEnabled, DatasetNotFoundError
+            if local.is_local(name):
+                raise
+            from datasets import config
+
+            raise BadInput(f"task {name!r}: its dataset is not available offline ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else 'not cached'}); fetch it once into the HF "
+                           f"datasets cache {config.HF_DATASETS_CACHE} with network access (HF_DATASETS_OFFLINE=0 "
+                           f"HF_HUB_OFFLINE=0 engine eval ... --tasks {name}), or score offline with --tasks "
+                           f"{local.TASK} --data CORPUS_DIR") from None
+        top = loaded["groups"].get(name, loaded["tasks"].get(name))
+        built += [top] if top is not None else list(loaded["tasks"].values())  # a tag: its tasks
+    return built
+
+
 def _device_dtype(req: EvalRequest) -> tuple[str, Any]:
     import torch
 
@@ -206,13 +235,14 @@ def evaluate(req: EvalRequest) -> EvalReport:
         task_dir = Path(tmp) / "tasks" if docs is not None else None
         names = local.write_tasks(docs, task_dir) if docs is not None else []
         manager = _task_manager(req, task_dir, names)
+        built = _load_tasks(req, manager)
         device, dtype = _device_dtype(req)
         model, tokenizer, tok_source = _load(req, device, dtype)
         import lm_eval
         from lm_eval.models.huggingface import HFLM
 
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=req.batch_size)
-        out = lm_eval.simple_evaluate(model=lm, tasks=list(req.tasks), task_manager=manager, limit=req.limit,
+        out = lm_eval.simple_evaluate(model=lm, tasks=built, task_manager=manager, limit=req.limit,
                                       log_samples=False)
     better = out.get("higher_is_better", {})
     results = {name: _task_result(entry, out.get("n-samples", {}).get(name), better.get(name, {}))

@@ -75,6 +75,27 @@ _FORMATS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Each ``--sbatch-extra`` becomes one ``#SBATCH`` line of a script bash runs: a newline in it
+# would start a shell command, so it must be exactly one option with a plain value.
+_SBATCH_OPTION = re.compile(r"--[A-Za-z][A-Za-z0-9-]*(?:[= ][A-Za-z0-9_.,:=/@+%-]+)?")
+# Paths written into ``#SBATCH --output=`` / ``--chdir=`` lines: sbatch splits those lines at
+# whitespace and a newline would end the comment, so such paths are refused, not quoted.
+_SBATCH_PATH_BAD = re.compile(r"[\s\"'\\%#$`;&|<>]")
+
+
+def check_sbatch_path(path: Path, what: str) -> None:
+    """Refuse a path that an ``#SBATCH`` line cannot hold literally.
+
+    Raises:
+        BadInput: naming the path and the characters it may not contain.
+    """
+    bad = _SBATCH_PATH_BAD.search(str(path))
+    if bad:
+        raise BadInput(f"{what} {str(path)!r} contains {bad.group()!r}, which an #SBATCH line cannot hold; "
+                       "use a path without whitespace, quotes, '%', '#', '$', '`', ';', '&', '|', '<', '>' "
+                       "or a backslash")
+
+
 @dataclass
 class SlurmOptions:
     """What each array task asks SLURM for (``engine grid launch --executor slurm`` flags)."""
@@ -115,9 +136,11 @@ class SlurmOptions:
             value = getattr(self, name)
             if value is not None and not re.fullmatch(pattern, str(value)):
                 raise BadInput(f"--{name}={value!r} is not valid; allowed: {allowed}")
-        bad = [x for x in self.sbatch_extra if not x.startswith("-")]
-        if bad:
-            raise BadInput(f"--sbatch-extra={bad[0]!r} must be an sbatch option such as --qos=high")
+        for extra in self.sbatch_extra:
+            if not _SBATCH_OPTION.fullmatch(extra):
+                raise BadInput(f"--sbatch-extra={extra!r} is not one sbatch option; allowed: --name=value or "
+                               f"'--name value' (one option per flag; value of letters, digits and _.,:=/@+%-; "
+                               f"no spaces, newlines or shell metacharacters), e.g. --sbatch-extra=--qos=high")
 
     @property
     def gpus_per_node(self) -> int:
@@ -480,6 +503,8 @@ class SlurmExecutor:
         """
         from engine.grid.spec import validate
 
+        check_sbatch_path(Path(runs).resolve(), "--runs")
+        check_sbatch_path(Path.cwd(), "the current directory (the jobs' working directory)")
         validate(grid, runs, self.procs)
         if launching and not self.options.dry_run:
             _require("sbatch", "use --dry-run to write the sbatch script and submit it on the cluster")

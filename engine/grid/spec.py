@@ -12,7 +12,7 @@ Example ``grids/tiny.yaml``::
     parents:
       - {name: s, preset: tiny-llama-s, tokens: 200K}
     methods: [width, depth]
-    ratios: [0.25, 0.5]
+    ratios: {width: [0.25, 0.5], depth: [0.125, 0.25]}
     objectives: [lm]
     tokens: 100K
     train: {deepspeed: {micro_batch: 8}, eval: {points: 8}}
@@ -101,6 +101,10 @@ class GridSpec:
     method_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-method ``prune_args`` (e.g. ``{"2:4": {tolerance: 0.3}}``: 2:4 reaches one fixed,
     model-dependent ratio, so a tolerance lets one target serve parents of several sizes)."""
+    exclude: list[dict[str, Any]] = field(default_factory=list)
+    """Combinations left out of the cross product, each ``{parent: NAME, method: M, ratios: [R, ...]}``
+    (any subset of the keys; a job matching every key given is dropped): a ratio a method cannot
+    reach on one parent's shape, which ``engine grid plan`` refuses otherwise."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
@@ -112,6 +116,26 @@ class GridSpec:
                 raise BadInput(f"{key}: {value!r} must be a non-empty list (an empty one drops every job)")
         if not self.ratios:
             raise BadInput(f"ratios: {self.ratios!r} must be a non-empty list or mapping method -> list")
+        names = {p.get("name") for p in self.parents if isinstance(p, dict)}
+        for i, rule in enumerate(self.exclude):
+            if (not isinstance(rule, dict) or not rule or set(rule) - set(EXCLUDE_KEYS)
+                    or not isinstance(rule.get("ratios", []), list)):
+                raise BadInput(f"exclude[{i}]: {rule!r} must be a mapping with some of the keys "
+                               f"{', '.join(EXCLUDE_KEYS)} (e.g. {{parent: s, method: width, ratios: [0.15]}})")
+            unknown_parent = "parent" in rule and rule["parent"] not in names
+            unknown_method = "method" in rule and rule["method"] not in self.methods
+            if unknown_parent or unknown_method:  # a typo would exclude nothing, silently
+                raise BadInput(f"exclude[{i}]: {rule!r} names no parent or method of this grid; "
+                               f"parents: {', '.join(sorted(map(str, names)))}; methods: {', '.join(self.methods)}")
+
+
+EXCLUDE_KEYS = ("parent", "method", "ratios")
+
+
+def _excluded(spec: GridSpec, parent: str, method: str, ratio: float) -> bool:
+    """Whether an ``exclude`` rule of the grid drops this (parent, method, ratio)."""
+    return any(rule.get("parent", parent) == parent and rule.get("method", method) == method
+               and ratio in rule.get("ratios", [ratio]) for rule in spec.exclude)
 
 
 @dataclass
@@ -123,6 +147,8 @@ class Job:
     """``parent`` (pretraining, saved for its children) or ``post`` (prune + post-train)."""
     depends: str | None = None
     """run_id of the parent job this one loads, if the grid pretrains it."""
+    parent_name: str = ""
+    """The grid's label of the parent this job is (parent jobs) or prunes (post jobs)."""
 
     @property
     def run_id(self) -> str:
@@ -174,7 +200,7 @@ def _parent_jobs(spec: GridSpec, parents: list[ParentSpec], data: dict[str, Any]
                         tokens=p.tokens, data=data, family=p.family, seed=p.seed, init="random",
                         save_model=True)
             cfg.run_id = default_run_id(cfg, head=p.name)
-            jobs[p.name] = Job(cfg, "parent")
+            jobs[p.name] = Job(cfg, "parent", parent_name=p.name)
     return jobs
 
 
@@ -196,7 +222,7 @@ def expand(spec: GridSpec, path: Path) -> Grid:
         parent = f"{RUN_PREFIX}{pre[p.name].run_id}" if p.name in pre else _absolute(p.path)
         family = p.family or (MODELS[p.preset.lower()].family if p.preset else "")
         for method in spec.methods:
-            for ratio in ratios[method]:
+            for ratio in (r for r in ratios[method] if not _excluded(spec, p.name, method, r)):
                 for objective in spec.objectives:
                     for init in spec.inits:
                         for seed in spec.seeds:
@@ -205,7 +231,7 @@ def expand(spec: GridSpec, path: Path) -> Grid:
                                         method=method, ratio=ratio, objective=objective, init=init, seed=seed,
                                         prune_args={**train.get("prune_args", {}), **spec.method_args.get(method, {})})
                             cfg.run_id = default_run_id(cfg, head=p.name)
-                            posts.append(Job(cfg, "post", pre[p.name].run_id if p.name in pre else None))
+                            posts.append(Job(cfg, "post", pre[p.name].run_id if p.name in pre else None, p.name))
     jobs = list(pre.values()) + posts
     _check_unique(jobs)
     return Grid(path, spec, parents, jobs)
@@ -239,15 +265,10 @@ def load_grid(path: str | os.PathLike[str]) -> Grid:
     Raises:
         BadInput: missing file, bad YAML, unknown/missing keys, or any invalid job.
     """
-    import yaml
+    from engine.yamlfile import load_yaml
 
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"grid file {str(path)!r} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise BadInput(f"grid file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    raw = load_yaml(path, "grid file")
     try:
         return expand(from_dict(GridSpec, raw, "grid"), path)
     except BadInput as exc:
@@ -255,13 +276,16 @@ def load_grid(path: str | os.PathLike[str]) -> Grid:
 
 
 def validate(grid: Grid, runs_dir: str | os.PathLike[str], procs: int = 1) -> None:
-    """Every check possible before anything runs: parents, sequence length, token budget.
+    """Every check possible before anything runs: parents (directory, architecture, tokenizer,
+    every method and ratio reachable on their shape), sequence length, token budget.
 
     Raises:
         BadInput: naming the first bad job.
     """
+    from engine.grid.parents import check_parents
     from engine.train.sources import check_budget, check_parent, check_seq_len, job_seq_len
 
+    check_parents(grid)
     runs = Path(runs_dir)
     if runs.exists() and not runs.is_dir():
         raise BadInput(f"--runs {str(runs_dir)!r} is a file; expected a run-store directory")

@@ -202,25 +202,17 @@ def per_layer_params(model: nn.Module) -> int:
 
 
 def layers_to_drop(model: nn.Module, ratio: float, method: str) -> int:
-    """Nearest layer count whose removal approaches ``ratio`` of the total parameters.
+    """Nearest layer count whose removal approaches ``ratio`` of the total parameters
+    (:func:`engine.pruning.reach.depth_layers`, which ``engine grid plan`` runs on configs).
 
     Raises:
         BadInput: when the nearest count is 0 (for ratio > 0) or every layer; the message
             lists the ratios depth pruning can reach on this model.
     """
-    total = count_params(model).total
-    per_layer = per_layer_params(model)
-    n_layers = len(decoder_layers(model))
-    n = int(round(ratio * total / per_layer))
-    if ratio == 0:
-        return 0
-    if 1 <= n < n_layers:
-        return n
-    reachable = [round(k * per_layer / total, 4) for k in range(1, n_layers)]
-    shown = ", ".join(str(r) for r in reachable[:6]) + (f", ..., {reachable[-1]}" if len(reachable) > 6 else "")
-    what = "removes no layer" if n < 1 else f"would remove all {n_layers} layers"
-    raise BadInput(f"{method}: ratio {ratio} {what}; reachable ratios drop 1..{n_layers - 1} "
-                   f"layers: {shown}")
+    from engine.pruning.reach import depth_layers
+
+    return depth_layers(count_params(model).total, per_layer_params(model), len(decoder_layers(model)), ratio,
+                        method)
 
 
 def drop_layers(model: nn.Module, drop: list[int]) -> list[int]:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from data.cli import BadInput
+from engine.pruning.reach import nm_layers
 from engine.pruning.report import PruneReport
 from engine.pruning.sparse_common import (Pattern, SparseArgs, check_ratio_open, removable_count,
                                           run_sparse, target_linears, target_weights,
@@ -50,12 +51,7 @@ def _prune(model: nn.Module, ratio: float, calib: torch.Tensor | None, scorer: s
     full = Pattern("n:m", n=cfg.n, m=cfg.m)
     reachable = coverage_ratios(model, full)  # k layers covered -> whole-model ratio
     share = 1 - cfg.n / cfg.m
-    k = min(reachable, key=lambda j: abs(reachable[j] - ratio))
-    if abs(ratio - reachable[k]) > cfg.tolerance:
-        listed = ", ".join(f"{r:.4f}" for r in reachable.values())
-        raise BadInput(f"{cfg.n}:{cfg.m} removes {share:.0%} of the linears of each covered decoder layer: "
-                       f"on this model it reaches only {listed} (1..{len(reachable)} layers), not {ratio}; "
-                       f"ask for one of those or use unstructured")
+    k = nm_layers(reachable, ratio, cfg.n, cfg.m, cfg.tolerance)
     n_layers = len(reachable)
     pattern = replace(full, layers=tuple(range(n_layers - k, n_layers)))
     note = (f"{cfg.n}:{cfg.m} removes {share:.0%} of the targeted weights of each covered layer; "

@@ -421,15 +421,10 @@ def load_job(path: str | Path) -> JobConfig:
     Raises:
         BadInput: missing/unreadable file, invalid YAML, unknown/missing keys, bad values.
     """
-    import yaml
+    from engine.yamlfile import load_yaml
 
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise BadInput(f"job file {str(path)!r} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise BadInput(f"job file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    raw = load_yaml(path, "job file")
     try:
         return job_from_dict(raw)
     except BadInput as exc:
