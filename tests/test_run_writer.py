@@ -223,9 +223,9 @@ for path in sys.argv[sys.argv.index("--config") + 1:]:
 """
 
 
-def test_a_launch_waits_for_a_run_another_process_still_writes(tmp_path, monkeypatch):
-    """What a launch right after a kill -9 of the previous one meets: that launch's job still
-    holds its run for a moment. The new launch says so, waits, and only then runs it."""
+@pytest.fixture
+def fake_grid(tmp_path, monkeypatch):
+    """A parent + one child grid whose launcher (a fake ``deepspeed``) marks each job done."""
     from train_fakes import MemData, write_shards
 
     from engine.grid.spec import load_grid
@@ -235,19 +235,24 @@ def test_a_launch_waits_for_a_run_another_process_still_writes(tmp_path, monkeyp
                                                                        "tokens": 8192}],
             "methods": ["width"], "ratios": [0.3], "objectives": ["lm"], "tokens": 4096}
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(spec))
-    grid = load_grid(tmp_path / "grid.yaml")
-    runs = tmp_path / "runs"
-    parent = grid.jobs[0].run_id
-    code = HOLDER.replace("time.sleep(600)", "time.sleep(3)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(runs / parent / WRITER_FILE)], cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
     launcher = tmp_path / "deepspeed"
     launcher.write_text(DONE_LAUNCHER.format(python=sys.executable))
     launcher.chmod(0o755)
     monkeypatch.setenv("PRUNELAW_DEEPSPEED", str(launcher))
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "ran.log"))
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    return load_grid(tmp_path / "grid.yaml"), tmp_path / "runs"
+
+
+def test_a_launch_waits_for_a_run_another_process_still_writes(fake_grid, tmp_path):
+    """What a launch right after a kill -9 of the previous one meets: that launch's job still
+    holds its run for a moment. The new launch says so, waits, and only then runs it."""
+    grid, runs = fake_grid
+    parent = grid.jobs[0].run_id
+    code = HOLDER.replace("time.sleep(600)", "time.sleep(3)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(runs / parent / WRITER_FILE)], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
     ex = LocalExecutor(LocalOptions(parallel=1), gpus=lambda: [])
     lines: list[str] = []
     result = ex.submit(ex.plan(grid, runs), lines.append)
@@ -259,3 +264,14 @@ def test_a_launch_waits_for_a_run_another_process_still_writes(tmp_path, monkeyp
     progress = [line for line in lines if line.startswith("progress: ")]
     assert progress[0].startswith("progress: 0/2 done, 1 running, 0 failed, 1 waiting")
     assert progress[-1] == "progress: 2/2 done, 0 running, 0 failed, 0 waiting; about 00:00 left"
+
+
+def test_the_demo_grid_step_prints_progress_as_it_goes(fake_grid, capsys):
+    from workflow.demo import Timings, grid_step
+
+    grid, runs = fake_grid
+    result = grid_step(SimpleNamespace(procs_per_job=1, grid=grid.path), grid, runs, Timings())
+    out = capsys.readouterr().out
+    assert result.ok
+    assert "    progress: 0/2 done, 1 running, 0 failed, 1 waiting; time left known after the first job ends" in out
+    assert "    progress: 2/2 done, 0 running, 0 failed, 0 waiting; about 00:00 left" in out
