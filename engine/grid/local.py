@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 from data.cli import BadInput
 from data.runs import RunStore
 from engine.grid.executor import MAX_PROCS, JobState, Plan, Submission, job_costs, job_order, job_states, should_run
-from engine.grid.lock import LockOwner, process_start, writer_state
+from engine.grid.lock import LAUNCH_ENV, LockOwner, process_token, writer_state
 from engine.grid.progress import Progress
 from engine.grid.spec import Grid, Job, job_command, write_job_files
 from engine.probe import MachinePlan, machine_plan, usable_cores
@@ -59,9 +59,6 @@ CANCEL_WAIT_S = 60.0
 """How long ``cancel`` waits for the launch to stop its launchers and release the store."""
 WRITER_POLL_S = 1.0
 """How often a launch looks again at a run another process still writes."""
-LAUNCH_ENV = "PRUNELAW_LAUNCH"
-"""Tells each training process which launch to outlive by no more than a second
-(``engine.train.worker.watch_launch``): ``<pid>:<start time>``."""
 JOB_END = re.compile(r"^(\S+): (?:(?:done|failed|skipped) in |not started: )")
 """A worker's line saying one job of its batch ended (``engine.train.worker.run_jobs``)."""
 
@@ -229,7 +226,7 @@ def launch_env(threads: int, devices: tuple[int, ...] | None) -> dict[str, str]:
     (its training processes end with it), and no CUDA_VISIBLE_DEVICES once ``--include``
     names the GPUs (DeepSpeed's runner would print that it ignores it, then drop it)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
-           LAUNCH_ENV: f"{os.getpid()}:{process_start(os.getpid())}"}
+           LAUNCH_ENV: process_token(os.getpid())}  # engine.train.worker.watch_launch
     if devices is not None:
         env.pop("CUDA_VISIBLE_DEVICES", None)
     return env
@@ -265,6 +262,7 @@ class _Scheduler:
         self.store, self.max_retries = store, max_retries
         self.attempts = {run_id: 0 for run_id in self.jobs}
         self.running: set[str] = set()
+        self.guard = threading.Lock()  # batch threads read ``running`` (progress) while it changes
 
     def _launchable(self, job: Job) -> bool:
         if job.run_id in self.running:
@@ -283,7 +281,7 @@ class _Scheduler:
         launch's job, ``engine train``): run_id -> its writer. They are waited for."""
         out = {}
         for run_id in self.jobs:
-            if run_id in self.running or self.store.status(run_id) == "done":
+            if run_id in self.running_now() or self.store.status(run_id) == "done":
                 continue
             state, owner = writer_state(self.store.run_dir(run_id))
             if state == "live":
@@ -300,13 +298,19 @@ class _Scheduler:
         size = max(1, min(BATCH, math.ceil(len(ready) / free_slots)))
         # A parent goes alone: its children wait for it, and pretraining dwarfs start-up anyway.
         batch = ready[:1] if ready[0].kind == "parent" else [j for j in ready[:size] if j.kind != "parent"]
-        for job in batch:
-            self.attempts[job.run_id] += 1
-            self.running.add(job.run_id)
+        with self.guard:
+            for job in batch:
+                self.attempts[job.run_id] += 1
+                self.running.add(job.run_id)
         return batch
 
     def finished(self, batch: list[Job]) -> None:
-        self.running.difference_update(j.run_id for j in batch)
+        with self.guard:
+            self.running.difference_update(j.run_id for j in batch)
+
+    def running_now(self) -> set[str]:
+        with self.guard:
+            return set(self.running)
 
     def blocked(self) -> list[str]:
         return [j.run_id for j in self.jobs.values()
@@ -329,7 +333,7 @@ class _Run:
     launches: int = 0
 
     def refresh(self) -> None:
-        self.progress.refresh(set(self.sched.running))
+        self.progress.refresh(self.sched.running_now())
 
 
 def _run_batch(state: _Run, lock: threading.Lock, batch: list[Job]) -> None:

@@ -30,6 +30,8 @@ from data.cli import BadInput
 
 LOCK_FILE = "_lock.json"
 WRITER_FILE = "_writer.json"
+LAUNCH_ENV = "PRUNELAW_LAUNCH"
+"""Names, to each training process, the grid launch it must not outlive (:func:`process_token`)."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,11 @@ def process_start(pid: int) -> str:
     """
     fields = _stat_fields(pid)
     return fields[19] if len(fields) > 19 else ""
+
+
+def process_token(pid: int) -> str:
+    """``<pid>:<start time>``: one process, for :func:`process_alive` in another process."""
+    return f"{pid}:{process_start(pid)}"
 
 
 def process_alive(pid: int, start: str = "") -> bool:

@@ -7,7 +7,7 @@ are saved before their children load them.
 
 A run has one writer: rank 0 holds the run's writer lock (``engine.grid.lock``) while it trains
 it, and a job whose run another live process writes is not started. Started by a grid launch
-(``$PRUNELAW_LAUNCH`` names it), the process stops when that launch dies.
+(``engine.grid.lock.LAUNCH_ENV`` names it), the process stops when that launch dies.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from typing import Any
 from data.cli import run_cli
 from engine.train.config import JobConfig, load_job
 
-LAUNCH_ENV = "PRUNELAW_LAUNCH"
-"""``<pid>:<start time>`` of the grid launch that started this process (``engine.grid.local``)."""
 WATCH_EVERY_S = 1.0
 """How often the watchdog looks at the launch: a second of orphaned training at most."""
 TERM_GRACE_S = 30.0
@@ -61,7 +59,7 @@ def watch_launch(value: str | None = None) -> threading.Thread | None:
     start time, against pid reuse) and ends itself; DeepSpeed's per-node launcher then stops
     the other ranks and exits, and the runner with it. The run keeps its checkpoint and resumes.
     """
-    from engine.grid.lock import process_alive
+    from engine.grid.lock import LAUNCH_ENV, process_alive
 
     value = os.environ.get(LAUNCH_ENV, "") if value is None else value
     pid, _, start = value.partition(":")
