@@ -57,6 +57,8 @@ MAX_RETRIES = 20
 """Relaunches of unfinished jobs: more only repeats a failure that is not going away."""
 CANCEL_WAIT_S = 60.0
 """How long ``cancel`` waits for the launch to stop its launchers and release the store."""
+FOLLOW_S = 0.2
+"""How often a launcher's log is read for new lines."""
 WRITER_POLL_S = 1.0
 """How often a launch looks again at a run another process still writes."""
 JOB_END = re.compile(r"^(\S+): (?:(?:done|failed|skipped) in |not started: )")
@@ -198,12 +200,11 @@ class _Children:
         self.lock = threading.Lock()
         self.stopping = False
 
-    def start(self, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    def start(self, cmd: list[str], env: dict[str, str], out: Any) -> subprocess.Popen:
         with self.lock:
             if self.stopping:
                 raise _Cancelled("cancelled")
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                    start_new_session=True)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             self.procs.add(proc)
             return proc
 
@@ -234,23 +235,46 @@ def launch_env(threads: int, devices: tuple[int, ...] | None) -> dict[str, str]:
 
 def _stream(children: _Children, cmd: list[str], log: Path, echo: Callable[[str], None], env: dict[str, str],
             ended: Callable[[], None]) -> int:
-    """Run ``cmd``, teeing its output to ``log``; only the per-job summary lines are echoed,
-    and ``ended`` is called when one says a job ended."""
+    """Run ``cmd`` with its output going to ``log``, following the file: only the per-job
+    summary lines are echoed, and ``ended`` is called when one says a job ended.
+
+    A file, not a pipe: when this launch dies, a pipe would turn the trainer's next print
+    into a BrokenPipeError that ends the run as ``failed``; with a file the trainer goes on
+    writing its log and its watchdog ends it cleanly (``engine.train.worker.watch_launch``).
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
-        proc = children.start(cmd, env)
-        try:
-            for line in proc.stdout:  # type: ignore[union-attr]
-                fh.write(line)
-                if "[engine.train]" in line:
-                    said = line.rstrip().split("[engine.train] ", 1)[-1]
-                    echo(said)
-                    if JOB_END.match(said):
-                        ended()
-            return proc.wait()
-        finally:
-            children.done(proc)
+        fh.flush()
+        start = fh.tell()
+        proc = children.start(cmd, env, fh)
+    try:
+        with log.open(errors="replace") as reader:
+            reader.seek(start)
+            partial = ""
+            while True:
+                exited = proc.poll() is not None  # before reading: what it wrote before exiting is read
+                partial += reader.read()
+                *lines, partial = partial.split("\n")
+                for line in lines:
+                    _echo_line(line, echo, ended)
+                if exited:
+                    break
+                time.sleep(FOLLOW_S)
+            if partial:
+                _echo_line(partial, echo, ended)
+        return proc.wait()
+    finally:
+        children.done(proc)
+
+
+def _echo_line(line: str, echo: Callable[[str], None], ended: Callable[[], None]) -> None:
+    if "[engine.train]" not in line:
+        return
+    said = line.rstrip().split("[engine.train] ", 1)[-1]
+    echo(said)
+    if JOB_END.match(said):
+        ended()
 
 
 class _Scheduler:
