@@ -80,7 +80,7 @@ class Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=len(first), unit="job", file=stream, dynamic_ncols=True,
-                            bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} {postfix}")
+                            bar_format="{desc} |{bar}| {n_fmt}/{total_fmt}{postfix}")
 
     def say(self, line: str) -> None:
         """One of the launch's own lines, printed above the bar when there is one."""
