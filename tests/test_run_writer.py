@@ -113,6 +113,20 @@ def test_cuda_visible_devices_are_parsed_as_the_indices_deepspeed_includes():
         parse_visible_devices("GPU-5e3f")
 
 
+def test_gpu_discovery_keeps_the_cpu_path_on_a_cpu_machine_and_honours_cuda_visible_devices(monkeypatch):
+    import engine.grid.local as local
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    assert local.visible_gpus() == []  # DeepSpeed told to use the CPU: the machine probe decides
+    monkeypatch.delenv("DS_ACCELERATOR")
+    monkeypatch.setattr(local.shutil, "which", lambda name: None)
+    monkeypatch.setattr(local.os.path, "isdir", lambda path: False)
+    assert local.visible_gpus() == []  # no NVIDIA driver: a stray CUDA_VISIBLE_DEVICES changes nothing
+    monkeypatch.setattr(local.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    assert local.visible_gpus() == [1, 3]
+
+
 def test_each_concurrent_job_gets_its_own_gpus():
     assert device_groups([0, 1, 2, 3], 1) == [(0,), (1,), (2,), (3,)]
     assert device_groups([4, 5, 6, 7, 1], 2) == [(4, 5), (6, 7)]  # the odd one out idles
