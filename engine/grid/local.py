@@ -500,7 +500,7 @@ class LocalExecutor:
         return result
 
     def status(self, grid: Grid, runs: Path) -> list[JobState]:
-        return job_states(grid, runs)  # no queue: a live lock owner is what "running" means
+        return job_states(grid, runs)  # no queue: a run's live writer lock is what "running" means
 
     def cancel(self, grid: Grid, runs: Path, echo: Callable[[str], None] = print) -> list[str]:
         """SIGTERM the launch that holds ``runs`` (it must run on this host); waits for it."""
