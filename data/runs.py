@@ -14,6 +14,7 @@ import errno
 import json
 import math
 import os
+import stat
 import tempfile
 import time
 import warnings
@@ -100,8 +101,44 @@ def _unusable(path: Path, exc: OSError, what: str) -> BadInput:
     return BadInput(f"cannot write {what} {str(path)!r}: {exc.strerror or exc}")
 
 
+def current_umask() -> int:
+    """The process umask, read without setting it where Linux allows (``os.umask`` can only
+    be read by writing it, which races with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def shared_mode(directory: bool = False) -> int:
+    """The mode ``open``/``mkdir`` would give under the umask: ``mkstemp``/``mkdtemp`` make
+    owner-only files, which colleagues on a shared file system could not read."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def grant_shared_read(root: Path) -> None:
+    """Add the read bits (and search bits on directories) the umask allows, across ``root``.
+
+    ``mkdtemp`` and the safetensors writer make owner-only entries; a plain ``chmod`` to one
+    mode would also drop bits a file was given on purpose, so bits are only added.
+    """
+    allowed = shared_mode(directory=True)
+    for path in (root, *root.rglob("*")):
+        if path.is_symlink():
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        path.chmod(mode | ((0o555 if path.is_dir() else 0o444) & allowed))
+
+
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` through a temporary file and a rename (POSIX-atomic).
+
+    The file gets the mode the umask allows, as a plain ``open`` would give it.
 
     Raises:
         BadInput: ``path`` is a directory, or its directory cannot be created or written.
@@ -115,6 +152,7 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
     except OSError as exc:
         raise _unusable(path, exc, "file") from exc
     try:
+        os.fchmod(fd, shared_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
             fh.flush()
@@ -164,7 +202,7 @@ def replace_dir(tmp: Path, out: Path) -> None:
     """Move a finished directory ``tmp`` to ``out``; an old ``out`` is removed only afterwards.
 
     The one directory swap of the project (corpus, shards, tokenizers, models, pruned
-    outputs, search state). The old ``out`` is never deleted before the new one is in place:
+    outputs, search state); ``out`` gets the mode the umask allows. The old ``out`` is never deleted before the new one is in place:
     on Linux the two are exchanged in one atomic step, so a reader (or a kill) sees either the
     old or the new directory, never none; elsewhere the old one is moved aside first, put back
     if the rename fails, and put back by the next swap if a kill struck between the renames.
@@ -172,6 +210,7 @@ def replace_dir(tmp: Path, out: Path) -> None:
     import shutil
 
     tmp, out = Path(tmp), Path(out)
+    grant_shared_read(tmp)
     _recover(out)
     if not out.exists():
         tmp.rename(out)
@@ -207,7 +246,6 @@ def atomic_dir(out: str | os.PathLike[str]) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as exc:
         raise _unusable(out, exc, "directory") from exc
-    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result is shared
     try:
         yield tmp
         replace_dir(tmp, out)
@@ -310,10 +348,15 @@ class RunStore:
         return moved
 
     def write(self, run_id: str, record: Mapping[str, Any]) -> None:
-        """Replace run.json: ``record`` holds run_id, status, meta, config and anything else."""
+        """Replace run.json: ``record`` holds run_id, status, meta, config and anything else.
+
+        A ``failure`` kind is kept only while the status is ``failed``: a run that resumed or
+        finished no longer carries the kind of an earlier attempt."""
         record = dict(record)
         if record.get("status") not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {record.get('status')!r}")
+        if record["status"] != "failed":  # a failure kind belongs to a failed run only
+            record.pop("failure", None)
         record["run_id"] = run_id
         record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_json_atomic(self.run_dir(run_id) / RUN_FILE, record)

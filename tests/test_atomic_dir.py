@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
 import data.runs as runs
-from data.runs import atomic_dir, replace_dir
+from data.runs import RunStore, atomic_dir, replace_dir, write_json_atomic
 
 
 def _old(out: Path) -> Path:
@@ -75,3 +77,50 @@ def test_the_exchange_swaps_in_one_step_where_the_kernel_can(tmp_path):
     if not runs._exchange(b, a):
         pytest.skip("renameat2(RENAME_EXCHANGE) not supported here")
     assert (a / "new.txt").is_file() and (b / "keep.txt").is_file()
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_run_store_files_are_group_and_other_readable_under_umask_022(tmp_path, umask_022):
+    store = RunStore(tmp_path / "runs")
+    store.write("r", {"status": "running", "meta": {}})
+    store.append_curve("r", [{"step": 0, "tokens": 0, "eval_loss": 5.0}])
+    write_json_atomic(tmp_path / "card.json", {"law": "p2"})
+    for path in (tmp_path / "runs" / "r" / "run.json", tmp_path / "runs" / "r" / "curve.parquet",
+                 tmp_path / "card.json"):
+        assert _mode(path) == 0o644, path
+
+
+def test_a_stricter_umask_is_honoured_too(tmp_path):
+    old = os.umask(0o077)
+    try:
+        write_json_atomic(tmp_path / "card.json", {"law": "p2"})
+        with atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "x").write_text("x")
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "card.json") == 0o600 and _mode(tmp_path / "out") == 0o700
+
+
+def test_a_pruned_model_directory_is_group_and_other_readable_under_umask_022(tmp_path, umask_022):
+    from engine.__main__ import main as engine_main
+    from engine.models import build_model, save_model
+
+    parent = tmp_path / "parent"
+    save_model(build_model("tiny-llama-m"), parent)
+    out = tmp_path / "pruned"
+    assert engine_main(["prune", "--model", str(parent), "--method", "depth-last", "--ratio", "0.3",
+                        "--out", str(out)]) == 0
+    assert _mode(out) == 0o755
+    assert {p.name: _mode(p) for p in out.iterdir()} == {p.name: 0o644 for p in out.iterdir()}

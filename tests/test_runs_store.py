@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from data.cli import BadInput
-from data.runs import COLUMNS, RunStore, load
+from data.runs import COLUMNS, Failure, RunStore, failure_of, load
 
 META = {"family": "tiny", "parent": "tiny-llama-s", "method": "width", "ratio_target": 0.25,
         "ratio": 0.247, "params_before": 459328, "params_after": 345000, "nonembed_before": 197184,
@@ -103,3 +103,15 @@ def test_parents_whose_loss_does_not_fall_with_size_are_named():
     problems = size_order_violations(frame)
     assert len(problems) == 1 and "120,000 params has loss 5.1000" in problems[0] and "tiny" in problems[0]
     assert size_order_violations(frame[frame["params_before"] < 1e5]) == []
+
+
+def test_a_run_that_resumes_or_finishes_drops_the_failure_of_an_earlier_attempt(tmp_path):
+    store = RunStore(tmp_path)
+    store.write("r", {"status": "failed", "reason": "RuntimeError: oom", "failure": "crashed", "meta": {}})
+    store.update("r", status="running", reason=None)
+    assert "failure" not in store.read("r")
+    store.set_status("r", "failed", "x", Failure.KILLED)
+    assert store.read("r")["failure"] == "killed"
+    store.update("r", status="done", reason=None)
+    record = store.read("r")
+    assert record["status"] == "done" and "failure" not in record and failure_of(record) is None

@@ -108,13 +108,17 @@ def data_steps(cfg: DemoConfig, shards: Path, t: Timings) -> None:
 
 
 def grid_step(cfg: DemoConfig, grid: Any, runs: Path, t: Timings) -> Any:
-    """Launch the grid (parents, then prune + post-train); failed jobs do not stop the demo."""
+    """Launch the grid (parents, then prune + post-train), saying how far it got and the time
+    left (``engine.grid.progress``); failed jobs do not stop the demo."""
     from engine.grid.local import launch
     from engine.grid.lock import grid_lock
 
+    def echo(line: str) -> None:  # flushed: in a log the grid's minutes must not look silent
+        print(f"    {line}", flush=True)
+
     def step():
         with grid_lock(runs, grid.name):
-            result = launch(grid, runs, procs=cfg.procs_per_job)
+            result = launch(grid, runs, procs=cfg.procs_per_job, echo=echo)
         if not result.ok:  # failed jobs keep their reason in run.json; the fits use the rest
             print(f"    warning: {sum(s != 'done' for s in result.statuses.values())} job(s) not done; "
                   f"see 'engine grid status {cfg.grid} --runs {runs}'", flush=True)

@@ -73,7 +73,8 @@ def _status(executor, grid, runs: Path, as_json: bool) -> int:
     state, owner = owner_state(runs)
     if not as_json and owner is not None:
         print(f"lock: {state}: {owner.describe()}"
-              + (" -- that launch is gone; its 'running' runs were killed and resume on the next launch"
+              + (" -- that launch is gone; a run it started shows running only while its own "
+                 "process still writes it, killed otherwise (the next launch resumes it)"
                  if state == "stale" else ""))
     return 0
 

@@ -271,25 +271,30 @@ def should_run(store: RunStore, run_id: str, attempts: int = 0, max_retries: int
 
 
 def job_states(grid: Any, runs: Path, queue: Mapping[str, tuple[str, str]] | None = None) -> list[JobState]:
-    """One :class:`JobState` per job from the run store, the store's lock and a queue.
+    """One :class:`JobState` per job from the run store, each run's writer lock and a queue.
 
-    ``queue`` maps run_id -> (shown state, handle) for jobs a scheduler still holds. A run
-    that says ``running`` while no live launch holds the store and no queue holds it lost its
+    A live writer lock (``engine.grid.lock.writer_state``) is what ``running`` means: the
+    process holding it is named. A run that says ``running`` with no live writer lost its
     process (kill -9, a crash, a reboot): it shows ``killed`` and the next launch resumes it.
+    ``queue`` maps run_id -> (shown state, handle) for jobs a scheduler still holds.
     """
-    from engine.grid.lock import owner_state
+    from engine.grid.lock import writer_state
 
     store, queue = RunStore(runs), queue or {}
-    lock, _ = owner_state(runs)
     out = []
     for job in grid.jobs:
         record = store.check(job.run_id) if store.exists(job.run_id) else {}
+        writer, holder = writer_state(store.run_dir(job.run_id))
         held = queue.get(job.run_id)
         if record.get("corrupt"):
             state = JobState(job.run_id, CORRUPT, Failure.CORRUPT, record["corrupt"])
+        elif writer == "live" and record.get("status") != "done":
+            who = holder.process() if holder else "a live process"
+            state = JobState(job.run_id, "running", None, f"written by {who}",
+                             held[1] if held else (f"pid {holder.pid}" if holder else ""))
         elif held is not None and record.get("status") != "done":
             state = JobState(job.run_id, held[0], None, record.get("reason") or "", held[1])
-        elif record.get("status") == "running" and lock != "live":
+        elif record.get("status") == "running":
             state = JobState(job.run_id, "killed", Failure.KILLED, "its process is gone; the next launch resumes it")
         else:
             state = JobState(job.run_id, record.get("status", "pending"), failure_of(record),

@@ -1,13 +1,17 @@
-"""The run-store lock: one launch owns a store at a time; a dead owner's lock is free again.
+"""Two locks, both an exclusive ``flock`` on a small JSON file naming the holder.
 
-``<runs>/_lock.json`` records the owner (host, pid, grid, since) and is held with an exclusive
-``flock`` for as long as the launch runs. The kernel drops a flock when its process dies, by
-``kill -9`` too, so stale-lock recovery needs no guessing from pids: a second launch either
-fails to take the flock (the owner is alive: it refuses with one line naming the owner) or
-takes it (the owner is gone: the record it left is *stale* and is replaced).
+- The run-store lock, ``<runs>/_lock.json``: one launch owns a store at a time.
+- The writer lock of one run, ``<runs>/<run_id>/_writer.json``: held by the training process
+  that writes the run (``engine.train.worker``) for as long as it trains it, so a run never
+  has two writers, whatever launched them (a launch, a resumed launch, SLURM, ``engine train``).
 
-``owner_state`` is what ``engine grid status`` reports: ``live``, ``stale`` or ``none``.
-torch-free; POSIX only (fcntl).
+The kernel drops a flock when its process dies, by ``kill -9`` too, so stale-lock recovery
+needs no guessing from pids: a rival either fails to take the flock (the holder is alive: it
+is refused, with the holder named) or takes it (the holder is gone: the record it left is
+*stale* and is replaced).
+
+``owner_state`` / ``writer_state`` are what ``engine grid status`` reports: ``live``,
+``stale`` or ``none``. torch-free; POSIX only (fcntl).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from pathlib import Path
 from data.cli import BadInput
 
 LOCK_FILE = "_lock.json"
+WRITER_FILE = "_writer.json"
+LAUNCH_ENV = "PRUNELAW_LAUNCH"
+"""Names, to each training process, the grid launch it must not outlive (:func:`process_token`)."""
 
 
 @dataclass(frozen=True)
@@ -34,10 +41,14 @@ class LockOwner:
     host: str
     pid: int
     grid: str
+    """The grid of a store's launch; the run id for a run's writer."""
     since: str
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host} (grid {self.grid!r}, since {self.since})"
+
+    def process(self) -> str:
+        return f"pid {self.pid} on {self.host} since {self.since}"
 
 
 @dataclass
@@ -59,12 +70,16 @@ class Lock:
         self.fd = -1
 
 
-def read_owner(runs_dir: str | os.PathLike[str]) -> LockOwner | None:
-    """The record in the lock file, or None (no file, or a torn/empty one)."""
+def _read(path: Path) -> LockOwner | None:
     try:
-        return LockOwner(**json.loads((Path(runs_dir) / LOCK_FILE).read_text()))
+        return LockOwner(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
+
+
+def read_owner(runs_dir: str | os.PathLike[str]) -> LockOwner | None:
+    """The record in the store's lock file, or None (no file, or a torn/empty one)."""
+    return _read(Path(runs_dir) / LOCK_FILE)
 
 
 def _try_flock(fd: int) -> bool:
@@ -75,12 +90,11 @@ def _try_flock(fd: int) -> bool:
     return True
 
 
-def owner_state(runs_dir: str | os.PathLike[str]) -> tuple[str, LockOwner | None]:
-    """``("none"|"live"|"stale", owner)``: is a launch holding this store right now?
+def file_state(path: Path) -> tuple[str, LockOwner | None]:
+    """``("none"|"live"|"stale", holder)`` of the lock file ``path``.
 
-    ``stale``: a lock file is there but nobody holds it (its owner was killed).
+    ``stale``: a lock file is there but nobody holds it (its holder was killed).
     """
-    path = Path(runs_dir) / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -89,8 +103,44 @@ def owner_state(runs_dir: str | os.PathLike[str]) -> tuple[str, LockOwner | None
         free = _try_flock(fd)  # released again when fd closes
     finally:
         os.close(fd)
-    owner = read_owner(runs_dir)
-    return ("stale" if free else "live"), owner
+    return ("stale" if free else "live"), _read(path)
+
+
+def owner_state(runs_dir: str | os.PathLike[str]) -> tuple[str, LockOwner | None]:
+    """Is a launch holding this store right now? (see :func:`file_state`)"""
+    return file_state(Path(runs_dir) / LOCK_FILE)
+
+
+def writer_state(run_dir: str | os.PathLike[str]) -> tuple[str, LockOwner | None]:
+    """Is a training process writing this run right now? (see :func:`file_state`)"""
+    return file_state(Path(run_dir) / WRITER_FILE)
+
+
+def try_hold(path: Path, label: str) -> Lock | LockOwner | None:
+    """Take the lock file ``path`` for this process (a stale one is taken over).
+
+    Returns the held :class:`Lock`, or, when a live process holds it, that holder's record
+    (None when its record is unreadable).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_flock(fd):
+            os.close(fd)
+            return _read(path)
+        try:  # the holder we waited on may have unlinked the file: lock the file that is there now
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    owner = LockOwner(host=socket.gethostname(), pid=os.getpid(), grid=label,
+                      since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(asdict(owner)).encode(), 0)
+    os.fsync(fd)
+    return Lock(path, owner, fd)
 
 
 def acquire(runs_dir: str | os.PathLike[str], grid: str) -> Lock:
@@ -102,29 +152,12 @@ def acquire(runs_dir: str | os.PathLike[str], grid: str) -> Lock:
     runs = Path(runs_dir)
     if runs.exists() and not runs.is_dir():
         raise BadInput(f"--runs {str(runs)!r} is a file; expected a run-store directory")
-    runs.mkdir(parents=True, exist_ok=True)
-    path = runs / LOCK_FILE
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        if not _try_flock(fd):
-            os.close(fd)
-            owner = read_owner(runs)
-            who = owner.describe() if owner else "another process"
-            raise BadInput(f"run store {str(runs)!r} is locked by a running launch: {who}; "
-                           f"watch it with 'engine grid status', or wait for it to finish")
-        try:  # the holder we waited on may have unlinked the file: lock the file that is there now
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    owner = LockOwner(host=socket.gethostname(), pid=os.getpid(), grid=grid,
-                      since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(asdict(owner)).encode(), 0)
-    os.fsync(fd)
-    return Lock(path, owner, fd)
+    held = try_hold(runs / LOCK_FILE, grid)
+    if isinstance(held, Lock):
+        return held
+    who = held.describe() if held else "another process"
+    raise BadInput(f"run store {str(runs)!r} is locked by a running launch: {who}; "
+                   f"watch it with 'engine grid status', or wait for it to finish")
 
 
 @contextmanager
@@ -135,3 +168,43 @@ def grid_lock(runs_dir: str | os.PathLike[str], grid: str) -> Iterator[LockOwner
         yield lock.owner
     finally:
         lock.release()
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` from field 3 (state) on; [] where unknown (no /proc, no process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+
+
+def process_start(pid: int) -> str:
+    """The kernel's start time of ``pid`` (``/proc/<pid>/stat`` field 22), '' where unknown.
+
+    A pid plus its start time names one process for good: a pid alone may be reused.
+    """
+    fields = _stat_fields(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
+def process_token(pid: int) -> str:
+    """``<pid>:<start time>``: one process, for :func:`process_alive` in another process."""
+    return f"{pid}:{process_start(pid)}"
+
+
+def process_alive(pid: int, start: str = "") -> bool:
+    """Is the process ``pid`` (started at ``start``, from :func:`process_start`) still running?
+
+    A zombie (killed, not yet reaped by its parent) counts as gone.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        pass
+    fields = _stat_fields(pid)
+    if not fields:
+        return True  # no /proc: the signal test is all there is
+    return fields[0] != "Z" and (not start or fields[19] == start)

@@ -350,13 +350,16 @@ def find_launcher() -> str:
 
 
 def job_command(job_files: list[str | os.PathLike[str]], procs: int, hostfile: str | None = None,
-                master_addr: str | None = None, master_port: int | None = None) -> list[str]:
+                master_addr: str | None = None, master_port: int | None = None,
+                devices: tuple[int, ...] | None = None) -> list[str]:
     """The exact command that runs ``job_files`` in order in one launcher invocation.
 
     ``--num_gpus`` is the process count per node, on CPU too (DeepSpeed's CPU accelerator
-    takes it as is). ``--no_local_rank``: workers read LOCAL_RANK from the environment.
+    takes it as is); ``devices`` (local GPUs, one per process) replace it with ``--include
+    localhost:i,j``. ``--no_local_rank``: workers read LOCAL_RANK from the environment.
     """
-    cmd = [find_launcher(), "--num_gpus", str(procs)]
+    place = ["--include", "localhost:" + ",".join(map(str, devices))] if devices else ["--num_gpus", str(procs)]
+    cmd = [find_launcher(), *place]
     if hostfile:
         cmd += ["--hostfile", str(hostfile), "--no_ssh_check"]
     if master_addr:

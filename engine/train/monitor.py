@@ -67,17 +67,18 @@ def rewind_csv(engine: Any, tokens: int) -> None:
     if csv_monitor is None or not csv_monitor.enabled or not log_dir:
         return
     import csv
-    import os
+    import io
     from pathlib import Path
+
+    from data.runs import write_bytes_atomic
 
     for path in sorted(Path(log_dir).glob("*.csv")):
         with path.open(newline="") as handle:
             rows = list(csv.reader(handle))
         kept = rows[:1] + [r for r in rows[1:] if r and r[0] != "step" and float(r[0]) <= tokens]
-        tmp = path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as handle:
-            csv.writer(handle).writerows(kept)
-        os.replace(tmp, path)
+        text = io.StringIO(newline="")
+        csv.writer(text).writerows(kept)
+        write_bytes_atomic(path, text.getvalue().encode())
         if path.stem not in csv_monitor.filenames:
             csv_monitor.filenames.append(path.stem)
 

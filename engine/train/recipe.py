@@ -376,18 +376,28 @@ def _resume(engine: Any, job: JobConfig, stream: Any, dist: Dist) -> State:
 
 
 def _save_final(engine: Any, job: JobConfig, dist: Dist) -> None:
-    """``save_pretrained`` of the trained model into ``<run dir>/model`` (grid parents)."""
+    """``save_pretrained`` of the trained model into ``<run dir>/model`` (grid parents).
+
+    Built aside and swapped in (``data.runs.atomic_dir``): a kill mid-save leaves no half
+    model for a child job to load, and the directory is readable as the umask allows.
+    """
+    from data.runs import atomic_dir
     from engine.models import save_model
 
     tokenizer_from = resolve_parent(job.parent, job.runs_dir)
+
+    def save() -> None:
+        with atomic_dir(job.run_dir / "model") as tmp:
+            save_model(engine.module, tmp, tokenizer_from=tokenizer_from)
+
     if job.deepspeed.zero_stage == 3:
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
             if dist.is_main:
-                save_model(engine.module, job.run_dir / "model", tokenizer_from=tokenizer_from)
+                save()
     elif dist.is_main:
-        save_model(engine.module, job.run_dir / "model", tokenizer_from=tokenizer_from)
+        save()
 
 
 def run_job(job: JobConfig, dist: Dist, data: TokenData | None = None) -> str:
