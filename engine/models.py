@@ -180,7 +180,7 @@ def check_model_source(path_or_preset: str | os.PathLike, revision: str | None =
             (``check_model_dir``), a hub model of another architecture, or a name that is no
             directory, hub id, preset nor ``random:PRESET``.
     """
-    from data.hub import check_model_type, plan_config
+    from data.hub import plan_config
 
     source = parse_model_source(path_or_preset, revision)
     if source.kind == "dir":
