@@ -199,17 +199,20 @@ def resolve_model(path_or_preset: str | os.PathLike | ResolvedModel, revision: s
     """Check a model source and make it loadable: a hub model is fetched into (or found in) the cache.
 
     Raises:
-        BadInput: as :func:`check_model_source`, or a hub model not cached while offline.
+        BadInput: as :func:`check_model_source`, a hub model not cached while offline, or
+            weights whose shapes disagree with config.json.
     """
     if isinstance(path_or_preset, ResolvedModel):
         return path_or_preset
     source = check_model_source(path_or_preset, revision)
     if source.kind == "dir":
+        check_weight_shapes(source.path)
         return ResolvedModel(source, source.path)
     if source.kind == "random":
         return ResolvedModel(source, None)
     snapshot = download(source.hub, source=source.text)
     check_model_dir(snapshot.path)
+    check_weight_shapes(snapshot.path)
     return ResolvedModel(source, snapshot.path, snapshot)
 
 
@@ -220,7 +223,7 @@ def load_model(path_or_preset: str | os.PathLike | ResolvedModel, *, dtype: torc
     A random init is announced on stderr (a pretrained model was perhaps meant).
 
     Raises:
-        BadInput: as :func:`resolve_model`, or weights whose shapes disagree with config.json.
+        BadInput: as :func:`resolve_model`.
     """
     resolved = resolve_model(path_or_preset)
     if resolved.path is None:
@@ -228,7 +231,6 @@ def load_model(path_or_preset: str | os.PathLike | ResolvedModel, *, dtype: torc
         return build_model(resolved.source.preset, vocab=vocab, seed=seed, dtype=dtype)
     from transformers import AutoModelForCausalLM
 
-    check_weight_shapes(resolved.path)
     model = AutoModelForCausalLM.from_pretrained(str(resolved.path), dtype=dtype)
     model.eval()
     return model

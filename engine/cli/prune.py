@@ -219,7 +219,8 @@ def run(job: PruneJob):
 
     set_torch_threads()  # measured once per machine: 2 threads can be slower than 1 on 2 vCPUs
     resolved = resolve_model(job.model)  # a hub model: fetched, or found in the cache
-    print(f"engine prune: {resolved.describe()}", file=sys.stderr)
+    if resolved.snapshot is not None:  # say which commit a hub id resolved to
+        print(f"engine prune: {resolved.describe()}", file=sys.stderr)
     # From here on the model is a local directory (tokenizer, parent layers) or a table shape.
     job = dataclasses.replace(job, model=str(resolved.path or resolved.source.preset.name))
     if job.target is not None:  # a bad shape fails before any weight is read

@@ -162,7 +162,8 @@ def _load(req: EvalRequest, device: str, dtype: Any) -> tuple[Any, Any, str, dic
     from engine.models import load_model, resolve_model
 
     resolved = resolve_model(req.model)
-    print(f"engine eval: {resolved.describe()}", file=sys.stderr)
+    if resolved.snapshot is not None:  # say which commit a hub id resolved to
+        print(f"engine eval: {resolved.describe()}", file=sys.stderr)
     source = _tokenizer_source(req, resolved.path)
     tokenizer = load_tokenizer(source)
     model = load_model(resolved, dtype=dtype, vocab=len(tokenizer)).to(device)
