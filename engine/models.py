@@ -96,8 +96,24 @@ def check_model_dir(path: Path) -> None:
     check_model_type(config, str(path))
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         raise BadInput(f"model {str(path)!r} has no weights ({' or '.join(WEIGHT_FILES[::2])})")
-    for file in sorted(path.glob("*.safetensors")):
+    for file in _weight_files(path):
         _check_safetensors(file)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The safetensors files transformers loads: the index's shards, or ``model.safetensors``
+    (other ``*.safetensors`` beside them, such as a pruned model's masks, are not weights)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        from data.cli import read_json
+
+        doc = read_json(index, "weights index")
+        shards = doc.get("weight_map") if isinstance(doc, dict) else None
+        if not isinstance(shards, dict):
+            raise BadInput(f"weights index {str(index)!r} has no weight_map (tensor name -> file)")
+        return [folder / name for name in sorted(set(map(str, shards.values())))]
+    single = folder / "model.safetensors"
+    return [single] if single.is_file() else []
 
 
 def _check_safetensors(file: Path) -> None:
@@ -121,7 +137,7 @@ def _safetensors_shapes(folder: Path) -> dict[str, tuple[tuple[int, ...], Path]]
     from safetensors import safe_open
 
     shapes = {}
-    for file in sorted(folder.glob("*.safetensors")):
+    for file in _weight_files(folder):
         with safe_open(str(file), framework="pt") as handle:
             for name in handle.keys():
                 shapes[name] = (tuple(handle.get_slice(name).get_shape()), file)

@@ -61,20 +61,24 @@ def add_to_cache(cache: Path, repo_id: str, folder: Path, *, commit: str = COMMI
     return snapshot
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch) -> Path:
-    """An empty hub cache under a fresh HF_HOME, offline (HF_HUB_OFFLINE=1).
+def use_cache(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
+    """Point huggingface_hub at ``home/hub`` (created), offline (HF_HUB_OFFLINE=1); returns the cache.
 
     huggingface_hub reads its environment once, at import: the constants are set as well, so
     code in this process and any subprocess see the same cache.
     """
     from huggingface_hub import constants
 
-    home = tmp_path / "hf_home"
     cache = home / "hub"
-    cache.mkdir(parents=True)
+    cache.mkdir(parents=True, exist_ok=True)
     for key, value in {"HF_HOME": str(home), "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return cache
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch) -> Path:
+    """An empty hub cache under a fresh HF_HOME, offline."""
+    return use_cache(monkeypatch, tmp_path / "hf_home")

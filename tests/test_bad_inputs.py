@@ -383,7 +383,7 @@ def test_a_real_process_exits_2_with_one_line(args):
 # -- model sources: hub ids, random:PRESET, broken checkpoints ---------------------------------
 # Each model case runs against a hub cache built here (tests/hub_cache.py), offline.
 
-from hub_cache import add_to_cache, hub_cache, save_tiny  # noqa: E402,F401  (fixture)
+from hub_cache import add_to_cache, save_tiny, use_cache  # noqa: E402
 
 _PRUNE = ["--method", "depth-last", "--ratio", "0.4", "--out", "{ws}/p1"]
 MODEL_CASES = [
@@ -407,13 +407,16 @@ MODEL_CASES = [
 ]
 
 
-@pytest.fixture
-def model_ws(tmp_path, hub_cache) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory) -> dict[str, str]:
     """A truncated checkpoint, one whose config disagrees with its weights, a gpt2 hub model."""
     import json as _json
 
     from data.cli import run_cli
 
+    tmp_path = tmp_path_factory.mktemp("bad_models")
+    hub_cache = tmp_path / "hf_home" / "hub"
+    hub_cache.mkdir(parents=True)
     good = save_tiny(tmp_path / "good", tokenizer=False)
     truncated = save_tiny(tmp_path / "truncated", tokenizer=False)
     weights = truncated / "model.safetensors"
@@ -438,6 +441,13 @@ def model_ws(tmp_path, hub_cache) -> dict[str, str]:
         grid = _grid(shards, parents=[{"name": "h", "path": parent}])
         (tmp_path / f"grid_hub_{name}.yaml").write_text(yaml.safe_dump(grid))
     return {"ws": str(tmp_path), "truncated": str(truncated), "mismatch": str(mismatch)}
+
+
+@pytest.fixture
+def model_ws(model_files, monkeypatch) -> dict[str, str]:
+    """``model_files`` with huggingface_hub pointed at its cache, offline."""
+    use_cache(monkeypatch, Path(model_files["ws"]) / "hf_home")
+    return model_files
 
 
 @pytest.mark.parametrize("case", MODEL_CASES, ids=[_case_id(c) for c in MODEL_CASES])

@@ -187,3 +187,15 @@ def test_a_grid_job_with_a_hub_parent_records_the_commit_in_run_json(cached_llam
                                         "commit": COMMIT}
     assert record["config"]["parent"] == "acme/tiny-llama"
     assert (tmp_path / "runs" / job.run_id / "model" / "tokenizer.json").is_file()
+
+
+def test_eval_a_hub_model_scores_the_same_as_its_directory(cached_llama, hub_cache, tmp_path, capsys) -> None:
+    """``engine eval org/name``: the snapshot's own tokenizer, the same numbers as the files, the commit kept."""
+    (tmp_path / "doc.txt").write_text("the quick brown fox jumps over the lazy dog. " * 30)
+    args = ["--tasks", "corpus_ppl", "--data", str(tmp_path / "doc.txt"), "--limit", "1"]
+    assert engine_main(["eval", cached_llama, *args, "--out", str(tmp_path / "hub.json")]) == 0
+    assert engine_main(["eval", str(tmp_path / "src-llama"), *args, "--out", str(tmp_path / "dir.json")]) == 0
+    capsys.readouterr()
+    hub, local = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("hub", "dir"))
+    assert hub["source"]["commit"] == COMMIT and local["source"] == {"kind": "dir", "path": str(tmp_path / "src-llama")}
+    assert hub["tasks"]["corpus_ppl"]["metrics"] == local["tasks"]["corpus_ppl"]["metrics"]
