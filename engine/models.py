@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,14 +235,14 @@ def load_model(path_or_preset: str | os.PathLike | ResolvedModel, *, dtype: torc
                vocab: int | None = None, seed: int = 0) -> nn.Module:
     """A model from a local HF directory or hub id, or a random init of a preset shape.
 
-    A random init is announced on stderr (a pretrained model was perhaps meant).
+    Callers say a random init out loud once their inputs are all checked
+    (:meth:`ResolvedModel.describe`): a pretrained model was perhaps meant.
 
     Raises:
         BadInput: as :func:`resolve_model`.
     """
     resolved = resolve_model(path_or_preset)
     if resolved.path is None:
-        print(f"engine: {resolved.describe()}", file=sys.stderr)
         return build_model(resolved.source.preset, vocab=vocab, seed=seed, dtype=dtype)
     from transformers import AutoModelForCausalLM
 

@@ -458,7 +458,7 @@ def test_bad_model_source_exits_2_with_one_line(case, model_ws, capsys, no_real_
     before = _snapshot(root)
     code = _mains()[cli](argv)
     out, err = capsys.readouterr()
-    lines = [ln for ln in err.splitlines() if ln.strip() and "RANDOM INIT" not in ln]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2, f"{cli} {argv}: exit {code}\nstdout: {out[-500:]}\nstderr: {err[-2000:]}"
     assert len(lines) == 1 and lines[0].startswith(cli), f"{cli} {argv}: expected one stderr line, got:\n{err}"
     assert "Traceback" not in err + out

@@ -75,14 +75,15 @@ def test_load_model_bad_inputs(tmp_path) -> None:
         load_model("random:nope")
 
 
-def test_random_init_is_explicit_and_announced(capsys) -> None:
+def test_random_init_is_explicit_and_described() -> None:
     """``random:NAME`` builds the table shape with fresh weights and says so; the record keeps it."""
     from engine.models import resolve_model
 
     model = load_model("random:tiny-qwen", seed=4)
     assert torch.equal(model.model.embed_tokens.weight, build_model("tiny-qwen", seed=4).model.embed_tokens.weight)
-    assert "RANDOM INIT of the tiny-qwen shape" in capsys.readouterr().err
-    assert resolve_model("random:tiny-qwen").record() == {"kind": "random", "preset": "tiny-qwen"}
+    resolved = resolve_model("random:tiny-qwen")
+    assert "RANDOM INIT of the tiny-qwen shape" in resolved.describe()
+    assert resolved.record() == {"kind": "random", "preset": "tiny-qwen"}
     assert resolve_model("tiny-qwen").path is None  # a test shape: nothing else it could mean
 
 

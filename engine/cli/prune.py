@@ -219,8 +219,6 @@ def run(job: PruneJob):
 
     set_torch_threads()  # measured once per machine: 2 threads can be slower than 1 on 2 vCPUs
     resolved = resolve_model(job.model)  # a hub model: fetched, or found in the cache
-    if resolved.snapshot is not None:  # say which commit a hub id resolved to
-        print(f"engine prune: {resolved.describe()}", file=sys.stderr)
     # From here on the model is a local directory (tokenizer, parent layers) or a table shape.
     job = dataclasses.replace(job, model=str(resolved.path or resolved.source.preset.name))
     if job.target is not None:  # a bad shape fails before any weight is read
@@ -248,6 +246,8 @@ def run(job: PruneJob):
         report.loss_after = eval_loss(report.model, evals, job.batch_size)
     if parent is not None:
         report.recon = _reconstruct(job, report, parent, calib, evals)
+    if resolved.path is None or resolved.snapshot is not None:  # a random init, or which commit
+        print(f"engine prune: {resolved.describe()}", file=sys.stderr)
     _save(job, report, shape_before, resolved.record())
     if parent is not None:
         shutil.rmtree(job.state_dir, ignore_errors=True)

@@ -162,8 +162,6 @@ def _load(req: EvalRequest, device: str, dtype: Any) -> tuple[Any, Any, str, dic
     from engine.models import load_model, resolve_model
 
     resolved = resolve_model(req.model)
-    if resolved.snapshot is not None:  # say which commit a hub id resolved to
-        print(f"engine eval: {resolved.describe()}", file=sys.stderr)
     source = _tokenizer_source(req, resolved.path)
     tokenizer = load_tokenizer(source)
     model = load_model(resolved, dtype=dtype, vocab=len(tokenizer)).to(device)
@@ -171,6 +169,8 @@ def _load(req: EvalRequest, device: str, dtype: Any) -> tuple[Any, Any, str, dic
     if len(tokenizer) > model.config.vocab_size:
         raise BadInput(f"tokenizer {source!r} has {len(tokenizer)} tokens but model {req.model!r} only "
                        f"{model.config.vocab_size}: not the model's tokenizer")
+    if resolved.path is None or resolved.snapshot is not None:  # a random init, or which commit
+        print(f"engine eval: {resolved.describe()}", file=sys.stderr)
     return model, tokenizer, source, resolved.record()
 
 
