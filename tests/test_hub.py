@@ -199,3 +199,18 @@ def test_eval_a_hub_model_scores_the_same_as_its_directory(cached_llama, hub_cac
     hub, local = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("hub", "dir"))
     assert hub["source"]["commit"] == COMMIT and local["source"] == {"kind": "dir", "path": str(tmp_path / "src-llama")}
     assert hub["tasks"]["corpus_ppl"]["metrics"] == local["tasks"]["corpus_ppl"]["metrics"]
+
+
+def test_a_grid_preset_parent_is_pretrained_from_an_explicit_random_init(tmp_path, capsys) -> None:
+    """``preset:`` parents are random by design: a real shape's job says ``random:`` so it never
+    fetches the checkpoint of the same name; test shapes keep their bare name (and run ids)."""
+    from engine.grid.spec import load_grid
+
+    path = _grid(tmp_path, "unused")
+    grid = yaml.safe_load(path.read_text())
+    grid["parents"] = [{"name": "q", "preset": "qwen2.5-0.5b", "tokens": 4096},
+                       {"name": "t", "preset": "tiny-llama", "tokens": 4096}]
+    path.write_text(yaml.safe_dump(grid))
+    parents = {j.config.parent for j in load_grid(path).jobs if j.kind == "parent"}
+    assert parents == {"random:qwen2.5-0.5b", "tiny-llama"}
+    assert engine_main(["grid", "plan", str(path), "--runs", str(tmp_path / "runs")]) == 0
