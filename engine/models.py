@@ -195,7 +195,7 @@ def check_model_source(path_or_preset: str | os.PathLike, revision: str | None =
             (``check_model_dir``), a hub model of another architecture, or a name that is no
             directory, hub id, preset nor ``random:PRESET``.
     """
-    from data.hub import plan_config
+    from data.hub import hub_config
 
     source = parse_model_source(path_or_preset, revision)
     if source.kind == "dir":
@@ -203,10 +203,8 @@ def check_model_source(path_or_preset: str | os.PathLike, revision: str | None =
             raise BadInput(f"model directory {str(source.path)!r} has no config.json (expected a save_pretrained "
                            "directory, e.g. an 'engine prune --out' directory, a hub id or a preset name)")
         check_model_dir(source.path)
-    elif source.kind == "hub":
-        config = plan_config(source)
-        if config is None:  # offline, not cached, but the table knows it: its arch is supported
-            check_model_type({"model_type": source.preset.arch}, str(source.hub))
+    elif source.kind == "hub":  # loading needs the checkpoint itself: no table fallback as in plans
+        check_model_type(hub_config(source.hub, source=source.text), str(source.hub))
     return source
 
 

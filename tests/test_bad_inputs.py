@@ -397,6 +397,7 @@ MODEL_CASES = [
     ("engine", ["prune", "--model", "random:llama-9000", *_PRUNE]),
     ("engine", ["eval", "acme/absent", "--tasks", "corpus_ppl", "--data", "{ws}/doc.txt"]),
     ("engine", ["eval", "acme/gpt", "--tasks", "corpus_ppl", "--data", "{ws}/doc.txt"]),
+    ("engine", ["eval", "qwen2.5-0.5b", "--tasks", "corpus_ppl", "--data", "{ws}/doc.txt"]),
     ("engine", ["model", "fetch", "acme/absent"]),
     ("engine", ["model", "fetch", "acme/tiny", "--revision", "a", "--out", "{ws}/f"]),
     ("engine", ["model", "fetch", "random:tiny-llama"]),

@@ -183,8 +183,11 @@ def prepare(job: JobConfig, data: TokenData, dist: Dist, fresh: bool) -> Prepare
     """Steps 2-4 of the module docstring (every rank builds the same model: same seeds)."""
     parent, source = load_parent(job, data)
     parent = parent.to(dist.device)  # scoring, L0 and the teacher run on the device
-    if dist.is_main and source["kind"] != "dir":  # a random init, or which hub commit
-        print(f"[engine.train] {job.run_id}: parent {job.parent}: {source}", flush=True)
+    if dist.is_main and source["kind"] == "hub":
+        print(f"[engine.train] {job.run_id}: parent {source['hub_id']} at commit {source['commit']}", flush=True)
+    elif dist.is_main and source["kind"] == "random":
+        print(f"[engine.train] {job.run_id}: parent is a random init of {source['preset']} (no pretrained weights)",
+              flush=True)
     store = RunStore(job.runs_dir)
     family, label = _family(job, store)
     meta: dict[str, Any] = {"family": family, "parent": label, "init": job.init, "source": source,
