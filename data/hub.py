@@ -150,12 +150,6 @@ def table_entry(repo_id: str) -> ModelSpec | None:
     return next((m for m in MODELS.values() if m.hf_id.lower() == repo_id.lower()), None)
 
 
-def is_random_init(text: str) -> bool:
-    """Whether ``text`` names a random-init model (explicitly, or a tiny shape with no checkpoint)."""
-    spec = MODELS.get(_table_name(text.removeprefix(RANDOM_PREFIX)))
-    return spec is not None and (text.startswith(RANDOM_PREFIX) or not spec.hf_id)
-
-
 def random_init_name(name: str) -> str:
     """The ``MODEL`` string that builds ``name``'s shape with random weights.
 
@@ -166,8 +160,10 @@ def random_init_name(name: str) -> str:
 
 
 def preset_of(text: str) -> ModelSpec | None:
-    """The table shape a random-init ``MODEL`` builds (None for directories and hub ids)."""
-    return MODELS[_table_name(text.removeprefix(RANDOM_PREFIX))] if is_random_init(text) else None
+    """The table shape a random-init ``MODEL`` builds: ``random:NAME``, or a test shape's bare
+    name (it has no checkpoint); None for directories and hub ids. No file system access."""
+    spec = MODELS.get(_table_name(text.removeprefix(RANDOM_PREFIX)))
+    return spec if spec is not None and (text.startswith(RANDOM_PREFIX) or not spec.hf_id) else None
 
 
 # -- the hub cache -----------------------------------------------------------------------------
@@ -186,7 +182,8 @@ def _not_cached(ref: HubRef, what: str, source: str | None = None) -> BadInput:
     if source and source != str(ref):
         named = f"{what} {source!r} (hub {ref})"
     local = f"there is no local directory {source!r}, and " if source == str(ref) else ""
-    untrained = f", or random:{source.lower()} for an untrained model of its shape" if source and source.strip().lower() in MODELS else ""
+    known = source is not None and _table_name(source) in MODELS
+    untrained = f", or random:{_table_name(source)} for an untrained model of its shape" if known else ""
     how = " with HF_HUB_OFFLINE unset" if offline else ""
     return BadInput(f"{named}: {local}it is not in the hub cache {constants.HF_HUB_CACHE} and "
                     f"{'HF_HUB_OFFLINE is set' if offline else 'the hub cannot be reached'}; run "
