@@ -33,8 +33,10 @@ TOKENIZER_FILES: tuple[str, ...] = (
     "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja",
 )
 """The files a tokenizer is made of (copied along with a pruned model, fetched from the hub)."""
-MODEL_FILES: tuple[str, ...] = ("config.json", "*.safetensors", "model.safetensors.index.json", *TOKENIZER_FILES)
-"""What a hub model fetch downloads: no ``.bin``/GGUF/ONNX copies of the same weights."""
+MODEL_FILES: tuple[str, ...] = ("config.json", "model.safetensors", "model-*-of-*.safetensors",
+                                "model.safetensors.index.json", *TOKENIZER_FILES)
+"""What a hub model fetch downloads: the safetensors transformers loads, never the ``.bin``,
+GGUF, ONNX or ``consolidated`` copies of the same weights that many repositories also carry."""
 
 
 @dataclass(frozen=True)

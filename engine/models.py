@@ -224,6 +224,9 @@ def resolve_model(path_or_preset: str | os.PathLike | ResolvedModel, revision: s
     if source.kind == "random":
         return ResolvedModel(source, None)
     snapshot = download(source.hub, source=source.text)
+    if not _weight_files(snapshot.path):
+        raise BadInput(f"hub model {str(source.hub)!r} has no safetensors weights at commit {snapshot.commit} "
+                       "(only model.safetensors or model-*-of-*.safetensors are fetched)")
     check_model_dir(snapshot.path)
     check_weight_shapes(snapshot.path)
     return ResolvedModel(source, snapshot.path, snapshot)

@@ -214,3 +214,13 @@ def test_a_grid_preset_parent_is_pretrained_from_an_explicit_random_init(tmp_pat
     parents = {j.config.parent for j in load_grid(path).jobs if j.kind == "parent"}
     assert parents == {"random:qwen2.5-0.5b", "tiny-llama"}
     assert engine_main(["grid", "plan", str(path), "--runs", str(tmp_path / "runs")]) == 0
+
+
+def test_a_hub_model_without_safetensors_is_refused_by_name(hub_cache, tmp_path, capsys) -> None:
+    src = save_tiny(tmp_path / "bin-only", tokenizer=False)
+    (src / "model.safetensors").rename(src / "pytorch_model.bin")  # what we never fetch
+    add_to_cache(hub_cache, "acme/bin-only", src)
+    capsys.readouterr()
+    assert engine_main(["prune", "--model", "acme/bin-only", "--method", "depth-last", "--ratio", "0.4",
+                        "--out", str(tmp_path / "p")]) == 2
+    assert "'acme/bin-only' has no safetensors weights at commit " + COMMIT in _one_line(capsys.readouterr().err)
