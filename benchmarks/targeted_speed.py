@@ -72,7 +72,7 @@ def measure(model_name: str, target: str, batch: int, seq_len: int, repeats: int
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2-135m", help="preset or HF directory (default: SmolLM2-135M's shape)")
+    p.add_argument("--model", default="random:smollm2-135m", help="model (default: a random init of SmolLM2-135M's shape)")
     p.add_argument("--target", default="layers=24,heads=6,kv_heads=2,ffn=1024,hidden=384",
                    help="target shape: every axis masked by default")
     p.add_argument("--batch", type=int, default=2)

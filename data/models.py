@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 
+SUPPORTED_ARCHS = ("llama", "qwen2")
+"""``config.json`` ``model_type`` values the engine prunes and trains (Llama-3, Qwen-2.5)."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Exact shape of one decoder-only model of the Llama / Qwen2 architecture."""
@@ -35,7 +39,8 @@ class ModelSpec:
     rope_theta: float = 500000.0
     rms_eps: float = 1e-5
     hf_id: str = ""
-    """Hub id of the real checkpoint, for provenance only (nothing is downloaded)."""
+    """Hub id of the real checkpoint: a bare name resolves to it (``data.hub``); empty for the
+    test shapes, which have no checkpoint and so always mean a random init."""
     expected_total: int | None = None
     """Published total, checked against :meth:`params_total` by the tests."""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
@@ -43,7 +48,7 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.heads % self.kv_heads:
             raise ValueError(f"{self.name}: heads={self.heads} not a multiple of kv_heads={self.kv_heads}")
-        if self.arch not in ("llama", "qwen2"):
+        if self.arch not in SUPPORTED_ARCHS:
             raise ValueError(f"{self.name}: arch must be 'llama' or 'qwen2', got {self.arch!r}")
 
     @property

@@ -1,5 +1,5 @@
 """Tokenizers: train a byte-level BPE for tiny models, load the real Llama-3 / Qwen-2.5
-tokenizers from their offline PyPI packages, or any local HF tokenizer directory.
+tokenizers from their offline PyPI packages, any local HF tokenizer directory, or a hub id.
 
 Everything comes back as a ``PreTrainedTokenizerFast`` with an EOS token, and every
 tokenizer we create is saved as an ordinary HF directory (``AutoTokenizer.from_pretrained``
@@ -128,21 +128,29 @@ def _qwen25_dir() -> Path:
 
 
 def resolve_tokenizer_dir(spec: str | os.PathLike) -> Path:
-    """Directory of the tokenizer named by ``spec`` (``llama3``, ``qwen2.5`` or a path)."""
+    """Directory of the tokenizer named by ``spec``: ``llama3``, ``qwen2.5``, a local directory,
+    or a hub id ``org/name[@revision]`` (its tokenizer files, from huggingface_hub's cache)."""
+    from data.hub import tokenizer_snapshot
+
     text = str(spec)
     if text.lower() in ("llama3", "llama-3"):
         return _llama3_dir()
     if text.lower() in ("qwen2.5", "qwen-2.5", "qwen2"):
         return _qwen25_dir()
     path = Path(text)
+    snapshot = tokenizer_snapshot(text) if not path.exists() else None
+    if snapshot is not None:
+        path = snapshot.path
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
-        raise BadInput(f"tokenizer {text!r} is neither {' nor '.join(NAMED)} nor an HF tokenizer directory "
-                       f"(no tokenizer.json)")
+        what = f"hub tokenizer {text!r} has no tokenizer.json" if snapshot else (
+            f"tokenizer {text!r} is neither {' nor '.join(NAMED)}, an HF tokenizer directory nor a hub id "
+            "(org/name[@revision])")
+        raise BadInput(what)
     return path
 
 
 def load_tokenizer(spec: str | os.PathLike):
-    """``llama3``, ``qwen2.5`` or a local HF tokenizer directory -> PreTrainedTokenizerFast.
+    """``llama3``, ``qwen2.5``, a local HF tokenizer directory or a hub id -> PreTrainedTokenizerFast.
 
     Raises:
         BadInput: unknown name, a directory without a fast tokenizer, or no EOS token (packing

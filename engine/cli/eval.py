@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="engine eval", description="Score a model with lm-evaluation-harness; corpus_ppl runs offline.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", metavar="MODEL", help="save_pretrained directory (any engine prune --out) or preset")
+    p.add_argument("model", metavar="MODEL",
+                   help="save_pretrained directory (any engine prune --out), hub id org/name[@revision], or random:PRESET")
     p.add_argument("--tasks", required=True, metavar="T1,T2",
                    help="comma list: corpus_ppl, corpus_ppl_<domain> (need --data) and/or lm-eval tasks")
     p.add_argument("--data", metavar="PATH",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -28,6 +29,7 @@ EPILOG = """examples:
   engine prune --model work/smollm2-135m --method depth --ratio 0.25 --calib work/text/shakes.txt --out work/pruned/depth25
   engine prune --model work/smollm2-135m --method width --ratio 0.5 --calib SHARDS_DIR --eval SHARDS_DIR --out work/pruned/width50
   engine prune --model tiny-qwen --method depth-last --ratio 0.4 --out /tmp/tiny-depth-last
+  engine prune --model Qwen/Qwen2.5-0.5B --method width --ratio 0.25 --calib SHARDS_DIR --out work/pruned/qwen-w25
   engine prune --model work/smollm2-135m --method targeted --target layers=24,heads=6,kv_heads=2,ffn=1024,hidden=384 --prune-tokens 2M --calib SHARDS_DIR --eval SHARDS_DIR --out work/pruned/sheared
   engine prune --model work/smollm2-135m --method width --ratio 0.5 --search 4 --search-tokens 200K --calib SHARDS_DIR --eval SHARDS_DIR --out work/pruned/width50-search
   engine prune --model work/smollm2-135m --method unstructured-magnitude --sparsity 0.5 --calib work/text/shakes.txt --reconstruct block --eval work/text/shakes.txt --out work/pruned/mag50-recon
@@ -214,17 +216,20 @@ def run(job: PruneJob):
 
     Returns the :class:`PruneReport` (its ``loss_after`` is the saved model's loss).
     """
-    from engine.models import load_model, spec_of
+    from engine.models import load_model, resolve_model, spec_of
     from engine.probe import set_torch_threads
     from engine.pruning import NEEDS_CALIB, get_method
     from engine.pruning.common import eval_loss
 
     set_torch_threads()  # measured once per machine: 2 threads can be slower than 1 on 2 vCPUs
+    resolved = resolve_model(job.model)  # a hub model: fetched, or found in the cache
+    # From here on the model is a local directory (tokenizer, parent layers) or a table shape.
+    job = dataclasses.replace(job, model=str(resolved.path or resolved.source.preset.name))
     if job.target is not None:  # a bad shape fails before any weight is read
         from engine.pruning.targeted import check_target
 
         check_target(job.model, job.target)
-    model = load_model(job.model, seed=job.seed)
+    model = load_model(resolved, seed=job.seed)
     vocab = model.config.vocab_size
     ratio = job.ratio
     if job.sparsity is not None:
@@ -245,7 +250,9 @@ def run(job: PruneJob):
         report.loss_after = eval_loss(report.model, evals, job.batch_size)
     if parent is not None:
         report.recon = _reconstruct(job, report, parent, calib, evals)
-    _save(job, report, shape_before)
+    if resolved.path is None or resolved.snapshot is not None:  # a random init, or which commit
+        print(f"engine prune: {resolved.describe()}", file=sys.stderr)
+    _save(job, report, shape_before, resolved.record())
     if parent is not None:
         shutil.rmtree(job.state_dir, ignore_errors=True)
     shutil.rmtree(job.targeted_dir, ignore_errors=True)  # saved: the pruning stage's resume point is spent
@@ -283,12 +290,15 @@ def _reconstruct(job: PruneJob, report, parent, calib, evals) -> dict[str, Any]:
             "loss_after_recon": report.loss_after if evals is not None else None}
 
 
-def _save(job: PruneJob, report, shape_before: dict) -> None:
-    """Write model, tokenizer, report (and masks) to a temp dir, then rename into place."""
+def _save(job: PruneJob, report, shape_before: dict, source: dict) -> None:
+    """Write model, tokenizer, report (and masks) to a temp dir, then rename into place.
+
+    ``source``: where the model came from (a hub model's commit, or a random init's preset).
+    """
     from data.runs import replace_dir
     from engine.models import save_model, spec_of
 
-    doc = {**report.to_dict(), "source": job.model, "shape_before": shape_before,
+    doc = {**report.to_dict(), "source": source, "shape_before": shape_before,
            "shape_after": spec_of(report.model),
            "job": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(job).items()}}
     job.out.parent.mkdir(parents=True, exist_ok=True)
@@ -309,7 +319,8 @@ def _save(job: PruneJob, report, shape_before: dict) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="engine prune", description=__doc__.splitlines()[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="save_pretrained directory or preset name")
+    p.add_argument("--model", required=True,
+                   help="save_pretrained directory, hub id org/name[@revision], or random:PRESET (untrained)")
     p.add_argument("--method", required=True, help="depth, depth-block, depth-last, width, targeted, 2:4, unstructured, ...")
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--ratio", type=float, help="fraction of ALL parameters to remove, in (0, 1)")

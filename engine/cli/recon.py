@@ -128,10 +128,12 @@ def run(job: ReconJob) -> dict[str, Any]:
 def _parent(job: ReconJob, model):
     """The parent's layers, read lazily from its directory (a preset is built and written once
     to the state directory, then freed before reconstruction starts)."""
-    from engine.models import load_model
+    from engine.models import load_model, resolve_model
     from engine.pruning.recon import ParentLayers
 
     path = Path(job.parent)
+    if not path.is_dir():  # a hub id: its cached snapshot is read lazily, like a directory
+        path = resolve_model(job.parent).path or path
     if path.is_dir():
         from transformers import AutoConfig
 
@@ -152,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="engine recon", description=__doc__.splitlines()[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, type=Path, help="pruned directory (engine prune --out)")
-    p.add_argument("--parent", required=True, help="the unpruned parent's HF directory (or its preset name)")
+    p.add_argument("--parent", required=True, help="the unpruned parent: HF directory, hub id org/name[@revision], or random:PRESET")
     p.add_argument("--calib", required=True, help="shard directory or text file for calibration")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--granularity", default="block", help="layer | block | blocks:K (default block)")

@@ -1,7 +1,8 @@
 """Score a model with lm-evaluation-harness: ``HFLM`` around the loaded model, ``simple_evaluate``.
 
 The model is loaded the engine's way (``engine.models.load_model``: a save_pretrained
-directory such as any ``engine prune`` output, or a preset for a random-init baseline) and
+directory such as any ``engine prune`` output, a hub id, or ``random:PRESET`` for a random-init
+baseline) and
 handed to the harness as an instance, so pruned shapes need nothing beyond transformers.
 Tasks are the harness's own plus the offline ``corpus_ppl`` family (``engine.eval.tasks``),
 found through a ``TaskManager`` include path. ``lm_eval`` and torch are imported only here,
@@ -33,7 +34,8 @@ class EvalRequest:
     """One ``engine eval`` invocation, fully resolved."""
 
     model: str
-    """A save_pretrained directory (e.g. an ``engine prune`` output) or a preset (random init)."""
+    """A save_pretrained directory (e.g. an ``engine prune`` output), a hub id
+    ``org/name[@revision]``, or ``random:PRESET`` (random init)."""
     tasks: tuple[str, ...]
     """lm-eval task names and/or the local ``corpus_ppl`` / ``corpus_ppl_<domain>``."""
     tokenizer: str | None = None
@@ -93,6 +95,8 @@ class EvalReport:
     created: str
     configs: dict[str, Any]
     """The harness's resolved task configs (provenance: dataset, metrics, version)."""
+    source: dict[str, Any] = field(default_factory=dict)
+    """Where the model came from (``data.hub``: a hub model's commit, a random init's preset)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,18 +111,18 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def check_model(model: str) -> None:
-    """Refuse a MODEL that is neither a directory nor a preset before anything heavy loads."""
+def check_model(model: str) -> Any:
+    """Refuse a bad MODEL before anything heavy loads (a hub model: its config.json at most)."""
     from engine.models import check_model_source
 
-    check_model_source(model)
+    return check_model_source(model)
 
 
-def _tokenizer_source(req: EvalRequest) -> str:
+def _tokenizer_source(req: EvalRequest, model_dir: Path | None) -> str:
     if req.tokenizer is not None:
         return req.tokenizer
-    path = Path(req.model)
-    if path.is_dir() and ((path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()):
+    path = model_dir
+    if path is not None and ((path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()):
         return str(path)
     raise BadInput(f"model {req.model!r} carries no tokenizer; pass --tokenizer DIR|llama3|qwen2.5 "
                    "(e.g. the tokenizer/ folder of the shards it was trained on)")
@@ -181,18 +185,22 @@ def _device_dtype(req: EvalRequest) -> tuple[str, Any]:
     return device, {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
 
 
-def _load(req: EvalRequest, device: str, dtype: Any) -> tuple[Any, Any, str]:
+def _load(req: EvalRequest, device: str, dtype: Any) -> tuple[Any, Any, str, dict[str, Any]]:
+    """(model, tokenizer, tokenizer source, model provenance); a hub model carries its tokenizer."""
     from data.tokenizers import load_tokenizer
-    from engine.models import load_model
+    from engine.models import load_model, resolve_model
 
-    source = _tokenizer_source(req)
+    resolved = resolve_model(req.model)
+    source = _tokenizer_source(req, resolved.path)
     tokenizer = load_tokenizer(source)
-    model = load_model(req.model, dtype=dtype, vocab=len(tokenizer)).to(device)
+    model = load_model(resolved, dtype=dtype, vocab=len(tokenizer)).to(device)
     model.eval()
     if len(tokenizer) > model.config.vocab_size:
         raise BadInput(f"tokenizer {source!r} has {len(tokenizer)} tokens but model {req.model!r} only "
                        f"{model.config.vocab_size}: not the model's tokenizer")
-    return model, tokenizer, source
+    if resolved.path is None or resolved.snapshot is not None:  # a random init, or which commit
+        print(f"engine eval: {resolved.describe()}", file=sys.stderr)
+    return model, tokenizer, source, resolved.record()
 
 
 def _number(value: Any) -> float | None:
@@ -225,8 +233,9 @@ def evaluate(req: EvalRequest) -> EvalReport:
     Raises:
         BadInput: a bad model, tokenizer, data source or task name (all before the first forward).
     """
-    check_model(req.model)
-    _tokenizer_source(req)
+    model_source = check_model(req.model)
+    if model_source.kind != "hub":  # a hub snapshot's tokenizer is known once it is fetched
+        _tokenizer_source(req, model_source.path)
     docs = local.read_documents(req.data) if req.data is not None else None
     # Nothing may be fetched at run time (DESIGN.md); a user who wants a hub task sets these to 0.
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -237,7 +246,7 @@ def evaluate(req: EvalRequest) -> EvalReport:
         manager = _task_manager(req, task_dir, names)
         built = _load_tasks(req, manager)
         device, dtype = _device_dtype(req)
-        model, tokenizer, tok_source = _load(req, device, dtype)
+        model, tokenizer, tok_source, provenance = _load(req, device, dtype)
         import lm_eval
         from lm_eval.models.huggingface import HFLM
 
@@ -256,7 +265,8 @@ def evaluate(req: EvalRequest) -> EvalReport:
         model=req.model, tokenizer=tok_source, tasks=results, limit=req.limit, batch_size=req.batch_size,
         device=device, dtype=str(dtype).removeprefix("torch."), data=req.data,
         data_sha256=docs.sha256() if docs is not None else None, lm_eval_version=lm_eval.__version__,
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), configs=_plain(out.get("configs", {})))
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), configs=_plain(out.get("configs", {})),
+        source=provenance)
 
 
 def _plain(obj: Any) -> Any:

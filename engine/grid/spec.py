@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from data.cli import BadInput
+from data.hub import random_init_name
 from data.models import MODELS
 from engine.train.config import (
     RUN_PREFIX, DataConfig, JobConfig, default_run_id, dump_job, from_dict, job_from_dict,
@@ -57,7 +58,8 @@ class ParentSpec:
     preset: str = ""
     """A ``data.models`` preset pretrained by the grid (set ``tokens``)..."""
     path: str = ""
-    """...or an existing HF directory (``save_pretrained`` / ``engine model fetch``)."""
+    """...or an existing HF directory (``save_pretrained`` / ``engine model fetch``), or a hub id
+    ``org/name[@revision]`` (planned from its config.json alone; see ``data.hub``)."""
     tokens: int | str = 0
     """Pretraining token budget (preset parents only)."""
     family: str = ""
@@ -184,6 +186,15 @@ def _absolute(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
 
+def _parent_source(path: str) -> str:
+    """A path parent made absolute; a hub id (no such local path) kept as written."""
+    from data.hub import parse_hub_id
+
+    if not Path(path).expanduser().exists() and parse_hub_id(path) is not None:
+        return path
+    return _absolute(path)
+
+
 def _make(base: dict[str, Any], where: str, **fields: Any) -> JobConfig:
     try:
         return job_from_dict({**base, **fields})
@@ -196,7 +207,7 @@ def _parent_jobs(spec: GridSpec, parents: list[ParentSpec], data: dict[str, Any]
     jobs = {}
     for p in parents:
         if p.preset:
-            cfg = _make(_overrides(spec.pretrain, "pretrain"), f"parent {p.name}", parent=p.preset.lower(),
+            cfg = _make(_overrides(spec.pretrain, "pretrain"), f"parent {p.name}", parent=random_init_name(p.preset),
                         tokens=p.tokens, data=data, family=p.family, seed=p.seed, init="random",
                         save_model=True)
             cfg.run_id = default_run_id(cfg, head=p.name)
@@ -219,7 +230,7 @@ def expand(spec: GridSpec, path: Path) -> Grid:
     train = _overrides(spec.train, "train")
     posts = []
     for p in parents:
-        parent = f"{RUN_PREFIX}{pre[p.name].run_id}" if p.name in pre else _absolute(p.path)
+        parent = f"{RUN_PREFIX}{pre[p.name].run_id}" if p.name in pre else _parent_source(p.path)
         family = p.family or (MODELS[p.preset.lower()].family if p.preset else "")
         for method in spec.methods:
             for ratio in (r for r in ratios[method] if not _excluded(spec, p.name, method, r)):

@@ -323,10 +323,10 @@ def config_hash(job: JobConfig) -> str:
     for key, default in RECON_ADDED_DEFAULTS.items():  # likewise for the recon+* knobs
         if payload["recon"].get(key) == default:
             payload["recon"].pop(key)
-    from data.models import MODELS  # torch-free table
+    from data.hub import preset_of  # torch-free
 
-    spec = MODELS.get(job.parent.lower())
-    if spec is not None:  # a preset's shape is part of the job: editing the table re-runs it
+    spec = preset_of(job.parent)
+    if spec is not None:  # a random init's shape is part of the job: editing the table re-runs it
         payload["parent_shape"] = [spec.hidden, spec.layers, spec.heads, spec.kv_heads, spec.head_dim,
                                    spec.ffn, spec.vocab, spec.tied, spec.qkv_bias]
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]

@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from data.cli import BadInput
-from data.models import MODELS
 from data.runs import CORRUPT, Failure, RunStore, failure_kind
 from engine.train import checkpoint
 from engine.train import monitor
@@ -103,16 +102,18 @@ def decide(job: JobConfig, dist: Dist) -> str:
     return broadcast(choice, dist)
 
 
-def load_parent(job: JobConfig, data: TokenData) -> nn.Module:
-    """The parent model; a preset parent is built at the corpus vocabulary (pretraining)."""
-    from engine.models import load_model
+def load_parent(job: JobConfig, data: TokenData) -> tuple[nn.Module, dict[str, Any]]:
+    """The parent model and where it came from (run.json's ``meta.source``: a hub model's
+    commit); a preset parent is built at the corpus vocabulary (pretraining)."""
+    from engine.models import load_model, resolve_model
 
     check_parent(job)
-    model = load_model(resolve_parent(job.parent, job.runs_dir), vocab=data.vocab_size, seed=job.seed)
+    resolved = resolve_model(resolve_parent(job.parent, job.runs_dir))
+    model = load_model(resolved, vocab=data.vocab_size, seed=job.seed)
     if model.config.vocab_size < data.vocab_size:
         raise BadInput(f"parent {job.parent!r} has vocab {model.config.vocab_size} but the shards use "
                        f"{data.vocab_size} token ids: tokenizer mismatch")
-    return model
+    return model, resolved.record()
 
 
 def _counts_meta(model: nn.Module) -> dict[str, Any]:
@@ -171,17 +172,25 @@ def _family(job: JobConfig, store: RunStore) -> tuple[str, str]:
     if job.parent.startswith(RUN_PREFIX) and store.exists(job.parent[len(RUN_PREFIX):]):
         meta = store.read(job.parent[len(RUN_PREFIX):]).get("meta", {})
         return job.family or meta.get("family", ""), meta.get("parent") or parent_label(job.parent)
-    key = job.parent.strip().lower()
-    family = job.family or (MODELS[key].family if key in MODELS else "")
+    from data.hub import parse_model_source
+
+    known = parse_model_source(job.parent).preset if not job.parent.startswith(RUN_PREFIX) else None
+    family = job.family or (known.family if known is not None else "")
     return family, parent_label(job.parent)
 
 
 def prepare(job: JobConfig, data: TokenData, dist: Dist, fresh: bool) -> Prepared:
     """Steps 2-4 of the module docstring (every rank builds the same model: same seeds)."""
-    parent = load_parent(job, data).to(dist.device)  # scoring, L0 and the teacher run on the device
+    parent, source = load_parent(job, data)
+    parent = parent.to(dist.device)  # scoring, L0 and the teacher run on the device
+    if dist.is_main and source["kind"] == "hub":
+        print(f"[engine.train] {job.run_id}: parent {source['hub_id']} at commit {source['commit']}", flush=True)
+    elif dist.is_main and source["kind"] == "random":
+        print(f"[engine.train] {job.run_id}: parent is a random init of {source['preset']} (no pretrained weights)",
+              flush=True)
     store = RunStore(job.runs_dir)
     family, label = _family(job, store)
-    meta: dict[str, Any] = {"family": family, "parent": label, "init": job.init,
+    meta: dict[str, Any] = {"family": family, "parent": label, "init": job.init, "source": source,
                             "objective": job.objective, "seed": job.seed, "method": job.method}
     if fresh:
         losses = _evaluate(parent, job, data, dist)
@@ -382,9 +391,9 @@ def _save_final(engine: Any, job: JobConfig, dist: Dist) -> None:
     model for a child job to load, and the directory is readable as the umask allows.
     """
     from data.runs import atomic_dir
-    from engine.models import save_model
+    from engine.models import resolve_model, save_model
 
-    tokenizer_from = resolve_parent(job.parent, job.runs_dir)
+    tokenizer_from = resolve_model(resolve_parent(job.parent, job.runs_dir)).path  # a hub parent: its snapshot
 
     def save() -> None:
         with atomic_dir(job.run_dir / "model") as tmp:

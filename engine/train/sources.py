@@ -8,14 +8,12 @@ must stay free of torch.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from data.cli import BadInput
-from data.models import MODELS
 from engine.train.config import RUN_PREFIX, DataConfig, EvalConfig, JobConfig
 
 
@@ -153,16 +151,17 @@ def resolve_parent(parent: str, runs_dir: str | Path) -> str:
 
 def parent_max_positions(parent: str, runs_dir: str | Path) -> int | None:
     """The parent's position limit without loading it (None: not knowable yet)."""
+    from data.hub import max_positions, parse_model_source
+
     where = resolve_parent(parent, runs_dir)
-    cfg = Path(where) / "config.json"
-    if cfg.is_file():
-        return int(json.loads(cfg.read_text()).get("max_position_embeddings") or 0) or None
-    key = where.strip().lower()
-    return MODELS[key].max_positions if key in MODELS else None
+    if parent.startswith(RUN_PREFIX) and not Path(where).is_dir():
+        return None  # the grid has not trained it yet; its own job carries the preset
+    return max_positions(parse_model_source(where))
 
 
 def check_parent(job: JobConfig, known_runs: Iterable[str] = ()) -> None:
-    """Fail early on a parent that is neither a HF directory, a preset, nor a known run.
+    """Fail early on a parent that is neither a HF directory, a hub model, a preset, nor a known
+    run (a hub model: its config.json is read, never its weights).
 
     Args:
         known_runs: run ids that will produce a model before this job runs (grid parents).
@@ -173,14 +172,13 @@ def check_parent(job: JobConfig, known_runs: Iterable[str] = ()) -> None:
             return
         raise BadInput(f"parent {job.parent!r}: run {run_id!r} has no saved model in {job.runs_dir} "
                        "and is not a parent job of this grid")
-    path = Path(job.parent)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise BadInput(f"parent {job.parent!r} has no config.json (expected a save_pretrained directory)")
-        return
-    if job.parent.strip().lower() not in MODELS:
-        raise BadInput(f"parent {job.parent!r} is neither a model directory, a run:<id>, nor a preset; "
-                       f"presets: {', '.join(sorted(MODELS))}")
+    from data.hub import parse_model_source, plan_config
+
+    source = parse_model_source(job.parent)
+    if source.kind == "dir" and not (source.path / "config.json").is_file():
+        raise BadInput(f"parent {job.parent!r} has no config.json (expected a save_pretrained directory)")
+    if source.kind == "hub":
+        plan_config(source)
 
 
 def job_seq_len(job: JobConfig) -> int | None:
