@@ -82,12 +82,35 @@ def parent_shapes(grid: Any) -> dict[str, ModelSpec]:
             spec = MODELS[p.preset.lower()]
             shapes[p.name] = spec.with_vocab(vocab) if vocab else spec
             continue
-        path = str(Path(p.path).expanduser().resolve())
-        spec = _local_spec(p.name, path)
-        if manifest is not None:
-            _check_tokenizer(p.name, Path(path), spec, Path(grid.spec.data["shards"]), manifest)
+        spec, folder = _path_or_hub_spec(p.name, p.path)
+        if manifest is not None and folder is not None:
+            _check_tokenizer(p.name, folder, spec, Path(grid.spec.data["shards"]), manifest)
         shapes[p.name] = spec
     return shapes
+
+
+def _path_or_hub_spec(name: str, given: str) -> tuple[ModelSpec, Path | None]:
+    """A ``path:`` parent's shape and the folder holding its tokenizer (None: not on disk yet).
+
+    A hub id is planned from its cached ``config.json`` (the one file fetched when online) or,
+    offline and uncached, from the model table: planning never downloads weights.
+    """
+    from data.hub import cached_file, parse_model_source, plan_config
+
+    local = Path(given).expanduser()
+    source = None
+    if not local.exists():
+        try:
+            source = parse_model_source(given)
+        except BadInput:
+            source = None  # neither a folder nor a hub id: the folder check names the problem
+    if source is None or source.kind != "hub":
+        path = local.resolve()
+        return _local_spec(name, str(path)), path
+    config = plan_config(source)
+    spec = spec_from_config(config, name) if config is not None else source.preset
+    tokenizer = cached_file(source.hub, "tokenizer.json")
+    return spec, tokenizer.parent if tokenizer is not None else None
 
 
 def check_parents(grid: Any) -> None:
