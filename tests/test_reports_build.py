@@ -371,3 +371,28 @@ def test_parents_pretraining_has_its_own_page_not_a_panel_among_the_pruned(small
     assert sum("Parents' pretraining: loss vs tokens" in p for p in pages) == 1
     curves = [p for p in pages if "Loss vs post-training tokens" in p]
     assert curves and not any("none" in p and "random init" in p for p in curves)
+
+
+def test_the_demo_summary_prints_the_report_headline_d_star():
+    """The demo's closing block and the report's title page give one D* for one card and parent."""
+    from data.runs import load
+    from data.units import format_count
+    from planner.cards import load_card
+    from planner.hardware import get_gpu
+    from planner.query import Parent
+    from planner.recommend import DEFAULT_RECOVER, Criterion, recommend
+    from reports import build, laws
+    from workflow.demo import planner_line
+
+    root = Path(__file__).resolve().parents[1]
+    path = root / "planner" / "cards" / "p2_llama3_depth.json"
+    frame = load(root / "docs" / "reference_runs")
+    (ref,) = laws.open_cards([str(path)])
+    name, n0, table = build.headline_dstar(ref, laws.card_rows(frame, ref))
+    l0 = float(frame.loc[frame["parent"] == name, "loss_before"].iloc[0])
+    rec = recommend(Parent(int(n0), "llama3", None), "depth", 0.5, load_card(path, law="p2"), "demo",
+                    criterion=Criterion("recover", DEFAULT_RECOVER), gpu=get_gpu("h100"), mfu=0.4, price=None,
+                    loss_before=l0)  # the demo passes the L0 its grid measured
+    row = table.loc[table["ratio"] == 0.5].iloc[0]
+    (line,) = planner_line(rec)
+    assert f"D* = {format_count(row['dstar'])} [{format_count(row['lo'])}, {format_count(row['hi'])}] tokens" in line
