@@ -453,7 +453,7 @@ def heldout_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> No
     results, skipped = [], []
     for by in HELDOUT_SPLITS:
         try:
-            result = laws.heldout(ctx.shown, ref, by)
+            result = laws.heldout(ctx.shown, ref, by, ctx.config.runs)
         except BadInput as exc:
             skipped.append(f"by {by}: {exc}")
             continue

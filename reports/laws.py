@@ -207,9 +207,9 @@ def derived_rows(ref: CardRef) -> list[dict]:
     for name, d in ((ref.card.ci.get("derived") or {}).items()):
         query = d.get("query") or {}
         where = ", ".join(f"{k}={_short(float(v))}" for k, v in query.items())
-        other = "; the fit's slope criterion, not the report's D*" if "slope" in query else ""
+        head = "slope criterion (not the D* pages'), " if "slope" in query else ""
         out.append({"name": name, "value": d.get("value"), "lo": d.get("low"), "hi": d.get("high"),
-                    "note": f"at {where}{other}"})
+                    "note": f"{head}at {where}"})
     return out
 
 
@@ -253,24 +253,24 @@ class HeldOut:
     message: str = ""
 
 
-def heldout(frame: pd.DataFrame, ref: CardRef, by: str) -> HeldOut:
+def heldout(frame: pd.DataFrame, ref: CardRef, by: str, runs: Path) -> HeldOut:
     """Refit the card's law on the train part of fitting's split ``by``; predict the rest.
 
-    The points are the card's runs with status done (what ``fitting fit`` keeps), handed to
-    fitting as arrays (``from_arrays`` applies its checks) rather than re-read from disk; the
-    split, its label, the fit and the metrics are fitting's, with the card's Huber delta,
+    The points are what ``fitting fit`` reads from the store ``runs`` for the card's law,
+    family and method (finished runs, tokens > 0, points above L0 for a law with an offset);
+    the split, its label, the fit and the metrics are fitting's, with the card's Huber delta,
     space and weighting, so the page shows the extrapolation ``fitting validate`` scores.
+    ``frame`` (the store's rows) names each held-out run's method.
     """
     from fitting.fit import FitConfig, fit
-    from fitting.table import from_arrays
+    from fitting.table import load_data
     from fitting.validate import heldout_metrics, split, split_axis
 
     law = ref.card.law
     rows = card_rows(frame.loc[frame["status"] == "done"], ref)
     if rows.empty:
         return HeldOut(by, "", pd.DataFrame(), {}, "no finished runs the card describes")
-    data = from_arrays(law, law_axes(ref, rows), rows["eval_loss"].to_numpy(float),
-                       rows["run_id"].to_numpy(str), source="run store")
+    data = load_data(runs, law, method=ref.card.data.get("method") or None, family=ref.family)
     if split_axis(law, by) is None:
         return HeldOut(by, "", pd.DataFrame(), {}, f"law {ref.law!r} has no {by} axis")
     train, label = split(data, by)

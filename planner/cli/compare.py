@@ -8,10 +8,17 @@ from-scratch settings are named in the output: equal post-training tokens, and (
 (``--scratch-law`` or bundled), each row also says whether pruning or training a model of the
 same size from scratch wins at that budget.
 
---json schema (one document on stdout; ``schema_version`` 1; Estimate as in recommend)::
+The first line is the verdict, as ``planner recommend`` words it; when the card's formula
+predicts losses no model of the family can have at this N0 ("not credible"), the tables are
+printed only with --show-extrapolation and the JSON moves them under ``extrapolation``.
+
+--json schema (one document on stdout; ``schema_version`` 2; Estimate as in recommend)::
 
     command         "compare"
-    schema_version  1
+    schema_version  2
+    verdict         str     the first line of the text answer
+    credible        bool    false: ``rows`` is [] and the rows are under ``extrapolation``
+    why_not_credible str or null
     query           {params_before, model, family, method, tokens, ratios: [float]}
     scratch_settings [str]  the token-matched from-scratch settings used, by name
     card            {path, law, ..., selected_because}     the P2 card (as in recommend)
@@ -25,6 +32,7 @@ same size from scratch wins at that budget.
                                       winner: "pruning"|"scratch"|"uncertain"|null,
                                       scratch_pipeline_loss: Estimate|null, pipeline_winner},
                       equal_compute: {same keys}}]
+    extrapolation   null, or (not credible) {label, rows: [as above]}
     warnings        [str]
 """
 

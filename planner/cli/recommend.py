@@ -1,13 +1,20 @@
 """``planner recommend``: how many post-training tokens a pruned model needs, and what it costs.
 
 The first line of the text answer is the verdict (in range / extrapolating Nx beyond the card
-/ pilot-calibrated). --json schema (one document on stdout; ``schema_version`` 2). Numbers are
-floats in SI units (tokens, FLOPs, USD); an Estimate is ``{"value": x, "low": lo|null, "high":
-hi|null}`` with a percentile interval (card: bootstrap samples; pilot: posterior samples)::
+/ not credible at this scale / pilot-calibrated). Not credible (the card's formula predicts a
+loss above a uniform guess for this N0): the verdict and why, the nearest published recipes,
+the pilot to run (job file, commands, cost) and the ``planner design`` command; the card's
+numbers only with --show-extrapolation. --json schema (one document on stdout;
+``schema_version`` 3). Numbers are floats in SI units (tokens, FLOPs, USD); an Estimate is
+``{"value": x, "low": lo|null, "high": hi|null}`` with a percentile interval (card: bootstrap
+samples; pilot: posterior samples)::
 
     command        "recommend"
-    schema_version 2
+    schema_version 3
     verdict        str     the first line of the text answer
+    credible       bool    false: no budget is recommended (tokens, loss, asymptote, compute null,
+                           budgets []): the card's numbers are under ``extrapolation``
+    why_not_credible  str or null
     mode           "card" | "pilot" | "pilot+card"
     query          {params_before, model (name or null), family, method, ratio, params_after}
     card           {path, law, version, family, method, source, content_hash, created, n_runs,
@@ -27,6 +34,11 @@ hi|null}`` with a percentile interval (card: bootstrap samples; pilot: posterior
     budgets        [{multiple: 0.1|0.3|1|3, tokens, loss: Estimate, gpu_hours, cost_usd}]
     compute        {flops, flops_formula, gpu, peak_flops, mfu, gpu_hours,
                     price_per_gpu_hour, cost_usd}     at D*
+    extrapolation  null, or (not credible) {label, why, reach (str|null: why the formula gives no
+                    usable budget either), tokens, loss, asymptote, card_only, budgets, compute}
+    next_steps     null, or (card-only answers outside the card's range) {pilot: {tokens, basis,
+                    eval_points, schedule, job (the engine train YAML keys), commands: [str],
+                    gpu_hours, cost_usd, design}, design: str (the planner design command)}
     practice       [{parent, params, target, ratio, method, tokens, tokens_low, tokens_high,
                      source, citation, law_over_practice}]   nearest published recipes
     warnings       [str]   extrapolation outside the card's fitted range (and how far), etc.
