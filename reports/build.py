@@ -255,6 +255,13 @@ def title_page(ctx: Context, pdf: "PdfPages") -> None:
     _save(ctx, pdf, fig, "title")
 
 
+def _fill(text: str, width: int) -> str:
+    """``text`` broken into lines of at most ``width`` characters (panel titles side by side)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
 def _wrapped(head: str, items: list[str], width: int = 150, sep: str = ",") -> list[str]:
     """``head`` + ``sep``-separated ``items`` over as many lines as the page width needs."""
     lines, line = [], head
@@ -466,7 +473,7 @@ def heldout_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> No
     for ax, res in zip(axes, results):
         m = res.metrics
         plots.plot_heldout(res.points, ax=ax, colors=ctx.colors,
-                           title=f"by {res.by}: {res.split}\nRMSE {m['rmse']:.4f}, MAPE {m['mape']:.2f}%, "
+                           title=f"{_fill(f'by {res.by}: {res.split}', 70)}\nRMSE {m['rmse']:.4f}, MAPE {m['mape']:.2f}%, "
                                  f"R² {m['r2']:.3f}" + (f", slope diff {m['slope_diff']:.3g}"
                                                         if np.isfinite(m.get("slope_diff", np.nan)) else ""))
     if skipped:  # supxlabel: constrained layout keeps it clear of the axes labels

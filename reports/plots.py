@@ -400,7 +400,10 @@ def plot_dstar(table: "pd.DataFrame", *, ax: "Axes | None" = None, title: str | 
         rows = table.loc[table["label"] == label].sort_values("ratio")
         ax.plot(rows["ratio"], rows["dstar"], marker="o", ms=3.5, color=color, label=str(label))
         if {"lo", "hi"} <= set(rows.columns) and rows["lo"].notna().any():
-            ax.fill_between(rows["ratio"], rows["lo"], rows["hi"], color=color, alpha=0.18, lw=0)
+            # several parents' bands overlap: faint fills, edges drawn so each stays traceable
+            ax.fill_between(rows["ratio"], rows["lo"], rows["hi"], color=color, alpha=0.08, lw=0)
+            ax.plot(rows["ratio"], rows["lo"], color=color, lw=0.6, ls=":")
+            ax.plot(rows["ratio"], rows["hi"], color=color, lw=0.6, ls=":")
     ax.set_yscale("log")
     count_axis(ax.yaxis)
     ax.set_xlabel("pruning ratio ρ")
