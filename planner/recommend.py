@@ -26,6 +26,7 @@ posterior samples of the pilot fit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,7 @@ from planner.grounding import PilotRecipe, pilot_recipe
 from planner.hardware import Compute, Gpu, compute_cost
 from planner.query import SPARSE_METHODS, Parent
 from planner.term import check_budget
-from planner.verdict import NOT_CREDIBLE, card_factor, credibility, verdict
+from planner.verdict import card_factor, credibility, verdict
 
 __all__ = ["CRITERIA", "Criterion", "Estimate", "Recommendation", "recommend", "percentile",
            "DEFAULT_RECOVER", "DEFAULT_SLOPE"]
@@ -301,20 +302,8 @@ def recommend(parent: Parent, method: str, ratio: float, card: Card | None, reas
             warnings.insert(0, doubt)
             doubt = None
     line = verdict(mode, card, n0, ratio, d_star, None if pilot is None else pilot.max_tokens, doubt=doubt)
-    # Published recipes are 0.5B-15B parents: beside a query at that scale they are a yardstick,
-    # beside a card's own toy sizes (where only D* leaves the range) they are noise.
-    sizes = None if card is None else card.axis_range("params_before")
-    practice: tuple[dict[str, Any], ...] = ()
-    if doubt is not None or mode != "card" or card is None or sizes is None or n0 > sizes[1]:
-        from planner.practice import comparisons
-
-        practice = tuple(comparisons(d_star, n0, ratio))
-    recipe = None
-    if mode == "card" and not line.startswith("verdict: in range"):  # the verdict says: calibrate
-        from planner.practice import comparisons
-
-        recipe = pilot_recipe(parent, method, ratio, list(practice) or comparisons(d_star, n0, ratio),
-                              lambda d: compute_cost(n_compute, d, gpu, mfu, price, formula))
+    practice, recipe = _guidance(parent, method, ratio, card, mode, line, doubt, d_star,
+                                 lambda d: compute_cost(n_compute, d, gpu, mfu, price, formula))
     return Recommendation(
         parent=parent, method=method, ratio=ratio, params_after=(1.0 - ratio) * n0, card=card,
         card_reason=reason if card is not None else "no card: pilot-only", loss_before=l0,
@@ -326,6 +315,24 @@ def recommend(parent: Parent, method: str, ratio: float, card: Card | None, reas
         pilot=None if pilot is None else _pilot_dict(pilot, term), card_only=card_only, practice=practice,
         warnings=tuple(warnings), notes=tuple(_notes(method, ratio, criterion, sparse_kernel, term.relative)),
         doubt=doubt, reach=reach, pilot_recipe=recipe)
+
+
+def _guidance(parent: Parent, method: str, ratio: float, card: Card | None, mode: str, line: str,
+              doubt: str | None, d_star: float, cost: Callable[[float], Compute]) -> tuple[tuple[dict[str, Any], ...], PilotRecipe | None]:
+    """The nearest published recipes (when they are a yardstick) and the pilot to run (when the
+    verdict says: calibrate), with ``cost(tokens)`` of that pilot."""
+    from planner.practice import comparisons
+
+    n0 = float(parent.params_before)
+    # Published recipes are 0.5B-15B parents: beside a query at that scale they are a yardstick,
+    # beside a card's own toy sizes (where only D* leaves the range) they are noise.
+    sizes = None if card is None else card.axis_range("params_before")
+    practice: tuple[dict[str, Any], ...] = ()
+    if doubt is not None or mode != "card" or card is None or sizes is None or n0 > sizes[1]:
+        practice = tuple(comparisons(d_star, n0, ratio))
+    if mode != "card" or line.startswith("verdict: in range"):
+        return practice, None
+    return practice, pilot_recipe(parent, method, ratio, list(practice) or comparisons(d_star, n0, ratio), cost)
 
 
 def _budget(term: TokenTerm, criterion: Criterion, ref: Reference, mode: str, n0: float, *,

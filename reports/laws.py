@@ -22,7 +22,6 @@ from reports.tables import post_training_points, ratio_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from fitting.card import LawCard
-    from fitting.table import FitData
 
 DSTAR_CRITERION = f"close {DEFAULT_RECOVER:.0%} of the recoverable gap, planner recommend's default criterion"
 """How every D* of the report is chosen, in the words its pages print."""
