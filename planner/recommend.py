@@ -329,7 +329,9 @@ def _guidance(parent: Parent, method: str, ratio: float, card: Card | None, mode
     sizes = None if card is None else card.axis_range("params_before")
     practice: tuple[dict[str, Any], ...] = ()
     if doubt is not None or mode != "card" or card is None or sizes is None or n0 > sizes[1]:
-        practice = tuple(comparisons(d_star, n0, ratio))
+        rows = comparisons(d_star, n0, ratio)
+        # not credible: there is no D* to hold against the recipes
+        practice = tuple(rows if doubt is None else ({**r, "law_over_practice": None} for r in rows))
     if mode != "card" or line.startswith("verdict: in range"):
         return practice, None
     return practice, pilot_recipe(parent, method, ratio, list(practice) or comparisons(d_star, n0, ratio), cost)

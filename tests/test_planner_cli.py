@@ -313,6 +313,10 @@ def test_readme_target_loss_query_answers_with_the_screen(capsys):
     assert out.startswith("verdict: not credible") and "--pilot runs/RUN_ID" in out
     assert main(argv + ["--show-extrapolation"]) == 0
     assert "reach: " in capsys.readouterr().out
+    # a target the formula cannot reach at all (below its asymptote): still the screen, valid JSON
+    doc = run_json(capsys, *argv[:-4], "--target-loss", "1.0", "--loss-before", "2.1", "--json")
+    assert doc["extrapolation"]["tokens"] is None and "asymptote" in doc["extrapolation"]["reach"]
+    assert all(p["law_over_practice"] is None for p in doc["practice"])
 
 
 def test_compare_gives_the_same_verdict(capsys):

@@ -78,6 +78,7 @@ examples:
   planner recommend --params 1.5B --family qwen2.5 --ratio 0.3 --method width --target-loss 2.6 --loss-before 2.4
   planner recommend --params 8B --ratio 0.5 --law card.json --recover 0.8 --gpu a100 --price 1.2 --json
   planner recommend --params 8B --ratio 0.5 --pilot pilot.csv
+  planner recommend --params 8B --ratio 0.5 --show-extrapolation
 """
 
 
@@ -202,7 +203,7 @@ def render(r: Recommendation, *, show_extrapolation: bool = False) -> str:
         if show_extrapolation:
             lines += ["", "the card's extrapolation (its formula where it does not describe models; not a "
                           "prediction):"] + [f"  {line}" for line in _numbers(r)]
-            lines += [f"  reach: {r.reach}"] if r.reach else []
+            lines += [f"  reach: {r.reach}"] if r.reach and r.tokens is not None else []
         else:
             lines += ["", "the card's extrapolated D*, loss and cost at this N0 are not a prediction: "
                           "--show-extrapolation prints them"]
