@@ -103,7 +103,7 @@ def render_recipe(recipe: PilotRecipe) -> list[str]:
         f"  1. pilot: post-train this very model for {job['tokens']} tokens ({recipe.basis}), "
         f"~{c.gpu_hours:,.0f} {c.gpu.upper()} GPU-hours (${c.cost_usd:,.0f}), then fit its curve",
         "     pilot.yaml (engine train prunes the parent itself, so the run records N0, ratio and L0):",
-        f"       parent: PARENT_DIR            # the local Hugging Face directory of your parent",
+        "       parent: PARENT_DIR            # the local Hugging Face directory of your parent",
         f"       method: {job['method']}",
         f"       ratio: {job['ratio']:g}",
         f"       tokens: {job['tokens']}",
