@@ -53,17 +53,19 @@ class PilotRecipe:
                 "gpu_hours": self.compute.gpu_hours, "cost_usd": self.compute.cost_usd, "design": self.design}
 
 
-def pilot_tokens(n0: float, method: str, practice: list[dict[str, Any]]) -> tuple[float, str]:
+def pilot_tokens(n0: float, ratio: float, method: str) -> tuple[float, str]:
     """:data:`PILOT_FRACTION` of the nearest published budget (same method first) per parameter, x N0."""
-    sized = [p for p in practice if p.get("params")]
+    from planner.practice import nearest
+
+    sized = [p for p in nearest(n0, ratio, k=1_000) if p.params]
     if not sized:
         tokens = float(f"{20.0 * PILOT_FRACTION * n0:.2g}")
         return tokens, f"{PILOT_FRACTION:.0%} of 20 tokens per parent parameter (no published recipe to scale)"
     family = method.split("-")[0]
-    row = next((p for p in sized if str(p["method"]).split("+")[0].startswith(family)), sized[0])
-    per_param = row["tokens"] / row["params"]
+    row = next((p for p in sized if p.method.split("+")[0].startswith(family)), sized[0])
+    per_param = row.tokens / row.params
     tokens = float(f"{max(PILOT_FRACTION * per_param * n0, MIN_TOKENS_PER_PARAM * n0 * 10):.2g}")
-    return tokens, (f"{PILOT_FRACTION:.0%} of {row['target']}'s {format_count(row['tokens'])} tokens "
+    return tokens, (f"{PILOT_FRACTION:.0%} of {row.target}'s {format_count(row.tokens)} tokens "
                     f"({per_param:.3g} per parent parameter), scaled to N0")
 
 
@@ -80,10 +82,9 @@ def _params_arg(parent: Parent) -> str:
     return parent.name or format_count(parent.params_before)
 
 
-def pilot_recipe(parent: Parent, method: str, ratio: float, practice: list[dict[str, Any]],
-                 cost: Callable[[float], Compute]) -> PilotRecipe:
+def pilot_recipe(parent: Parent, method: str, ratio: float, cost: Callable[[float], Compute]) -> PilotRecipe:
     """The pilot for this query: job file, commands and ``cost(tokens)`` of its budget."""
-    tokens, basis = pilot_tokens(float(parent.params_before), method, practice)
+    tokens, basis = pilot_tokens(float(parent.params_before), ratio, method)
     job = {"parent": "PARENT_DIR", "method": method, "ratio": ratio, "tokens": format_count(tokens),
            "data": {"shards": "work/pilot-shards"},
            "optim": {"schedule": "constant", "warmup_frac": PILOT_WARMUP},

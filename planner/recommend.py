@@ -334,7 +334,7 @@ def _guidance(parent: Parent, method: str, ratio: float, card: Card | None, mode
         practice = tuple(rows if doubt is None else ({**r, "law_over_practice": None} for r in rows))
     if mode != "card" or line.startswith("verdict: in range"):
         return practice, None
-    return practice, pilot_recipe(parent, method, ratio, list(practice) or comparisons(d_star, n0, ratio), cost)
+    return practice, pilot_recipe(parent, method, ratio, cost)
 
 
 def _budget(term: TokenTerm, criterion: Criterion, ref: Reference, mode: str, n0: float, *,
