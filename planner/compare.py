@@ -35,7 +35,8 @@ import numpy as np
 from fitting.laws import CHINCHILLA
 from planner.cards import Card
 from planner.query import SPARSE_METHODS, Parent
-from planner.recommend import Estimate, identifiability_warnings, interval, loss_at, range_warnings
+from planner.recommend import Estimate, card_doubt, identifiability_warnings, interval, loss_at, range_warnings
+from planner.verdict import credibility, verdict
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,14 @@ class Comparison:
     kernel: str = "dense"
     """``dense`` or ``sparse``: which FLOPs a sparse method's training is charged."""
     parent_tokens: float | None = None
+    verdict: str = ""
+    """The first line of the answer, as ``planner recommend`` words it."""
+    doubt: str | None = None
+    """Why the card cannot describe these models (then the rows are no prediction), or None."""
+
+    @property
+    def credible(self) -> bool:
+        return self.doubt is None
 
     @property
     def compute_flops(self) -> float:
@@ -100,7 +109,8 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "command": "compare", "schema_version": 1,
+            "command": "compare", "schema_version": 2, "verdict": self.verdict, "credible": self.credible,
+            "why_not_credible": self.doubt,
             "query": {"params_before": self.parent.params_before, "model": self.parent.name,
                       "family": self.parent.family, "method": self.method, "tokens": self.tokens,
                       "ratios": [r.ratio for r in self.rows]},
@@ -114,7 +124,10 @@ class Comparison:
                               "reference": "6 * params_before * tokens (the unpruned parent on --tokens); "
                                            + kernel_rule(self.method, self.kernel)},
             "scratch_settings": scratch_settings(self.parent_tokens),
-            "rows": [r.to_dict() for r in self.rows],
+            "rows": [r.to_dict() for r in self.rows] if self.credible else [],
+            "extrapolation": None if self.credible else {
+                "label": "the card's formula applied where it does not describe models: not a prediction",
+                "rows": [r.to_dict() for r in self.rows]},
             "warnings": list(self.warnings),
         }
 
@@ -191,8 +204,26 @@ def compare(parent: Parent, method: str, ratios: tuple[float, ...], tokens: floa
     if scratch is not None:
         warnings += [f"from-scratch card: {w}" for w in
                      _scratch_range(scratch, min((1 - r) * n0 for r in ratios), tokens)]
+    doubt = _doubt(card, parent, rows, l0)
+    span = card.axis_range("ratio")
+    outside = [r for r in ratios if span is not None and not span[0] <= r <= span[1]]
+    line = verdict("card", card, n0, (outside or list(ratios))[-1], max(compute_tokens(r) for r in ratios),
+                   doubt=doubt, what="largest budget")
     return Comparison(parent, method, tokens, card, card_reason, scratch, scratch_reason, l0,
-                      l0_source, rows, tuple(warnings), kernel, parent_tokens)
+                      l0_source, rows, tuple(warnings), kernel, parent_tokens, line, doubt)
+
+
+def _doubt(card: Card, parent: Parent, rows: tuple[Row, ...], l0: float | None) -> str | None:
+    """The first reason (as ``planner recommend`` gives it) why a row is no prediction."""
+    n0 = float(parent.params_before)
+    for row in rows:
+        why = card_doubt(card, parent.family, n0, row.ratio, l0)
+        for name, arm in (("equal tokens", row.equal_tokens), ("equal compute", row.equal_compute)):
+            why = why or credibility(parent.family, arm.loss.value - (l0 or 0.0),
+                                     f"at ratio {row.ratio:g} ({name}, {arm.tokens:.3g} tokens)")
+        if why is not None:
+            return f"ratio {row.ratio:g}: {why}"
+    return None
 
 
 def _scratch_range(card: Card, n: float, tokens: float) -> list[str]:

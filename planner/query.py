@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from data.cli import BadInput
 from data.models import FAMILIES, get_spec, normalize_family
-from data.units import parse_count
+from data.units import format_count, parse_count
 
 METHODS: tuple[str, ...] = (
     "depth", "depth-block", "depth-last", "width", "width-search", "targeted",
@@ -21,6 +21,9 @@ METHODS: tuple[str, ...] = (
 Copied, not imported: the planner must not import the engine package."""
 SPARSE_METHODS: frozenset[str] = frozenset(m for m in METHODS if m.startswith(("2:4", "unstructured")))
 DEFAULT_METHOD = "depth"
+PARAMS_RANGE = (1e3, 1e13)
+"""Plausible parent sizes N0: the tiny test shapes (tens of thousands) up to 10T, several times
+the largest published language models."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,6 @@ class Parent:
     """The model name when the user gave one (``llama-3.1-8b``), else None."""
 
     def describe(self) -> str:
-        from data.units import format_count
-
         size = f"N0 = {format_count(self.params_before)} params"
         return f"{self.name} ({size})" if self.name else f"a {self.family} parent with {size}"
 
@@ -67,6 +68,10 @@ def parse_parent(params: str, family: str | None) -> Parent:
         count = parse_count(params, what="--params", allow_model=True)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+    lo, hi = PARAMS_RANGE
+    if not lo <= count <= hi:
+        raise BadInput(f"bad --params {params!r}: N0 = {count:.3g} parameters is outside the plausible range "
+                       f"{format_count(lo)}-{format_count(hi)} (a parent's total parameter count, e.g. 8B)")
     return Parent(count, fam or "llama3", None)
 
 

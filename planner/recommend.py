@@ -26,6 +26,7 @@ posterior samples of the pilot fit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,10 +36,12 @@ from data.cli import BadInput
 from data.units import format_count
 from fitting.intervals import defined_enough
 from fitting.pilot import Pilot, fit_pilot, pilot_reference
+from fitting import term as fterm
 from fitting.term import (CRITERIA, DEFAULT_RECOVER, Criterion, Estimate, Reference, TokenTerm, percentile,
                           sample_interval)
 from planner import laws
 from planner.cards import Card
+from planner.grounding import PilotRecipe, pilot_recipe
 from planner.hardware import Compute, Gpu, compute_cost
 from planner.query import SPARSE_METHODS, Parent
 from planner.term import check_budget
@@ -79,11 +82,12 @@ class Recommendation:
     loss_before: float | None
     loss_before_source: str
     criterion: Criterion
-    tokens: Estimate
-    loss: Estimate
+    tokens: Estimate | None
+    """None only when not credible and the card's formula gives no budget either."""
+    loss: Estimate | None
     asymptote: Estimate
     budgets: tuple[Budget, ...]
-    compute: Compute
+    compute: Compute | None
     mode: str = "card"
     verdict: str = ""
     relative: bool = False
@@ -94,10 +98,33 @@ class Recommendation:
     practice: tuple[dict[str, Any], ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
     notes: tuple[str, ...] = field(default=())
+    doubt: str | None = None
+    """Why the answer is not credible at this scale (then no budget is recommended), or None."""
+    reach: str | None = None
+    """Not credible only: why the card's formula itself gives no usable budget here, or None."""
+    pilot_recipe: PilotRecipe | None = None
+    """The pilot to run for a grounded answer (card-only answers outside the card's range)."""
+
+    @property
+    def credible(self) -> bool:
+        return self.doubt is None
 
     def to_dict(self) -> dict[str, Any]:
+        answer = {"tokens": None if self.tokens is None else self.tokens.to_dict(),
+                  "loss": None if self.loss is None else self.loss.to_dict(),
+                  "asymptote": self.asymptote.to_dict(), "card_only": self.card_only,
+                  "budgets": [b.to_dict() for b in self.budgets],
+                  "compute": None if self.compute is None else self.compute.to_dict()}
+        if self.credible:
+            shown, extrapolation = answer, None
+        else:  # the numbers stay for a script, under a key that says what they are
+            shown = {"tokens": None, "loss": None, "asymptote": None, "card_only": None, "budgets": [],
+                     "compute": None}
+            extrapolation = {"label": "the card's formula applied where it does not describe models: "
+                                      "not a prediction", "why": self.doubt, "reach": self.reach, **answer}
         return {
-            "command": "recommend", "schema_version": 2, "verdict": self.verdict, "mode": self.mode,
+            "command": "recommend", "schema_version": 3, "verdict": self.verdict, "credible": self.credible,
+            "why_not_credible": self.doubt, "mode": self.mode,
             "query": {"params_before": self.parent.params_before, "model": self.parent.name,
                       "family": self.parent.family, "method": self.method, "ratio": self.ratio,
                       "params_after": self.params_after},
@@ -108,11 +135,10 @@ class Recommendation:
                             "parent": self.parent.describe(), "recover_reference": self.reference},
             "criterion": {"kind": self.criterion.kind, "value": self.criterion.value,
                           "description": self.criterion.describe()},
-            "tokens": self.tokens.to_dict(), "loss": self.loss.to_dict(),
-            "asymptote": self.asymptote.to_dict(),
-            "card_only": self.card_only,
-            "budgets": [b.to_dict() for b in self.budgets],
-            "compute": self.compute.to_dict(),
+            **shown,
+            "extrapolation": extrapolation,
+            "next_steps": None if self.pilot_recipe is None else {"pilot": self.pilot_recipe.to_dict(),
+                                                                   "design": self.pilot_recipe.design},
             "practice": list(self.practice),
             "warnings": list(self.warnings), "notes": list(self.notes),
         }
@@ -122,29 +148,27 @@ class Recommendation:
 
 def card_term(card: Card, n0: float, ratio: float, l0: float | None) -> TokenTerm:
     """The card at (N0, rho) as ``a + k D^-beta``; relative (dL) when ``l0`` is None."""
-    def cols(params: np.ndarray) -> np.ndarray:
-        a, k, beta = laws.token_term(params, n0, ratio, 0.0 if l0 is None else l0)
-        a = np.ravel(a)
-        return np.column_stack([a, np.ravel(k) * np.ones_like(a), np.ravel(beta) * np.ones_like(a)])
-    point = cols(card.card.params_array)[0]
-    boot, jack = card.card.bootstrap_params, card.card.jackknife_params
-    return TokenTerm(float(point[0]), float(point[1]), float(point[2]),
-                     None if boot is None or len(boot) == 0 else cols(boot), level=card.card.level,
-                     relative=l0 is None, units=card.card.units,
-                     jackknife=None if jack is None or len(jack) == 0 else cols(jack),
-                     floor=0.0 if l0 is None else float(l0))
+    return fterm.card_term(card.card, n0, ratio, l0)
 
 
 def card_reference(card: Card, n0: float) -> Reference:
     """D_ref of a card-only answer: its first fitted budget per parameter of its largest parent, x N0."""
-    tokens, sizes = card.axis_range("tokens"), card.axis_range("params_before")
-    if tokens is None or not tokens[0] > 0 or sizes is None:
-        raise BadInput(f"law card {str(card.path)!r} records no tokens/params_before range; "
-                       "--recover needs it (use --slope, or calibrate with --pilot)")
-    per_param = tokens[0] / sizes[1]
-    return Reference(tokens=per_param * n0, source=(
-        f"the law's loss at D_ref = {format_count(per_param * n0)} tokens (the card's first fitted budget, "
-        f"{per_param:.3g} tokens per parent parameter, times N0)"))
+    return fterm.card_reference(card.card, n0, repr(str(card.path)))
+
+
+def card_doubt(card: Card, family: str, n0: float, ratio: float, l0: float | None) -> str | None:
+    """Why the card cannot describe a model of this N0 and ratio (None: nothing rules it out).
+
+    Checked at D_ref, the point of recovery (in tokens per parameter) where the card's own runs
+    were first measured: the card's predicted L - L0 there is what it claims a model of this
+    size reaches after a first stretch of training, whatever the criterion asked.
+    """
+    try:
+        ref = card_reference(card, n0)
+    except BadInput:
+        return None
+    gap = card_term(card, n0, ratio, None).loss(float(ref.tokens)).value
+    return credibility(family, gap, f"after D_ref = {format_count(float(ref.tokens))} tokens")
 
 
 # -- card helpers shared with compare ------------------------------------------------------------
@@ -229,6 +253,11 @@ def recommend(parent: Parent, method: str, ratio: float, card: Card | None, reas
     ``pilot`` is a :class:`fitting.pilot.Pilot` (already checked against N0 and ratio);
     ``loss_before`` None with no pilot L0 gives dL answers. ``sparse_kernel`` False counts
     a sparse method's compute on dense kernels (6 * N0 * D).
+
+    A card-only answer the card cannot give at this scale (:func:`card_doubt`) is not
+    credible: it recommends no budget (``tokens`` stays as the card's extrapolation, for
+    ``--show-extrapolation``), carries the published practice and a pilot recipe, and budgets
+    the formula puts out of reach are noted there instead of refused.
     """
     if card is None and pilot is None:
         raise BadInput("no law card and no --pilot: pass --law CARD.json or --pilot RUN|CURVE.csv")
@@ -236,56 +265,94 @@ def recommend(parent: Parent, method: str, ratio: float, card: Card | None, reas
     l0, l0_source = _loss_before(loss_before, pilot)
     cterm = None if card is None else card_term(card, n0, ratio, l0)
     warnings: list[str] = []
+    doubt = None
     if pilot is None:
         mode, term, ref = "card", cterm, card_reference(card, n0) if criterion.kind == "recover" else Reference()
+        doubt = card_doubt(card, parent.family, n0, ratio, l0)
     else:
         mode = "pilot" if card is None else "pilot+card"
         betas = None if cterm is None or cterm.samples is None else cterm.samples[:, 2]
         term = fit_pilot(pilot, card_betas=betas, card_beta=None if cterm is None else cterm.beta, loss_before=l0)
         ref = pilot_reference(pilot)
-    tokens = term.tokens(criterion, ref)
-    check_budget(tokens, criterion, f"{mode} mode", n0)
+    tokens, reach = _budget(term, criterion, ref, mode, n0, credible=doubt is None)
     n_compute, formula = _compute_params(method, ratio, n0, sparse_kernel)
-    budgets = tuple(Budget(m, m * tokens.value, term.loss(m * tokens.value),
-                           compute_cost(n_compute, m * tokens.value, gpu, mfu, price, formula))
-                    for m in BUDGET_MULTIPLES)
+    budgets = () if tokens is None else tuple(
+        Budget(m, m * tokens.value, term.loss(m * tokens.value),
+               compute_cost(n_compute, m * tokens.value, gpu, mfu, price, formula)) for m in BUDGET_MULTIPLES)
+    loss = None if tokens is None else term.loss(tokens.value)
+    d_star = float("nan") if tokens is None else tokens.value
     card_only = None
     if card is not None:
-        warnings += identifiability_warnings(card) if mode == "card" else []
-        warnings += _card_warnings(card, parent, method, n0, ratio, tokens.value, l0 if loss_before else None, mode)
+        warnings += identifiability_warnings(card) if mode == "card" and doubt is None else []
+        warnings += _card_warnings(card, parent, method, n0, ratio, d_star if doubt is None else float("nan"),
+                                   l0 if loss_before else None, mode)
         if pilot is not None:
             card_only = _card_only(cterm, criterion, card, n0, pilot, tokens)
-    if pilot is not None and tokens.value > 10 * pilot.max_tokens:
-        warnings.append(f"D* = {format_count(tokens.value)} is {tokens.value / pilot.max_tokens:.3g}x the pilot's "
+    if pilot is not None and d_star > 10 * pilot.max_tokens:
+        warnings.append(f"D* = {format_count(d_star)} is {d_star / pilot.max_tokens:.3g}x the pilot's "
                         f"last point ({format_count(pilot.max_tokens)}): a longer pilot narrows the interval")
     share = term.unreachable_fraction(criterion)
-    if share > 0:
+    if share > 0 and doubt is None:
         warnings.append(f"{share:.0%} of the {'bootstrap' if mode == 'card' else 'posterior'} samples never reach "
                         f"loss {criterion.value:.4g} (their asymptote is above it): the budget interval covers "
                         "only the others, so it is optimistic")
-    line = verdict(mode, card, n0, ratio, tokens.value, None if pilot is None else pilot.max_tokens)
-    loss = term.loss(tokens.value)
-    why = credibility(parent.family, loss.value - (0.0 if term.relative or l0 is None else l0))
-    if why is not None:
-        line = line.replace("verdict: ", "verdict: not credible at this scale; ", 1)
-        warnings.insert(0, why)
-    practice = ()
-    # Published recipes are 0.5B-15B parents: beside a query at that scale they are a yardstick,
-    # beside a card's own toy sizes (where only D* leaves the range) they are noise.
-    sizes = None if card is None else card.axis_range("params_before")
-    if mode != "card" or card is None or sizes is None or n0 > sizes[1]:
-        from planner.practice import comparisons
-
-        practice = tuple(comparisons(tokens.value, n0, ratio))
+    if loss is not None and doubt is None:
+        doubt = credibility(parent.family, loss.value - (0.0 if term.relative or l0 is None else l0), "at D*")
+        if doubt is not None and mode != "card":  # the user's own curve: say so, answer anyway
+            warnings.insert(0, doubt)
+            doubt = None
+    line = verdict(mode, card, n0, ratio, d_star, None if pilot is None else pilot.max_tokens, doubt=doubt)
+    practice, recipe = _guidance(parent, method, ratio, card, mode, line, doubt, d_star,
+                                 lambda d: compute_cost(n_compute, d, gpu, mfu, price, formula))
     return Recommendation(
         parent=parent, method=method, ratio=ratio, params_after=(1.0 - ratio) * n0, card=card,
         card_reason=reason if card is not None else "no card: pilot-only", loss_before=l0,
         loss_before_source=l0_source, criterion=criterion, tokens=tokens,
         loss=loss, asymptote=term.asymptote(), budgets=budgets,
-        compute=compute_cost(n_compute, tokens.value, gpu, mfu, price, formula), mode=mode, verdict=line,
+        compute=None if tokens is None else compute_cost(n_compute, tokens.value, gpu, mfu, price, formula),
+        mode=mode, verdict=line,
         relative=term.relative, reference=ref.source if criterion.kind == "recover" else "",
         pilot=None if pilot is None else _pilot_dict(pilot, term), card_only=card_only, practice=practice,
-        warnings=tuple(warnings), notes=tuple(_notes(method, ratio, criterion, sparse_kernel, term.relative)))
+        warnings=tuple(warnings), notes=tuple(_notes(method, ratio, criterion, sparse_kernel, term.relative)),
+        doubt=doubt, reach=reach, pilot_recipe=recipe)
+
+
+def _guidance(parent: Parent, method: str, ratio: float, card: Card | None, mode: str, line: str,
+              doubt: str | None, d_star: float, cost: Callable[[float], Compute]) -> tuple[tuple[dict[str, Any], ...], PilotRecipe | None]:
+    """The nearest published recipes (when they are a yardstick) and the pilot to run (when the
+    verdict says: calibrate), with ``cost(tokens)`` of that pilot."""
+    from planner.practice import comparisons
+
+    n0 = float(parent.params_before)
+    # Published recipes are 0.5B-15B parents: beside a query at that scale they are a yardstick,
+    # beside a card's own toy sizes (where only D* leaves the range) they are noise.
+    sizes = None if card is None else card.axis_range("params_before")
+    practice: tuple[dict[str, Any], ...] = ()
+    if doubt is not None or mode != "card" or card is None or sizes is None or n0 > sizes[1]:
+        rows = comparisons(d_star, n0, ratio)
+        # not credible: there is no D* to hold against the recipes
+        practice = tuple(rows if doubt is None else ({**r, "law_over_practice": None} for r in rows))
+    if mode != "card" or line.startswith("verdict: in range"):
+        return practice, None
+    return practice, pilot_recipe(parent, method, ratio, cost)
+
+
+def _budget(term: TokenTerm, criterion: Criterion, ref: Reference, mode: str, n0: float, *,
+            credible: bool) -> tuple[Estimate | None, str | None]:
+    """D* under ``criterion``; refused (BadInput) when credible and out of reach, else noted."""
+    try:
+        tokens = term.tokens(criterion, ref)
+    except BadInput as exc:
+        if credible:
+            raise
+        return None, str(exc)
+    try:
+        check_budget(tokens, criterion, f"{mode} mode", n0)
+    except BadInput as exc:
+        if credible:
+            raise
+        return tokens, str(exc)
+    return tokens, None
 
 
 def _loss_before(given: float | None, pilot: Pilot | None) -> tuple[float | None, str]:

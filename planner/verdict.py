@@ -1,9 +1,11 @@
 """The first line of every answer: how much to trust it, in words a practitioner reads first.
 
-Three verdicts: ``in range`` (the card saw this parent size, ratio and budget),
+Four verdicts: ``in range`` (the card saw this parent size, ratio and budget),
 ``extrapolating Nx beyond the card`` (N = the largest factor by which N0 or D* leaves the
-card's fitted range), and ``pilot-calibrated`` (the token term was fitted on the user's own
-pilot curve; N then says how far D* lies beyond the pilot's last point).
+card's fitted range), ``not credible at this scale`` (the card's formula predicts losses no
+model of this family can have: no budget is given), and ``pilot-calibrated`` (the token term
+was fitted on the user's own pilot curve; N then says how far D* lies beyond the pilot's last
+point).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from data.units import format_count
 from planner.cards import Card
 
 MODES = ("card", "pilot", "pilot+card")
+NOT_CREDIBLE = "verdict: not credible at this scale"
 
 
 def _factor(value: float, span: tuple[float, float] | None) -> float:
@@ -24,10 +27,10 @@ def _factor(value: float, span: tuple[float, float] | None) -> float:
     return value / hi if value > hi else lo / value if value < lo else 1.0
 
 
-def card_factor(card: Card, n0: float, tokens: float) -> tuple[float, list[str]]:
+def card_factor(card: Card, n0: float, tokens: float, what: str = "D*") -> tuple[float, list[str]]:
     """The extrapolation factor and the axes that leave the card's range, in words."""
     parts, worst = [], 1.0
-    for axis, value, name in (("params_before", n0, "N0"), ("tokens", tokens, "D*")):
+    for axis, value, name in (("params_before", n0, "N0"), ("tokens", tokens, what)):
         span = card.axis_range(axis)
         f = _factor(value, span)
         if f > 1.0 + 1e-9:
@@ -38,8 +41,17 @@ def card_factor(card: Card, n0: float, tokens: float) -> tuple[float, list[str]]
 
 
 def verdict(mode: str, card: Card | None, n0: float, ratio: float, tokens: float,
-            pilot_tokens: float | None = None) -> str:
-    """One line, starting with ``verdict:``."""
+            pilot_tokens: float | None = None, *, doubt: str | None = None, what: str = "D*") -> str:
+    """One line, starting with ``verdict:``; ``doubt`` (from :func:`credibility`) makes it
+    :data:`NOT_CREDIBLE`, with how far N0 lies beyond the card's parents."""
+    if doubt is not None:
+        assert card is not None
+        span = card.axis_range("params_before")
+        far = "" if span is None else (f": N0 = {format_count(n0)} is {_factor(n0, span):.3g}x the card's "
+                                       f"{'largest' if n0 > span[1] else 'smallest'} parent "
+                                       f"({format_count(span[1] if n0 > span[1] else span[0])})")
+        tail = "the card gives no budget here" if what == "D*" else "its losses at this N0 are no prediction"
+        return f"{NOT_CREDIBLE}{far}; {tail}"
     if mode != "card":
         how = ("pilot-only power law L = L_inf + B / D^beta, no card" if mode == "pilot"
                else "pilot curve with the card's token exponent beta as prior")
@@ -48,7 +60,7 @@ def verdict(mode: str, card: Card | None, n0: float, ratio: float, tokens: float
                  else "D* lies within the pilot")
         return f"verdict: pilot-calibrated ({how}); {reach}"
     assert card is not None
-    factor, parts = card_factor(card, n0, tokens)
+    factor, parts = card_factor(card, n0, tokens, what)
     span = card.axis_range("ratio")
     if span is not None and not span[0] - 1e-9 <= ratio <= span[1] + 1e-9:
         parts.append(f"ratio {ratio:g} outside fitted [{span[0]:.3g}, {span[1]:.3g}]")
@@ -71,12 +83,11 @@ def uniform_guess_loss(family: str) -> float | None:
     return math.log(max(vocabs)) if vocabs else None
 
 
-def credibility(family: str, gap: float) -> str | None:
-    """Why an answer with ``gap`` = predicted L - L0 (nats) at D* cannot be right, or None."""
+def credibility(family: str, gap: float, where: str) -> str | None:
+    """Why a predicted ``gap`` = L - L0 (nats) ``where`` (``at D*``) cannot be right, or None."""
     ceiling = uniform_guess_loss(family)
     if ceiling is None or not gap > ceiling:
         return None
-    return (f"the card predicts L - L0 = {gap:+.4g} nats at D*, more than a uniform guess over the "
+    return (f"the law predicts L - L0 = {gap:+.4g} nats {where}, more than a uniform guess over the "
             f"{family} vocabulary loses in all (ln V = {ceiling:.2f} nats): its size and ratio terms do "
-            f"not transfer to this N0, so read D* as the card's token exponent applied at this scale, "
-            f"not as a prediction")
+            f"not transfer to this N0")

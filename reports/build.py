@@ -35,6 +35,10 @@ NEEDED = ("run_id", "parent", "method", "ratio", "params_before", "loss_before",
           "tokens", "eval_loss")
 """Columns every page needs; a store without them is refused up front."""
 HELDOUT_SPLITS = ("tokens", "size", "ratio")
+NO_PRUNING = "none"
+"""The method of a parent's pretraining run (engine.train.config.NO_PRUNING; reports cannot import
+the engine)."""
+HEADLINE_RATIOS = (0.25, 0.5, 0.75)
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ def build_report(config: ReportConfig) -> ReportSummary:
     """Write the report; returns its page headings and notes."""
     start = time.perf_counter()
     frame, shown = load_runs(config)
-    cards = laws.open_cards([str(p) for p in config.cards])
+    cards = laws.check_against_store(laws.open_cards([str(p) for p in config.cards]), config.runs, shown)
     ctx = Context(config, frame, shown, cards, plots.method_colors(shown["method"].dropna().unique()))
     import matplotlib
 
@@ -135,7 +139,7 @@ def _render(ctx: Context) -> bytes:
     from matplotlib.backends.backend_pdf import PdfPages
 
     sections: list[Callable[[Context, PdfPages], None]] = [
-        title_page, curve_pages, ratio_pages, card_pages, evidence_pages, recon_pages, domain_pages,
+        title_page, curve_pages, parent_pages, ratio_pages, card_pages, evidence_pages, recon_pages, domain_pages,
         comparison_pages]
     _plan_absent(ctx)
     buffer = io.BytesIO()
@@ -191,6 +195,11 @@ def _pruned(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[frame["init"] == "pruned"]
 
 
+def _is_parent_run(frame: pd.DataFrame) -> pd.Series:
+    """Rows of the parents' own pretraining (no pruning method): drawn on a page of their own."""
+    return frame["method"].astype(str) == NO_PRUNING
+
+
 # -- title ----------------------------------------------------------------------------------
 
 
@@ -237,13 +246,39 @@ def title_page(ctx: Context, pdf: "PdfPages") -> None:
              f"run store: {ctx.config.runs}",
              f"runs counted: {counts['runs']} ({status}); {counts['points']} evaluation points; "
              f"drawn: runs with status {', '.join(ctx.config.statuses)}",
-             f"parents: {', '.join(f'{p} (N0 = {format_count(n)})' for p, n in _parent_sizes(ctx.shown))}",
+             *_wrapped("parents: ", [f"{p} (N0 = {format_count(n)})" for p, n in _parent_sizes(ctx.shown)]),
              f"methods: {', '.join(sorted(ctx.shown['method'].dropna().astype(str).unique()))}", ""]
     lines += _card_lines(ctx) + [""] + _headlines(ctx)
     if ctx.absent:
         lines += ["Not in this store (sections left out):"] + [f"  - {a}" for a in ctx.absent]
     fig.text(0.05, 0.88, "\n".join(lines), va="top", ha="left", fontsize=10, linespacing=1.6)
     _save(ctx, pdf, fig, "title")
+
+
+def _fill(text: str, width: int) -> str:
+    """``text`` broken into lines of at most ``width`` characters (panel titles side by side)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def _wrapped(head: str, items: list[str], width: int = 150, sep: str = ",") -> list[str]:
+    """``head`` + ``sep``-separated ``items`` over as many lines as the page width needs."""
+    lines, line = [], head
+    for i, item in enumerate(items):
+        piece = item + (sep if i < len(items) - 1 else "")
+        if len(line) + len(piece) > width and line.strip():
+            lines.append(line.rstrip())
+            line = " " * len(head)
+        line += piece + " "
+    return lines + [line.rstrip()]
+
+
+def headline_dstar(ref: laws.CardRef, rows: pd.DataFrame) -> tuple[str, float, pd.DataFrame]:
+    """The title page's D*: the largest parent the card describes, at :data:`HEADLINE_RATIOS`,
+    by ``planner recommend``'s default criterion (the same numbers it prints for that N0)."""
+    name, n0 = _parent_sizes(rows)[-1]
+    return name, n0, laws.dstar_table(ref, {name: n0}, np.array(HEADLINE_RATIOS))
 
 
 def _headlines(ctx: Context) -> list[str]:
@@ -253,12 +288,13 @@ def _headlines(ctx: Context) -> list[str]:
         rows = laws.card_rows(ctx.shown, ref)
         if not ref.has_dstar or rows.empty:
             continue
-        name, n0 = _parent_sizes(rows)[-1]
-        table = laws.dstar_table(ref, {name: n0}, np.array([0.25, 0.5, 0.75]))
+        name, n0, table = headline_dstar(ref, rows)
         spans = [f"ρ={r.ratio:g}: {format_count(r.dstar)}" + (f" [{format_count(r.lo)}, {format_count(r.hi)}]"
                                                               if np.isfinite(r.lo) else "")
                  for r in table.itertuples()]
-        out.append(f"  [{i}] D* for {name} (N0 = {format_count(n0)}): " + "; ".join(spans))
+        out += _wrapped(f"  [{i}] D* for {name} (N0 = {format_count(n0)}; {laws.DSTAR_CRITERION}): ", spans, sep=";")
+        out.append(f"       the planner's answer for one of them: planner recommend --law {ref.path} "
+                   f"--params {int(n0)} --ratio {HEADLINE_RATIOS[1]:g}")
     for column, reference in (("init", "pruned"), ("objective", "lm")):
         if ctx.shown[column].dropna().nunique() < 2:
             continue
@@ -289,18 +325,21 @@ def _card_lines(ctx: Context) -> list[str]:
                 f"       criterion: {fit.get('loss', '?')} (delta {fit.get('delta', '?')}) on "
                 f"{fit.get('residuals', 'log loss')}, "
                 f"{fit.get('weighting', 'point')} weights, {fit.get('n_points', '?')} points / "
-                f"{fit.get('n_runs', '?')} runs, {fit.get('n_bootstrap', 0)} run-bootstrap refits"
-                + (f"; D* where one more 1B tokens gains < {ref.slope:g} nats" if ref.has_dstar else "")]
+                f"{fit.get('n_runs', '?')} runs, {fit.get('n_bootstrap', 0)} run-bootstrap refits",
+                "       " + ("fitted on this store's runs (fitting reads them to the card's data hash)" if ref.here
+                             else f"NOT fitted on this store: fitted on {card.data.get('source')!r} (another data "
+                                  "hash); its curves are drawn as a reference law, not as the fit")]
     return out
 
 
 # -- curves and ratio -----------------------------------------------------------------------
 
 
-def _card_for(ctx: Context, method: str, init: str) -> laws.CardRef | None:
-    """The first card that describes runs of ``method`` with ``init`` (drawn over them)."""
+def _card_for(ctx: Context, method: str, init: str, rows: pd.DataFrame) -> laws.CardRef | None:
+    """The first card that describes these runs (``method``, ``init``, family): drawn over them."""
     for ref in ctx.cards:
-        if ref.card.law.store_init == init and (not ref.methods or method in ref.methods):
+        if ref.card.law.store_init == init and (not ref.methods or method in ref.methods) \
+                and not laws.card_rows(rows, ref).empty:
             return ref
     return None
 
@@ -308,20 +347,35 @@ def _card_for(ctx: Context, method: str, init: str) -> laws.CardRef | None:
 def curve_pages(ctx: Context, pdf: "PdfPages") -> None:
     """Loss vs tokens (log-log) per parent, method and init; the matching card's law and band."""
     groups = []
-    for parent in _parents(ctx.shown):
-        sub = ctx.shown.loc[ctx.shown["parent"] == parent]
+    runs = ctx.shown.loc[~_is_parent_run(ctx.shown)]
+    for parent in _parents(runs):
+        sub = runs.loc[runs["parent"] == parent]
         for (method, init), rows in sub.groupby(["method", "init"], sort=True):
             groups.append((parent, str(method), str(init), rows))
     fits = {id(ref): laws.predictions(ctx.shown, ref) for ref in ctx.cards}
     for chunk in _chunks(groups, ctx.config.panels_per_page):
-        title = "Loss vs post-training tokens" + (" with fitted law and bootstrap band" if ctx.cards else "")
+        title = "Loss vs post-training tokens (L − L0 where every point is above L0)" + (
+            ", the law and its bootstrap band" if ctx.cards else "")
         fig, axes = _figure(title, len(chunk))
         for ax, (parent, method, init, rows) in zip(axes, chunk):
-            ref = _card_for(ctx, method, init)
+            ref = _card_for(ctx, method, init, rows)
             fit = fits[id(ref)] if ref is not None else None
             label = f"{parent} · {method} · {init} init" + (f"\nlaw: {ref.label}" if ref else "")
-            plots.plot_loss_curves(rows, fit=fit, ax=ax, colors=ctx.colors, title=label)
+            plots.plot_loss_curves(rows, fit=fit, ax=ax, colors=ctx.colors, title=label, recoverable=True,
+                                   law_label=ref.law_label if ref else "fitted law")
         _save(ctx, pdf, fig, title)
+
+
+def parent_pages(ctx: Context, pdf: "PdfPages") -> None:
+    """The parents' own pretraining curves, all parents on one panel (they have no L0 and no ratio)."""
+    runs = ctx.shown.loc[_is_parent_run(ctx.shown)]
+    if runs.empty:
+        return
+    title = "Parents' pretraining: loss vs tokens"
+    fig, (ax,) = _figure(title, 1)
+    plots.plot_parent_curves(runs, ax=ax, title=f"{runs['run_id'].nunique()} parents, from random init; the "
+                                                 "pruned runs start from the end of these curves")
+    _save(ctx, pdf, fig, title)
 
 
 def ratio_pages(ctx: Context, pdf: "PdfPages") -> None:
@@ -406,7 +460,7 @@ def heldout_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> No
     results, skipped = [], []
     for by in HELDOUT_SPLITS:
         try:
-            result = laws.heldout(ctx.shown, ref, by)
+            result = laws.heldout(ctx.shown, ref, by, ctx.config.runs)
         except BadInput as exc:
             skipped.append(f"by {by}: {exc}")
             continue
@@ -419,7 +473,7 @@ def heldout_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> No
     for ax, res in zip(axes, results):
         m = res.metrics
         plots.plot_heldout(res.points, ax=ax, colors=ctx.colors,
-                           title=f"by {res.by}: {res.split}\nRMSE {m['rmse']:.4f}, MAPE {m['mape']:.2f}%, "
+                           title=f"{_fill(f'by {res.by}: {res.split}', 70)}\nRMSE {m['rmse']:.4f}, MAPE {m['mape']:.2f}%, "
                                  f"R² {m['r2']:.3f}" + (f", slope diff {m['slope_diff']:.3g}"
                                                         if np.isfinite(m.get("slope_diff", np.nan)) else ""))
     if skipped:  # supxlabel: constrained layout keeps it clear of the axes labels
@@ -434,9 +488,8 @@ def dstar_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef, rows: p
     title = f"[{i}] Recommended post-training tokens D*: {ref.label}"
     fig, (ax,) = _figure(title, 1)
     tokens = ref.card.axis_range(ref.card.law.token_axis)
-    plots.plot_dstar(table, ax=ax, title=f"D*: one more 1B tokens would improve the predicted loss by "
-                                         f"less than {ref.slope:g} nats (band: {ref.level:.0%} bootstrap; "
-                                         f"shaded: extrapolation)",
+    plots.plot_dstar(table, ax=ax, title=f"D*: {laws.DSTAR_CRITERION} (band: {ref.level:.0%} bootstrap "
+                                         f"interval; shaded: extrapolation)",
                      fitted_ratios=ref.card.axis_range(ref.card.law.ratio_axis),
                      observed_tokens=None if tokens is None else tokens[1])
     _save(ctx, pdf, fig, title)

@@ -1,7 +1,7 @@
 """What the report needs from law cards: opening them, and tidy frames of law predictions.
 
 Everything about a law comes from the ``fitting`` package: the card (``fitting.card.LawCard``,
-whose law object owns the formula, the bands and the D* slope criterion), the held-out splits
+whose law object owns the formula and the bands; ``fitting.term`` the D* criteria), the held-out splits
 and the fit itself. This module holds no formula and never branches on a law's name; it only
 turns cards into the frames :mod:`reports.plots` draws.
 """
@@ -9,7 +9,7 @@ turns cards into the frames :mod:`reports.plots` draws.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 
 from data.cli import BadInput
+from fitting.term import DEFAULT_RECOVER
 from reports.tables import post_training_points, ratio_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from fitting.card import LawCard
-    from fitting.table import FitData
 
-DEFAULT_SLOPE = 1e-3
-"""Nats per extra 1e9 tokens of the D* criterion when the card does not record its own."""
+DSTAR_CRITERION = f"close {DEFAULT_RECOVER:.0%} of the recoverable gap, planner recommend's default criterion"
+"""How every D* of the report is chosen, in the words its pages print."""
 GRID_POINTS = 40
 """Points per run on which a fitted curve and its band are drawn."""
 
@@ -37,6 +37,9 @@ class CardRef:
     sha256: str
     """sha256 of the card file's bytes: which exact card a page was drawn from."""
     card: "LawCard"
+    here: bool | None = None
+    """True: fitted on this run store's runs (the card's data hash is theirs); False: fitted on
+    other data, drawn as a reference law, never as "the fitted law"; None: not checked."""
 
     @property
     def law(self) -> str:
@@ -49,16 +52,22 @@ class CardRef:
         return tuple(m for m in str(raw).split(",") if m)
 
     @property
-    def label(self) -> str:
-        """Short name for headings: law, methods and file name."""
-        methods = ",".join(self.methods) or "all methods"
-        return f"{self.law} [{methods}] ({self.path.name})"
+    def family(self) -> str | None:
+        """The family the card was fitted on (None: not recorded, or several)."""
+        return self.card.data.get("family") or None
 
     @property
-    def slope(self) -> float:
-        """The D* criterion the fit used (card's derived query), else :data:`DEFAULT_SLOPE`."""
-        derived = (self.card.ci.get("derived") or {}).get("optimal_tokens") or {}
-        return float((derived.get("query") or {}).get("slope", DEFAULT_SLOPE))
+    def label(self) -> str:
+        """Short name for headings: law, family, methods and file name, and whose data it is."""
+        methods = ",".join(self.methods) or "all methods"
+        family = f"{self.family}/" if self.family else ""
+        other = "; fitted on OTHER data" if self.here is False else ""
+        return f"{self.law} [{family}{methods}] ({self.path.name}{other})"
+
+    @property
+    def law_label(self) -> str:
+        """What the drawn law is, for legends."""
+        return "fitted law" if self.here is not False else "law fitted on other data"
 
     @property
     def level(self) -> float:
@@ -90,13 +99,44 @@ def open_cards(paths: list[str]) -> list[CardRef]:
 
 
 def card_rows(frame: pd.DataFrame, ref: CardRef) -> pd.DataFrame:
-    """Post-training rows of the runs a card describes: its init kind and its methods."""
+    """Post-training rows of the runs a card describes: its init kind, family and methods."""
     law = ref.card.law
     rows = post_training_points(frame)
     rows = rows.loc[rows["init"] == law.store_init]
     if ref.methods:
         rows = rows.loc[rows["method"].isin(ref.methods)]
+    if ref.family and "family" in rows.columns:
+        rows = rows.loc[rows["family"] == ref.family]
     return rows
+
+
+def check_against_store(refs: list[CardRef], runs: Path, frame: pd.DataFrame) -> list[CardRef]:
+    """Each card with ``here`` set; ``BadInput`` for a card that describes none of the runs.
+
+    A card is "fitted here" when fitting's own reading of this store (same law, family and
+    method) hashes to the card's ``data.content_hash``: anything else (a Chinchilla card of a
+    published table, a P2 card of another grid) is labelled as fitted on other data.
+    """
+    out = []
+    for ref in refs:
+        if card_rows(frame, ref).empty:
+            kind = f"{ref.card.law.store_init}-init runs of {ref.family or 'any family'}/" \
+                   f"{','.join(ref.methods) or 'any method'}"
+            raise BadInput(f"--law {str(ref.path)!r} (law {ref.law}, fitted on {ref.card.data.get('source')!r}) "
+                           f"describes no runs of {str(runs)!r} (no {kind}); pass the store it was fitted "
+                           "on, or leave the card out")
+        out.append(replace(ref, here=_fitted_on(ref, runs)))
+    return out
+
+
+def _fitted_on(ref: CardRef, runs: Path) -> bool:
+    from fitting.table import load_data
+
+    try:
+        data = load_data(runs, ref.card.law, method=ref.card.data.get("method") or None, family=ref.family)
+    except BadInput:
+        return False
+    return data.content_hash() == ref.card.data.get("content_hash")
 
 
 def law_axes(ref: CardRef, rows: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -164,36 +204,40 @@ def derived_rows(ref: CardRef) -> list[dict]:
     """The card's decision quantities (predicted loss, D*) with intervals and their query."""
     out = []
     for name, d in ((ref.card.ci.get("derived") or {}).items()):
-        where = ", ".join(f"{k}={_short(float(v))}" for k, v in (d.get("query") or {}).items())
+        query = d.get("query") or {}
+        where = ", ".join(f"{k}={_short(float(v))}" for k, v in query.items())
+        head = "slope criterion (not the D* pages'), " if "slope" in query else ""
         out.append({"name": name, "value": d.get("value"), "lo": d.get("low"), "hi": d.get("high"),
-                    "note": f"at {where}"})
+                    "note": f"{head}at {where}"})
     return out
 
 
-def _d_star(ref: CardRef, params: np.ndarray, n0: float, ratios: np.ndarray) -> np.ndarray:
-    """D* by the card's law (slope criterion); NaN where the law predicts no gain."""
-    law = ref.card.law
-    with np.errstate(all="ignore"):
-        out = np.asarray(law.d_star(params, ref.slope, **{law.size_axis: n0, law.ratio_axis: ratios}),
-                         dtype=float)
-    return np.where(np.isfinite(out) & (out > 0), out, np.nan)
+def dstar_table(ref: CardRef, parents: dict[str, float], ratios: np.ndarray | None = None,
+                recover: float | None = None) -> pd.DataFrame:
+    """D* per ratio for each parent size: label, params_before, ratio, dstar, lo, hi.
 
+    The criterion is ``planner recommend``'s default (close ``recover`` of the recoverable gap,
+    from the law's loss at the card's reference budget), computed by the same functions
+    (``fitting.term``), so a page and the planner give one number for one card.
+    """
+    from fitting.term import Criterion, card_reference, card_term
 
-def dstar_table(ref: CardRef, parents: dict[str, float], ratios: np.ndarray | None = None) -> pd.DataFrame:
-    """D* per ratio for each parent size: label, params_before, ratio, dstar, lo, hi."""
     if not ref.has_dstar:
         raise BadInput(f"D* per ratio needs a law with token, size and ratio axes; {ref.path} "
                        f"holds law {ref.law!r}")
+    criterion = Criterion("recover", DEFAULT_RECOVER if recover is None else recover)
     ratios = np.linspace(0.1, 0.9, 17) if ratios is None else np.asarray(ratios, float)
-    frames = []
+    rows = []
     for label, n0 in parents.items():
-        dstar = _d_star(ref, ref.card.params_array, n0, ratios)
-        lo = hi = np.full_like(ratios, np.nan)
-        if ref.card.bootstrap_params is not None:
-            lo, hi = ref.card.bounds(lambda p, _n0=n0: _d_star(ref, p, _n0, ratios))
-        frames.append(pd.DataFrame({"label": label, "params_before": n0, "ratio": ratios,
-                                    "dstar": dstar, "lo": lo, "hi": hi}))
-    return pd.concat(frames, ignore_index=True)
+        start = card_reference(ref.card, n0, repr(str(ref.path)))
+        for ratio in ratios:
+            try:
+                est = card_term(ref.card, n0, float(ratio), None).tokens(criterion, start)
+                found = (est.value, np.nan if est.low is None else est.low, np.nan if est.high is None else est.high)
+            except BadInput:  # the law predicts no gain at this ratio
+                found = (np.nan, np.nan, np.nan)
+            rows.append((label, n0, float(ratio), *found))
+    return pd.DataFrame(rows, columns=["label", "params_before", "ratio", "dstar", "lo", "hi"])
 
 
 @dataclass(frozen=True)
@@ -208,24 +252,24 @@ class HeldOut:
     message: str = ""
 
 
-def heldout(frame: pd.DataFrame, ref: CardRef, by: str) -> HeldOut:
+def heldout(frame: pd.DataFrame, ref: CardRef, by: str, runs: Path) -> HeldOut:
     """Refit the card's law on the train part of fitting's split ``by``; predict the rest.
 
-    The points are the card's runs with status done (what ``fitting fit`` keeps), handed to
-    fitting as arrays (``from_arrays`` applies its checks) rather than re-read from disk; the
-    split, its label, the fit and the metrics are fitting's, with the card's Huber delta,
+    The points are what ``fitting fit`` reads from the store ``runs`` for the card's law,
+    family and method (finished runs, tokens > 0, points above L0 for a law with an offset);
+    the split, its label, the fit and the metrics are fitting's, with the card's Huber delta,
     space and weighting, so the page shows the extrapolation ``fitting validate`` scores.
+    ``frame`` (the store's rows) names each held-out run's method.
     """
     from fitting.fit import FitConfig, fit
-    from fitting.table import from_arrays
+    from fitting.table import load_data
     from fitting.validate import heldout_metrics, split, split_axis
 
     law = ref.card.law
     rows = card_rows(frame.loc[frame["status"] == "done"], ref)
     if rows.empty:
         return HeldOut(by, "", pd.DataFrame(), {}, "no finished runs the card describes")
-    data = from_arrays(law, law_axes(ref, rows), rows["eval_loss"].to_numpy(float),
-                       rows["run_id"].to_numpy(str), source="run store")
+    data = load_data(runs, law, method=ref.card.data.get("method") or None, family=ref.family)
     if split_axis(law, by) is None:
         return HeldOut(by, "", pd.DataFrame(), {}, f"law {ref.law!r} has no {by} axis")
     train, label = split(data, by)

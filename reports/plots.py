@@ -33,6 +33,7 @@ OBJECTIVE_MARKERS: dict[str, str] = {"lm": "o", "kd": "s", "recon": "^"}
 """Marker per post-training objective, so lm/kd/recon runs of one panel stay apart."""
 _EXTRA = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
 LOSS_LABEL = "eval loss (nats)"
+GAP_LABEL = "L − L0: eval loss above the parent's (nats)"
 TOKENS_LABEL = "post-training tokens D"
 
 
@@ -77,12 +78,45 @@ def count_axis(axis: Any) -> None:
 
 
 def loss_axis(axis: Any) -> None:
-    """Plain numbers on a log loss axis (2, 3, 4 rather than 10^0.3)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+    """Plain numbers on a log loss axis (2, 3, 4 rather than 10^0.3), each label distinct.
 
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    Call after the data is drawn: as on :func:`count_axis`, the span decides how dense the
+    labels can be (an L - L0 axis spans several decades, an eval-loss axis a fraction of one).
+    """
+    from matplotlib.ticker import LogLocator, NullLocator
+
+    ax = axis.axes
+    lo, hi = sorted(ax.get_xlim() if axis is ax.xaxis else ax.get_ylim())
+    span = np.log10(hi / lo) if lo > 0 else np.inf
+    subs = ((1.0,) if span >= 3.0 else (1.0, 2.0, 5.0) if span >= 1.0
+            else (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0))
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(distinct_formatter())
     axis.set_minor_locator(NullLocator())  # the 1-1.5-2-... majors already grid the span
+
+
+def distinct_formatter() -> Any:
+    """Tick labels with the fewest significant digits (3 to 7) that tell every tick apart.
+
+    A loss axis spanning 0.02 nats around 5.4 needs four digits ("5.405, 5.41"); a fixed three
+    print "5.4, 5.4, 5.41" and the reader cannot tell the ticks apart. matplotlib's formatters
+    fix the digits or switch to an offset ("+5.4"), hence this one.
+    """
+    from matplotlib.ticker import Formatter
+
+    class Distinct(Formatter):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:.4g}"
+
+        def format_ticks(self, values: Sequence[float]) -> list[str]:
+            labels = [f"{v:.3g}" for v in values]
+            for digits in range(3, 8):
+                labels = [f"{v:.{digits}g}" for v in values]
+                if len(set(labels)) == len(labels):
+                    break
+            return labels
+
+    return Distinct()
 
 
 def _axes(ax: "Axes | None", size: tuple[float, float] = (6.0, 4.0)) -> "Axes":
@@ -110,18 +144,28 @@ def _legend(ax: "Axes", where: str | None, **kw: Any) -> None:
 
 def plot_loss_curves(frame: "pd.DataFrame", *, fit: "pd.DataFrame | None" = None,
                      ax: "Axes | None" = None, colors: Mapping[str, str] | None = None,
-                     title: str | None = None, legend: str | None = "outside") -> "Axes":
+                     title: str | None = None, legend: str | None = "outside",
+                     recoverable: bool = False, law_label: str = "fitted law") -> "Axes":
     """Loss against post-training tokens on log-log axes, one line per run.
 
     ``frame``: run-store rows (run_id, method, ratio, tokens, eval_loss; ``tokens == 0`` rows
     are dropped, a log axis cannot show them). ``fit``: optional law predictions with columns
     run_id, tokens, pred and optionally lo, hi (the bootstrap band), drawn as a line and band
-    in the run's colour while observations are markers.
+    in the run's colour while observations are markers. ``recoverable``: draw L - L0, the part
+    of the loss post-training can still remove (P2's power law in D is a line there), when
+    every point lies above its parent's L0; otherwise the loss itself.
     """
     from reports.tables import post_training_points, ratio_key
 
     ax = _axes(ax)
     pts = post_training_points(frame).assign(_ratio=lambda f: ratio_key(f))
+    recoverable = recoverable and _above_parent(pts)
+    if recoverable:
+        l0 = pts.groupby("run_id")["loss_before"].first()
+        pts = pts.assign(eval_loss=pts["eval_loss"] - pts["run_id"].map(l0))
+        if fit is not None:
+            shift = fit["run_id"].map(l0)
+            fit = fit.assign(**{c: fit[c] - shift for c in ("pred", "lo", "hi") if c in fit.columns})
     colors = dict(colors or method_colors(pts["method"].unique()))
     ratios = sorted(pts["_ratio"].unique())
     objectives = sorted(pts["objective"].dropna().astype(str).unique()) if "objective" in pts else []
@@ -137,7 +181,7 @@ def plot_loss_curves(frame: "pd.DataFrame", *, fit: "pd.DataFrame | None" = None
             _draw_fit(ax, fit.loc[fit["run_id"] == run_id], color)
     if fit is not None and not fit.empty:
         # grey proxies so the legend says what the lines and bands are, once per panel
-        ax.plot([], [], color="0.35", lw=1.2, label="fitted law")
+        ax.plot([], [], color="0.35", lw=1.2, label=law_label)
         if {"lo", "hi"} <= set(fit.columns) and fit["lo"].notna().any():
             ax.fill_between([], [], [], color="0.35", alpha=0.18, lw=0, label="bootstrap band")
     ax.set_xscale("log")
@@ -145,12 +189,46 @@ def plot_loss_curves(frame: "pd.DataFrame", *, fit: "pd.DataFrame | None" = None
     count_axis(ax.xaxis)
     loss_axis(ax.yaxis)
     ax.set_xlabel(TOKENS_LABEL)
+    ax.set_ylabel(GAP_LABEL if recoverable else LOSS_LABEL)
+    ax.grid(True, which="major", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    _legend(ax, legend, fontsize="small")
+    return ax
+
+
+def plot_parent_curves(frame: "pd.DataFrame", *, ax: "Axes | None" = None, title: str | None = None,
+                       legend: str | None = "outside") -> "Axes":
+    """The parents' pretraining: eval loss against tokens (log-log), one line per parent,
+    coloured from the smallest to the largest."""
+    from reports.tables import post_training_points
+
+    ax = _axes(ax)
+    pts = post_training_points(frame)
+    sizes = pts.groupby("run_id")["params_before"].max().sort_values(kind="stable")
+    for color, run_id in zip(_sequential(len(sizes)), sizes.index):
+        run = pts.loc[pts["run_id"] == run_id].sort_values("tokens")
+        ax.plot(run["tokens"], run["eval_loss"], marker="o", ms=3.5, lw=1.0, color=color,
+                label=f"{run['parent'].iloc[0]} (N0 = {format_count(float(sizes[run_id]))})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    count_axis(ax.xaxis)
+    loss_axis(ax.yaxis)
+    ax.set_xlabel("pretraining tokens")
     ax.set_ylabel(LOSS_LABEL)
     ax.grid(True, which="major", alpha=0.3)
     if title:
         ax.set_title(title)
     _legend(ax, legend, fontsize="small")
     return ax
+
+
+def _above_parent(points: "pd.DataFrame") -> bool:
+    """Whether every point has a known L0 below it (L - L0 > 0 can go on a log axis)."""
+    if "loss_before" not in points.columns or points.empty:
+        return False
+    gap = points["eval_loss"].astype(float) - points["loss_before"].astype(float)
+    return bool((gap > 0).all())
 
 
 def _draw_fit(ax: "Axes", fit: "pd.DataFrame", color: Any) -> None:
@@ -322,7 +400,10 @@ def plot_dstar(table: "pd.DataFrame", *, ax: "Axes | None" = None, title: str | 
         rows = table.loc[table["label"] == label].sort_values("ratio")
         ax.plot(rows["ratio"], rows["dstar"], marker="o", ms=3.5, color=color, label=str(label))
         if {"lo", "hi"} <= set(rows.columns) and rows["lo"].notna().any():
-            ax.fill_between(rows["ratio"], rows["lo"], rows["hi"], color=color, alpha=0.18, lw=0)
+            # several parents' bands overlap: faint fills, edges drawn so each stays traceable
+            ax.fill_between(rows["ratio"], rows["lo"], rows["hi"], color=color, alpha=0.08, lw=0)
+            ax.plot(rows["ratio"], rows["lo"], color=color, lw=0.6, ls=":")
+            ax.plot(rows["ratio"], rows["hi"], color=color, lw=0.6, ls=":")
     ax.set_yscale("log")
     count_axis(ax.yaxis)
     ax.set_xlabel("pruning ratio ρ")

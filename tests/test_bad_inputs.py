@@ -505,3 +505,36 @@ def test_broken_checkpoints_name_the_file_and_tensor(model_ws, capsys):
     assert engine(["prune", "--model", model_ws["mismatch"], *[a.format(**model_ws) for a in _PRUNE]]) == 2
     err = capsys.readouterr().err
     assert "tensor model.layers.0.mlp.down_proj.weight has shape [64, 128] but config.json implies [64, 100]" in err
+
+
+# -- planner bounds and reports' card checks (N0, price, MFU; a card of another law or data) --------
+
+SCREEN_PLANNER = [
+    ["recommend", "--params", "1e30", "--ratio", "0.5"], ["recommend", "--params", "100", "--ratio", "0.5"],
+    ["compare", "--params", "1e30", "--ratios", "0.5", "--tokens", "1B"],
+    *[["recommend", "--params", "8B", "--ratio", "0.5", "--price", p] for p in ("inf", "nan", "-1", "1e6")],
+    *[["recommend", "--params", "8B", "--ratio", "0.5", "--mfu", m] for m in ("inf", "nan", "0.99", "1e-9")],
+]
+SCREEN_REPORTS = [
+    ["build", "{store}", "--out", "{ws}/r.pdf", "--law", "{chin_card}"],
+    ["build", "{store}", "--out", "{ws}/r.pdf", "--law", str(ROOT / "planner" / "cards" / "p2_llama3_depth.json")],
+]
+SCREEN_CASES = [("planner", a) for a in SCREEN_PLANNER] + [("reports", a) for a in SCREEN_REPORTS]
+
+
+@pytest.fixture(scope="module")
+def screen_ws(ws) -> dict[str, str]:
+    """``ws`` plus a Chinchilla card fitted on a published-style table (not on the run store)."""
+    from fitting.card import save_card
+    from fitting.fit import FitConfig, fit
+    from fitting.table import load_data
+
+    card = Path(ws["ws"]) / "chin_card.json"
+    if not card.exists():
+        save_card(fit(load_data(Path(ws["ws"]) / "chin.csv", "chinchilla"), FitConfig(n_bootstrap=0)), card)
+    return {**ws, "chin_card": str(card)}
+
+
+@pytest.mark.parametrize("case", SCREEN_CASES, ids=[_case_id(c) for c in SCREEN_CASES])
+def test_planner_bounds_and_foreign_cards_exit_2(case, screen_ws, capsys, no_real_work, case_timeout):
+    test_bad_input_exits_2_with_one_line_and_loses_nothing(case, screen_ws, capsys, no_real_work, case_timeout)

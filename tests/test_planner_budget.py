@@ -165,3 +165,23 @@ def test_absurd_budgets_are_refused_per_parent_parameter(tokens, needle):
     with pytest.raises(BadInput, match=needle):
         check_budget(Estimate(tokens), Criterion("recover", 0.9), "card mode", 1e9)
     check_budget(Estimate(1e9), Criterion("recover", 0.9), "card mode", 1e9)  # 1 token per parameter: fine
+
+
+def test_the_bundled_card_at_8b_recommends_no_budget_but_a_pilot():
+    """Where the card's formula predicts more than a uniform guess loses, the answer carries no
+    D* as a recommendation: the extrapolation stays for --show-extrapolation, and the pilot's
+    budget is a tenth of the nearest published depth recipe per parameter, priced like D*."""
+    from pathlib import Path
+
+    bundled = load_card(Path(__file__).resolve().parents[1] / "planner" / "cards" / "p2_llama3_depth.json", law="p2")
+    rec = run(bundled, Criterion("recover", 0.9), loss_before=None)
+    assert not rec.credible and rec.verdict.startswith("verdict: not credible") and "ln V" in rec.doubt
+    assert rec.tokens is not None and rec.reach is None  # the formula's D*, kept for --show-extrapolation
+    recipe = rec.pilot_recipe
+    assert recipe.tokens == pytest.approx(9.4e9) and "Minitron-4B-Depth" in recipe.basis
+    assert recipe.job["optim"]["schedule"] == "constant" and recipe.job["eval"]["points"] >= 10
+    assert recipe.compute.gpu_hours == pytest.approx(
+        compute_cost(0.5 * N0, 9.4e9, GPUS["h100"], 0.4).gpu_hours)
+    near = run(bundled, Criterion("recover", 0.9), n0=222_000, ratio=0.3, loss_before=None)
+    assert near.credible and "not credible" not in near.verdict
+    assert "Minitron-4B-Depth" in near.pilot_recipe.basis  # same method first, whatever the size

@@ -13,8 +13,9 @@ from planner.__main__ import main
 from planner.query import METHODS
 from test_planner_cards import write_card
 
-TOP_KEYS = {"command", "schema_version", "verdict", "mode", "query", "card", "pilot", "assumptions", "criterion",
-            "tokens", "loss", "asymptote", "card_only", "budgets", "compute", "practice", "warnings", "notes"}
+TOP_KEYS = {"command", "schema_version", "verdict", "credible", "why_not_credible", "mode", "query", "card", "pilot",
+            "assumptions", "criterion", "tokens", "loss", "asymptote", "card_only", "budgets", "compute",
+            "extrapolation", "next_steps", "practice", "warnings", "notes"}
 ESTIMATE = {"value", "low", "high"}
 
 
@@ -36,7 +37,9 @@ def run_json(capsys, *argv: str) -> dict:
 def test_recommend_json_schema(cards, capsys):
     doc = run_json(capsys, "recommend", "--params", "8B", "--ratio", "0.5", "--json")
     assert set(doc) == TOP_KEYS
-    assert doc["command"] == "recommend" and doc["schema_version"] == 2
+    assert doc["command"] == "recommend" and doc["schema_version"] == 3
+    assert doc["credible"] is True and doc["extrapolation"] is None
+    assert doc["next_steps"]["pilot"]["commands"][-1].endswith("--pilot runs/RUN_ID")
     assert set(doc["tokens"]) == ESTIMATE and doc["tokens"]["low"] < doc["tokens"]["value"] < doc["tokens"]["high"]
     assert [b["multiple"] for b in doc["budgets"]] == [0.1, 0.3, 1.0, 3.0]
     assert set(doc["compute"]) >= {"flops", "gpu", "mfu", "gpu_hours", "price_per_gpu_hour", "cost_usd"}
@@ -246,7 +249,7 @@ def test_recommend_repeats_the_card_s_identifiability_notes(capsys):
     from pathlib import Path
 
     card = Path(__file__).resolve().parents[1] / "planner" / "cards" / "p2_llama3_width.json"
-    argv = ["recommend", "--params", "8B", "--ratio", "0.5", "--law", str(card)]
+    argv = ["recommend", "--params", "400K", "--ratio", "0.5", "--law", str(card)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     collapse = ("collapsed: N_C -> 0 and E -> 0, so alpha is free: the fit is p2 without the size term "
@@ -262,13 +265,70 @@ def test_recommend_repeats_the_card_s_identifiability_notes(capsys):
 
 
 def test_a_card_predicting_more_than_a_uniform_guess_is_called_not_credible(capsys):
-    # The bundled llama3 depth card, 38,000x out at 8B, predicts a dL above ln(128,256) = 11.76
-    # nats: no trained model loses that much, so the verdict must say the card does not transfer.
+    # The bundled llama3 depth card, 19,500x out at 8B, predicts a dL above ln(128,256) = 11.76
+    # nats after its first fitted budget per parameter: no trained model loses that much, so
+    # the verdict says the card does not transfer and no budget is given.
     assert main(["recommend", "--params", "8B", "--ratio", "0.5", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["verdict"].startswith("verdict: not credible at this scale; extrapolating")
-    assert "ln V = 11.76 nats" in out["warnings"][0]
+    assert out["verdict"].startswith("verdict: not credible at this scale: N0 = 8B is")
+    assert out["credible"] is False and "ln V = 11.76 nats" in out["why_not_credible"]
+    assert out["tokens"] is None and out["budgets"] == [] and out["compute"] is None
+    extra = out["extrapolation"]
+    assert "not a prediction" in extra["label"] and extra["tokens"]["value"] > 1e9 and len(extra["budgets"]) == 4
+    pilot = out["next_steps"]["pilot"]
+    assert pilot["job"]["optim"]["schedule"] == "constant" and pilot["job"]["method"] == "depth"
+    assert pilot["tokens"] == pytest.approx(0.1 * 94e9 / 8.03e9 * 8e9, rel=0.02)  # a tenth of Minitron's
+    assert out["next_steps"]["design"] == "planner design --params 8B --ratio 0.5 --method depth --family llama3"
     # the same card at a parent it was fitted on predicts a small gap and keeps its verdict
     assert main(["recommend", "--params", "222000", "--ratio", "0.3", "--json"]) == 0
     near = json.loads(capsys.readouterr().out)
-    assert "not credible" not in near["verdict"] and not any("uniform guess" in w for w in near["warnings"])
+    assert near["credible"] and "not credible" not in near["verdict"]
+    assert not any("uniform guess" in w for w in near["warnings"]) and near["tokens"]["value"] > 0
+
+
+def test_the_not_credible_screen_leads_with_the_verdict_then_practice_then_the_pilot(capsys):
+    assert main(["recommend", "--params", "8B", "--ratio", "0.5"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("verdict: not credible") and lines[1].startswith("why ")
+    order = [out.index(s) for s in ("published practice", "Minitron-4B-Depth", "a grounded answer",
+                                    "engine train --config pilot.yaml", "--pilot runs/RUN_ID",
+                                    "planner design --params 8B --ratio 0.5 --method depth --family llama3")]
+    assert order == sorted(order)
+    assert "schedule: constant" in out and "tokens: 9.4B" in out
+    assert "tokens D*" not in out and "$1," not in out and "--show-extrapolation" in out
+    assert main(["recommend", "--params", "8B", "--ratio", "0.5", "--show-extrapolation"]) == 0
+    shown = capsys.readouterr().out
+    head = shown.index("the card's extrapolation (its formula where it does not describe models; not a prediction)")
+    assert shown.index("tokens D*") > head > shown.index("a grounded answer")
+
+
+def test_readme_target_loss_query_answers_with_the_screen(capsys):
+    """A target loss the card puts at 2,000T tokens at 8B is no reason to exit 2 when the card
+    does not describe 8B models at all: the screen says so and what to run instead."""
+    argv = ["recommend", "--params", "llama-3.1-8b", "--ratio", "0.5", "--method", "width",
+            "--target-loss", "2.3", "--loss-before", "2.1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("verdict: not credible") and "--pilot runs/RUN_ID" in out
+    assert main(argv + ["--show-extrapolation"]) == 0
+    assert "reach: " in capsys.readouterr().out
+    # a target the formula cannot reach at all (below its asymptote): still the screen, valid JSON
+    doc = run_json(capsys, *argv[:-4], "--target-loss", "1.0", "--loss-before", "2.1", "--json")
+    assert doc["extrapolation"]["tokens"] is None and "asymptote" in doc["extrapolation"]["reach"]
+    assert all(p["law_over_practice"] is None for p in doc["practice"])
+
+
+def test_compare_gives_the_same_verdict(capsys):
+    argv = ["compare", "--params", "8B", "--ratios", "0.25,0.5,0.75", "--tokens", "10B", "--loss-before", "2.1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("verdict: not credible at this scale: N0 = 8B is")
+    assert "pruned + post-trained" not in out and "planner recommend --params 8B --ratio 0.25 --method depth" in out
+    doc = run_json(capsys, *argv, "--json")
+    assert doc["credible"] is False and doc["rows"] == [] and len(doc["extrapolation"]["rows"]) == 3
+    assert main(argv + ["--show-extrapolation"]) == 0
+    assert "pruned + post-trained" in capsys.readouterr().out
+    assert main(["recommend", "--params", "8B", "--ratio", "0.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"] == doc["verdict"].replace(
+        "its losses at this N0 are no prediction", "the card gives no budget here")

@@ -16,6 +16,7 @@ from reports.plots import fmt_num
 from reports.synthetic import SyntheticGrid, write_synthetic_store
 
 PARENTS = (("tiny-135m", 134_515_008), ("tiny-360m", 361_821_120), ("tiny-1.7b", 1_711_376_384))
+CURVES_WITH_LAW = "Loss vs post-training tokens (L − L0 where every point is above L0), the law and its bootstrap band"
 
 
 def pdf_pages(path: Path) -> int:
@@ -78,16 +79,16 @@ def report(store: Path, cards: tuple[Path, Path]) -> tuple[Path, str]:
 def test_report_has_every_section(report):
     out, text = report
     assert out.read_bytes().startswith(b"%PDF")
-    headings = ["Loss vs post-training tokens with fitted law and bootstrap band",
+    headings = [CURVES_WITH_LAW,
                 "Loss after pruning and after post-training vs ratio",
-                "[1] Fitted parameters: p2 [depth]", "[1] Residuals", "[1] Held-out extrapolation",
-                "[1] Recommended post-training tokens D*", "[2] Fitted parameters: p2 [width]",
+                "[1] Fitted parameters: p2 [synthetic/depth]", "[1] Residuals", "[1] Held-out extrapolation",
+                "[1] Recommended post-training tokens D*", "[2] Fitted parameters: p2 [synthetic/width]",
                 "Per-domain loss: books", "Pruned init vs random init at matched tokens",
                 "Post-training objective vs lm at matched tokens"]
     for heading in headings:
         assert heading in text, heading
     # 3 parents x (depth, width) pruned + 1 random-init panel = 7 curve panels, 4 per page
-    assert text.count("Loss vs post-training tokens with fitted law") == 2
+    assert text.count(CURVES_WITH_LAW) == 2
     # title, 2 curve pages, 1 ratio page, card 1 (4 pages) + card 2 (4 pages), 1 domain, 2 comparisons
     assert pdf_pages(out) == 1 + 2 + 1 + 4 + 4 + 1 + 2
 
@@ -103,20 +104,32 @@ def test_title_page_gives_provenance(report, cards, store):
     for card in cards:
         assert hashlib.sha256(card.read_bytes()).hexdigest()[:16] in title
     assert "criterion: huber (delta 0.001) on log loss" in title
-    assert "one more 1B tokens gains < 0.001 nats" in title
+    assert "close 90% of the recoverable gap, planner recommend's default criterion" in title
+    assert "fitted on this store's runs" in title and "OTHER data" not in title
 
 
-def test_title_headline_dstar_matches_fittings_closed_form(report, cards):
+def _planner_dstar(card_path: Path, n0: float, ratio: float, family: str):
+    """What ``planner recommend --law CARD --params N0 --ratio R`` answers (default criterion)."""
+    from planner.cards import load_card
+    from planner.hardware import get_gpu
+    from planner.query import Parent
+    from planner.recommend import DEFAULT_RECOVER, Criterion, recommend
+
+    card = load_card(card_path, law="p2")
+    return recommend(Parent(int(n0), family, None), card.method, ratio, card, "test",
+                     criterion=Criterion("recover", DEFAULT_RECOVER), gpu=get_gpu("h100"), mfu=0.4,
+                     price=None).tokens
+
+
+def test_title_headline_dstar_is_the_planners_answer(report, cards):
     from data.units import format_count
-    from fitting.card import load_card
 
     _, text = report
     title = " ".join(text.split("\f")[0].split())
-    card = load_card(cards[0])
-    dstar = card.optimal_tokens(N0=PARENTS[-1][1], rho=0.5, slope=1e-3)
-    lo, hi = card.optimal_tokens_interval(N0=PARENTS[-1][1], rho=0.5, slope=1e-3)
-    assert f"[1] D* for tiny-1.7b (N0 = 1.71B): " in title
-    assert f"ρ=0.5: {format_count(dstar)} [{format_count(lo)}, {format_count(hi)}]" in title
+    family = json.loads(cards[0].read_text())["data"]["family"]
+    est = _planner_dstar(cards[0], PARENTS[-1][1], 0.5, family)
+    assert f"[1] D* for tiny-1.7b (N0 = 1.71B; close 90% of the recoverable gap" in title
+    assert f"ρ=0.5: {format_count(est.value)} [{format_count(est.low)}, {format_count(est.high)}]" in title
     assert "random − pruned, depth (lm): mean loss gap" in title and "kd − lm, depth (pruned)" in title
 
 
@@ -158,17 +171,49 @@ def test_without_a_card_the_report_is_curves_only_and_says_so(small_store, tmp_p
     assert "Loss vs post-training tokens" in curves and not re.search(r"\b(20|50|80)\b", curves)
     assert "No law card given (--law): curves only." in text
     assert "Fitted parameters" not in text and "Residuals" not in text
-    assert "Loss vs post-training tokens" in text and "with fitted law" not in text
+    assert "Loss vs post-training tokens" in text and "the law and its bootstrap band" not in text
 
 
-def test_a_card_for_a_method_not_in_the_store_gets_a_visible_note(small_store, cards, tmp_path):
+def test_a_card_for_a_method_not_in_the_store_is_refused(small_store, cards, tmp_path, capsys):
     card = json.loads(cards[1].read_text())
     card["data"]["method"] = "2:4"
     path = tmp_path / "sparse.json"
     path.write_text(json.dumps(card))
     out = tmp_path / "r.pdf"
-    assert main(["build", str(small_store), "--law", str(path), "--out", str(out), "--no-heldout"]) == 0
-    assert "Skipped: no pruned-init runs of method(s) 2:4 in this store." in pdf_text(out)
+    assert main(["build", str(small_store), "--law", str(path), "--out", str(out), "--no-heldout"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "describes no runs" in err and "2:4" in err and not out.exists()
+
+
+def test_the_headline_of_the_bundled_card_is_the_planners_answer():
+    """The reference store and its bundled llama3/depth card: the title page's D* per ratio
+    (value and interval) is exactly what ``planner recommend`` answers for that parent."""
+    from data.runs import load
+    from reports import build, laws
+
+    root = Path(__file__).resolve().parents[1]
+    card = root / "planner" / "cards" / "p2_llama3_depth.json"
+    frame = load(root / "docs" / "reference_runs")
+    (ref,) = laws.check_against_store(laws.open_cards([str(card)]), root / "docs" / "reference_runs", frame)
+    assert ref.here, "the bundled card was fitted on the reference runs"
+    name, n0, table = build.headline_dstar(ref, laws.card_rows(frame, ref))
+    assert name == "ref-llama-5" and n0 == 410688
+    for row in table.itertuples():
+        est = _planner_dstar(card, n0, row.ratio, "llama3")
+        assert (row.dstar, row.lo, row.hi) == pytest.approx((est.value, est.low, est.high), rel=1e-12)
+
+
+def test_a_card_fitted_on_other_data_is_labelled_never_the_fitted_law(store, cards, tmp_path):
+    from data.runs import load
+    from reports import laws
+
+    other = tmp_path / "other"
+    write_synthetic_store(other, SyntheticGrid(parents=PARENTS, methods=("depth",), n_points=6), seed=7)
+    foreign = _fit_card(other, "depth", tmp_path / "foreign.json", bootstrap=0)
+    refs = laws.check_against_store(laws.open_cards([str(cards[0]), str(foreign)]), store, load(store))
+    assert [r.here for r in refs] == [True, False]
+    assert refs[0].law_label == "fitted law" and "OTHER" not in refs[0].label
+    assert refs[1].law_label == "law fitted on other data" and "fitted on OTHER data" in refs[1].label
 
 
 def _bare_store(root: Path) -> Path:
@@ -309,3 +354,45 @@ def test_dstar_page_marks_what_lies_outside_the_fit(report):
     page = next(p for p in text.split("\f") if "Recommended post-training tokens D*" in p)
     # ratios 0.1-0.9 are drawn, the store holds 0.25-0.75: both sides are shaded as extrapolation
     assert "outside the fitted ratios" in page and "largest budget observed" in page
+
+
+def test_parents_pretraining_has_its_own_page_not_a_panel_among_the_pruned(small_store, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(small_store, runs)
+    store = RunStore(runs)
+    meta = dict(store.read(store.run_ids()[0])["meta"], method="none", ratio=0.0, ratio_target=0.0,
+                init="random", params_after=PARENTS[0][1])
+    store.write("parent-pretrain", {"status": "done", "meta": meta})
+    store.append_curve("parent-pretrain", [{"step": s, "tokens": s * 10_000, "eval_loss": 9.0 / (1 + s) ** 0.3}
+                                           for s in range(6)])
+    out = tmp_path / "r.pdf"
+    assert main(["build", str(runs), "--out", str(out)]) == 0
+    pages = pdf_text(out).split("\f")
+    assert sum("Parents' pretraining: loss vs tokens" in p for p in pages) == 1
+    curves = [p for p in pages if "Loss vs post-training tokens" in p]
+    assert curves and not any("none" in p and "random init" in p for p in curves)
+
+
+def test_the_demo_summary_prints_the_report_headline_d_star():
+    """The demo's closing block and the report's title page give one D* for one card and parent."""
+    from data.runs import load
+    from data.units import format_count
+    from planner.cards import load_card
+    from planner.hardware import get_gpu
+    from planner.query import Parent
+    from planner.recommend import DEFAULT_RECOVER, Criterion, recommend
+    from reports import build, laws
+    from workflow.demo import planner_line
+
+    root = Path(__file__).resolve().parents[1]
+    path = root / "planner" / "cards" / "p2_llama3_depth.json"
+    frame = load(root / "docs" / "reference_runs")
+    (ref,) = laws.open_cards([str(path)])
+    name, n0, table = build.headline_dstar(ref, laws.card_rows(frame, ref))
+    l0 = float(frame.loc[frame["parent"] == name, "loss_before"].iloc[0])
+    rec = recommend(Parent(int(n0), "llama3", None), "depth", 0.5, load_card(path, law="p2"), "demo",
+                    criterion=Criterion("recover", DEFAULT_RECOVER), gpu=get_gpu("h100"), mfu=0.4, price=None,
+                    loss_before=l0)  # the demo passes the L0 its grid measured
+    row = table.loc[table["ratio"] == 0.5].iloc[0]
+    (line,) = planner_line(rec)
+    assert f"D* = {format_count(row['dstar'])} [{format_count(row['lo'])}, {format_count(row['hi'])}] tokens" in line

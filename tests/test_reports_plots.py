@@ -170,3 +170,41 @@ def test_objective_gap_is_kept_apart_for_pruned_and_random_starts():
                                                                    "objective", "lm"))
     gaps = summary.set_index("setting")["gap"]
     assert np.isclose(gaps["pruned"], -0.1) and np.isclose(gaps["random"], 0.5)
+
+
+def test_recoverable_curves_draw_l_minus_l0_with_the_law_shifted_alike(frame):
+    fit = pd.DataFrame({"run_id": "a", "tokens": np.geomspace(1e6, 1e9, 10), "pred": np.linspace(3.6, 3.25, 10)})
+    ax = plots.plot_loss_curves(frame, fit=fit, recoverable=True, law_label="law fitted on other data")
+    assert ax.get_ylabel() == plots.GAP_LABEL and ax.get_yscale() == "log"
+    run_a = next(ln for ln in ax.get_lines() if ln.get_label() == "depth ρ=0.25")
+    assert np.allclose(run_a.get_ydata(), [0.6, 0.4, 0.3, 0.25])  # L - L0 with L0 = 3.0
+    law = next(ln for ln in ax.get_lines() if len(ln.get_xdata()) == 10)
+    assert np.allclose(law.get_ydata(), np.linspace(0.6, 0.25, 10))
+    assert "law fitted on other data" in {t.get_text() for t in ax.get_legend().get_texts()}
+
+
+def test_a_run_that_beats_its_parent_keeps_the_loss_axis_with_distinct_labels():
+    # a post-trained model 0.01 nats below its parent: L - L0 < 0 has no log axis
+    tokens = [1_000, 10_000, 100_000, 1_000_000]
+    frame = _run("kd", "2:4", 0.27, tokens, [5.41, 5.402, 5.396, 5.392], l0=5.4)
+    ax = plots.plot_loss_curves(frame, recoverable=True)
+    assert ax.get_ylabel() == plots.LOSS_LABEL
+    ax.figure.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert len(labels) >= 2 and len(set(labels)) == len(labels), labels
+
+
+def test_distinct_formatter_adds_digits_only_where_ticks_need_them():
+    fmt = plots.distinct_formatter()
+    assert fmt.format_ticks([5.4, 5.405, 5.41]) == ["5.4", "5.405", "5.41"]
+    assert fmt.format_ticks([0.01, 0.1, 1.0]) == ["0.01", "0.1", "1"]
+
+
+def test_parent_curves_are_one_line_per_parent_smallest_first():
+    tokens = [0, 10_000, 100_000, 1_000_000]
+    frame = pd.concat([_run("big", "none", 0.0, tokens, [10.0, 7.0, 5.0, 4.0], init="random", parent="p-big"),
+                       _run("small", "none", 0.0, tokens, [10.0, 7.5, 6.0, 5.5], init="random", parent="p-small")],
+                      ignore_index=True)
+    frame.loc[frame["run_id"] == "small", "params_before"] = 1e6
+    ax = plots.plot_parent_curves(frame)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["p-small (N0 = 1M)", "p-big (N0 = 100M)"]

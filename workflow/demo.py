@@ -186,7 +186,8 @@ def plan_step(cfg: DemoConfig, card_path: Path, runs: Path, t: Timings) -> Any:
         criterion=Criterion("recover", DEFAULT_RECOVER), gpu=get_gpu(DEFAULT_GPU), mfu=DEFAULT_MFU, price=None,
         loss_before=loss_before))
     print(render(result))
-    print("    at your own scale: planner recommend --params 8B --ratio 0.5 [--pilot YOUR_PILOT_RUN]")
+    print("    at your own scale: planner recommend --params 8B --ratio 0.5   (the verdict, published practice "
+          "and the pilot run that grounds it)")
     return result
 
 
@@ -218,6 +219,19 @@ def run_demo(cfg: DemoConfig, *, fresh: bool = False) -> DemoResult:
     return out
 
 
+def planner_line(rec: Any) -> list[str]:
+    """The planner's D* in the closing block: the number the report's title page prints for the
+    same card, parent and ratio (both use the planner's default criterion)."""
+    from data.units import format_count
+
+    if rec is None or rec.tokens is None:
+        return []
+    t = rec.tokens
+    span = "" if t.low is None else f" [{format_count(t.low)}, {format_count(t.high)}]"
+    return [f"  plan:   D* = {format_count(t.value)}{span} tokens for {rec.parent.describe()}, {rec.method} at "
+            f"ratio {rec.ratio:g} ({rec.criterion.describe().split(' (')[0]}; as on the report's title page)"]
+
+
 def summary(result: DemoResult) -> str:
     """The closing block: where everything is, card quality, the slowest steps."""
     import json
@@ -234,6 +248,7 @@ def summary(result: DemoResult) -> str:
         lines.append(f"  card:   {card}  (rmse {metrics.get('rmse') or float('nan'):.4f}, "
                      f"mape {metrics.get('mape') or float('nan'):.2f}%)")
     lines.append(f"  report: {result.report}")
+    lines += planner_line(result.recommendation)
     slowest = sorted(result.timings.steps.items(), key=lambda kv: -kv[1])[:3]
     lines += ["  slowest steps: " + ", ".join(f"{name} {sec:.0f} s" for name, sec in slowest), "=" * 72]
     return "\n".join(lines)

@@ -8,10 +8,17 @@ from-scratch settings are named in the output: equal post-training tokens, and (
 (``--scratch-law`` or bundled), each row also says whether pruning or training a model of the
 same size from scratch wins at that budget.
 
---json schema (one document on stdout; ``schema_version`` 1; Estimate as in recommend)::
+The first line is the verdict, as ``planner recommend`` words it; when the card's formula
+predicts losses no model of the family can have at this N0 ("not credible"), the tables are
+printed only with --show-extrapolation and the JSON moves them under ``extrapolation``.
+
+--json schema (one document on stdout; ``schema_version`` 2; Estimate as in recommend)::
 
     command         "compare"
-    schema_version  1
+    schema_version  2
+    verdict         str     the first line of the text answer
+    credible        bool    false: ``rows`` is [] and the rows are under ``extrapolation``
+    why_not_credible str or null
     query           {params_before, model, family, method, tokens, ratios: [float]}
     scratch_settings [str]  the token-matched from-scratch settings used, by name
     card            {path, law, ..., selected_because}     the P2 card (as in recommend)
@@ -25,6 +32,7 @@ same size from scratch wins at that budget.
                                       winner: "pruning"|"scratch"|"uncertain"|null,
                                       scratch_pipeline_loss: Estimate|null, pipeline_winner},
                       equal_compute: {same keys}}]
+    extrapolation   null, or (not credible) {label, rows: [as above]}
     warnings        [str]
 """
 
@@ -37,6 +45,7 @@ from data.units import format_count
 from planner.cards import Card, load_card, select_card
 from planner.cli.common import add_parent_options, check_loss_before, new_parser, p2_card, print_json
 from planner.compare import Arm, Comparison, compare, kernel_rule, scratch_settings
+from planner.grounding import design_command, recommend_command
 from planner.query import Parent, parse_method, parse_parent, parse_ratios, parse_tokens
 
 EPILOG = """\
@@ -63,6 +72,9 @@ def build_parser():
     parser.add_argument("--parent-tokens", metavar="TOKENS",
                         help="the parent's pretraining tokens (15T for Llama-3.1): adds the from-scratch setting "
                              "given the whole pipeline's tokens")
+    parser.add_argument("--show-extrapolation", action="store_true",
+                        help="when the verdict is 'not credible': print the loss tables anyway, labelled as the "
+                             "card's formula outside where it describes models")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
     return parser
 
@@ -95,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print_json(result.to_dict())
     else:
-        print(render(result))
+        print(render(result, show_extrapolation=args.show_extrapolation))
     return 0
 
 
@@ -124,15 +136,28 @@ def _table(c: Comparison, rule: str) -> list[str]:
     return lines
 
 
-def render(c: Comparison) -> str:
-    """The human-readable tables."""
+def render(c: Comparison, *, show_extrapolation: bool = False) -> str:
+    """The verdict, then the tables (not credible: the way to a grounded answer instead, the
+    tables only with ``show_extrapolation``)."""
     card = c.card.provenance()
-    lines = [
+    lines = [c.verdict] + ([] if c.credible else [f"why        {c.doubt}"]) + [
         f"parent     {c.parent.describe()}, family {c.parent.family}, method {c.method}",
         f"card       {card['path']} ({card['family'] or 'any family'}/{card['method'] or 'any method'}; "
         f"{c.card_reason})",
         f"scratch    {c.scratch.path if c.scratch is not None else '-'} ({c.scratch_reason})",
         f"L0         {'unknown' if c.relative else f'{c.loss_before:.4f} nats'} ({c.loss_before_source})",
+    ]
+    if not c.credible:
+        lines += ["", "a grounded answer per ratio, from your own data: a pilot run of each "
+                      "(what to run, for how long, then --pilot):"]
+        lines += [f"  {recommend_command(c.parent, r.ratio, c.method)}" for r in c.rows]
+        lines += [f"  {design_command(c.parent, r.ratio, c.method)}" for r in c.rows]
+        if not show_extrapolation:
+            lines += ["", "the loss tables (the card's formula at this N0, not a prediction): "
+                          "--show-extrapolation prints them"]
+            return "\n".join(lines + [f"warning: {w}" for w in c.warnings])
+        lines += ["", "the card's extrapolation (its formula where it does not describe models; not a prediction):"]
+    lines += [
         "",
         f"equal tokens: {format_count(c.tokens)} post-training tokens for every ratio",
         *_table(c, "equal_tokens"),

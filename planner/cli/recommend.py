@@ -1,13 +1,20 @@
 """``planner recommend``: how many post-training tokens a pruned model needs, and what it costs.
 
 The first line of the text answer is the verdict (in range / extrapolating Nx beyond the card
-/ pilot-calibrated). --json schema (one document on stdout; ``schema_version`` 2). Numbers are
-floats in SI units (tokens, FLOPs, USD); an Estimate is ``{"value": x, "low": lo|null, "high":
-hi|null}`` with a percentile interval (card: bootstrap samples; pilot: posterior samples)::
+/ not credible at this scale / pilot-calibrated). Not credible (the card's formula predicts a
+loss above a uniform guess for this N0): the verdict and why, the nearest published recipes,
+the pilot to run (job file, commands, cost) and the ``planner design`` command; the card's
+numbers only with --show-extrapolation. --json schema (one document on stdout;
+``schema_version`` 3). Numbers are floats in SI units (tokens, FLOPs, USD); an Estimate is
+``{"value": x, "low": lo|null, "high": hi|null}`` with a percentile interval (card: bootstrap
+samples; pilot: posterior samples)::
 
     command        "recommend"
-    schema_version 2
+    schema_version 3
     verdict        str     the first line of the text answer
+    credible       bool    false: no budget is recommended (tokens, loss, asymptote, compute null,
+                           budgets []): the card's numbers are under ``extrapolation``
+    why_not_credible  str or null
     mode           "card" | "pilot" | "pilot+card"
     query          {params_before, model (name or null), family, method, ratio, params_after}
     card           {path, law, version, family, method, source, content_hash, created, n_runs,
@@ -27,6 +34,11 @@ hi|null}`` with a percentile interval (card: bootstrap samples; pilot: posterior
     budgets        [{multiple: 0.1|0.3|1|3, tokens, loss: Estimate, gpu_hours, cost_usd}]
     compute        {flops, flops_formula, gpu, peak_flops, mfu, gpu_hours,
                     price_per_gpu_hour, cost_usd}     at D*
+    extrapolation  null, or (not credible) {label, why, reach (str|null: why the formula gives no
+                    usable budget either), tokens, loss, asymptote, card_only, budgets, compute}
+    next_steps     null, or (card-only answers outside the card's range) {pilot: {tokens, basis,
+                    eval_points, schedule, job (the engine train YAML keys), commands: [str],
+                    gpu_hours, cost_usd, design}, design: str (the planner design command)}
     practice       [{parent, params, target, ratio, method, tokens, tokens_low, tokens_high,
                      source, citation, law_over_practice}]   nearest published recipes
     warnings       [str]   extrapolation outside the card's fitted range (and how far), etc.
@@ -39,9 +51,10 @@ from collections.abc import Sequence
 
 from data.cli import BadInput
 from data.units import format_count
+from planner.grounding import render_recipe
 from planner.cli.common import (add_cost_options, add_parent_options, check_loss_before, new_parser,
                                 p2_card, print_json)
-from planner.hardware import get_gpu
+from planner.hardware import check_mfu, check_price, get_gpu
 from planner.query import METHODS, parse_method, parse_parent, parse_ratio
 from planner.recommend import DEFAULT_RECOVER, Criterion, Estimate, Recommendation, recommend
 
@@ -65,6 +78,7 @@ examples:
   planner recommend --params 1.5B --family qwen2.5 --ratio 0.3 --method width --target-loss 2.6 --loss-before 2.4
   planner recommend --params 8B --ratio 0.5 --law card.json --recover 0.8 --gpu a100 --price 1.2 --json
   planner recommend --params 8B --ratio 0.5 --pilot pilot.csv
+  planner recommend --params 8B --ratio 0.5 --show-extrapolation
 """
 
 
@@ -80,6 +94,9 @@ def build_parser():
     crit.add_argument("--target-loss", type=float, metavar="L", help="target eval loss in nats")
     parser.add_argument("--pilot", metavar="RUN|STORE|CURVE", help="calibrate on a pilot curve (see below)")
     parser.add_argument("--no-card", action="store_true", help="with --pilot: ignore every card (pilot-only)")
+    parser.add_argument("--show-extrapolation", action="store_true",
+                        help="when the verdict is 'not credible': print the card's D*, loss and cost table "
+                             "anyway, labelled as what they are (the formula outside where it describes models)")
     parser.add_argument("--sparse-kernel", action="store_true",
                         help="training runs sparse kernels: count 6 * N * D for 2:4/unstructured, not 6 * N0 * D")
     add_cost_options(parser)
@@ -99,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parent = parse_parent(args.params, args.family)
     method, ratio = parse_method(args.method), parse_ratio(args.ratio)
     criterion, gpu = _criterion(args), get_gpu(args.gpu)
+    check_mfu(args.mfu)
+    if args.price is not None:
+        check_price(args.price)
     loss_before = check_loss_before(args.loss_before)
     if args.no_card and args.pilot is None:
         raise BadInput("--no-card needs --pilot (without both there is nothing to fit)")
@@ -116,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print_json(result.to_dict())
     else:
-        print(render(result))
+        print(render(result, show_extrapolation=args.show_extrapolation))
     return 0
 
 
@@ -167,8 +187,36 @@ def _header(r: Recommendation) -> list[str]:
     return lines
 
 
-def render(r: Recommendation) -> str:
-    """The human-readable answer; its first line is the verdict."""
+def render(r: Recommendation, *, show_extrapolation: bool = False) -> str:
+    """The human-readable answer; its first line is the verdict.
+
+    Not credible: the verdict and why, the published practice, the way to a grounded answer;
+    the card's numbers only with ``show_extrapolation``, under a heading that says what they are.
+    """
+    if r.credible:
+        lines = _header(r) + [""] + _numbers(r) + _practice(r)
+        if r.pilot_recipe is not None:
+            lines += [""] + render_recipe(r.pilot_recipe)
+    else:
+        lines = [r.verdict, f"why        {r.doubt}"] + _header(r)[1:] + _practice(r) + [""]
+        lines += render_recipe(r.pilot_recipe) if r.pilot_recipe is not None else []
+        if show_extrapolation:
+            lines += ["", "the card's extrapolation (its formula where it does not describe models; not a "
+                          "prediction):"] + [f"  {line}" for line in _numbers(r)]
+            lines += [f"  reach: {r.reach}"] if r.reach and r.tokens is not None else []
+        else:
+            lines += ["", "the card's extrapolated D*, loss and cost at this N0 are not a prediction: "
+                          "--show-extrapolation prints them"]
+    lines += _identifiability(r) if r.credible or show_extrapolation else []
+    lines += [f"warning: {w}" for w in r.warnings]
+    lines += [f"note: {n}" for n in r.notes]
+    return "\n".join(lines)
+
+
+def _numbers(r: Recommendation) -> list[str]:
+    """D*, the loss there, its cost and the budget table (none when no budget was found)."""
+    if r.tokens is None or r.loss is None or r.compute is None:
+        return [f"tokens D*  none ({r.reach})"]
     c = r.compute
     kind = "bootstrap" if r.mode == "card" else "posterior"
     level = "95% " + kind + " interval" if r.tokens.low is not None else "no samples: no intervals"
@@ -176,8 +224,7 @@ def render(r: Recommendation) -> str:
     def loss(x: float) -> str:
         return f"+{x:.4f}" if r.relative else f"{x:.4f}"
     scale = " dL above L0" if r.relative else ""
-    lines = _header(r) + [
-        "",
+    lines = [
         f"tokens D*  {_est(r.tokens, format_count)}   ({level})",
         f"loss @ D*  {_est(r.loss, loss)}{scale}   (asymptote {_est(r.asymptote, loss)})",
         f"compute    {c.flops:.3g} FLOPs ({c.formula}) = {_amount(c.gpu_hours)} {c.gpu.upper()} GPU-hours at MFU "
@@ -189,16 +236,21 @@ def render(r: Recommendation) -> str:
     for b in r.budgets:
         lines.append(f"  {b.multiple:>7g}x  {format_count(b.tokens):>8}  {_est(b.loss, loss):<28}  "
                      f"{_amount(b.compute.gpu_hours):>10}  {'$' + _amount(b.compute.cost_usd):>10}")
-    if r.practice:
-        lines += ["", "published practice (nearest; D* / their tokens):"]
-        for p in r.practice:
-            lines.append(f"  {p['parent']} -> {p['target']} ({p['method']}, ratio {p['ratio']:.2g}): "
-                         f"{format_count(p['tokens'])} tokens; law D* is {p['law_over_practice']:.3g}x  "
-                         f"[{p['source']}]")
-    lines += _identifiability(r)
-    lines += [f"warning: {w}" for w in r.warnings]
-    lines += [f"note: {n}" for n in r.notes]
-    return "\n".join(lines)
+    return lines
+
+
+def _practice(r: Recommendation) -> list[str]:
+    """The nearest published recipes: their budgets, and (credible answers) D* over them."""
+    if not r.practice:
+        return []
+    head = ("published practice (nearest recipes; D* / their tokens):" if r.credible
+            else "published practice (nearest recipes; the tokens they post-trained on):")
+    lines = ["", head]
+    for p in r.practice:
+        ours = f"; law D* is {p['law_over_practice']:.3g}x" if r.credible else ""
+        lines.append(f"  {p['parent']} -> {p['target']} ({p['method']}, ratio {p['ratio']:.2g}): "
+                     f"{format_count(p['tokens'])} tokens{ours}  [{p['source']}]")
+    return lines
 
 
 def _identifiability(r: Recommendation) -> list[str]:
