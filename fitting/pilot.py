@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +51,16 @@ LOSS_COLUMNS = ("loss", "eval_loss")
 N0_TOLERANCE = 0.1
 """A pilot parent within 10 % of --params is the same parent (counting conventions differ)."""
 RATIO_TOLERANCE = 0.05
+CARD_WEIGHT = 0.5
+"""Prior probability that the card's beta holds at a query inside the card's range; it halves
+with each decade outside (``CardPrior.weight``)."""
+DRIFT = 0.05
+"""Prior sd of beta's drift per decade outside the card's range: 4 decades out, +-0.2, the
+spread of the token exponents published for post-training (0.1-0.8)."""
+MIN_WIDTH = 0.02
+"""Least kernel width: a tight bootstrap never forbids the pilot from moving beta a little."""
+NO_SAMPLES_WIDTH = 0.1
+"""Kernel width around a card's point beta when it carries no bootstrap samples."""
 
 
 @dataclass(frozen=True)
@@ -222,34 +233,98 @@ def pilot_reference(pilot: Pilot) -> Reference:
         f"the law's loss at the pilot's first evaluation ({format_count(pilot.tokens[0])} tokens)"))
 
 
+# -- the prior on beta --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CardPrior:
+    """What a card says about beta at the query, and how far the query lies outside the card.
+
+    ``betas`` are the card's token exponents at the query's axes, one per bootstrap sample
+    (a card without samples gives its point alone); ``reach`` is how many decades the query
+    lies outside the card's fitted range on its worst axis (0 inside; 8B against parents of
+    at most 411K is 4.3).
+    """
+
+    betas: np.ndarray
+    reach: float = 0.0
+
+    @property
+    def weight(self) -> float:
+        """Prior probability of the card's component: ``CARD_WEIGHT * 2**-reach``."""
+        return CARD_WEIGHT * 2.0 ** -max(self.reach, 0.0)
+
+    @property
+    def bandwidth(self) -> float:
+        """Kernel width: Silverman's (floored) widened by ``DRIFT`` per decade of reach."""
+        b = self.betas[np.isfinite(self.betas)]
+        base = NO_SAMPLES_WIDTH if len(b) < 2 else max(1.06 * float(np.std(b)) * len(b) ** -0.2, MIN_WIDTH)
+        return math.hypot(base, DRIFT * max(self.reach, 0.0))
+
+    def density(self, grid: np.ndarray) -> np.ndarray:
+        """The kernel density of the card's betas on ``grid``, normalised to 1 over it."""
+        b, h = self.betas[np.isfinite(self.betas)], self.bandwidth
+        dens = np.exp(-0.5 * ((grid[:, None] - b[None, :]) / h) ** 2).mean(axis=1)
+        return _normalised(dens, grid)
+
+
+def card_prior(card: "LawCard", **axes: float) -> CardPrior:
+    """The card's token exponent at ``axes`` as the prior of a pilot fit.
+
+    ``axes`` are the law's own axis names except the token axis and the offset (e.g. P2:
+    ``params_before``, ``ratio``); the reach is the largest ``|log10|`` factor by which one of
+    them lies outside the card's fitted range.
+    """
+    _, beta = card.law.token_scale(card.params_array, **axes)
+    boot = card.bootstrap_params
+    betas = (np.atleast_1d(np.squeeze(beta)) if boot is None or len(boot) == 0
+             else np.ravel(card.law.token_scale(boot, **axes)[1]))
+    return CardPrior(np.asarray(betas, dtype=float), reach=card_reach(card, **axes))
+
+
+def card_reach(card: "LawCard", **axes: float) -> float:
+    """Decades the query lies outside the card's fitted range, on its worst axis (0 inside)."""
+    reach = 0.0
+    for axis, value in axes.items():
+        span = card.axis_range(axis)
+        if span is None or not (value > 0 and span[0] > 0):
+            continue
+        reach = max(reach, math.log10(value / span[1]), math.log10(span[0] / value))
+    return reach
+
+
+def _normalised(dens: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    return dens / (dens.sum() * (grid[1] - grid[0]))
+
+
+def log_prior(grid: np.ndarray, prior: CardPrior | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The log prior density of beta on ``grid`` and, under a card, each point's card share.
+
+    Without a card: flat on ``PILOT_BETA``. With one: the mixture ``w K + (1 - w) U`` of the
+    card's kernel density K and that flat density U (the module docstring says why); the
+    second array is ``w K / (w K + (1 - w) U)`` per grid point.
+    """
+    flat = _normalised(((grid >= PILOT_BETA[0]) & (grid <= PILOT_BETA[1])).astype(float), grid)
+    if prior is None:
+        with np.errstate(divide="ignore"):
+            return np.log(flat), None
+    card = prior.weight * prior.density(grid)
+    mix = card + (1.0 - prior.weight) * flat
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(mix), np.where(mix > 0, card / mix, 0.0)
+
+
 # -- the fit -----------------------------------------------------------------------------------
 
-def beta_prior(grid: np.ndarray, card_betas: np.ndarray | None, card_beta: float | None) -> np.ndarray:
-    """Log prior density of beta on ``grid``: flat, or a Gaussian KDE of the card's samples.
-
-    Silverman's bandwidth, floored at 0.02 so a tight bootstrap never forbids the pilot from
-    moving beta a little. A card without samples gives N(beta_card, 0.1).
-    """
-    if card_betas is None or len(card_betas) == 0:
-        if card_beta is None:
-            return np.zeros_like(grid)
-        return -0.5 * ((grid - card_beta) / 0.1) ** 2
-    b = card_betas[np.isfinite(card_betas)]
-    h = max(1.06 * float(np.std(b)) * len(b) ** -0.2, 0.02)
-    dens = np.exp(-0.5 * ((grid[:, None] - b[None, :]) / h) ** 2).mean(axis=1)
-    with np.errstate(divide="ignore"):
-        return np.log(dens)
-
-
-def fit_pilot(pilot: Pilot, *, card_betas: np.ndarray | None = None, card_beta: float | None = None,
-              loss_before: float | None = None, seed: int = 0, level: float = 0.95) -> TokenTerm:
+def fit_pilot(pilot: Pilot, *, prior: CardPrior | None = None, loss_before: float | None = None,
+              seed: int = 0, level: float = 0.95) -> TokenTerm:
     """The posterior of (a, k, beta) given the pilot; the point is the posterior median.
 
-    ``card_betas``/``card_beta`` switch on the card prior (see the module docstring).
+    ``prior`` switches on the card's mixture prior on beta (see the module docstring); the
+    result's ``card_weight`` is then the card component's posterior probability.
     ``loss_before`` is accepted for the record only (see the docstring: it bounds nothing).
     """
     d, y = pilot.tokens, pilot.loss
-    lo, hi = PILOT_BETA if card_betas is None and card_beta is None else _prior_span(card_betas, card_beta)
+    lo, hi = _prior_span(prior)
     grid = np.linspace(lo, hi, GRID)
     scale = float(d[-1])  # x = (D / D_max)^-beta keeps X'X well conditioned
     x = (d[None, :] / scale) ** -grid[:, None]                       # [G, n]
@@ -259,7 +334,9 @@ def fit_pilot(pilot: Pilot, *, card_betas: np.ndarray | None = None, card_beta: 
     k_s = (n * sxy - sx * sy) / det
     a = (sy - k_s * sx) / n
     rss = np.maximum(((y[None, :] - a[:, None] - k_s[:, None] * x) ** 2).sum(1), 1e-300)
-    logp = -0.5 * np.log(det) - 0.5 * (n - 2) * np.log(rss) + beta_prior(grid, card_betas, card_beta)
+    prior_logp, card_share = log_prior(grid, prior)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logp = -0.5 * np.log(det) - 0.5 * (n - 2) * np.log(rss) + prior_logp
     logp = np.where(np.isfinite(logp) & (det > 0), logp, -np.inf)
     if not np.isfinite(logp).any():
         raise BadInput(f"--pilot {pilot.path}: the curve cannot be fitted by L = a + k / D^beta")
@@ -289,25 +366,15 @@ def fit_pilot(pilot: Pilot, *, card_betas: np.ndarray | None = None, card_beta: 
                        "token term to extrapolate")
     samples = np.column_stack([a_s[ok], k_s[ok], beta[ok]])
     med = [percentile(samples[:, j], 50.0) for j in range(3)]  # np.median imports numpy.ma (~25 ms)
+    # the card component's posterior probability: its share of the posterior mass on the grid
+    card_weight = None if card_share is None else float(np.sum(w * card_share) / w.sum())
     return TokenTerm(float(med[0]), float(med[1]), float(med[2]), samples, level=level, relative=False,
-                     median_point=True)
+                     median_point=True, card_weight=card_weight)
 
 
-def _prior_span(card_betas: np.ndarray | None, card_beta: float | None) -> tuple[float, float]:
-    """The grid under a card prior: the pilot range widened to hold the card's samples."""
-    vals = card_betas if card_betas is not None and len(card_betas) else np.array([card_beta])
-    return min(PILOT_BETA[0], float(np.min(vals)) * 0.8), max(PILOT_BETA[1], float(np.max(vals)) * 1.2)
-
-
-
-def card_prior(card: "LawCard", **axes: float) -> tuple[np.ndarray | None, float]:
-    """The card's token exponent at ``axes`` as the prior of a pilot fit.
-
-    Returns the exponent of each bootstrap sample (None for a card without samples: the fit
-    then uses N(point, 0.1)) and the point fit's. ``axes`` are the law's own axis names
-    except the token axis and the offset (e.g. P2: ``params_before``, ``ratio``).
-    """
-    _, beta = card.law.token_scale(card.params_array, **axes)
-    boot = card.bootstrap_params
-    samples = None if boot is None or len(boot) == 0 else np.ravel(card.law.token_scale(boot, **axes)[1])
-    return samples, float(np.squeeze(beta))
+def _prior_span(prior: CardPrior | None) -> tuple[float, float]:
+    """The grid: the pilot's flat support, widened under a card to hold its samples."""
+    if prior is None:
+        return PILOT_BETA
+    b = prior.betas[np.isfinite(prior.betas)]
+    return min(PILOT_BETA[0], float(np.min(b)) * 0.8), max(PILOT_BETA[1], float(np.max(b)) * 1.2)

@@ -9,7 +9,7 @@ import pytest
 
 from fitting.synthetic import TRUE_P2
 from planner.__main__ import main
-from fitting.pilot import Pilot, fit_pilot, read_pilot
+from fitting.pilot import CardPrior, Pilot, fit_pilot, read_pilot
 from planner.practice import load_practice
 from fitting.term import Criterion, Reference, TokenTerm
 from test_planner_cards import write_card
@@ -43,7 +43,7 @@ def test_pilot_recovers_the_true_budget_and_final_loss_within_its_intervals(seed
     """A synthetic P2 curve with known truth: pilot of the first 30 % of tokens."""
     pilot = pilot_of(0.3, seed)
     betas = np.random.default_rng(9).normal(TRUE_P2["beta"], 0.03, 200) if prior == "card" else None
-    term = fit_pilot(pilot, card_betas=betas, loss_before=L0)
+    term = fit_pilot(pilot, prior=None if betas is None else CardPrior(betas), loss_before=L0)
     final, true_final = term.loss(FULL[-1]), TRUTH.loss(FULL[-1]).value
     assert final.low <= true_final <= final.high
     for criterion in (Criterion("slope", 1e-3), Criterion("recover", 0.9)):
@@ -58,7 +58,7 @@ def test_card_prior_narrows_a_short_pilot():
     loss = TRUTH.a + TRUTH.k * tokens ** -TRUTH.beta + 0.01 * np.random.default_rng(3).standard_normal(6)
     pilot = Pilot("short", tokens, loss, None, L0, N0, RHO)
     alone = fit_pilot(pilot, loss_before=L0).loss(FULL[-1])
-    prior = fit_pilot(pilot, card_betas=np.full(100, TRUE_P2["beta"]), loss_before=L0).loss(FULL[-1])
+    prior = fit_pilot(pilot, prior=CardPrior(np.full(100, TRUE_P2["beta"])), loss_before=L0).loss(FULL[-1])
     assert prior.high - prior.low < 0.8 * (alone.high - alone.low)
     truth = TRUTH.loss(FULL[-1]).value
     assert alone.low <= truth <= alone.high and prior.low <= truth <= prior.high
