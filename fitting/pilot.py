@@ -11,11 +11,27 @@ intervals, and a pilot of the first 5-30 % of a run cannot separate the asymptot
 curvature; the posterior says how much it cannot):
 
 - given beta the model is linear in (a, k): with flat priors on them and Jeffreys' on the
-  noise, the marginal likelihood is ``|X'X|^-1/2 * RSS^-(n-2)/2`` (closed form, no optimiser);
-- the prior on beta is flat on [0.02, 1.5] (pilot-only mode), or the card's own bootstrap
-  distribution of beta, smoothed by a Gaussian kernel (pilot + card prior). Only beta carries
-  over: the card's a and k at the user's N0 are extrapolated 10^4x with intervals spanning
-  decades, so a prior on them would only add the card's extrapolation error back in;
+  noise, the marginal likelihood is ``|X'WX|^-1/2 * RSS_W^-(n-2)/2`` (closed form, no
+  optimiser). The noise is taken as relative (sd proportional to the loss, weights
+  ``W = 1/L^2``): an eval loss averages per-token losses whose spread shrinks with their mean,
+  and on relative noise the unweighted fit's D* intervals covered 1-2 points less;
+- the prior on beta is flat on [0.02, 1.5] (pilot-only mode) or, with a card (pilot + card),
+  the mixture ``w K + (1 - w) U`` of the card's own evidence K and that flat prior U. K is the
+  card's bootstrap of beta smoothed by a Gaussian kernel (Silverman's width, at least 0.02,
+  widened by 0.05 per decade the query lies outside the card: beta drifts with scale). The
+  prior weight ``w = 0.5 * 2**-reach``, reach being how many decades the query lies outside
+  the card's fitted range: inside it, the card and the flat prior start even; at 8B from
+  parents of at most 411K (4.3 decades) the card starts at 0.026. A mixture, not a narrower
+  or wider kernel, because the failure it guards against is not a small shift but the card
+  being wrong at the user's scale (the bundled cards' 0.41-0.57 against a true 0.2): Bayes
+  weighs each component by its marginal likelihood, so a pilot that contradicts the card
+  moves the mass to U (the card component's posterior weight falls towards 0) and a short
+  pilot that cannot resolve beta keeps the prior's split, borrowing the card only as far as
+  the card is trusted there. The result records that posterior weight (``card_weight``).
+  ``benchmarks/pilot_backtest.py --synthetic`` measures the coverage this gives (docs/pilot.md).
+  Only beta carries over: the card's a and k at the user's N0 are extrapolated 10^4x with
+  intervals spanning decades, so a prior on them would only add the card's extrapolation
+  error back in;
 - samples: beta from the grid posterior (jittered within its cell), sigma^2 from its scaled
   inverse chi-square, (a, k) from their conditional normal; samples with k <= 0 (loss rising
   with tokens) are rejected. The asymptote is not bounded by L0: an under-trained parent
@@ -329,11 +345,13 @@ def fit_pilot(pilot: Pilot, *, prior: CardPrior | None = None, loss_before: floa
     scale = float(d[-1])  # x = (D / D_max)^-beta keeps X'X well conditioned
     x = (d[None, :] / scale) ** -grid[:, None]                       # [G, n]
     n = len(d)
-    sx, sxx, sy, sxy = x.sum(1), (x * x).sum(1), y.sum(), (x * y).sum(1)
-    det = n * sxx - sx ** 2                                          # |X'X|
-    k_s = (n * sxy - sx * sy) / det
-    a = (sy - k_s * sx) / n
-    rss = np.maximum(((y[None, :] - a[:, None] - k_s[:, None] * x) ** 2).sum(1), 1e-300)
+    wt = (y.min() / y) ** 2                                          # relative noise (docstring)
+    sw = wt.sum()
+    sx, sxx, sy, sxy = (wt * x).sum(1), (wt * x * x).sum(1), (wt * y).sum(), (wt * x * y).sum(1)
+    det = sw * sxx - sx ** 2                                          # |X'WX|
+    k_s = (sw * sxy - sx * sy) / det
+    a = (sy - k_s * sx) / sw
+    rss = np.maximum((wt * (y[None, :] - a[:, None] - k_s[:, None] * x) ** 2).sum(1), 1e-300)
     prior_logp, card_share = log_prior(grid, prior)
     with np.errstate(invalid="ignore", divide="ignore"):
         logp = -0.5 * np.log(det) - 0.5 * (n - 2) * np.log(rss) + prior_logp
@@ -347,13 +365,13 @@ def fit_pilot(pilot: Pilot, *, prior: CardPrior | None = None, loss_before: floa
     beta = grid[idx] + step * (rng.random(N_SAMPLES) - 0.5)
     # conditional on beta: (a, k_s) ~ N(LS, sigma^2 (X'X)^-1), sigma^2 ~ RSS / chi2(n - 2)
     xs = (d[None, :] / scale) ** -beta[:, None]
-    sx, sxx, sxy = xs.sum(1), (xs * xs).sum(1), (xs * y).sum(1)
-    det = n * sxx - sx ** 2
-    k_hat = (n * sxy - sx * sy) / det
-    a_hat = (sy - k_hat * sx) / n
+    sx, sxx, sxy = (wt * xs).sum(1), (wt * xs * xs).sum(1), (wt * xs * y).sum(1)
+    det = sw * sxx - sx ** 2
+    k_hat = (sw * sxy - sx * sy) / det
+    a_hat = (sy - k_hat * sx) / sw
     resid = y[None, :] - a_hat[:, None] - k_hat[:, None] * xs
-    sigma2 = (resid ** 2).sum(1) / rng.chisquare(n - 2, N_SAMPLES)
-    var_a, var_k, cov = sigma2 * sxx / det, sigma2 * n / det, -sigma2 * sx / det
+    sigma2 = (wt * resid ** 2).sum(1) / rng.chisquare(n - 2, N_SAMPLES)
+    var_a, var_k, cov = sigma2 * sxx / det, sigma2 * sw / det, -sigma2 * sx / det
     z1, z2 = rng.standard_normal((2, N_SAMPLES))
     l11 = np.sqrt(var_a)
     l21 = cov / l11
