@@ -13,8 +13,8 @@ curvature; the posterior says how much it cannot):
 - given beta the model is linear in (a, k): with flat priors on them and Jeffreys' on the
   noise, the marginal likelihood is ``|X'WX|^-1/2 * RSS_W^-(n-2)/2`` (closed form, no
   optimiser). The noise is taken as relative (sd proportional to the loss, weights
-  ``W = 1/L^2``): an eval loss averages per-token losses whose spread shrinks with their mean,
-  and on relative noise the unweighted fit's D* intervals covered 1-2 points less;
+  ``W = 1/L^2``; an assumption, the one the pilot backtest draws from): on relative noise the
+  unweighted fit's D* intervals covered 1-2 points less;
 - the prior on beta is flat on [0.02, 1.5] (pilot-only mode) or, with a card (pilot + card),
   the mixture ``w K + (1 - w) U`` of the card's own evidence K and that flat prior U. K is the
   card's bootstrap of beta smoothed by a Gaussian kernel (Silverman's width, at least 0.02,
