@@ -8,7 +8,7 @@ run's own loss right after pruning, fitted pilot-only on the whole curve):
 
 - ``card``        the P2 card for the run's method alone (no pilot);
 - ``pilot``       the pilot alone, L = L_inf + B / D^beta;
-- ``pilot+card``  the pilot with the card's beta bootstrap as prior.
+- ``pilot+card``  the pilot with the card's mixture prior on beta (``fitting.pilot``).
 
 Reported per planner and pilot fraction: runs scored, MAPE of the final dL = L - L0, the share
 of runs whose true final loss lies in the 95 % interval, the median |log10| error of D* and the
