@@ -292,9 +292,10 @@ def card_prior(card: "LawCard", **axes: float) -> CardPrior:
     """
     _, beta = card.law.token_scale(card.params_array, **axes)
     boot = card.bootstrap_params
-    betas = (np.atleast_1d(np.squeeze(beta)) if boot is None or len(boot) == 0
-             else np.ravel(card.law.token_scale(boot, **axes)[1]))
-    return CardPrior(np.asarray(betas, dtype=float), reach=card_reach(card, **axes))
+    point = np.atleast_1d(np.asarray(np.squeeze(beta), dtype=float))
+    betas = point if boot is None or len(boot) == 0 else np.ravel(card.law.token_scale(boot, **axes)[1])
+    finite = np.asarray(betas, dtype=float)[np.isfinite(betas)]
+    return CardPrior(finite if len(finite) else point, reach=card_reach(card, **axes))
 
 
 def card_reach(card: "LawCard", **axes: float) -> float:
