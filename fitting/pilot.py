@@ -347,16 +347,12 @@ def fit_pilot(pilot: Pilot, *, prior: CardPrior | None = None, loss_before: floa
     x = (d[None, :] / scale) ** -grid[:, None]                       # [G, n]
     n = len(d)
     wt = (y.min() / y) ** 2                                          # relative noise (docstring)
-    sw = wt.sum()
-    sx, sxx, sy, sxy = (wt * x).sum(1), (wt * x * x).sum(1), (wt * y).sum(), (wt * x * y).sum(1)
-    det = sw * sxx - sx ** 2                                          # |X'WX|
-    k_s = (sw * sxy - sx * sy) / det
-    a = (sy - k_s * sx) / sw
-    rss = np.maximum((wt * (y[None, :] - a[:, None] - k_s[:, None] * x) ** 2).sum(1), 1e-300)
+    ls = _least_squares(x, y, wt)
+    rss = np.maximum(ls.rss, 1e-300)
     prior_logp, card_share = log_prior(grid, prior)
     with np.errstate(invalid="ignore", divide="ignore"):
-        logp = -0.5 * np.log(det) - 0.5 * (n - 2) * np.log(rss) + prior_logp
-    logp = np.where(np.isfinite(logp) & (det > 0), logp, -np.inf)
+        logp = -0.5 * np.log(ls.det) - 0.5 * (n - 2) * np.log(rss) + prior_logp
+    logp = np.where(np.isfinite(logp) & (ls.det > 0), logp, -np.inf)
     if not np.isfinite(logp).any():
         raise BadInput(f"--pilot {pilot.path}: the curve cannot be fitted by L = a + k / D^beta")
     w = np.exp(logp - logp.max())
@@ -364,21 +360,16 @@ def fit_pilot(pilot: Pilot, *, prior: CardPrior | None = None, loss_before: floa
     idx = rng.choice(GRID, size=N_SAMPLES, p=w / w.sum())
     step = grid[1] - grid[0]
     beta = grid[idx] + step * (rng.random(N_SAMPLES) - 0.5)
-    # conditional on beta: (a, k_s) ~ N(LS, sigma^2 (X'X)^-1), sigma^2 ~ RSS / chi2(n - 2)
-    xs = (d[None, :] / scale) ** -beta[:, None]
-    sx, sxx, sxy = (wt * xs).sum(1), (wt * xs * xs).sum(1), (wt * xs * y).sum(1)
-    det = sw * sxx - sx ** 2
-    k_hat = (sw * sxy - sx * sy) / det
-    a_hat = (sy - k_hat * sx) / sw
-    resid = y[None, :] - a_hat[:, None] - k_hat[:, None] * xs
-    sigma2 = (wt * resid ** 2).sum(1) / rng.chisquare(n - 2, N_SAMPLES)
-    var_a, var_k, cov = sigma2 * sxx / det, sigma2 * sw / det, -sigma2 * sx / det
+    # conditional on beta: (a, k_s) ~ N(LS, sigma^2 (X'WX)^-1), sigma^2 ~ RSS_W / chi2(n - 2)
+    ls = _least_squares((d[None, :] / scale) ** -beta[:, None], y, wt)
+    sigma2 = ls.rss / rng.chisquare(n - 2, N_SAMPLES)
+    var_a, var_k, cov = sigma2 * ls.sxx / ls.det, sigma2 * ls.sw / ls.det, -sigma2 * ls.sx / ls.det
     z1, z2 = rng.standard_normal((2, N_SAMPLES))
     l11 = np.sqrt(var_a)
     l21 = cov / l11
     l22 = np.sqrt(np.maximum(var_k - l21 ** 2, 0.0))
-    a_s = a_hat + l11 * z1
-    k_s = (k_hat + l21 * z1 + l22 * z2) * scale ** beta             # back to k in raw tokens
+    a_s = ls.a + l11 * z1
+    k_s = (ls.k + l21 * z1 + l22 * z2) * scale ** beta              # back to k in raw tokens
     ok = (k_s > 0) & np.isfinite(a_s) & np.isfinite(k_s)
     if ok.sum() < 0.05 * N_SAMPLES:
         raise BadInput(f"--pilot {pilot.path}: the loss does not fall with tokens: the pilot gives no "
@@ -389,6 +380,31 @@ def fit_pilot(pilot: Pilot, *, prior: CardPrior | None = None, loss_before: floa
     card_weight = None if card_share is None else float(np.sum(w * card_share) / w.sum())
     return TokenTerm(float(med[0]), float(med[1]), float(med[2]), samples, level=level, relative=False,
                      median_point=True, card_weight=card_weight)
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """Weighted least squares of ``y = a + k x`` for each row of ``x`` ``[G, n]``."""
+
+    sw: float
+    sx: np.ndarray
+    sxx: np.ndarray
+    det: np.ndarray
+    """|X'WX| per row."""
+    a: np.ndarray
+    k: np.ndarray
+    rss: np.ndarray
+
+
+def _least_squares(x: np.ndarray, y: np.ndarray, wt: np.ndarray) -> _Fit:
+    sw = float(wt.sum())
+    sx, sxx, sy, sxy = (wt * x).sum(1), (wt * x * x).sum(1), float((wt * y).sum()), (wt * x * y).sum(1)
+    det = sw * sxx - sx ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = (sw * sxy - sx * sy) / det
+        a = (sy - k * sx) / sw
+    rss = (wt * (y[None, :] - a[:, None] - k[:, None] * x) ** 2).sum(1)
+    return _Fit(sw, sx, sxx, det, a, k, rss)
 
 
 def _prior_span(prior: CardPrior | None) -> tuple[float, float]:
