@@ -92,9 +92,10 @@ def world_csv(path, n0: float, beta: float, fraction: float, noise: float, seed:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_pilot_that_contradicts_the_bundled_card_wins(tmp_path, capsys, monkeypatch, seed):
-    """8B, true beta 0.2 against the bundled card's 0.41-0.57, a pilot to 30 % of D*: the card's
-    prior once said 4.6B [2.6B, 7.9B] against a true 300B; now the interval holds the truth and
-    the answer says the card carried little weight."""
+    """8B, true beta 0.2 against the bundled card's 0.41-0.57, a pilot to 30 % of D*: with the
+    card's bootstrap as the whole prior these worlds gave 7.8B-10B, intervals up to 42B, against
+    a true 300B; now the interval holds the truth and the answer says the card carried little
+    weight."""
     monkeypatch.delenv("PRUNELAW_CARDS_DIR", raising=False)
     pilot = tmp_path / "pilot.csv"
     true_d = world_csv(pilot, 8e9, 0.2, 0.3, 0.003, seed)
