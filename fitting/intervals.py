@@ -46,10 +46,50 @@ def percentile_levels(level: float, units: int | None) -> tuple[float, float]:
     """
     tail = (1 - level) / 2
     if units is not None and units >= 2:
-        from scipy.stats import norm, t
-
-        tail = float(norm.cdf(-math.sqrt(units / (units - 1)) * t.ppf(1 - tail, units - 1)))
+        z = -math.sqrt(units / (units - 1)) * t_quantile(1 - tail, units - 1)
+        tail = 0.5 * math.erfc(-z / math.sqrt(2.0))   # the standard normal cdf at z
     return 100 * tail, 100 * (1 - tail)
+
+
+def t_cdf(x: float, df: int) -> float:
+    """P(T <= x) for Student's t with an integer ``df``, in closed form.
+
+    Written out, with :func:`t_quantile`, because ``scipy.stats`` (or ``scipy.special``) costs
+    the sub-second planner more than the rest of its cold start together, and the standard
+    library has no t distribution. For integer df the cdf is a finite trigonometric sum
+    (Abramowitz & Stegun 26.7.3-4): with ``theta = atan(|x| / sqrt(df))``,
+    ``A = P(|T| <= |x|)`` is ``2/pi (theta + sin(theta) sum_{j<(df-1)/2} c_j cos^{2j+1}(theta))``
+    for odd df and ``sin(theta) sum_{j<df/2} c_j cos^{2j}(theta)`` for even df, where
+    ``c_0 = 1`` and ``c_j = c_{j-1} (2j - 1 + odd) / (2j + odd)`` (odd: 1 for odd df, else 0).
+    Exact to rounding (a test checks it against ``scipy.stats.t``).
+    """
+    if df < 1 or df != int(df):
+        raise ValueError(f"t_cdf needs a positive integer df, got {df!r}")
+    theta = math.atan(abs(x) / math.sqrt(df))
+    s, c = math.sin(theta), math.cos(theta)
+    odd = df % 2
+    term, total = (c if odd else 1.0), 0.0
+    for j in range((df - 1) // 2 if odd else df // 2):
+        total += term
+        term *= c * c * (2 * j + 1 + odd) / (2 * j + 2 + odd)
+    a = 2 / math.pi * (theta + s * total) if odd else s * total
+    return 0.5 + math.copysign(0.5 * a, x)
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t with an integer ``df`` (``scipy.stats.t.ppf``): the
+    root of :func:`t_cdf` by bisection on ``theta = atan(x / sqrt(df))`` in (-pi/2, pi/2),
+    where the cdf is monotone and bounded (64 halvings of pi reach below the float resolution)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"t_quantile needs 0 < p < 1, got {p!r}")
+    lo, hi = -math.pi / 2, math.pi / 2
+    for _ in range(64):
+        mid = 0.5 * (lo + hi)
+        if t_cdf(math.sqrt(df) * math.tan(mid), df) < p:
+            lo = mid
+        else:
+            hi = mid
+    return math.sqrt(df) * math.tan(0.5 * (lo + hi))
 
 
 def nan_percentiles(draws: Array, q: tuple[float, ...]) -> Array:
@@ -84,8 +124,6 @@ def jackknife_bounds(point: Array, jack: Array, level: float, *, scale: str = "a
     Returns:
         (low, high), NaN where a jackknife value is not finite or n < 3.
     """
-    from scipy.stats import t
-
     n = jack.shape[0]
     nan = np.full(point.shape, np.nan)
     if n < 3:
@@ -96,7 +134,7 @@ def jackknife_bounds(point: Array, jack: Array, level: float, *, scale: str = "a
         x = np.where(use_log, np.log(np.where(positive, jack, 1.0)), jack)
         x0 = np.where(use_log, np.log(np.where(positive, point, 1.0)), point)
         se = np.sqrt((n - 1) / n * np.sum((x - x.mean(axis=0)) ** 2, axis=0) + extra_sd ** 2)
-        half = t.ppf((1 + level) / 2, n - 1) * se
+        half = t_quantile((1 + level) / 2, n - 1) * se
         lo, hi = x0 - half, x0 + half
         lo, hi = np.where(use_log, np.exp(lo), lo), np.where(use_log, np.exp(hi), hi)
     ok = np.isfinite(point) & np.all(np.isfinite(jack), axis=0)

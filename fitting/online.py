@@ -8,8 +8,8 @@ signature and the returned keys of :func:`forecast`; ``data.cli.BadInput`` means
 yet" (too few points, a curve that does not fall), never a failed run.
 
 The forecast is exactly the planner's pilot calibration (``fitting.pilot.fit_pilot``): the
-token term ``L(D) = a + k * D**-beta`` fitted on the curve, with the card's bootstrap of beta
-as the prior when the job names a card, else pilot-only.
+token term ``L(D) = a + k * D**-beta`` fitted on the curve, with the card's mixture prior on
+beta when the job names a card, else pilot-only.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from data.cli import BadInput
-from fitting.pilot import Pilot, card_prior, fit_pilot, pilot_reference
+from fitting.pilot import CardPrior, Pilot, card_prior, fit_pilot, pilot_reference
 from fitting.term import Criterion
 
 KEYS = ("d_star", "low", "high", "final_loss", "final_low", "final_high")
@@ -60,17 +60,16 @@ def forecast(tokens: np.ndarray, loss: np.ndarray, *, criterion: str, value: flo
     if int(keep.sum()) < 3:
         raise BadInput(f"{int(keep.sum())} point(s) after step 0; the fit needs 3")
     pilot = Pilot("curve so far", tokens[keep], loss[keep], start, loss_before, None, None)
-    betas, beta = _prior(card, meta or {})
-    term = fit_pilot(pilot, card_betas=betas, card_beta=beta, loss_before=loss_before, level=level)
+    term = fit_pilot(pilot, prior=_prior(card, meta or {}), loss_before=loss_before, level=level)
     d = term.tokens(Criterion(criterion, value), pilot_reference(pilot))
     final = term.loss(float(budget))
     return dict(zip(KEYS, (d.value, d.low, d.high, final.value, final.low, final.high)))
 
 
-def _prior(card: str | None, meta: Mapping[str, Any]) -> tuple[np.ndarray | None, float | None]:
-    """The card's beta samples and point at the run's axes, or nothing (pilot-only)."""
+def _prior(card: str | None, meta: Mapping[str, Any]) -> CardPrior | None:
+    """The card's prior on beta at the run's axes, or None (pilot-only)."""
     if not card:
-        return None, None
+        return None
     from fitting.card import load_card
 
     law_card = load_card(card)

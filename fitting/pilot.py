@@ -11,11 +11,27 @@ intervals, and a pilot of the first 5-30 % of a run cannot separate the asymptot
 curvature; the posterior says how much it cannot):
 
 - given beta the model is linear in (a, k): with flat priors on them and Jeffreys' on the
-  noise, the marginal likelihood is ``|X'X|^-1/2 * RSS^-(n-2)/2`` (closed form, no optimiser);
-- the prior on beta is flat on [0.02, 1.5] (pilot-only mode), or the card's own bootstrap
-  distribution of beta, smoothed by a Gaussian kernel (pilot + card prior). Only beta carries
-  over: the card's a and k at the user's N0 are extrapolated 10^4x with intervals spanning
-  decades, so a prior on them would only add the card's extrapolation error back in;
+  noise, the marginal likelihood is ``|X'WX|^-1/2 * RSS_W^-(n-2)/2`` (closed form, no
+  optimiser). The noise is taken as relative (sd proportional to the loss, weights
+  ``W = 1/L^2``; an assumption, the one the pilot backtest draws from): on relative noise the
+  unweighted fit's D* intervals covered 1-2 points less;
+- the prior on beta is flat on [0.02, 1.5] (pilot-only mode) or, with a card (pilot + card),
+  the mixture ``w K + (1 - w) U`` of the card's own evidence K and that flat prior U. K is the
+  card's bootstrap of beta smoothed by a Gaussian kernel (Silverman's width, at least 0.02,
+  widened by 0.05 per decade the query lies outside the card: beta drifts with scale). The
+  prior weight ``w = 0.5 * 2**-reach``, reach being how many decades the query lies outside
+  the card's fitted range: inside it, the card and the flat prior start even; at 8B from
+  parents of at most 411K (4.3 decades) the card starts at 0.026. A mixture, not a narrower
+  or wider kernel, because the failure it guards against is not a small shift but the card
+  being wrong at the user's scale (the bundled cards' 0.41-0.57 against a true 0.2): Bayes
+  weighs each component by its marginal likelihood, so a pilot that contradicts the card
+  moves the mass to U (the card component's posterior weight falls towards 0) and a short
+  pilot that cannot resolve beta keeps the prior's split, borrowing the card only as far as
+  the card is trusted there. The result records that posterior weight (``card_weight``).
+  ``benchmarks/pilot_backtest.py --synthetic`` measures the coverage this gives (docs/pilot.md).
+  Only beta carries over: the card's a and k at the user's N0 are extrapolated 10^4x with
+  intervals spanning decades, so a prior on them would only add the card's extrapolation
+  error back in;
 - samples: beta from the grid posterior (jittered within its cell), sigma^2 from its scaled
   inverse chi-square, (a, k) from their conditional normal; samples with k <= 0 (loss rising
   with tokens) are rejected. The asymptote is not bounded by L0: an under-trained parent
@@ -28,6 +44,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +67,16 @@ LOSS_COLUMNS = ("loss", "eval_loss")
 N0_TOLERANCE = 0.1
 """A pilot parent within 10 % of --params is the same parent (counting conventions differ)."""
 RATIO_TOLERANCE = 0.05
+CARD_WEIGHT = 0.5
+"""Prior probability that the card's beta holds at a query inside the card's range; it halves
+with each decade outside (``CardPrior.weight``)."""
+DRIFT = 0.05
+"""Prior sd of beta's drift per decade outside the card's range: 4 decades out, +-0.2, the
+spread of the token exponents published for post-training (0.1-0.8)."""
+MIN_WIDTH = 0.02
+"""Least kernel width: a tight bootstrap never forbids the pilot from moving beta a little."""
+NO_SAMPLES_WIDTH = 0.1
+"""Kernel width around a card's point beta when it carries no bootstrap samples."""
 
 
 @dataclass(frozen=True)
@@ -222,45 +249,110 @@ def pilot_reference(pilot: Pilot) -> Reference:
         f"the law's loss at the pilot's first evaluation ({format_count(pilot.tokens[0])} tokens)"))
 
 
+# -- the prior on beta --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CardPrior:
+    """What a card says about beta at the query, and how far the query lies outside the card.
+
+    ``betas`` are the card's token exponents at the query's axes, one per bootstrap sample
+    (a card without samples gives its point alone); ``reach`` is how many decades the query
+    lies outside the card's fitted range on its worst axis (0 inside; 8B against parents of
+    at most 411K is 4.3).
+    """
+
+    betas: np.ndarray
+    reach: float = 0.0
+
+    @property
+    def weight(self) -> float:
+        """Prior probability of the card's component: ``CARD_WEIGHT * 2**-reach``."""
+        return CARD_WEIGHT * 2.0 ** -max(self.reach, 0.0)
+
+    @property
+    def bandwidth(self) -> float:
+        """Kernel width: Silverman's (floored) widened by ``DRIFT`` per decade of reach."""
+        b = self.betas[np.isfinite(self.betas)]
+        base = NO_SAMPLES_WIDTH if len(b) < 2 else max(1.06 * float(np.std(b)) * len(b) ** -0.2, MIN_WIDTH)
+        return math.hypot(base, DRIFT * max(self.reach, 0.0))
+
+    def density(self, grid: np.ndarray) -> np.ndarray:
+        """The kernel density of the card's betas on ``grid``, normalised to 1 over it."""
+        b, h = self.betas[np.isfinite(self.betas)], self.bandwidth
+        dens = np.exp(-0.5 * ((grid[:, None] - b[None, :]) / h) ** 2).mean(axis=1)
+        return _normalised(dens, grid)
+
+
+def card_prior(card: "LawCard", **axes: float) -> CardPrior:
+    """The card's token exponent at ``axes`` as the prior of a pilot fit.
+
+    ``axes`` are the law's own axis names except the token axis and the offset (e.g. P2:
+    ``params_before``, ``ratio``); the reach is the largest ``|log10|`` factor by which one of
+    them lies outside the card's fitted range.
+    """
+    _, beta = card.law.token_scale(card.params_array, **axes)
+    boot = card.bootstrap_params
+    point = np.atleast_1d(np.asarray(np.squeeze(beta), dtype=float))
+    betas = point if boot is None or len(boot) == 0 else np.ravel(card.law.token_scale(boot, **axes)[1])
+    finite = np.asarray(betas, dtype=float)[np.isfinite(betas)]
+    return CardPrior(finite if len(finite) else point, reach=card_reach(card, **axes))
+
+
+def card_reach(card: "LawCard", **axes: float) -> float:
+    """Decades the query lies outside the card's fitted range, on its worst axis (0 inside)."""
+    reach = 0.0
+    for axis, value in axes.items():
+        span = card.axis_range(axis)
+        if span is None or not (value > 0 and span[0] > 0):
+            continue
+        reach = max(reach, math.log10(value / span[1]), math.log10(span[0] / value))
+    return reach
+
+
+def _normalised(dens: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    return dens / (dens.sum() * (grid[1] - grid[0]))
+
+
+def log_prior(grid: np.ndarray, prior: CardPrior | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The log prior density of beta on ``grid`` and, under a card, each point's card share.
+
+    Without a card: flat on ``PILOT_BETA``. With one: the mixture ``w K + (1 - w) U`` of the
+    card's kernel density K and that flat density U (the module docstring says why); the
+    second array is ``w K / (w K + (1 - w) U)`` per grid point.
+    """
+    flat = _normalised(((grid >= PILOT_BETA[0]) & (grid <= PILOT_BETA[1])).astype(float), grid)
+    if prior is None:
+        with np.errstate(divide="ignore"):
+            return np.log(flat), None
+    card = prior.weight * prior.density(grid)
+    mix = card + (1.0 - prior.weight) * flat
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(mix), np.where(mix > 0, card / mix, 0.0)
+
+
 # -- the fit -----------------------------------------------------------------------------------
 
-def beta_prior(grid: np.ndarray, card_betas: np.ndarray | None, card_beta: float | None) -> np.ndarray:
-    """Log prior density of beta on ``grid``: flat, or a Gaussian KDE of the card's samples.
-
-    Silverman's bandwidth, floored at 0.02 so a tight bootstrap never forbids the pilot from
-    moving beta a little. A card without samples gives N(beta_card, 0.1).
-    """
-    if card_betas is None or len(card_betas) == 0:
-        if card_beta is None:
-            return np.zeros_like(grid)
-        return -0.5 * ((grid - card_beta) / 0.1) ** 2
-    b = card_betas[np.isfinite(card_betas)]
-    h = max(1.06 * float(np.std(b)) * len(b) ** -0.2, 0.02)
-    dens = np.exp(-0.5 * ((grid[:, None] - b[None, :]) / h) ** 2).mean(axis=1)
-    with np.errstate(divide="ignore"):
-        return np.log(dens)
-
-
-def fit_pilot(pilot: Pilot, *, card_betas: np.ndarray | None = None, card_beta: float | None = None,
-              loss_before: float | None = None, seed: int = 0, level: float = 0.95) -> TokenTerm:
+def fit_pilot(pilot: Pilot, *, prior: CardPrior | None = None, loss_before: float | None = None,
+              seed: int = 0, level: float = 0.95) -> TokenTerm:
     """The posterior of (a, k, beta) given the pilot; the point is the posterior median.
 
-    ``card_betas``/``card_beta`` switch on the card prior (see the module docstring).
+    ``prior`` switches on the card's mixture prior on beta (see the module docstring); the
+    result's ``card_weight`` is then the card component's posterior probability.
     ``loss_before`` is accepted for the record only (see the docstring: it bounds nothing).
     """
     d, y = pilot.tokens, pilot.loss
-    lo, hi = PILOT_BETA if card_betas is None and card_beta is None else _prior_span(card_betas, card_beta)
+    lo, hi = _prior_span(prior)
     grid = np.linspace(lo, hi, GRID)
     scale = float(d[-1])  # x = (D / D_max)^-beta keeps X'X well conditioned
     x = (d[None, :] / scale) ** -grid[:, None]                       # [G, n]
     n = len(d)
-    sx, sxx, sy, sxy = x.sum(1), (x * x).sum(1), y.sum(), (x * y).sum(1)
-    det = n * sxx - sx ** 2                                          # |X'X|
-    k_s = (n * sxy - sx * sy) / det
-    a = (sy - k_s * sx) / n
-    rss = np.maximum(((y[None, :] - a[:, None] - k_s[:, None] * x) ** 2).sum(1), 1e-300)
-    logp = -0.5 * np.log(det) - 0.5 * (n - 2) * np.log(rss) + beta_prior(grid, card_betas, card_beta)
-    logp = np.where(np.isfinite(logp) & (det > 0), logp, -np.inf)
+    wt = (y.min() / y) ** 2                                          # relative noise (docstring)
+    ls = _least_squares(x, y, wt)
+    rss = np.maximum(ls.rss, 1e-300)
+    prior_logp, card_share = log_prior(grid, prior)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logp = -0.5 * np.log(ls.det) - 0.5 * (n - 2) * np.log(rss) + prior_logp
+    logp = np.where(np.isfinite(logp) & (ls.det > 0), logp, -np.inf)
     if not np.isfinite(logp).any():
         raise BadInput(f"--pilot {pilot.path}: the curve cannot be fitted by L = a + k / D^beta")
     w = np.exp(logp - logp.max())
@@ -268,46 +360,56 @@ def fit_pilot(pilot: Pilot, *, card_betas: np.ndarray | None = None, card_beta: 
     idx = rng.choice(GRID, size=N_SAMPLES, p=w / w.sum())
     step = grid[1] - grid[0]
     beta = grid[idx] + step * (rng.random(N_SAMPLES) - 0.5)
-    # conditional on beta: (a, k_s) ~ N(LS, sigma^2 (X'X)^-1), sigma^2 ~ RSS / chi2(n - 2)
-    xs = (d[None, :] / scale) ** -beta[:, None]
-    sx, sxx, sxy = xs.sum(1), (xs * xs).sum(1), (xs * y).sum(1)
-    det = n * sxx - sx ** 2
-    k_hat = (n * sxy - sx * sy) / det
-    a_hat = (sy - k_hat * sx) / n
-    resid = y[None, :] - a_hat[:, None] - k_hat[:, None] * xs
-    sigma2 = (resid ** 2).sum(1) / rng.chisquare(n - 2, N_SAMPLES)
-    var_a, var_k, cov = sigma2 * sxx / det, sigma2 * n / det, -sigma2 * sx / det
+    # conditional on beta: (a, k_s) ~ N(LS, sigma^2 (X'WX)^-1), sigma^2 ~ RSS_W / chi2(n - 2)
+    ls = _least_squares((d[None, :] / scale) ** -beta[:, None], y, wt)
+    sigma2 = ls.rss / rng.chisquare(n - 2, N_SAMPLES)
+    var_a, var_k, cov = sigma2 * ls.sxx / ls.det, sigma2 * ls.sw / ls.det, -sigma2 * ls.sx / ls.det
     z1, z2 = rng.standard_normal((2, N_SAMPLES))
     l11 = np.sqrt(var_a)
     l21 = cov / l11
     l22 = np.sqrt(np.maximum(var_k - l21 ** 2, 0.0))
-    a_s = a_hat + l11 * z1
-    k_s = (k_hat + l21 * z1 + l22 * z2) * scale ** beta             # back to k in raw tokens
+    a_s = ls.a + l11 * z1
+    k_s = (ls.k + l21 * z1 + l22 * z2) * scale ** beta              # back to k in raw tokens
     ok = (k_s > 0) & np.isfinite(a_s) & np.isfinite(k_s)
     if ok.sum() < 0.05 * N_SAMPLES:
         raise BadInput(f"--pilot {pilot.path}: the loss does not fall with tokens: the pilot gives no "
                        "token term to extrapolate")
     samples = np.column_stack([a_s[ok], k_s[ok], beta[ok]])
     med = [percentile(samples[:, j], 50.0) for j in range(3)]  # np.median imports numpy.ma (~25 ms)
+    # the card component's posterior probability: its share of the posterior mass on the grid
+    card_weight = None if card_share is None else float(np.sum(w * card_share) / w.sum())
     return TokenTerm(float(med[0]), float(med[1]), float(med[2]), samples, level=level, relative=False,
-                     median_point=True)
+                     median_point=True, card_weight=card_weight)
 
 
-def _prior_span(card_betas: np.ndarray | None, card_beta: float | None) -> tuple[float, float]:
-    """The grid under a card prior: the pilot range widened to hold the card's samples."""
-    vals = card_betas if card_betas is not None and len(card_betas) else np.array([card_beta])
-    return min(PILOT_BETA[0], float(np.min(vals)) * 0.8), max(PILOT_BETA[1], float(np.max(vals)) * 1.2)
+@dataclass(frozen=True)
+class _Fit:
+    """Weighted least squares of ``y = a + k x`` for each row of ``x`` ``[G, n]``."""
+
+    sw: float
+    sx: np.ndarray
+    sxx: np.ndarray
+    det: np.ndarray
+    """|X'WX| per row."""
+    a: np.ndarray
+    k: np.ndarray
+    rss: np.ndarray
 
 
+def _least_squares(x: np.ndarray, y: np.ndarray, wt: np.ndarray) -> _Fit:
+    sw = float(wt.sum())
+    sx, sxx, sy, sxy = (wt * x).sum(1), (wt * x * x).sum(1), float((wt * y).sum()), (wt * x * y).sum(1)
+    det = sw * sxx - sx ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = (sw * sxy - sx * sy) / det
+        a = (sy - k * sx) / sw
+    rss = (wt * (y[None, :] - a[:, None] - k[:, None] * x) ** 2).sum(1)
+    return _Fit(sw, sx, sxx, det, a, k, rss)
 
-def card_prior(card: "LawCard", **axes: float) -> tuple[np.ndarray | None, float]:
-    """The card's token exponent at ``axes`` as the prior of a pilot fit.
 
-    Returns the exponent of each bootstrap sample (None for a card without samples: the fit
-    then uses N(point, 0.1)) and the point fit's. ``axes`` are the law's own axis names
-    except the token axis and the offset (e.g. P2: ``params_before``, ``ratio``).
-    """
-    _, beta = card.law.token_scale(card.params_array, **axes)
-    boot = card.bootstrap_params
-    samples = None if boot is None or len(boot) == 0 else np.ravel(card.law.token_scale(boot, **axes)[1])
-    return samples, float(np.squeeze(beta))
+def _prior_span(prior: CardPrior | None) -> tuple[float, float]:
+    """The grid: the pilot's flat support, widened under a card to hold its samples."""
+    if prior is None:
+        return PILOT_BETA
+    b = prior.betas[np.isfinite(prior.betas)]
+    return min(PILOT_BETA[0], float(np.min(b)) * 0.8), max(PILOT_BETA[1], float(np.max(b)) * 1.2)

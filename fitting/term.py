@@ -111,6 +111,9 @@ class TokenTerm:
     """Leave-one-run-out (a, k, beta) ``[n, 3]`` of a card (None: posterior samples, old cards)."""
     floor: float | None = None
     """The least loss the law can give (L0, or 0 for dL): an interval's jackknife half stops there."""
+    card_weight: float | None = None
+    """Pilot + card fits: the posterior probability of the card's component of the prior on
+    beta (near 1: the pilot agrees with the card and borrows it; near 0: the pilot overrode it)."""
 
     def _cols(self, samples: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if samples is not None:

@@ -35,8 +35,8 @@ import numpy as np
 from data.cli import BadInput
 from data.units import format_count
 from fitting.intervals import defined_enough
-from fitting.pilot import Pilot, fit_pilot, pilot_reference
 from fitting import term as fterm
+from fitting.pilot import Pilot, card_prior, fit_pilot, pilot_reference
 from fitting.term import (CRITERIA, DEFAULT_RECOVER, Criterion, Estimate, Reference, TokenTerm, percentile,
                           sample_interval)
 from planner import laws
@@ -271,8 +271,8 @@ def recommend(parent: Parent, method: str, ratio: float, card: Card | None, reas
         doubt = card_doubt(card, parent.family, n0, ratio, l0)
     else:
         mode = "pilot" if card is None else "pilot+card"
-        betas = None if cterm is None or cterm.samples is None else cterm.samples[:, 2]
-        term = fit_pilot(pilot, card_betas=betas, card_beta=None if cterm is None else cterm.beta, loss_before=l0)
+        prior = None if card is None else card_prior(card.card, params_before=n0, ratio=ratio)
+        term = fit_pilot(pilot, prior=prior, loss_before=l0)
         ref = pilot_reference(pilot)
     tokens, reach = _budget(term, criterion, ref, mode, n0, credible=doubt is None)
     n_compute, formula = _compute_params(method, ratio, n0, sparse_kernel)
@@ -414,7 +414,8 @@ def _card_only(cterm: TokenTerm, criterion: Criterion, card: Card, n0: float, pi
 def _pilot_dict(pilot: Pilot, term: TokenTerm) -> dict[str, Any]:
     return {"path": pilot.path, "points": int(len(pilot.tokens)), "max_tokens": pilot.max_tokens,
             "loss_start": pilot.loss_start, "last_loss": float(pilot.loss[-1]),
-            "fit": {"a": term.a, "k": term.k, "beta": term.beta, "samples": int(len(term.samples))}}
+            "fit": {"a": term.a, "k": term.k, "beta": term.beta, "samples": int(len(term.samples)),
+                    "card_weight": term.card_weight}}
 
 
 def _notes(method: str, ratio: float, criterion: Criterion, sparse_kernel: bool, relative: bool) -> list[str]:

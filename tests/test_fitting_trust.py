@@ -130,6 +130,23 @@ def test_jackknife_t_of_a_mean_is_the_students_t_interval():
     np.testing.assert_allclose(nan_percentiles(draws, (2.5, 97.5)), np.nanpercentile(draws, [2.5, 97.5], axis=0))
 
 
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 9, 19, 20, 99, 400])
+def test_the_scipy_free_t_distribution_matches_scipy(df):
+    """The planner's t quantile (no scipy on its path) is scipy's to rounding, in both tails,
+    and the expanded percentile levels built on it are too."""
+    from scipy.stats import norm, t
+
+    from fitting.intervals import t_cdf, t_quantile
+
+    for p in (0.001, 0.025, 0.1, 0.5, 0.8, 0.95, 0.975, 0.9995):
+        assert t_quantile(p, df) == pytest.approx(t.ppf(p, df), rel=1e-10, abs=1e-12)
+        assert t_cdf(t.ppf(p, df), df) == pytest.approx(p, rel=1e-10)
+    tail = norm.cdf(-np.sqrt((df + 1) / df) * t.ppf(0.975, df))
+    assert percentile_levels(0.95, df + 1) == pytest.approx((100 * tail, 100 * (1 - tail)), rel=1e-10)
+    with pytest.raises(ValueError, match="integer df"):
+        t_quantile(0.9, 2.5)
+
+
 def test_one_wild_leave_one_out_refit_cannot_blow_an_interval_up():
     """A leave-one-run-out refit that jumps basin (a non-smooth statistic) widens each end at
     most JACKKNIFE_MAX_WIDENING times the bootstrap's, and never below the law's floor."""

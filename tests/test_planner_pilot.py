@@ -9,7 +9,7 @@ import pytest
 
 from fitting.synthetic import TRUE_P2
 from planner.__main__ import main
-from fitting.pilot import Pilot, fit_pilot, read_pilot
+from fitting.pilot import CardPrior, Pilot, fit_pilot, read_pilot
 from planner.practice import load_practice
 from fitting.term import Criterion, Reference, TokenTerm
 from test_planner_cards import write_card
@@ -43,7 +43,7 @@ def test_pilot_recovers_the_true_budget_and_final_loss_within_its_intervals(seed
     """A synthetic P2 curve with known truth: pilot of the first 30 % of tokens."""
     pilot = pilot_of(0.3, seed)
     betas = np.random.default_rng(9).normal(TRUE_P2["beta"], 0.03, 200) if prior == "card" else None
-    term = fit_pilot(pilot, card_betas=betas, loss_before=L0)
+    term = fit_pilot(pilot, prior=None if betas is None else CardPrior(betas), loss_before=L0)
     final, true_final = term.loss(FULL[-1]), TRUTH.loss(FULL[-1]).value
     assert final.low <= true_final <= final.high
     for criterion in (Criterion("slope", 1e-3), Criterion("recover", 0.9)):
@@ -58,7 +58,7 @@ def test_card_prior_narrows_a_short_pilot():
     loss = TRUTH.a + TRUTH.k * tokens ** -TRUTH.beta + 0.01 * np.random.default_rng(3).standard_normal(6)
     pilot = Pilot("short", tokens, loss, None, L0, N0, RHO)
     alone = fit_pilot(pilot, loss_before=L0).loss(FULL[-1])
-    prior = fit_pilot(pilot, card_betas=np.full(100, TRUE_P2["beta"]), loss_before=L0).loss(FULL[-1])
+    prior = fit_pilot(pilot, prior=CardPrior(np.full(100, TRUE_P2["beta"])), loss_before=L0).loss(FULL[-1])
     assert prior.high - prior.low < 0.8 * (alone.high - alone.low)
     truth = TRUTH.loss(FULL[-1]).value
     assert alone.low <= truth <= alone.high and prior.low <= truth <= prior.high
@@ -68,6 +68,61 @@ def run_cli(capsys, *argv):
     code = main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+BUNDLED_DEPTH = "p2_llama3_depth.json"
+"""The bundled default card: parents of 30K-411K parameters, bootstrap beta 0.41-0.57."""
+
+
+def world_csv(path, n0: float, beta: float, fraction: float, noise: float, seed: int) -> float:
+    """A pilot CSV of ``L = a + k D^-beta`` run to ``fraction`` of its true D* (recover 0.9 from
+    the step-0 loss, 37.5 tokens per parameter), as ``benchmarks/pilot_backtest.py --synthetic``
+    draws them; returns the true D*."""
+    rng = np.random.default_rng(seed)
+    a, gap, d_star = 2.3, 1.8, 37.5 * n0
+    k = 0.1 * gap * d_star ** beta
+    tokens = fraction * d_star * np.concatenate([np.geomspace(1e-3, 0.05, 10, endpoint=False),
+                                                 np.linspace(0.05, 1.0, 20)])
+    clean = a + k * tokens ** -beta
+    keep = clean < a + gap  # the power law holds once the loss is below its step-0 value
+    loss = clean * np.exp(noise * rng.standard_normal(len(tokens)))
+    write_csv(path, tokens[keep], loss[keep], start=a + gap)
+    return d_star
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_pilot_that_contradicts_the_bundled_card_wins(tmp_path, capsys, monkeypatch, seed):
+    """8B, true beta 0.2 against the bundled card's 0.41-0.57, a pilot to 30 % of D*: with the
+    card's bootstrap as the whole prior these worlds gave 7.8B-10B, intervals up to 42B, against
+    a true 300B; now the interval holds the truth and the answer says the card carried little
+    weight."""
+    monkeypatch.delenv("PRUNELAW_CARDS_DIR", raising=False)
+    pilot = tmp_path / "pilot.csv"
+    true_d = world_csv(pilot, 8e9, 0.2, 0.3, 0.003, seed)
+    code, out, err = run_cli(capsys, "recommend", "--params", "8B", "--ratio", "0.5", "--pilot", str(pilot), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["mode"] == "pilot+card" and doc["card"]["path"].endswith(BUNDLED_DEPTH)
+    assert doc["tokens"]["low"] <= true_d <= doc["tokens"]["high"], (doc["tokens"], true_d)
+    assert doc["pilot"]["fit"]["card_weight"] < 0.1
+
+
+def test_a_short_pilot_at_the_card_s_own_scale_borrows_the_card(tmp_path, capsys, monkeypatch):
+    """400K parameters (inside the bundled card's parents), the card's own beta, a noisy pilot to
+    10 % of D*: the card's beta pins the curvature the pilot cannot, so D*'s interval is
+    narrower with the card, the truth stays inside both, and the card carries most weight."""
+    monkeypatch.delenv("PRUNELAW_CARDS_DIR", raising=False)
+    pilot = tmp_path / "pilot.csv"
+    true_d = world_csv(pilot, 4e5, 0.45, 0.1, 0.01, seed=0)
+    argv = ("recommend", "--params", "400K", "--ratio", "0.5", "--pilot", str(pilot), "--json")
+    with_card, alone = (json.loads(run_cli(capsys, *argv, *extra)[1]) for extra in ((), ("--no-card",)))
+    assert with_card["card"]["path"].endswith(BUNDLED_DEPTH) and alone["mode"] == "pilot"
+    width = {name: np.log(doc["tokens"]["high"] / doc["tokens"]["low"]) for name, doc in
+             (("card", with_card), ("alone", alone))}
+    assert width["card"] < 0.6 * width["alone"], width
+    for doc in (with_card, alone):
+        assert doc["tokens"]["low"] <= true_d <= doc["tokens"]["high"]
+    assert with_card["pilot"]["fit"]["card_weight"] > 0.5
 
 
 def test_modes_and_verdicts(tmp_path, capsys, monkeypatch):
