@@ -62,7 +62,9 @@ def test_recommend_on_a_bundled_card_imports_nothing_heavy(tmp_path):
     # the answer came from a bundled card with the samples whose intervals once pulled scipy in
     assert Path(card_mode["card"]["path"]).parent == BUNDLED
     assert card_mode["card"]["n_jackknife"] > 0 and card_mode["card"]["n_bootstrap"] > 0
-    assert card_mode["tokens"]["low"] < card_mode["tokens"]["value"] < card_mode["tokens"]["high"]
+    # at 8B the card is not credible: its D* interval is still computed, under "extrapolation"
+    extrapolated = card_mode["tokens"] or card_mode["extrapolation"]["tokens"]
+    assert extrapolated["low"] < extrapolated["value"] < extrapolated["high"]
     assert pilot_mode["mode"] == "pilot+card" and pilot_mode["tokens"]["low"] is not None
     assert result["heavy"] == [], f"planner's CLI path imported {result['heavy']}"
 
