@@ -265,7 +265,7 @@ def table(estimates: list[JobEstimate], gpu: Gpu) -> list[dict[str, Any]]:
     for e in estimates:
         m = e.memory
         status = "fits" if e.fits else ("fits with act. ckpt" if e.fits_ckpt else f"DOES NOT FIT {gpu.name}")
-        rows.append({"id": e.run_id, "parent": e.parent, "method": e.method, "ratio": f"{e.ratio:g}",
+        rows.append({"id": e.run_id, "parent": e.parent, "method": e.method, "ratio": e.ratio,
                      "N": _count(e.params_trained), "FLOPs": _count(sum(e.flops.values())),
                      "GPU-h": f"{e.gpu_hours:.1f}", "USD": f"{e.cost_usd:.0f}", "zero": str(e.zero_stage),
                      "W/G/O GiB": f"{m.weights / GIB:.1f}/{m.grads / GIB:.1f}/{m.optim / GIB:.1f}",
@@ -282,13 +282,16 @@ def summary(estimates: list[JobEstimate], gpu: Gpu, mfu: float, price: float | N
     cost = sum(e.cost_usd for e in estimates)
     flops = sum(sum(e.flops.values()) for e in estimates)
     world = estimates[0].world if estimates else 1
-    bad = [e.run_id for e in estimates if not e.fits]
+    ckpt_only = sum(e.fits_ckpt and not e.fits for e in estimates)
+    never = sum(not e.fits_ckpt for e in estimates)
     lines = [f"total: {_count(flops)} FLOPs, {hours:,.1f} GPU-hours, ${cost:,.0f} on {gpu.name} at MFU {mfu:g} "
              f"(${gpu.price if price is None else price:.2f}/GPU-h); {world} GPU(s) per job, "
              f"wall-clock {hours / world:,.1f} h if run one after another" if estimates else "total: no jobs",
              f"memory per GPU in GiB of {gpu.memory_gib:g} ({USABLE_FRACTION:.0%} usable); KD teacher "
              f"{TEACHER_PLACEMENT}; W/G/O = weights/gradients/optimizer state at the job's ZeRO stage"]
-    if bad:
-        lines.append(f"{len(bad)} job(s) will not fit without activation checkpointing: raise the GPU count or "
-                     f"ZeRO stage, or lower deepspeed.micro_batch (raising grad_accum to keep the batch)")
+    if ckpt_only:
+        lines.append(f"{ckpt_only} job(s) fit only with activation checkpointing")
+    if never:
+        lines.append(f"{never} job(s) will not fit: raise the GPU count or ZeRO stage, or lower "
+                     "deepspeed.micro_batch (raising grad_accum to keep the batch)")
     return "\n".join(lines)
