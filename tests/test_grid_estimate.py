@@ -125,3 +125,15 @@ def test_the_shipped_p2_grids_fit_80_gb_at_8_gpus_from_the_model_table(name, par
     assert all(e.fits for e in estimates), [(e.run_id, e.memory.peak() / GIB) for e in estimates if not e.fits]
     assert all(e.tokens == 10 ** 9 and e.objective == "kd" for e in estimates)
     assert {e.ratio for e in estimates} == {0.15, 0.25, 0.35, 0.5}
+
+
+def test_the_cuda_pins_are_the_cpu_pins_without_the_cpu_tag():
+    """install.sh installs one stack on CPU and GPU: the versions the CPU machine tested."""
+    def pins(name):
+        lines = (ROOT / "constraints" / name).read_text().splitlines()
+        return dict(ln.split("==") for ln in lines if ln.strip() and not ln.startswith("#"))
+
+    cpu, cuda = pins("cpu.txt"), pins("cuda.txt")
+    assert {k: v.removesuffix("+cpu") for k, v in cpu.items()} == cuda
+    assert int(cuda["transformers"].split(".")[0]) >= 5  # config.rope_parameters
+    assert "-c constraints/cuda.txt" in (ROOT / "install.sh").read_text()
