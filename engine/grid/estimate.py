@@ -35,6 +35,7 @@ from typing import Any
 from data.cli import BadInput
 from data.compute import FORWARD_FLOPS_PER_PARAM_TOKEN, FLOPS_PER_PARAM_TOKEN, Gpu, flops_cost
 from data.models import MODELS, ModelSpec
+from data.units import format_count
 
 GIB = 2.0 ** 30
 USABLE_FRACTION = 0.92
@@ -252,13 +253,6 @@ def estimate_grid(grid: Any, gpu: Gpu, mfu: float, price: float | None, world: i
     return out
 
 
-def _count(x: float) -> str:
-    for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g}{unit}"
-    return f"{x:.3g}"
-
-
 def table(estimates: list[JobEstimate], gpu: Gpu) -> list[dict[str, Any]]:
     """Rows for ``engine.grid.status.render`` (its status column says whether each job fits)."""
     rows = []
@@ -266,7 +260,7 @@ def table(estimates: list[JobEstimate], gpu: Gpu) -> list[dict[str, Any]]:
         m = e.memory
         status = "fits" if e.fits else ("fits with act. ckpt" if e.fits_ckpt else f"DOES NOT FIT {gpu.name}")
         rows.append({"id": e.run_id, "parent": e.parent, "method": e.method, "ratio": e.ratio,
-                     "N": _count(e.params_trained), "FLOPs": _count(sum(e.flops.values())),
+                     "N": format_count(e.params_trained), "FLOPs": f"{sum(e.flops.values()):.3g}",
                      "GPU-h": f"{e.gpu_hours:.1f}", "USD": f"{e.cost_usd:.0f}", "zero": str(e.zero_stage),
                      "W/G/O GiB": f"{m.weights / GIB:.1f}/{m.grads / GIB:.1f}/{m.optim / GIB:.1f}",
                      "teacher": f"{m.teacher / GIB:.1f}",
@@ -284,7 +278,7 @@ def summary(estimates: list[JobEstimate], gpu: Gpu, mfu: float, price: float | N
     world = estimates[0].world if estimates else 1
     ckpt_only = sum(e.fits_ckpt and not e.fits for e in estimates)
     never = sum(not e.fits_ckpt for e in estimates)
-    lines = [f"total: {_count(flops)} FLOPs, {hours:,.1f} GPU-hours, ${cost:,.0f} on {gpu.name} at MFU {mfu:g} "
+    lines = [f"total: {flops:.3g} FLOPs, {hours:,.1f} GPU-hours, ${cost:,.0f} on {gpu.name} at MFU {mfu:g} "
              f"(${gpu.price if price is None else price:.2f}/GPU-h); {world} GPU(s) per job, "
              f"wall-clock {hours / world:,.1f} h if run one after another" if estimates else "total: no jobs",
              f"memory per GPU in GiB of {gpu.memory_gib:g} ({USABLE_FRACTION:.0%} usable); KD teacher "
