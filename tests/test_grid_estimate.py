@@ -137,3 +137,9 @@ def test_the_cuda_pins_are_the_cpu_pins_without_the_cpu_tag():
     assert {k: v.removesuffix("+cpu") for k, v in cpu.items()} == cuda
     assert int(cuda["transformers"].split(".")[0]) >= 5  # config.rope_parameters
     assert "-c constraints/cuda.txt" in (ROOT / "install.sh").read_text()
+
+
+def test_estimate_outside_plan_is_refused(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "engine", "grid", "launch", str(_grid(tmp_path)), "--estimate"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 2 and "--estimate goes with 'engine grid plan', not 'launch'" in done.stderr

@@ -11,6 +11,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from data.cli import BadInput
+
 EPILOG = """examples:
   engine grid plan grids/tiny.yaml
       validate every job and print the table (nothing runs)
@@ -118,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.estimate and args.action != "plan":
+        raise BadInput(f"--estimate goes with 'engine grid plan', not {args.action!r}")
     defaults = {a.dest: parser.get_default(a.dest) for a in parser._actions}  # noqa: SLF001 - argparse has no public list
     grid = load_grid(args.grid)
     runs = runs_path(args.runs or grid.default_runs())
