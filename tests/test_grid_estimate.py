@@ -83,16 +83,17 @@ def test_estimate_of_one_job_matches_hand_arithmetic(tmp_path):
     mem = job["memory_gib"]
     assert mem["weights"] * GIB == 2 * n and mem["grads"] * GIB == 2 * n / 4 and mem["optim"] * GIB == 12 * n / 4
     assert mem["teacher"] * GIB == 2 * n0
-    # activations per token per layer: 2 bytes x (2 q + 2 kv + 4 ffn) = 2 (1792 + 256 + 19456)
-    # plus two RMSNorms, each fp32 input and normalised value and a bf16 output: 2 (8 + 2) 896
-    per_token = 2 * (2 * 896 + 2 * 128 + 4 * 4864) + 2 * 10 * 896
-    assert per_token == 60928
+    # activations per token per layer: 2 bytes x (2 q + 2 kv + 4 ffn) = 2 (1792 + 256 + 19456);
+    # two RMSNorms, each an fp32 input, two bf16 copies and a 4-byte 1/rms: 2 (4 + 2 + 2) 896 + 8;
+    # SDPA's fp32 log-sum-exp per head: 4 x 14
+    per_token = 2 * (2 * 896 + 2 * 128 + 4 * 4864) + 2 * (8 * 896 + 4) + 4 * 14
+    assert per_token == 57408
     tokens = 2 * 1024  # micro-batch 2 x seq_len 1024
     logits = (2 + 4 + 4) * 151936 * tokens + (2 + 4) * 151936 * tokens  # student + teacher
     assert mem["activations"] * GIB == 16 * per_token * tokens + logits
     assert mem["activations_ckpt"] * GIB == 16 * 2 * 896 * tokens + per_token * tokens + logits
     peak = 2 * n + 2 * n / 4 + 12 * n / 4 + 2 * n0 + 16 * per_token * tokens + logits
-    assert job["peak_gib_by_stage"]["2"] == pytest.approx(peak / GIB, rel=1e-12)  # 11.7 GiB
+    assert job["peak_gib_by_stage"]["2"] == pytest.approx(peak / GIB, rel=1e-12)  # 9.2 GiB
     assert job["peak_gib_by_stage"]["0"] * GIB == pytest.approx(peak + 2 * n * 3 / 4 + 12 * n * 3 / 4)
     assert job["fits"] is True and job["teacher_placement"].startswith("replicated on every rank")
 
@@ -143,3 +144,42 @@ def test_estimate_outside_plan_is_refused(tmp_path):
     done = subprocess.run([sys.executable, "-m", "engine", "grid", "launch", str(_grid(tmp_path)), "--estimate"],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 2 and "--estimate goes with 'engine grid plan', not 'launch'" in done.stderr
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_layer_activations_are_what_transformers_saves_for_backward(arch):
+    """The per-layer activation bytes of the estimate equal the bytes of the tensors a bf16
+    transformers decoder layer (SDPA attention, GQA) saves for backward, parameters excluded:
+    measured as the difference between a 3- and a 2-layer model."""
+    import dataclasses
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from data.models import MODELS
+    from engine.grid.estimate import layer_activation_bytes
+
+    config_class, model_class = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
+    shape = {"hidden_size": 128, "intermediate_size": 352, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "head_dim": 48, "vocab_size": 256}
+
+    def saved_bytes(layers: int) -> int:
+        torch.manual_seed(0)
+        model = model_class(config_class(num_hidden_layers=layers, attn_implementation="sdpa", **shape))
+        model = model.to(torch.bfloat16).train()
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        saved: dict[int, int] = {}
+
+        def pack(t):
+            if t.untyped_storage().data_ptr() not in params:
+                saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        ids = torch.randint(0, 256, (2, 64))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(input_ids=ids, labels=ids)
+        return sum(saved.values())
+
+    spec = dataclasses.replace(MODELS["tiny-qwen" if arch == "qwen2" else "tiny-llama"], hidden=128, ffn=352, heads=4,
+                               kv_heads=2, head_dim=48, vocab=256)
+    assert saved_bytes(3) - saved_bytes(2) == layer_activation_bytes(spec, 2 * 64, 16)

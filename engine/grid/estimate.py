@@ -106,16 +106,20 @@ def state_bytes(params: int, bits: int, zero_stage: int, world: int) -> tuple[fl
 
 
 def layer_activation_bytes(spec: ModelSpec, tokens: int, bits: int) -> float:
-    """Bytes one decoder layer saves for backward over ``tokens`` tokens (SDPA attention: the
-    score matrix is recomputed, not stored).
+    """Bytes one decoder layer saves for backward over ``tokens`` tokens, with SDPA attention
+    (the score matrix is recomputed, not stored).
 
-    Per token: q, k, v and the attention output (2 q + 2 kv values); gate, up, their SiLU
-    product's two inputs and the down projection's input (4 ffn); and per RMSNorm its fp32
-    input and normalised value plus its 16-bit output (transformers upcasts inside the norm).
+    Per token, in the training precision: the rotated q, k and v and the attention output
+    (2 q + 2 kv values), gate, up, SiLU(gate) and the down projection's input (4 ffn); per
+    RMSNorm its fp32 input (transformers upcasts inside the norm), 1/rms, and two 16-bit
+    copies (the normalised value and the product with the weight, the next linear's input);
+    and SDPA's fp32 log-sum-exp per head. ``tests/test_grid_estimate.py`` checks this against
+    the tensors transformers' Llama and Qwen2 layers really save.
     """
     a = bits // 8
     q, kv = spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim
-    per_token = a * (2 * q + 2 * kv + 4 * spec.ffn) + 2 * (8 * spec.hidden + a * spec.hidden)
+    norms = 2 * ((4 + 2 * a) * spec.hidden + 4)
+    per_token = a * (2 * q + 2 * kv + 4 * spec.ffn) + norms + 4 * spec.heads
     return float(per_token * tokens)
 
 
