@@ -159,7 +159,8 @@ def test_layer_activations_are_what_transformers_saves_for_backward(arch):
     from data.models import MODELS
     from engine.grid.estimate import layer_activation_bytes
 
-    config_class, model_class = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
+    classes = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+    config_class, model_class = classes[arch]
     shape = {"hidden_size": 128, "intermediate_size": 352, "num_attention_heads": 4, "num_key_value_heads": 2,
              "head_dim": 48, "vocab_size": 256}
 

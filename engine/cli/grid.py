@@ -50,7 +50,8 @@ def _estimate_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--estimate", action="store_true",
                        help="plan: FLOPs, GPU-hours, cost and peak memory per GPU of every job (no shards needed)")
     group.add_argument("--gpu", default=DEFAULT_GPU, help=f"accelerator: {', '.join(GPUS)} (default {DEFAULT_GPU})")
-    group.add_argument("--mfu", type=float, default=DEFAULT_MFU, help=f"model FLOPs utilisation (default {DEFAULT_MFU})")
+    group.add_argument("--mfu", type=float, default=DEFAULT_MFU,
+                       help=f"model FLOPs utilisation (default {DEFAULT_MFU})")
     group.add_argument("--price", type=float, default=None, metavar="USD", help="per GPU-hour (default: the table's)")
 
 

@@ -143,7 +143,8 @@ def activation_bytes(spec: ModelSpec, micro_batch: int, seq_len: int, bits: int,
 
 def pruned_spec(spec: ModelSpec, method: str, ratio: float, args: dict[str, Any]) -> ModelSpec:
     """The dense shape the job trains: depth drops layers, width shrinks (hidden, ffn, heads);
-    2:4 and unstructured keep the parent's dense tensors (masked), so its shape."""
+    2:4 and unstructured keep the parent's dense tensors (their keep-masks stay on the host),
+    so its shape."""
     from engine.pruning.reach import DEPTH_METHODS, WIDTH_METHODS, depth_layers
 
     if method in DEPTH_METHODS:

@@ -176,7 +176,11 @@ class SlurmOptions:
 
     @property
     def cpus_per_slurm_task(self) -> int | None:
-        """``--cpus-per-task``: as given, else CPUs per GPU times the GPUs each task drives."""
+        """``--cpus-per-task``: as given, else CPUs per GPU times the GPUs each task drives.
+
+        Written as ``--cpus-per-task`` rather than SLURM's ``--cpus-per-gpu``: the deepspeed
+        launcher is one task driving every GPU of its node, and SLURM refuses both options together.
+        """
         if self.cpus_per_task is not None or not self.gpus_per_job:
             return self.cpus_per_task
         per_gpu = self.cpus_per_gpu or DEFAULT_CPUS_PER_GPU
