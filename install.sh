@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install prunelaw into ./.venv (or $PRUNELAW_VENV): the CPU build of torch where no NVIDIA
-# GPU is visible, the default CUDA build where one is. Re-running it is safe.
+# GPU is visible (constraints/cpu.txt), PyPI's CUDA build where one is (constraints/cuda.txt,
+# the same torch/deepspeed/transformers versions). Re-running it is safe.
 set -euo pipefail
 cd "$(dirname "$0")"
 venv="${PRUNELAW_VENV:-.venv}"
@@ -10,8 +11,8 @@ python="${PYTHON:-python3}"
 "$venv/bin/python" -m pip install -q --upgrade pip
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  echo "install.sh: NVIDIA GPU found: installing the CUDA build of torch"
-  "$venv/bin/python" -m pip install -q -e ".[engine,eval,dev]"
+  echo "install.sh: NVIDIA GPU found: installing the CUDA build of torch (constraints/cuda.txt)"
+  "$venv/bin/python" -m pip install -q -c constraints/cuda.txt -e ".[engine,eval,dev]"
 else
   echo "install.sh: no GPU: installing the CPU build of torch (constraints/cpu.txt)"
   "$venv/bin/python" -m pip install -q -c constraints/cpu.txt -e ".[engine,eval,dev]"

@@ -91,7 +91,7 @@ def _with_fetched_parents(path: Path, tmp_path: Path) -> Path:
         return path
     for i, parent in enumerate(missing):
         stand_in = tmp_path / f"{path.stem}-parent{i}"
-        config_for(MODELS.get(Path(parent["path"]).name, MODELS["tiny-llama"])).save_pretrained(stand_in)
+        config_for(MODELS.get(Path(parent["path"]).name.lower(), MODELS["tiny-llama"])).save_pretrained(stand_in)
         parent["path"] = str(stand_in)
     out = tmp_path / path.name
     out.write_text(yaml.safe_dump(spec))

@@ -123,6 +123,98 @@ def test_dry_run_script_runs_the_right_job_with_a_hostfile(tmp_path: Path, capsy
     assert (runs / child / "slurm-4241_1.out").is_file(), "the task's output goes next to its run"
 
 
+def _two_node_dry_run(tmp_path: Path, capsys, *flags: str) -> tuple[Path, str]:
+    """A 2-node, 16-GPU dry run of a bf16 ZeRO-2 grid; returns the run store and the child script."""
+    grid = write_grid(tmp_path / "g.yaml", tmp_path / "shards")
+    grid.write_text(grid.read_text().replace(
+        "train: {eval: {points: 6, max_sequences: 16}, deepspeed: {micro_batch: 8}}",
+        "train: {eval: {points: 6, max_sequences: 16}, "
+        "deepspeed: {micro_batch: 4, grad_accum: 8, zero_stage: 2, precision: bf16}}"))
+    runs = tmp_path / "runs"
+    code, _, err = cli(capsys, "grid", "launch", str(grid), "--runs", str(runs), "--executor", "slurm", "--dry-run",
+                       "--gpus-per-job", "16", "--nodes-per-job", "2", *flags)
+    assert code == 0, err
+    return runs, sorted((runs / "_slurm").glob("*.sbatch"))[1].read_text()
+
+
+def _stub(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(text)
+    (folder / name).chmod(0o755)
+    return folder / name
+
+
+def test_two_node_script_carries_cpus_nccl_and_the_zero_config(tmp_path: Path, capsys, monkeypatch) -> None:
+    """pdsh mode: 8 CPUs per GPU for the one launcher task per node, NCCL's async error handling
+    exported and written to the DeepSpeed env file that pdsh carries to the second node, and
+    the ZeRO-2 / bf16 / batch settings of each task in the script."""
+    stubs = tmp_path / "stubs"
+    _stub(stubs, "scontrol", STUB_SCONTROL)
+    monkeypatch.setenv("PRUNELAW_DEEPSPEED", str(_stub(stubs, "deepspeed", STUB_DEEPSPEED)))
+    runs, script = _two_node_dry_run(tmp_path, capsys)
+    assert "#SBATCH --ntasks-per-node=1 " in script and "#SBATCH --cpus-per-task=64\n" in script  # 8 x 8 GPUs
+    assert 'export TORCH_NCCL_ASYNC_ERROR_HANDLING="${TORCH_NCCL_ASYNC_ERROR_HANDLING:-1}"' in script
+    assert ('#   0) {"train_batch_size": 512, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 8, '
+            '"zero_optimization": {"stage": 2}, "bf16": {"enabled": true}}') in script  # 4 x 8 x 16 ranks
+    env = {**os.environ, "PATH": f"{stubs}:/usr/bin:/bin", "SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_JOB_ID": "77",
+           "SLURM_JOB_ID": "78", "SLURM_JOB_NODELIST": "gpu-a[17-18]", "STUB_ARGS": str(tmp_path / "args")}
+    env.pop("TORCH_NCCL_ASYNC_ERROR_HANDLING", None)
+    script_path = sorted((runs / "_slurm").glob("*.sbatch"))[1]
+    subprocess.run(["bash", str(script_path)], env=env, check=True, capture_output=True, timeout=30)
+    argv = (tmp_path / "args").read_text().split()
+    hostfile = Path(argv[argv.index("--hostfile") + 1])
+    assert hostfile.read_text().splitlines() == ["gpu-a17 slots=8", "gpu-a18 slots=8"]
+    ds_env = (hostfile.parent / "deepspeed_env-78").read_text().splitlines()
+    assert "TORCH_NCCL_ASYNC_ERROR_HANDLING=1" in ds_env and "NCCL_ASYNC_ERROR_HANDLING=1" in ds_env
+
+
+STUB_SRUN = """#!/bin/bash
+printf "%s\\n" "$@" > "$STUB_ARGS"
+while [[ "$1" == --* ]]; do [[ "$1" == *=* ]] && shift || shift 2; done
+SLURM_PROCID=9 SLURM_LOCALID=1 SLURM_NTASKS=16 exec "$@"
+"""
+STUB_PYTHON = """#!/bin/sh
+printf "%s\\n" "RANK=$RANK" "LOCAL_RANK=$LOCAL_RANK" "WORLD_SIZE=$WORLD_SIZE" "MASTER_ADDR=$MASTER_ADDR" \\
+  "MASTER_PORT=$MASTER_PORT" "TORCH_NCCL=$TORCH_NCCL_ASYNC_ERROR_HANDLING" "$@" > "$STUB_RANK"
+"""
+
+
+def test_srun_launcher_starts_every_rank_without_ssh(tmp_path: Path, capsys, monkeypatch) -> None:
+    """--launcher slurm: one SLURM task per GPU with 8 CPUs each and no hostfile; the srun
+    line, run by a stub srun as rank 9 of 16, hands the trainer its rank and rendezvous."""
+    stubs = tmp_path / "stubs"
+    _stub(stubs, "scontrol", STUB_SCONTROL)
+    _stub(stubs, "srun", STUB_SRUN)
+    monkeypatch.setattr(sys, "executable", str(_stub(stubs, "python", STUB_PYTHON)))
+    runs, script = _two_node_dry_run(tmp_path, capsys, "--launcher", "slurm")
+    assert "#SBATCH --ntasks-per-node=8 " in script and "#SBATCH --cpus-per-task=8\n" in script
+    assert "hostfile" not in script.lower() and "deepspeed" not in script.split("# Launch.")[1]
+    env = {**os.environ, "PATH": f"{stubs}:/usr/bin:/bin", "SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_JOB_ID": "77",
+           "SLURM_JOB_ID": "78", "SLURM_JOB_NODELIST": "gpu-a[17-18]", "STUB_ARGS": str(tmp_path / "args"),
+           "STUB_RANK": str(tmp_path / "rank")}
+    env.pop("TORCH_NCCL_ASYNC_ERROR_HANDLING", None)
+    script_path = sorted((runs / "_slurm").glob("*.sbatch"))[1]
+    subprocess.run(["bash", str(script_path)], env=env, check=True, capture_output=True, timeout=30)
+    srun = (tmp_path / "args").read_text().splitlines()
+    assert srun[:8] == ["--nodes", "2", "--ntasks-per-node", "8", "--cpus-per-task", "8", "--kill-on-bad-exit=1",
+                        "--export=ALL"]
+    child = sorted(p.parent.name for p in runs.glob("*/job.yaml") if "width_r0.5" in p.parent.name)[0]
+    assert (tmp_path / "rank").read_text().splitlines() == [
+        "RANK=9", "LOCAL_RANK=1", "WORLD_SIZE=16", "MASTER_ADDR=gpu-a17", f"MASTER_PORT={20000 + 78}",
+        "TORCH_NCCL=1", "-m", "engine.train", "--config", str(runs.resolve() / child / "job.yaml")]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--cpus-per-gpu", "4"], "--cpus-per-gpu=4 needs --gpus-per-job"),
+    (["--gpus-per-job", "8", "--cpus-per-gpu", "4", "--cpus-per-task", "2"], "give CPUs per GPU, or per task"),
+])
+def test_cpus_per_gpu_conflicts_exit_2(tmp_path: Path, capsys, flags: list[str], expected: str) -> None:
+    grid = write_grid(tmp_path / "g.yaml", tmp_path / "shards")
+    code, _, err = cli(capsys, "grid", "launch", str(grid), "--runs", str(tmp_path / "runs"),
+                       "--executor", "slurm", "--dry-run", *flags)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+
+
 def test_generations_put_parents_before_their_children() -> None:
     """Each generation becomes one array; a parent already done (absent) holds nothing back."""
     from types import SimpleNamespace as Job

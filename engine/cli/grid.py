@@ -11,11 +11,15 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from data.cli import BadInput
+
 EPILOG = """examples:
   engine grid plan grids/tiny.yaml
       validate every job and print the table (nothing runs)
   engine grid launch grids/tiny.yaml --executor local --procs-per-job 2
       run pending jobs through the deepspeed launcher; a second launch does nothing
+  engine grid plan grids/p2-llama3.yaml --estimate --procs-per-job 8 --gpu h100 --mfu 0.4
+      FLOPs, GPU-hours, cost and peak memory per GPU of every job (8 GPUs each), before submitting
   engine grid status grids/tiny.yaml --runs runs/tiny --json
       progress of every job (SLURM queue states merged in; killed/corrupt runs marked)
 """
@@ -35,7 +39,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="plan/status: one JSON document on stdout")
     for name in names:
         executor_class(name).add_arguments(parser)
+    _estimate_arguments(parser)
     return parser
+
+
+def _estimate_arguments(parser: argparse.ArgumentParser) -> None:
+    from data.compute import DEFAULT_GPU, DEFAULT_MFU, GPUS
+
+    group = parser.add_argument_group("plan --estimate (GPUs per job: --procs-per-job, or --gpus-per-job under slurm)")
+    group.add_argument("--estimate", action="store_true",
+                       help="plan: FLOPs, GPU-hours, cost and peak memory per GPU of every job (no shards needed)")
+    group.add_argument("--gpu", default=DEFAULT_GPU, help=f"accelerator: {', '.join(GPUS)} (default {DEFAULT_GPU})")
+    group.add_argument("--mfu", type=float, default=DEFAULT_MFU,
+                       help=f"model FLOPs utilisation (default {DEFAULT_MFU})")
+    group.add_argument("--price", type=float, default=None, metavar="USD", help="per GPU-hour (default: the table's)")
 
 
 def _print_table(table: list[dict], columns: tuple[str, ...], as_json: bool) -> None:
@@ -79,6 +96,25 @@ def _status(executor, grid, runs: Path, as_json: bool) -> int:
     return 0
 
 
+def _estimate(executor, grid, runs: Path, args: argparse.Namespace) -> int:
+    """Validate every job (the shards may not exist yet), then print its cost and memory."""
+    from data.compute import flops_cost, get_gpu
+    from engine.grid.estimate import estimate_grid, summary, table
+    from engine.grid.spec import validate
+    from engine.grid.status import render
+
+    gpu = get_gpu(args.gpu)
+    flops_cost(0.0, gpu, args.mfu, args.price)  # a bad --mfu/--price fails before the grid is read
+    validate(grid, runs, executor.procs)
+    estimates = estimate_grid(grid, gpu, args.mfu, args.price, executor.procs)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in estimates], indent=2))
+    else:
+        print(render(table(estimates, gpu)))
+        print(summary(estimates, gpu, args.mfu, args.price))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from engine.grid.executor import get_executor, options_from_args, runs_path
     from engine.grid.spec import load_grid
@@ -86,10 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.estimate and args.action != "plan":
+        raise BadInput(f"--estimate goes with 'engine grid plan', not {args.action!r}")
     defaults = {a.dest: parser.get_default(a.dest) for a in parser._actions}  # noqa: SLF001 - argparse has no public list
     grid = load_grid(args.grid)
     runs = runs_path(args.runs or grid.default_runs())
     executor = get_executor(args.executor, **options_from_args(args.executor, args, defaults))
+    if args.action == "plan" and args.estimate:
+        return _estimate(executor, grid, runs, args)
     if args.action == "plan":
         executor.check(grid, runs)
         _print_table(rows(grid, runs), PLAN_COLUMNS, args.json)

@@ -31,6 +31,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,9 @@ _VARS = {"@@JOB_FILE@@": "JOB_FILE", "@@HOSTFILE@@": "HOSTFILE",
 
 # Values written verbatim into ``#SBATCH`` lines: checked here, so a typo fails at launch with
 # one line instead of as an sbatch error (or, for --time, a job killed at the default limit).
+LAUNCHERS = ("deepspeed", "slurm")
+DEFAULT_CPUS_PER_GPU = 8
+
 _FORMATS: tuple[tuple[str, str, str], ...] = (
     ("time", r"(\d+-)?\d+(:\d{1,2}){0,2}|\d+-\d+|UNLIMITED|INFINITE",
      "MINUTES, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (e.g. 4:00:00)"),
@@ -109,7 +113,15 @@ class SlurmOptions:
     procs_per_node: int | None = None
     """Training processes per node; None: one per GPU, or 1 on CPU."""
     cpus_per_task: int | None = None
-    """``--cpus-per-task`` for the launcher task of each node; None: the cluster default."""
+    """``--cpus-per-task`` of each SLURM task, as given (exclusive with ``cpus_per_gpu``)."""
+    cpus_per_gpu: int | None = None
+    """CPUs per GPU (data loading, the launcher, NCCL's proxy threads); None: 8 when GPUs are
+    asked for, unless ``cpus_per_task`` is given. SLURM's default of one CPU per task would
+    starve every rank of a node behind one core."""
+    launcher: str = "deepspeed"
+    """``deepspeed``: one launcher task per node, which starts the other nodes' ranks over
+    pdsh/ssh (a hostfile); ``slurm``: ``srun`` starts every rank as its own SLURM task, for
+    clusters that refuse ssh between compute nodes."""
     mem: str | None = None
     """``--mem`` per node (e.g. ``64G``); None: the cluster default."""
     time: str | None = None
@@ -124,7 +136,8 @@ class SlurmOptions:
     """Verbatim extra ``#SBATCH`` options, e.g. ``--qos=high`` or ``--constraint=a100``."""
 
     def __post_init__(self) -> None:
-        for name in ("gpus_per_job", "nodes_per_job", "procs_per_node", "cpus_per_task", "max_parallel"):
+        for name in ("gpus_per_job", "nodes_per_job", "procs_per_node", "cpus_per_task", "cpus_per_gpu",
+                     "max_parallel"):
             value = getattr(self, name)
             low = 0 if name == "gpus_per_job" else 1
             if value is not None and value < low:
@@ -132,6 +145,11 @@ class SlurmOptions:
         if self.gpus_per_job % self.nodes_per_job:
             raise BadInput(f"--gpus-per-job={self.gpus_per_job} must be a multiple of "
                            f"--nodes-per-job={self.nodes_per_job} (the same GPU count on every node)")
+        if self.launcher not in LAUNCHERS:
+            raise BadInput(f"--launcher={self.launcher!r} is not allowed; allowed: {', '.join(LAUNCHERS)}")
+        if self.cpus_per_gpu is not None and (self.cpus_per_task is not None or not self.gpus_per_job):
+            raise BadInput(f"--cpus-per-gpu={self.cpus_per_gpu} needs --gpus-per-job and no --cpus-per-task "
+                           "(give CPUs per GPU, or per task)")
         for name, pattern, allowed in _FORMATS:
             value = getattr(self, name)
             if value is not None and not re.fullmatch(pattern, str(value)):
@@ -151,6 +169,23 @@ class SlurmOptions:
         """Processes the deepspeed launcher starts on each node."""
         return self.procs_per_node or self.gpus_per_node or 1
 
+    @property
+    def tasks_per_node(self) -> int:
+        """SLURM tasks per node: the deepspeed launcher alone, or one per rank under srun."""
+        return self.procs if self.launcher == "slurm" else 1
+
+    @property
+    def cpus_per_slurm_task(self) -> int | None:
+        """``--cpus-per-task``: as given, else CPUs per GPU times the GPUs each task drives.
+
+        Written as ``--cpus-per-task`` rather than SLURM's ``--cpus-per-gpu``: the deepspeed
+        launcher is one task driving every GPU of its node, and SLURM refuses both options together.
+        """
+        if self.cpus_per_task is not None or not self.gpus_per_job:
+            return self.cpus_per_task
+        per_gpu = self.cpus_per_gpu or DEFAULT_CPUS_PER_GPU
+        return per_gpu * (max(1, self.gpus_per_node // self.procs) if self.launcher == "slurm" else self.gpus_per_node)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the SLURM executor's flags to ``engine grid launch`` (and friends)."""
@@ -163,7 +198,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--procs-per-node", type=int, default=None, metavar="P",
                        help="training processes per node (default: one per GPU, or 1 on CPU)")
     group.add_argument("--cpus-per-task", type=int, default=None, metavar="C",
-                       help="CPUs per node for the launcher and its ranks (default: cluster default)")
+                       help="CPUs per SLURM task (default: --cpus-per-gpu, or the cluster default on CPU)")
+    group.add_argument("--cpus-per-gpu", type=int, default=None, metavar="C",
+                       help=f"CPUs per GPU (default {DEFAULT_CPUS_PER_GPU} when --gpus-per-job is given)")
+    group.add_argument("--launcher", choices=LAUNCHERS, default="deepspeed",
+                       help="deepspeed: its launcher per node, pdsh/ssh to the other nodes (default); "
+                            "slurm: srun starts every rank, no ssh between nodes")
     group.add_argument("--mem", default=None, help="memory per node, e.g. 64G (default: cluster default)")
     group.add_argument("--time", default=None, metavar="T", help="time limit per job, e.g. 4:00:00")
     group.add_argument("--account", default=None, metavar="A", help="account to charge")
@@ -187,16 +227,34 @@ def _shell_word(arg: str) -> str:
     return f'"{escaped}"'
 
 
+def srun_command(opts: SlurmOptions) -> list[str]:
+    """``srun`` starting every rank of the job as its own task (``--launcher slurm``).
+
+    Each rank maps SLURM's ids to the variables torch.distributed reads (env:// rendezvous),
+    as DeepSpeed's own launcher would have set them; no ssh between nodes is needed.
+    """
+    ranks = ("export RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS; "
+             'exec "$0" -m engine.train --config "$1"')
+    cpus = opts.cpus_per_slurm_task
+    # srun does not inherit --cpus-per-task from sbatch since SLURM 22.05: give it again
+    return ["srun", "--nodes", str(opts.nodes_per_job), "--ntasks-per-node", str(opts.procs),
+            *(["--cpus-per-task", str(cpus)] if cpus else []), "--kill-on-bad-exit=1", "--export=ALL",
+            "bash", "-c", ranks, sys.executable, "@@JOB_FILE@@"]
+
+
 def launch_line(opts: SlurmOptions) -> str:
-    """The deepspeed launch every array task runs, with its per-task values as shell variables."""
+    """The launch every array task runs, with its per-task values as shell variables."""
     from engine.grid.spec import job_command
 
-    multi = opts.nodes_per_job > 1
-    argv = job_command(["@@JOB_FILE@@"], opts.procs, hostfile="@@HOSTFILE@@" if multi else None,
-                       master_addr="@@MASTER_ADDR@@", master_port="@@MASTER_PORT@@")
+    if opts.launcher == "slurm":
+        argv = srun_command(opts)
+    else:
+        multi = opts.nodes_per_job > 1
+        argv = job_command(["@@JOB_FILE@@"], opts.procs, hostfile="@@HOSTFILE@@" if multi else None,
+                           master_addr="@@MASTER_ADDR@@", master_port="@@MASTER_PORT@@")
     segments: list[list[str]] = []
     for arg in map(str, argv):  # one line per flag and its values, for the reader
-        if not segments or arg.startswith("--"):
+        if not segments or arg.startswith("--") or arg == "bash":
             segments.append([])
         segments[-1].append(_shell_word(arg))
     return " \\\n    ".join(" ".join(seg) for seg in segments)
@@ -207,10 +265,12 @@ def _sbatch_lines(opts: SlurmOptions, name: str, n_tasks: int, log: Path, workdi
     cap = f"%{opts.max_parallel}" if opts.max_parallel else ""
     lines = [f"#SBATCH --job-name={name}", f"#SBATCH --array=0-{n_tasks - 1}{cap}",
              f"#SBATCH --nodes={opts.nodes_per_job}",
-             "#SBATCH --ntasks-per-node=1          # the deepspeed launcher; it starts the ranks"]
+             f"#SBATCH --ntasks-per-node={opts.tasks_per_node}"
+             + ("          # one per rank, started by srun" if opts.launcher == "slurm"
+                else "          # the deepspeed launcher; it starts the ranks")]
     if opts.gpus_per_node:
         lines.append(f"#SBATCH --gpus-per-node={opts.gpus_per_node}")
-    for flag, value in (("cpus-per-task", opts.cpus_per_task), ("mem", opts.mem), ("time", opts.time),
+    for flag, value in (("cpus-per-task", opts.cpus_per_slurm_task), ("mem", opts.mem), ("time", opts.time),
                         ("partition", opts.partition), ("account", opts.account)):
         if value is not None:
             lines.append(f"#SBATCH --{flag}={value}")
@@ -238,11 +298,53 @@ def _rendezvous(opts: SlurmOptions, runs_dir: Path) -> list[str]:
              "# the job id so that tasks sharing a node never collide.",
              'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
              f"MASTER_PORT=$(( {PORT_BASE} + SLURM_JOB_ID % {PORT_SPAN} ))"]
+    if opts.launcher == "slurm":
+        return lines + ["export MASTER_ADDR MASTER_PORT  # srun passes the environment to every rank"]
     if opts.nodes_per_job > 1:
         lines += ["# Multi-node: one hostfile line per node of the allocation, \"host slots=P\";",
                   "# deepspeed starts the other nodes' ranks over pdsh/ssh from the first node.",
                   f'HOSTFILE={shlex.quote(str(runs_dir))}/"$RUN_ID"/hostfile-"$SLURM_JOB_ID"',
                   f'scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/\\$/ slots={opts.procs}/" > "$HOSTFILE"']
+    return lines
+
+
+NCCL_ENV: tuple[tuple[str, str, str], ...] = (
+    ("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1",
+     "a rank that fails or times out aborts the job instead of leaving the others hung to --time"),
+    ("NCCL_ASYNC_ERROR_HANDLING", "1", "the same for torch before 2.2"),
+    ("NCCL_DEBUG", "WARN", "NCCL's own warnings in the task log"),
+)
+
+
+def _nccl(opts: SlurmOptions, runs_dir: Path) -> list[str]:
+    """NCCL settings of GPU jobs; under the deepspeed launcher they also reach the other nodes'
+    ranks through a DeepSpeed environment file (pdsh passes only NCCL_* on its own)."""
+    if not opts.gpus_per_job:
+        return []
+    lines = ["# NCCL: set here, kept if already exported (e.g. NCCL_SOCKET_IFNAME / NCCL_IB_HCA for",
+             "# the cluster's fabric: ask its admins)."]
+    for name, value, why in NCCL_ENV:
+        lines.append(f'export {name}="${{{name}:-{value}}}"  # {why}')
+    if opts.launcher == "deepspeed" and opts.nodes_per_job > 1:
+        names = " ".join(name for name, _, _ in NCCL_ENV)
+        lines += [f'export DS_ENV_FILE={shlex.quote(str(runs_dir))}/"$RUN_ID"/deepspeed_env-"$SLURM_JOB_ID"',
+                  f'for v in {names}; do echo "$v=${{!v}}"; done > "$DS_ENV_FILE"']
+    return lines + [""]
+
+
+def _zero_config(jobs: list[Any], opts: SlurmOptions) -> list[str]:
+    """The DeepSpeed batch, ZeRO and precision settings each task runs with (comment lines),
+    from the one function that builds the DeepSpeed JSON."""
+    from engine.train.dsconfig import build_ds_config
+
+    world = opts.procs * opts.nodes_per_job
+    keys = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+            "zero_optimization", "bf16", "fp16")
+    lines = [f"# DeepSpeed config of each task at world size {world} (precision 'auto' is resolved on the node):"]
+    for i, job in enumerate(jobs):
+        # the keys shown do not depend on the sequence length (only the LR schedule's steps do)
+        config = build_ds_config(job.config, world, job.config.data.seq_len or 1)
+        lines.append(f"#   {i}) " + json.dumps({k: config[k] for k in keys if k in config}))
     return lines
 
 
@@ -276,7 +378,7 @@ def render_script(jobs: list[Any], job_files: dict[str, Path], opts: SlurmOption
            'mkdir -p "$(dirname "$LOG")"', 'exec >>"$LOG" 2>&1',
            'echo "prunelaw: $(date -u +%FT%TZ) job $SLURM_JOB_ID on $SLURM_JOB_NODELIST,'
            ' attempt $(( ${SLURM_RESTART_COUNT:-0} + 1 ))"', "",
-           *_rendezvous(opts, runs_dir), "",
+           *_rendezvous(opts, runs_dir), "", *_nccl(opts, runs_dir), *_zero_config(jobs, opts), "",
            "# Launch. A requeued task finds the run's checkpoint and resumes from it; the curve",
            "# is cut back to the checkpoint's step first, so no step is logged twice.",
            launch_line(opts), ""]
