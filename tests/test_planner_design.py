@@ -199,3 +199,16 @@ def test_sequential_mode_stops_when_the_runs_already_pin_d_star(tmp_path):
     assert prior.kind == "runs" and p.existing_sd is not None and p.done
     tight = plan(DesignQuery(parse_parent("8B", "llama3"), "depth", 0.5, target=0.001), prior, info)
     assert not tight.done
+
+
+def test_simulation_refits_with_the_lighter_multistart_agree_with_the_default(monkeypatch):
+    import planner.design.simulate as sim
+
+    q = DesignQuery(parse_parent("qwen2.5-7b", None), "width", 0.35, budget=200)
+    prior = weak_prior()
+    axes, runs, _, y = sim._worlds(prior, plan(q, prior).chosen.runs, 4, 9)
+    job = ("p2", axes, runs, y, q.axes, q.slope, 1e-3)
+    light = np.array(sim._refit(job))
+    monkeypatch.setattr(sim, "SIM_FIT", {})  # FitConfig's defaults: 3 polished grid points, 64 random starts
+    full = np.array(sim._refit(job))
+    np.testing.assert_allclose(light, full, atol=0.01)

@@ -86,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_output_file(args.out, force=args.force)
     if args.runs is not None and args.prior is not None:
         raise BadInput("give --runs or --prior, not both: the runs' own fit is the prior in sequential mode")
-    if args.runs is not None and not os.path.isdir(args.runs):
-        raise BadInput(f"--runs {args.runs!r} is not a run-store directory")
+    if args.runs is not None and not os.path.exists(args.runs):
+        raise BadInput(f"--runs {args.runs!r} does not exist; expected a run-store directory (or a .csv/.parquet table)")
     existing = None
     if args.runs is not None:
         prior, existing = runs_prior(args.runs, query)

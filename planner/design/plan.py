@@ -208,7 +208,7 @@ def design_summary(query: DesignQuery, prior: Prior | None = None) -> str:
     p = plan(query, prior)
     shape = _shape(p.chosen)
     return (f"next: '{query.command()}' designs the grid that pins D* down: {shape}, "
-            f"{p.chosen.gpu_hours:.3g} {query.gpu.name.upper()} GPU-hours for D* within x{p.factor('chosen'):.2f} (95%)")
+            f"{p.chosen.gpu_hours:.3g} {query.gpu.name.upper()} GPU-hours for D* within x{p.factor('chosen'):.2f} (95%, delta method)")
 
 
 # -- sequential mode ------------------------------------------------------------------------
