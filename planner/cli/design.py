@@ -11,12 +11,19 @@ import argparse
 import math
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from data.cli import BadInput
 from data.units import format_count
 from planner.cli.common import new_parser, print_json
+from planner.design.candidates import EVAL_POINTS
+from planner.design.optimal import Z
 from planner.hardware import DEFAULT_GPU, DEFAULT_MFU, get_gpu
 from planner.query import METHODS, parse_method, parse_parent, parse_positive, parse_ratio
+
+if TYPE_CHECKING:  # pragma: no cover
+    from planner.design import DesignPlan
+    from planner.design.optimal import Design
 
 EPILOG = """\
 The design minimises the predicted 95% interval of log D* (the slope criterion) at the query per
@@ -109,11 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- rendering ---------------------------------------------------------------------------
 
 
-def verdict(r) -> str:
+def verdict(r: DesignPlan) -> str:
     q, d = r.query, r.chosen
     gpu = q.gpu.name.upper()
     if r.done:
-        f = math.exp(1.959964 * r.existing_sd)
+        f = math.exp(Z * r.existing_sd)
         return (f"verdict: already as precise as asked: the runs done pin D* within x{f:.3g} (95%, asked "
                 f"x{1 + (q.target or 0.25):g}); stop")
     lo, hi = r.interval("chosen")
@@ -126,7 +133,7 @@ def verdict(r) -> str:
             f"[{format_count(nlo)}, {format_count(nhi)}], {gain:.2f}x wider")
 
 
-def _runs_table(design) -> list[str]:
+def _runs_table(design: Design) -> list[str]:
     rows = [f"  {'parent':<14} {'hub id':<24} {'ratio':>6} {'achieved':>8} {'tokens':>8} {'GPU-h':>8}"]
     for run in design.runs:
         rows.append(f"  {run.spec.name:<14} {run.spec.hf_id:<24} {run.ratio_target:>6g} {run.ratio:>8.3f} "
@@ -134,7 +141,7 @@ def _runs_table(design) -> list[str]:
     return rows
 
 
-def _front(r) -> list[str]:
+def _front(r: DesignPlan) -> list[str]:
     rows = [f"  {'GPU-h':>8} {'design':<34} {'95% factor':>10}   {'naive at same GPU-h':>19}"]
     for d, n in zip(r.front, r.naive_front):
         shape = f"{len(d.parents)}x{len(d.ratios)} ({', '.join(f'{x:g}' for x in d.ratios)}) x {format_count(d.tokens)}"
@@ -142,7 +149,7 @@ def _front(r) -> list[str]:
     return rows
 
 
-def render(r, written: str | None) -> str:
+def render(r: DesignPlan, written: str | None) -> str:
     q = r.query
     out = [verdict(r)]
     out.append(f"query     {q.parent.describe()}, {q.method} at ratio {q.ratio:g}; D* by slope {q.slope:g} "
@@ -150,10 +157,10 @@ def render(r, written: str | None) -> str:
     out.append(f"prior     {r.prior.source}")
     out += [f"          {n}" for n in r.prior.notes]
     if r.existing_sd is not None:
-        out.append(f"runs done pin D* within x{math.exp(1.959964 * r.existing_sd):.3g} (95%, delta method)")
+        out.append(f"runs done pin D* within x{math.exp(Z * r.existing_sd):.3g} (95%, delta method)")
     if r.done:
         return "\n".join(out)
-    out += ["", f"chosen runs ({r.chosen.gpu_hours:.3g} GPU-hours, eval at {_points()} checkpoints each):"]
+    out += ["", f"chosen runs ({r.chosen.gpu_hours:.3g} GPU-hours, eval at {EVAL_POINTS} checkpoints each):"]
     out += _runs_table(r.chosen)
     out += ["", f"naive runs (every parent x the paper's ratios x equal tokens, {r.naive.gpu_hours:.3g} GPU-hours):"]
     out += _runs_table(r.naive)
@@ -171,13 +178,7 @@ def render(r, written: str | None) -> str:
     return "\n".join(out)
 
 
-def _points() -> int:
-    from planner.design.candidates import EVAL_POINTS
-
-    return EVAL_POINTS
-
-
-def _design_dict(r, name: str) -> dict:
+def _design_dict(r: DesignPlan, name: str) -> dict:
     d = r.chosen if name == "chosen" else r.naive
     lo, hi = r.interval(name)
     return {"runs": [{"parent": x.spec.name, "hf_id": x.spec.hf_id, "ratio_target": x.ratio_target, "ratio": x.ratio,
@@ -186,7 +187,7 @@ def _design_dict(r, name: str) -> dict:
             "interval": [lo, hi]}
 
 
-def to_dict(r, written: str | None) -> dict:
+def to_dict(r: DesignPlan, written: str | None) -> dict:
     q = r.query
     front = [{"gpu_hours": d.gpu_hours, "factor": d.factor, "parents": [s.name for s in d.parents],
               "ratios": d.ratios, "tokens": d.tokens, "naive_factor": n.factor}
@@ -196,7 +197,7 @@ def to_dict(r, written: str | None) -> dict:
                       "ratio": q.ratio, "slope": q.slope, "gpu": q.gpu.name, "mfu": q.mfu,
                       "budget_gpu_hours": q.budget, "target_precision": q.target},
             "prior": r.prior.to_dict(), "d_star": r.d_star,
-            "existing_factor": None if r.existing_sd is None else math.exp(1.959964 * r.existing_sd),
+            "existing_factor": None if r.existing_sd is None else math.exp(Z * r.existing_sd),
             "chosen": None if r.done else _design_dict(r, "chosen"),
             "naive": None if r.done else _design_dict(r, "naive"),
             "front": front, "checks": {k: c.to_dict() for k, c in r.checks.items()}, "grid": written}

@@ -16,7 +16,7 @@ Three sources, always named in the answer:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +150,5 @@ def prior_for(prior_path: str | None, bundled: Card | None, family: str,
         chosen = card_prior(bundled, family, smallest, explicit=False)
         if isinstance(chosen, Prior):
             return chosen
-        weak = weak_prior()
-        return Prior(**{**weak.__dict__, "notes": (f"not the bundled card: {chosen}",)})
-    weak = weak_prior()
-    return Prior(**{**weak.__dict__, "notes": (f"no bundled {family} card for this method",)})
+        return replace(weak_prior(), notes=(f"not the bundled card: {chosen}",))
+    return replace(weak_prior(), notes=(f"no bundled {family} card for this method",))
