@@ -18,8 +18,9 @@ from data.units import format_count
 from fitting.laws import P2
 from planner.design.candidates import (MAX_TOKEN_EXTRAPOLATION, PAPER_RATIOS, TOKEN_LADDER, candidate_parents,
                                        candidate_ratios, check_query_ratio, make_run)
-from planner.design.optimal import (Z, Design, build_space, choose, decision_sd, enumerate_designs,
-                                    free_mask, information, materialise, naive_design, pareto)
+from planner.design.optimal import (PRIOR_POINTS, Z, Design, averaged_sd, build_space, choose, decision_sd,
+                                    enumerate_designs, free_mask, information, materialise, naive_design, pareto,
+                                    prior_points, prior_sd)
 from planner.design.prior import Prior, prior_for
 from planner.design.simulate import Check, promised_factor, simulate
 from planner.hardware import DEFAULT_MFU, Gpu, get_gpu
@@ -129,9 +130,11 @@ def resolve_prior(query: DesignQuery, prior_path: str | None = None) -> Prior:
                      smallest_run(weak_prior(), specs, ratios, query.method, float(TOKEN_LADDER[0])))
 
 
-def plan(query: DesignQuery, prior: Prior, existing: np.ndarray | None = None) -> DesignPlan:
-    """The delta-method design for ``query`` at ``prior`` (``existing``: information of runs
-    already done, sequential mode).
+def plan(query: DesignQuery, prior: Prior, existing: np.ndarray | None = None,
+         points: int = PRIOR_POINTS) -> DesignPlan:
+    """The delta-method design for ``query`` at ``prior``, its variance averaged over
+    ``points`` of the prior's laws (``existing``: information of runs already done, sequential
+    mode).
 
     Raises:
         BadInput: an unreachable ratio, a budget too small for one run or for any design.
@@ -143,9 +146,12 @@ def plan(query: DesignQuery, prior: Prior, existing: np.ndarray | None = None) -
     tokens = TOKEN_LADDER[TOKEN_LADDER >= d_star / MAX_TOKEN_EXTRAPOLATION] if math.isfinite(d_star) else TOKEN_LADDER
     tokens = tokens if len(tokens) else TOKEN_LADDER[-1:]
     _check_budget(query, specs, ratios, float(tokens[0]))
-    space = build_space(prior, specs, ratios, tokens, query.method, query.gpu, query.mfu, query.axes,
-                        query.slope, HUBER_DELTA, existing)
-    cands = enumerate_designs(space)
+    laws = prior_points(prior, points)
+    cap = prior_sd(prior, query.slope, query.axes)
+    spaces = [build_space(replace(prior, center=law), specs, ratios, tokens, query.method, query.gpu, query.mfu,
+                          query.axes, query.slope, HUBER_DELTA, existing) for law in laws]
+    every = [enumerate_designs(s) for s in spaces]
+    space, cands = spaces[0], replace(every[0], sd=averaged_sd([c.sd for c in every], cap))
     i = choose(cands, query.budget, None if query.budget is not None else query.target_sd)
     reached = i is not None
     if i is None and query.budget is not None:
@@ -158,14 +164,18 @@ def plan(query: DesignQuery, prior: Prior, existing: np.ndarray | None = None) -
     chosen = materialise(space, cands, i, query.method, query.gpu, query.mfu)
     front = [materialise(space, cands, int(j), query.method, query.gpu, query.mfu) for j in pareto(cands)]
     paper = [r for r in PAPER_RATIOS if r in ratios] or ratios[:3]
-    naive = naive_design(prior, specs, paper, chosen.gpu_hours, query.method, query.gpu, query.mfu,
-                         query.axes, query.slope, HUBER_DELTA, existing)
-    naive_front = [naive_design(prior, specs, paper, f.gpu_hours, query.method, query.gpu, query.mfu,
-                                query.axes, query.slope, HUBER_DELTA, existing) for f in front]
+
+    def naive(hours: float) -> Design:
+        at = [naive_design(replace(prior, center=law), specs, paper, hours, query.method, query.gpu, query.mfu,
+                           query.axes, query.slope, HUBER_DELTA, existing) for law in laws]
+        return replace(at[0], sd=float(averaged_sd([d.sd for d in at], cap)))
+
+    naive_front = [naive(f.gpu_hours) for f in front]
     existing_sd = None
     if existing is not None:
         existing_sd = float(decision_sd(existing, space.grad, space.free))
-    return DesignPlan(query, prior, d_star, chosen, naive, _thin(front), _thin(naive_front), reached, existing_sd)
+    return DesignPlan(query, prior, d_star, chosen, naive(chosen.gpu_hours), _thin(front), _thin(naive_front),
+                      reached, existing_sd)
 
 
 def _check_budget(query: DesignQuery, specs: list[ModelSpec], ratios: list[float], tokens: float) -> None:
@@ -205,7 +215,7 @@ def design_summary(query: DesignQuery, prior: Prior | None = None) -> str:
     """One line for ``planner recommend``'s not-credible screen: the design command for this
     query and what it costs (the delta method only: no simulation, well under a second)."""
     prior = prior or resolve_prior(query)
-    p = plan(query, prior)
+    p = plan(query, prior, points=1)  # the centre alone: a few times cheaper, same design here
     shape = _shape(p.chosen)
     return (f"next: '{query.command()}' designs the grid that pins D* down: {shape}, "
             f"{p.chosen.gpu_hours:.3g} {query.gpu.name.upper()} GPU-hours for D* within x{p.factor('chosen'):.2f} (95%, delta method)")
