@@ -229,12 +229,19 @@ def runs_prior(store: str, query: DesignQuery, bootstrap: int = 50) -> tuple[Pri
     information those runs hold at it (added to every candidate design)."""
     from fitting.fit import FitConfig, fit
     from fitting.table import load_data
+    from planner.design.prior import misfit, weak_prior
 
-    data = load_data(store, P2.name, method=query.method)
+    data = load_data(store, P2.name, method=query.method, family=query.parent.family)
     if data.family is not None and data.family != query.parent.family:
         raise BadInput(f"--runs {store!r} holds family {data.family!r} runs; the query is family "
                        f"{query.parent.family!r}")
     card = fit(data, FitConfig(n_bootstrap=bootstrap, delta=HUBER_DELTA, slope=query.slope))
+    specs_list = candidate_parents(query.parent)
+    smallest = smallest_run(weak_prior(), specs_list, candidate_ratios(specs_list, query.method, query.ratio),
+                            query.method, float(TOKEN_LADDER[0]))
+    why = misfit(card.params_array, query.parent.family, smallest, f"the fit of the runs in {store}")
+    if why is not None:
+        raise BadInput(f"--runs {store!r}: {why}")
     specs = {s.params_total: s for s in candidate_parents(query.parent)}
     losses = {}
     for n0 in np.unique(data.axes["params_before"]):

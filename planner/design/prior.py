@@ -120,12 +120,8 @@ def card_prior(card: Card, family: str, smallest: dict[str, float], explicit: bo
         raise BadInput(f"--prior {name!r} was fitted on family {card.family!r}; the query is family "
                        f"{family!r}: pass a {family} card or leave --prior out")
     c = card.card
-    gap = float(np.squeeze(P2.predict(c.params_array, **smallest))) - smallest["loss_before"]
-    ceiling = uniform_guess_loss(family) or math.inf
-    if not (math.isfinite(gap) and gap < ceiling):
-        why = (f"card {Path(name).name} predicts L - L0 = {gap:+.4g} nats on the design's smallest run, "
-               f"more than a uniform guess over the {family} vocabulary (ln V = {ceiling:.2f}): it does not "
-               "describe parents of this size")
+    why = misfit(c.params_array, family, smallest, f"card {Path(name).name}")
+    if why is not None:
         if explicit:
             raise BadInput(f"--prior {name!r}: {why}")
         return why
@@ -136,6 +132,17 @@ def card_prior(card: Card, family: str, smallest: dict[str, float], explicit: bo
     return Prior(P2, c.params_array, np.asarray(samples, float), noise, run_noise, "card",
                  f"card {name} ({family}/{card.method}; {len(samples)} bootstrap laws); "
                  f"noise {noise:.3g} per point, {run_noise:.3g} per run (the card's measured scatter)")
+
+
+def misfit(params: Array, family: str, smallest: dict[str, float], what: str) -> str | None:
+    """Why a law cannot be a prior for these parents (None: it can): its predicted loss above
+    L0 on the design's smallest run exceeds what a uniform guess over the vocabulary loses."""
+    gap = float(np.squeeze(P2.predict(params, **smallest))) - smallest["loss_before"]
+    ceiling = uniform_guess_loss(family) or math.inf
+    if math.isfinite(gap) and gap < ceiling:
+        return None
+    return (f"{what} predicts L - L0 = {gap:+.4g} nats on the design's smallest run, more than a uniform "
+            f"guess over the {family} vocabulary (ln V = {ceiling:.2f}): it does not describe parents of this size")
 
 
 def prior_for(prior_path: str | None, bundled: Card | None, family: str,
