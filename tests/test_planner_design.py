@@ -212,3 +212,11 @@ def test_simulation_refits_with_the_lighter_multistart_agree_with_the_default(mo
     monkeypatch.setattr(sim, "SIM_FIT", {})  # FitConfig's defaults: 3 polished grid points, 64 random starts
     full = np.array(sim._refit(job))
     np.testing.assert_allclose(light, full, atol=0.01)
+
+
+def test_runs_of_toy_parents_are_refused_as_the_prior_of_a_real_family():
+    from planner.design import runs_prior
+
+    q = DesignQuery(parse_parent("8B", "llama3"), "depth", 0.5, target=0.25)
+    with pytest.raises(BadInput, match="does not describe parents of this size"):
+        runs_prior(str(ROOT / "docs" / "reference_runs"), q, bootstrap=4)
