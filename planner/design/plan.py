@@ -22,7 +22,7 @@ from planner.design.optimal import (PRIOR_POINTS, Z, Design, averaged_sd, build_
                                     enumerate_designs, free_mask, information, materialise, naive_design, pareto,
                                     prior_points, prior_sd)
 from planner.design.prior import Prior, prior_for
-from planner.design.simulate import Check, promised_factor, simulate
+from planner.design.simulate import Check, promised_factor, simulate_designs
 from planner.hardware import DEFAULT_MFU, Gpu, get_gpu
 from planner.query import Parent
 
@@ -205,9 +205,8 @@ def check(p: DesignPlan, worlds: int, *, workers: int = 2, seed: int = 0) -> Des
     """Simulate the chosen and the naive design (``worlds`` each); the promise widens to the
     simulation's 95th percentile error where the delta method was optimistic."""
     q = p.query
-    checks = {name: simulate(p.prior, design, q.axes, q.slope, HUBER_DELTA, worlds=worlds, seed=seed + k,
-                             workers=workers, label=f"checking the {name} design")
-              for k, (name, design) in enumerate((("chosen", p.chosen), ("naive", p.naive)))}
+    checks = simulate_designs(p.prior, {"chosen": p.chosen, "naive": p.naive}, q.axes, q.slope, HUBER_DELTA,
+                              worlds=worlds, seed=seed, workers=workers, label="checking the chosen and naive designs")
     return replace(p, checks=checks)
 
 
