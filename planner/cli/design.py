@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from data.cli import BadInput
 from data.units import format_count
 from planner.cli.common import new_parser, print_json
-from planner.design.candidates import EVAL_POINTS
+from planner.design.candidates import EVAL_POINTS, MAX_TOKEN_EXTRAPOLATION
 from planner.design.optimal import Z
 from planner.hardware import DEFAULT_GPU, DEFAULT_MFU, get_gpu
 from planner.query import METHODS, parse_method, parse_parent, parse_positive, parse_ratio
@@ -130,7 +130,9 @@ def verdict(r: DesignPlan) -> str:
     return (f"verdict: {head} {len(d.runs)} jobs ({len(d.parents)} parents x {len(d.ratios)} ratios x "
             f"{format_count(d.tokens)} tokens), {d.gpu_hours:.3g} {gpu} GPU-hours: D* = {format_count(r.d_star)} "
             f"[{format_count(lo)}, {format_count(hi)}] (95%); the naive grid at the same GPU-hours: "
-            f"[{format_count(nlo)}, {format_count(nhi)}], {gain:.2f}x wider")
+            f"[{format_count(nlo)}, {format_count(nhi)}], " + (f"{gain:.2f}x wider" if gain >= 1 else
+            f"{1 / gain:.2f}x narrower" + (" (on a budget below the token floor: see its note)"
+                                            if r.naive.tokens < r.token_floor else "")))
 
 
 def _runs_table(design: Design) -> list[str]:
@@ -164,6 +166,10 @@ def render(r: DesignPlan, written: str | None) -> str:
     out += _runs_table(r.chosen)
     out += ["", f"naive runs (every parent x the paper's ratios x equal tokens, {r.naive.gpu_hours:.3g} GPU-hours):"]
     out += _runs_table(r.naive)
+    if r.naive.tokens < r.token_floor:
+        out.append(f"  note: the naive budget {format_count(r.naive.tokens)} is below the designs' floor "
+                   f"{format_count(r.token_floor)} (D*/{MAX_TOKEN_EXTRAPOLATION:g}): its interval takes P2 on trust over "
+                   f"{math.log10(r.d_star / r.naive.tokens):.1f} decades of unseen tokens")
     out += ["", "precision (95% interval of D* as a factor either side):"]
     for name, design in (("chosen", r.chosen), ("naive", r.naive)):
         c = r.checks.get(name)

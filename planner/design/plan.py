@@ -88,6 +88,8 @@ class DesignPlan:
     naive_front: tuple[Design, ...]
     reached: bool
     """False: no design reaches the target precision (``chosen`` is the most precise)."""
+    token_floor: float = 0.0
+    """The least budget a design may pick (the prior's D* / ``MAX_TOKEN_EXTRAPOLATION``)."""
     existing_sd: float | None = None
     """Sequential mode: sd of log D* that the runs already done give (None otherwise)."""
     checks: dict[str, Check] = field(default_factory=dict)
@@ -175,7 +177,7 @@ def plan(query: DesignQuery, prior: Prior, existing: np.ndarray | None = None,
     if existing is not None:
         existing_sd = float(decision_sd(existing, space.grad, space.free))
     return DesignPlan(query, prior, d_star, chosen, naive(chosen.gpu_hours), _thin(front), _thin(naive_front),
-                      reached, existing_sd)
+                      reached, float(tokens[0]), existing_sd)
 
 
 def _check_budget(query: DesignQuery, specs: list[ModelSpec], ratios: list[float], tokens: float) -> None:
