@@ -17,7 +17,6 @@ from planner.design import DesignQuery, check, design_summary, plan, resolve_pri
 from planner.design.candidates import achieved_ratio, candidate_parents
 from planner.design.grid import write_grid
 from planner.design.prior import to_coordinates, from_coordinates, weak_prior
-from planner.hardware import get_gpu
 from planner.query import parse_parent
 
 ROOT = Path(__file__).resolve().parents[1]

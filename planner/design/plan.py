@@ -16,8 +16,9 @@ from data.cli import BadInput
 from data.models import ModelSpec
 from data.units import format_count
 from fitting.laws import P2
-from planner.design.candidates import (MAX_TOKEN_EXTRAPOLATION, PAPER_RATIOS, TOKEN_LADDER, candidate_parents,
-                                       candidate_ratios, check_query_ratio, make_run)
+from planner.design.candidates import (CHECKPOINTS, MAX_TOKEN_EXTRAPOLATION, PAPER_RATIOS, TOKEN_LADDER,
+                                       achieved_ratio, candidate_parents, candidate_ratios, check_query_ratio,
+                                       make_run)
 from planner.design.optimal import (PRIOR_POINTS, Z, Design, averaged_sd, build_space, choose, decision_sd,
                                     enumerate_designs, free_mask, information, materialise, naive_design, pareto,
                                     prior_points, prior_sd)
@@ -110,9 +111,11 @@ class DesignPlan:
 
 def smallest_run(prior: Prior, specs: list[ModelSpec], ratios: list[float], method: str,
                  tokens: float) -> dict[str, float]:
+    """The P2 axes at the first checkpoint of the design's smallest run (smallest parent, lowest
+    ratio, least budget): where a law fitted on much smaller models first stops making sense."""
     spec = specs[0]
-    run = make_run(spec, method, min(ratios), tokens, get_gpu("h100"), DEFAULT_MFU)
-    return {"params_before": run.params_before, "ratio": run.ratio, "tokens": tokens * 0.005,
+    ratio = achieved_ratio(spec, method, min(ratios))
+    return {"params_before": float(spec.params_total), "ratio": ratio, "tokens": tokens * float(CHECKPOINTS[0]),
             "loss_before": prior.loss_before(spec)}
 
 
@@ -125,7 +128,8 @@ def resolve_prior(query: DesignQuery, prior_path: str | None = None) -> Prior:
     ratios = candidate_ratios(specs, query.method, query.ratio)
     try:
         sel = select_card("p2", query.parent.family, query.method, query.parent.params_before)
-        bundled = sel.card if sel.card.family == query.parent.family else None
+        exact = sel.card.family == query.parent.family and sel.card.method == query.method
+        bundled = sel.card if exact else None
     except BadInput:
         bundled = None
     return prior_for(prior_path, bundled, query.parent.family,
