@@ -14,6 +14,7 @@ from data.cli import dispatch
 COMMANDS: dict[str, tuple[str, str]] = {
     "recommend": ("planner.cli.recommend", "post-training tokens, predicted loss and cost for one pruned model"),
     "compare": ("planner.cli.compare", "loss per pruning ratio at equal tokens and equal compute, vs from scratch"),
+    "design": ("planner.cli.design", "the cheapest grid of runs that pins down D* at one query"),
     "cards": ("planner.cli.cards", "list the bundled law cards and their provenance"),
 }
 

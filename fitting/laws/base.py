@@ -278,3 +278,77 @@ class Law:
         c, b = self.token_scale(params, **axes)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             return (b * c * GIGA / slope) ** (1.0 / (b + 1.0))
+
+    # -- what an experimental design needs from a law (planner.design) ----------------------
+
+    def coordinate(self, name: str) -> str:
+        """How the fitter moves parameter ``name``: ``log N_C`` for a coefficient (fitted in
+        log space, ``fitting.solve``), the bare name for an exponent."""
+        return f"log {name}" if name in self.coefs else name
+
+    def log_jacobian(self, params: Array | Mapping[str, float], **axes: Array) -> Array:
+        r"""Sensitivity of the predicted curve, ``d log L / d u`` at each point, ``[n, P]``.
+
+        ``u`` is the fitter's coordinate of each parameter (:meth:`coordinate`), columns in
+        ``params`` order. From the structured form, with ``T_k`` the value of term ``k``:
+
+        .. math::
+
+            \frac{\partial L}{\partial \log c_k} = T_k, \qquad
+            \frac{\partial L}{\partial e} = \sum_k T_k \sum_{(e, x, s) \in k} s \log x
+
+        ``params`` is one law (``[P]`` or a mapping), not a batch.
+        """
+        p, x = self.unpack(params), self.values(axes)
+        pred = np.atleast_1d(self.predict(params, **axes))
+        index = {name: j for j, name in enumerate(self.params)}
+        out = np.zeros(pred.shape + (len(self.params),))
+        for term in self.terms:
+            value = np.broadcast_to(self._term_value(p, x, term), pred.shape)
+            out[..., index[term.coef]] += value
+            for exponent, axis, sign in term.factors:
+                out[..., index[exponent]] += value * sign * np.log(x[axis])
+        return out / pred[..., None]
+
+    def d_star_log_gradient(self, params: Array | Mapping[str, float], slope: float,
+                            **axes: Array) -> Array:
+        r"""Sensitivity of the decision, ``d log D* / d u`` (``[P]``, coordinates as in
+        :meth:`log_jacobian`), for :meth:`d_star` with token term ``C / D^b``:
+
+        .. math::
+
+            \log D^* = \frac{\log b + \log C + \log(10^9 / S)}{b + 1}, \qquad
+            \frac{\partial \log D^*}{\partial b} = \frac{1/b - \log D^*}{b + 1}
+
+        and ``log C`` is linear in the term's log coefficient and its other exponents.
+        """
+        term, b_name = self._token_term()
+        p, x = self._decision_inputs(params, axes)
+        b = float(np.squeeze(p[b_name]))
+        log_d = float(np.log(np.squeeze(self.d_star(params, slope, **axes))))
+        index = {name: j for j, name in enumerate(self.params)}
+        out = np.zeros(len(self.params))
+        out[index[term.coef]] += 1.0 / (b + 1.0)
+        for exponent, axis, sign in term.factors:
+            if axis != self.token_axis:
+                out[index[exponent]] += sign * float(np.squeeze(np.log(x[axis]))) / (b + 1.0)
+        out[index[b_name]] += (1.0 / b - log_d) / (b + 1.0)
+        return out
+
+    def simulate(self, params: Array | Mapping[str, float], runs: Array, rng: np.random.Generator,
+                 *, noise: float, run_noise: float, **axes: Array) -> Array:
+        """Noisy observations of the law at ``axes``: ``predict * exp(noise e_i + run_noise o_r)``.
+
+        ``e_i`` is independent per point, ``o_r`` is shared by every point of run ``runs[i]``
+        (checkpoints of one run share its seed and data order, so their errors are correlated:
+        the reason the fit's intervals resample whole runs). ``params`` ``[B, P]`` gives
+        ``[B, n]``: one simulated world per row. A loss never falls below the offset (a pruned
+        model's loss L0 is the floor its recovery approaches from above).
+        """
+        mean = self.predict(params, **axes)
+        _, inverse = np.unique(np.asarray(runs), return_inverse=True)
+        shared = rng.standard_normal(mean.shape[:-1] + (int(inverse.max()) + 1,))[..., inverse]
+        y = mean * np.exp(noise * rng.standard_normal(mean.shape) + run_noise * shared)
+        if self.offset is not None:
+            y = np.maximum(y, np.asarray(axes[self.offset], float) * (1 + 1e-9))
+        return y
