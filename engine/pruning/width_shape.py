@@ -79,9 +79,9 @@ class Base:
 
     @classmethod
     def of(cls, model: Any) -> "Base":
-        from engine.pruning import common
-
-        cfg, attn = model.config, common.decoder_layers(model)[0].self_attn
+        # model.model.layers, as engine.pruning.common.decoder_layers reads it: not imported, so
+        # this torch-free module stays below the torch code that imports it
+        cfg, attn = model.config, model.model.layers[0].self_attn
         return cls(cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, attn.head_dim,
                    cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size,
                    bool(cfg.tie_word_embeddings), attn.q_proj.bias is not None)
