@@ -114,12 +114,10 @@ def test_written_grid_is_accepted_by_the_engine(tmp_path):
 
     q = DesignQuery(parse_parent("8B", "llama3"), "depth", 0.5, budget=100)
     p = plan(q, weak_prior())
-    models = tmp_path / "models"
-    for s in p.chosen.parents:
-        (models / s.name).mkdir(parents=True)
-        (models / s.name / "config.json").write_text("{}")
-    out = write_grid(p, tmp_path / "grid.yaml", str(tmp_path / "shards"), str(models), force=False)
+    out = write_grid(p, tmp_path / "grid.yaml", str(tmp_path / "shards"), "", force=False)
     grid = load_grid(out)
+    # hub-id parents, planned offline from the model table (no weights, no network)
+    assert [x.path for x in grid.parents] == [s.hf_id for s in p.chosen.parents]
     validate(grid, tmp_path / "runs")
     assert len(grid.jobs) == len(p.chosen.runs)
     assert {j.config.ratio for j in grid.jobs} == set(p.chosen.ratios)

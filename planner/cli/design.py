@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", default="2", help="processes for the simulations (default 2)")
     parser.add_argument("--out", metavar="GRID.yaml", help="write the chosen grid for 'engine grid plan|launch'")
     parser.add_argument("--shards", default="shards/pretrain", help="the grid's token shards directory")
-    parser.add_argument("--models-dir", default="models", help="where the real parents are saved (<dir>/<model name>)")
+    parser.add_argument("--models-dir", default="",
+                        help="parents from this folder (<dir>/<model name>) instead of their hub ids")
     parser.add_argument("--force", action="store_true", help="replace an existing --out file")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
     return parser

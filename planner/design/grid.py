@@ -2,9 +2,10 @@
 
 The grid schema (``engine.grid.spec.GridSpec``) is a cross product ``parents x methods x
 ratios`` at one post-training budget, which is why designs are searched in that shape. Real
-parents are HF directories given by ``path`` (a ``preset`` parent would be pretrained from
-scratch by the grid): ``<models_dir>/<model-table name>``, e.g. ``models/llama-3.2-1b``, where
-the user saved the checkpoint (its hub id is in the grid's comments).
+parents are given by ``path`` (a ``preset`` parent would be pretrained from scratch by the
+grid): their hub id (``meta-llama/Llama-3.2-1B``, fetched into the huggingface_hub cache by the
+engine), or with ``models_dir`` the folder ``<models_dir>/<model-table name>`` where the user
+saved the checkpoint.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def grid_document(p: DesignPlan, shards: str, models_dir: str) -> dict:
     return {
         "name": grid_name(p),
         "data": {"shards": shards},
-        "parents": [{"name": s.name, "path": str(Path(models_dir) / s.name), "family": s.family}
+        "parents": [{"name": s.name, "path": str(Path(models_dir) / s.name) if models_dir else s.hf_id, "family": s.family}
                     for s in d.parents],
         "methods": [q.method],
         "ratios": [float(r) for r in d.ratios],
@@ -47,8 +48,7 @@ def grid_yaml(p: DesignPlan, shards: str, models_dir: str) -> str:
     lo, hi = p.interval("chosen")
     head = [f"# {q.command()}: {len(d.runs)} runs, {d.gpu_hours:.3g} {q.gpu.name.upper()} GPU-hours at MFU {q.mfu:g}",
             f"# promised: D* = {format_count(p.d_star)} [{format_count(lo)}, {format_count(hi)}] (95%, prior: {p.prior.kind})",
-            "# parents (save each checkpoint under its path): "
-            + ", ".join(f"{s.name} = {s.hf_id}" for s in d.parents)]
+            "# parents: " + ", ".join(f"{s.name} = {s.hf_id}" for s in d.parents)]
     return "\n".join(head) + "\n" + yaml.safe_dump(grid_document(p, shards, models_dir), sort_keys=False)
 
 
