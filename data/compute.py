@@ -19,6 +19,11 @@ from data.cli import BadInput
 DEFAULT_GPU = "h100"
 DEFAULT_MFU = 0.4
 """Model FLOPs utilisation typical of a well-tuned dense LLM training job (35-45 %)."""
+MFU_RANGE = (0.01, 0.9)
+"""Plausible model FLOPs utilisation: below 1 % is a stalled job, above 90 % no dense training
+run sustains (the best published LLM runs report 40-60 %)."""
+PRICE_RANGE = (0.0, 1000.0)
+"""USD per GPU-hour: free (an owned cluster) up to well beyond any on-demand price."""
 FLOPS_PER_PARAM_TOKEN = 6.0
 """Forward + backward of a dense decoder: ~6 FLOPs per parameter per token (Kaplan et al.)."""
 FORWARD_FLOPS_PER_PARAM_TOKEN = 2.0
@@ -78,13 +83,10 @@ def flops_cost(flops: float, gpu: Gpu, mfu: float = DEFAULT_MFU, price: float | 
     """GPU-hours to run ``flops`` at ``mfu`` of ``gpu``'s peak, and their price.
 
     Raises:
-        BadInput: ``mfu`` outside (0, 1] or a negative ``price``.
+        BadInput: ``mfu`` outside :data:`MFU_RANGE` or ``price`` outside :data:`PRICE_RANGE`.
     """
-    if not 0.0 < mfu <= 1.0:
-        raise BadInput(f"bad --mfu {mfu!r}: must be in (0, 1], e.g. 0.4")
-    price = gpu.price if price is None else price
-    if price < 0:
-        raise BadInput(f"bad --price {price!r}: must be >= 0 (USD per GPU-hour)")
+    check_mfu(mfu)
+    price = gpu.price if price is None else check_price(price)
     hours = flops / (gpu.peak_flops * mfu) / 3600.0
     return Compute(flops, gpu.name, gpu.peak_flops, mfu, hours, price, hours * price, formula)
 
@@ -96,3 +98,19 @@ def compute_cost(params_after: float, tokens: float, gpu: Gpu, mfu: float = DEFA
     ``params_after`` is whichever count the kernels really multiply (``formula`` names it).
     """
     return flops_cost(FLOPS_PER_PARAM_TOKEN * params_after * tokens, gpu, mfu, price, formula)
+
+
+def check_mfu(mfu: float) -> float:
+    """``mfu`` within :data:`MFU_RANGE`, else BadInput naming the range."""
+    lo, hi = MFU_RANGE
+    if not lo <= mfu <= hi:  # NaN fails both comparisons
+        raise BadInput(f"bad --mfu {mfu!r}: model FLOPs utilisation must be in [{lo:g}, {hi:g}], e.g. 0.4")
+    return mfu
+
+
+def check_price(price: float) -> float:
+    """``price`` within :data:`PRICE_RANGE`, else BadInput naming the range."""
+    lo, hi = PRICE_RANGE
+    if not lo <= price <= hi:
+        raise BadInput(f"bad --price {price!r}: USD per GPU-hour must be in [{lo:g}, {hi:g}], e.g. 2.5")
+    return price

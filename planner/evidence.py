@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from planner.cards import Card
-from planner.hardware import get_gpu
+from data.compute import get_gpu
 from planner.query import Parent
 from planner.recommend import recommend
 from fitting.term import DEFAULT_RECOVER, Criterion

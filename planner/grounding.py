@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from data.units import format_count
-from planner.hardware import Compute
+from data.compute import Compute
 from planner.query import Parent
 from planner.term import MIN_TOKENS_PER_PARAM
 

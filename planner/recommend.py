@@ -42,7 +42,7 @@ from fitting.term import (CRITERIA, DEFAULT_RECOVER, Criterion, Estimate, Refere
 from planner import laws
 from planner.cards import Card
 from planner.grounding import PilotRecipe, pilot_recipe
-from planner.hardware import Compute, Gpu, compute_cost
+from data.compute import Compute, Gpu, compute_cost
 from planner.query import SPARSE_METHODS, Parent
 from planner.term import check_budget
 from planner.verdict import card_factor, credibility, verdict

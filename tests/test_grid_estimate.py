@@ -28,17 +28,8 @@ def test_compute_cost_is_6ND_at_mfu_of_peak():
     assert flops_cost(6e19, GPUS["a100"], 0.5, price=1.0).gpu_hours == pytest.approx(6e19 / (312e12 * 0.5) / 3600)
     with pytest.raises(BadInput, match=r"unknown --gpu 'v100'; allowed: h100, h200, a100"):
         get_gpu("v100")
-    with pytest.raises(BadInput, match="bad --mfu 0"):
+    with pytest.raises(BadInput, match="bad --mfu 0.0: model FLOPs utilisation must be in"):
         compute_cost(1e9, 1e9, GPUS["h100"], mfu=0.0)
-
-
-def test_the_planner_and_the_engine_price_a_gpu_hour_alike():
-    """One cost model: the planner's table must not drift from data.compute's."""
-    from data.compute import GPUS
-    from planner import hardware
-
-    for name, gpu in hardware.GPUS.items():
-        assert (GPUS[name].peak_flops, GPUS[name].price) == (gpu.peak_flops, gpu.price)
 
 
 def _grid(tmp_path, micro_batch=2, **train):

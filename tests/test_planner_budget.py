@@ -9,7 +9,7 @@ from data.cli import BadInput
 from fitting.laws import P2
 from planner import laws
 from planner.cards import load_card
-from planner.hardware import GPUS, compute_cost
+from data.compute import GPUS, compute_cost
 from planner.query import Parent
 from planner.recommend import Criterion, recommend
 from test_planner_cards import P2_TRUE, write_card

@@ -111,7 +111,7 @@ def test_title_page_gives_provenance(report, cards, store):
 def _planner_dstar(card_path: Path, n0: float, ratio: float, family: str):
     """What ``planner recommend --law CARD --params N0 --ratio R`` answers (default criterion)."""
     from planner.cards import load_card
-    from planner.hardware import get_gpu
+    from data.compute import get_gpu
     from planner.query import Parent
     from planner.recommend import DEFAULT_RECOVER, Criterion, recommend
 
@@ -378,7 +378,7 @@ def test_the_demo_summary_prints_the_report_headline_d_star():
     from data.runs import load
     from data.units import format_count
     from planner.cards import load_card
-    from planner.hardware import get_gpu
+    from data.compute import get_gpu
     from planner.query import Parent
     from planner.recommend import DEFAULT_RECOVER, Criterion, recommend
     from reports import build, laws

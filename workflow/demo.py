@@ -165,7 +165,7 @@ def plan_step(cfg: DemoConfig, card_path: Path, runs: Path, t: Timings) -> Any:
     from data.runs import load
     from planner.cards import load_card
     from planner.cli.recommend import render
-    from planner.hardware import DEFAULT_GPU, DEFAULT_MFU, get_gpu
+    from data.compute import DEFAULT_GPU, DEFAULT_MFU, get_gpu
     from planner.query import parse_method, parse_parent
     from planner.recommend import recommend
     from planner.term import DEFAULT_RECOVER, Criterion

@@ -10,7 +10,7 @@ from typing import Any
 
 from data.cli import BadInput
 from planner.cards import Selection, load_card, select_card
-from planner.hardware import DEFAULT_GPU, DEFAULT_MFU, GPUS
+from data.compute import DEFAULT_GPU, DEFAULT_MFU, GPUS
 from planner.query import DEFAULT_METHOD, METHODS
 
 

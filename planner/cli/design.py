@@ -18,7 +18,7 @@ from data.units import format_count
 from planner.cli.common import new_parser, print_json
 from planner.design.candidates import EVAL_POINTS, MAX_TOKEN_EXTRAPOLATION
 from planner.design.optimal import Z
-from planner.hardware import DEFAULT_GPU, DEFAULT_MFU, get_gpu
+from data.compute import DEFAULT_GPU, DEFAULT_MFU, get_gpu
 from planner.query import METHODS, parse_method, parse_parent, parse_positive, parse_ratio
 
 if TYPE_CHECKING:  # pragma: no cover

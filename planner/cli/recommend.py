@@ -54,7 +54,7 @@ from data.units import format_count
 from planner.grounding import render_recipe
 from planner.cli.common import (add_cost_options, add_parent_options, check_loss_before, new_parser,
                                 p2_card, print_json)
-from planner.hardware import check_mfu, check_price, get_gpu
+from data.compute import check_mfu, check_price, get_gpu
 from planner.query import METHODS, parse_method, parse_parent, parse_ratio
 from planner.recommend import DEFAULT_RECOVER, Criterion, Estimate, Recommendation, recommend
 

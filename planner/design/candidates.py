@@ -4,7 +4,7 @@ post-training budgets, where each run is evaluated and what it costs.
 A run is ``(parent, target ratio, tokens)``. Its parent is a real checkpoint of the family in
 the model table (``data.models``), so its size is exact and the achieved ratio is the one the
 engine will record (depth pruning removes whole layers: 0.5 of Llama-3.1-8B is 18 of 32
-layers, 0.489). Its cost is the planner's cost model (``planner.hardware``, 6 N D at an MFU).
+layers, 0.489). Its cost is the planner's cost model (``data.compute``, 6 N D at an MFU).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from data.cli import BadInput
 from data.models import MODELS, ModelSpec
-from planner.hardware import Gpu, compute_cost
+from data.compute import Gpu, compute_cost
 from planner.query import Parent
 
 MIN_SIZES = 3

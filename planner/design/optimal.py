@@ -29,7 +29,7 @@ import numpy as np
 from data.models import ModelSpec
 from planner.design.candidates import MAX_RATIOS, MIN_SIZES, Run, make_run
 from planner.design.prior import Prior
-from planner.hardware import Gpu
+from data.compute import Gpu
 
 Array = np.ndarray
 LEVEL = 0.95

@@ -24,7 +24,7 @@ from planner.design.optimal import (PRIOR_POINTS, Z, Design, averaged_sd, build_
                                     prior_points, prior_sd)
 from planner.design.prior import Prior, prior_for
 from planner.design.simulate import Check, promised_factor, simulate_designs
-from planner.hardware import DEFAULT_MFU, Gpu, get_gpu
+from data.compute import DEFAULT_MFU, Gpu, get_gpu
 from planner.query import Parent
 
 DEFAULT_SLOPE = 1e-3
