@@ -187,6 +187,20 @@ def _header(r: Recommendation) -> list[str]:
     return lines
 
 
+def _design_line(r: Recommendation) -> list[str]:
+    """What ``planner design`` would cost for this query (the delta method at its prior, no
+    simulation). Imported here, on the text screen of a not-credible answer only: the design
+    package is the heaviest import of the planner, and --json and credible answers stay fast."""
+    from data.compute import get_gpu
+    from planner.design import DesignQuery, design_summary
+
+    compute = r.pilot_recipe.compute
+    try:
+        return [f"     {design_summary(DesignQuery(r.parent, r.method, r.ratio, get_gpu(compute.gpu), compute.mfu))}"]
+    except BadInput as exc:  # a family without three real sizes, a ratio its sizes cannot reach
+        return [f"     (no design for this query: {exc})"]
+
+
 def render(r: Recommendation, *, show_extrapolation: bool = False) -> str:
     """The human-readable answer; its first line is the verdict.
 
@@ -199,7 +213,7 @@ def render(r: Recommendation, *, show_extrapolation: bool = False) -> str:
             lines += [""] + render_recipe(r.pilot_recipe)
     else:
         lines = [r.verdict, f"why        {r.doubt}"] + _header(r)[1:] + _practice(r) + [""]
-        lines += render_recipe(r.pilot_recipe) if r.pilot_recipe is not None else []
+        lines += render_recipe(r.pilot_recipe) + _design_line(r) if r.pilot_recipe is not None else []
         if show_extrapolation:
             lines += ["", "the card's extrapolation (its formula where it does not describe models; not a "
                           "prediction):"] + [f"  {line}" for line in _numbers(r)]

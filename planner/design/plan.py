@@ -222,8 +222,9 @@ def design_summary(query: DesignQuery, prior: Prior | None = None) -> str:
     prior = prior or resolve_prior(query)
     p = plan(query, prior, points=1)  # the centre alone: a few times cheaper, same design here
     shape = _shape(p.chosen)
-    return (f"next: '{query.command()}' designs the grid that pins D* down: {shape}, "
-            f"{p.chosen.gpu_hours:.3g} {query.gpu.name.upper()} GPU-hours for D* within x{p.factor('chosen'):.2f} (95%, delta method)")
+    return (f"a grid on the family's smaller real models that pins D* down: {shape}, "
+            f"{p.chosen.gpu_hours:.3g} {query.gpu.name.upper()} GPU-hours for D* within x{p.factor('chosen'):.2f} "
+            f"(95%, delta method at its prior; the command checks it by simulation)")
 
 
 # -- sequential mode ------------------------------------------------------------------------
