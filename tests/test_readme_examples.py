@@ -73,7 +73,8 @@ EXAMPLES = [argv for argv in commands(README) if not needs_artefacts(argv)]
 
 
 def _case(argv: list[str]):
-    marks = [] if argv[0] == "planner" else [pytest.mark.slow]  # fits and PDFs take tens of seconds
+    # fits, PDFs and design simulations take tens of seconds
+    marks = [] if argv[0] == "planner" and argv[1:2] != ["design"] else [pytest.mark.slow]
     return pytest.param(argv, id=" ".join(argv)[:120], marks=marks)
 
 

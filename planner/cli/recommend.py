@@ -232,7 +232,8 @@ def _numbers(r: Recommendation) -> list[str]:
     if r.tokens is None or r.loss is None or r.compute is None:
         return [f"tokens D*  none ({r.reach})"]
     c = r.compute
-    kind = "bootstrap" if r.mode == "card" else "posterior"
+    # card intervals are the hull of the run bootstrap and the leave-one-run-out jackknife
+    kind = "bootstrap/jackknife" if r.mode == "card" else "posterior"
     level = "95% " + kind + " interval" if r.tokens.low is not None else "no samples: no intervals"
 
     def loss(x: float) -> str:
