@@ -226,6 +226,8 @@ def build_engine(job: JobConfig, model: nn.Module, dist: Dist, seq_len: int) -> 
     import deepspeed
 
     ds_json = build_ds_config(job, dist.world, seq_len)
+    if job.deepspeed.activation_checkpointing:  # before initialize: ZeRO-3 hooks wrap the layers as they are
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     opt = job.optim
     optimizer = torch.optim.AdamW(_param_groups(model, opt.weight_decay), lr=opt.lr, betas=opt.betas, eps=opt.eps)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_json)
