@@ -114,7 +114,7 @@ class DeepSpeedConfig:
     """Micro-batches per optimizer step; global batch = micro_batch * grad_accum * world size."""
     activation_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass instead of keeping them
-    (transformers' ``gradient_checkpointing_enable``): activation memory drops from one set per
+    (transformers' ``activation_checkpointing_enable``): activation memory drops from one set per
     layer to about one layer's, for roughly one extra forward pass of compute. The loss curve is
     the same (float tolerance), so it is not part of the run id: switching it on to fit a GPU
     resumes or skips the same run."""
