@@ -12,8 +12,8 @@ each draw's domain mix for the rows it is asked for (``data.loader``), so two dr
 are other sequences than one draw of 8 (measured: 0.7% apart in eval_loss after 12 steps).
 
 One fixture runs every reference job in this process (world 1) and every 2-process job in
-ONE launch (the worker runs a list of jobs in one process group), so the file pays the
-launcher's start-up twice in all (once more for the kill/resume case).
+ONE launch (the worker runs a list of jobs in one process group); the kill/resume case adds
+two launches (killed, resumed) and compares with its uninterrupted twin from the first.
 """
 
 import dataclasses
