@@ -112,6 +112,12 @@ class DeepSpeedConfig:
     """Sequences per process per forward pass."""
     grad_accum: int = 1
     """Micro-batches per optimizer step; global batch = micro_batch * grad_accum * world size."""
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them
+    (transformers' ``activation_checkpointing_enable``): activation memory drops from one set per
+    layer to about one layer's, for roughly one extra forward pass of compute. The loss curve is
+    the same (float tolerance), so it is not part of the run id: switching it on to fit a GPU
+    resumes or skips the same run."""
 
     def __post_init__(self) -> None:
         _check(self.zero_stage in (0, 1, 2, 3), f"deepspeed.zero_stage={self.zero_stage} must be 0, 1, 2 or 3")
@@ -318,6 +324,7 @@ def config_hash(job: JobConfig) -> str:
     payload = job.to_dict()
     for key in ("run_id", "runs_dir", "monitor"):  # where it lives and what watches it: same run
         payload.pop(key)
+    payload["deepspeed"].pop("activation_checkpointing")  # memory, not result: same run
     if payload.get("stop") is None:  # jobs without an online budget keep their ids
         payload.pop("stop", None)
     for key, default in RECON_ADDED_DEFAULTS.items():  # likewise for the recon+* knobs

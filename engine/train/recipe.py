@@ -230,11 +230,23 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+def _checkpoint_activations(model: nn.Module) -> None:
+    """transformers' activation checkpointing, non-reentrant (it needs no input that requires
+    grad and recomputes under ZeRO-3's parameter hooks); newer transformers renamed the method."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def build_engine(job: JobConfig, model: nn.Module, dist: Dist, seq_len: int) -> tuple[Any, dict]:
     """``deepspeed.initialize`` with a torch AdamW; returns (engine, the DeepSpeed JSON)."""
     import deepspeed
 
     ds_json = build_ds_config(job, dist.world, seq_len)
+    if job.deepspeed.activation_checkpointing:  # before initialize: ZeRO-3 hooks wrap the layers as they are
+        _checkpoint_activations(model)
     opt = job.optim
     optimizer = torch.optim.AdamW(_param_groups(model, opt.weight_decay), lr=opt.lr, betas=opt.betas, eps=opt.eps)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_json)
