@@ -244,7 +244,8 @@ def build_engine(job: JobConfig, model: nn.Module, dist: Dist, seq_len: int) -> 
 
     ds_json = build_ds_config(job, dist.world, seq_len)
     opt = job.optim
-    optimizer = torch.optim.AdamW(_param_groups(model, opt.weight_decay), lr=opt.lr, betas=opt.betas, eps=opt.eps)
+    optimizer = torch.optim.AdamW(_param_groups(model, opt.weight_decay), lr=opt.lr, betas=opt.betas, eps=opt.eps,
+                                  fused=True)  # one kernel per tensor: the per-op default dominated a CPU step at 135M
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_json)
     return engine, ds_json
 
