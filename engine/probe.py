@@ -12,6 +12,11 @@ forward + backward), run in fresh subprocesses so that OpenMP starts with the th
 under test. Three settings are timed: one process at 1 thread, one process at every core,
 and one single-thread process per core at once (aggregate throughput).
 
+The same machinery decides ``precision: auto`` (and the dtype of pruning forwards) on CPUs:
+:func:`resolve_precision` times fp32 against bf16 at the job's own layer shapes (one real
+decoder layer and the embeddings / LM head, extrapolated to the model's depth) and caches the
+timing per machine and shape.
+
 torch-free at import: ``engine grid plan`` and ``--help`` never pay for it.
 """
 
@@ -202,7 +207,7 @@ def native_bf16(device_type: str) -> bool:
 
 PRECISION_SECONDS = 2.0
 """Timed seconds per precision measurement (both dtypes interleaved), after one warm-up round."""
-BF16_MARGIN = 1.05
+BF16_MARGIN = 1.10
 """bf16 must be this much faster than fp32 to be chosen: a tie keeps the exact dtype."""
 TIMED_TOKENS = 1024
 """Tokens per timed forward: the job's micro-batch is cut to about this many (times scale

@@ -211,3 +211,58 @@ def test_bf16_pruning_forwards_lose_under_half_a_percent_against_fp32(trained, m
     if method == "2:4-sparsegpt":  # its weight updates read the Hessian: the bf16 forwards were real
         assert not torch.equal(weights["fp32"], weights["bf16"])
     assert math.isfinite(losses["bf16"])
+
+
+# -- engine prune --device / --dtype --------------------------------------------------------------
+
+TEXT = Path(inspect.__file__)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A saved tiny Llama with a real byte-level BPE (vocab 512) trained on stdlib source."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from engine.models import save_model
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train([str(TEXT)], vocab_size=512, min_frequency=2, special_tokens=["<|endoftext|>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    out = tmp_path_factory.mktemp("parent") / "tiny-llama"
+    tok_dir = tmp_path_factory.mktemp("tok")
+    tok.save_pretrained(str(tok_dir))
+    save_model(build_model("tiny-llama", seed=0), out, tokenizer_from=tok_dir)
+    return out
+
+
+def _prune(tmp_path: Path, model: Path, *extra: str) -> int:
+    from engine.__main__ import main as engine_main
+
+    return engine_main(["prune", "--model", str(model), "--method", "2:4-sparsegpt", "--sparsity", "0.5",
+                        "--out", str(tmp_path / "out"), "--calib", str(TEXT), "--calib-samples", "4",
+                        "--calib-seq-len", "32", *extra])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--dtype", "fp16"), "--dtype 'fp16' is not allowed; allowed: --device auto|cpu|cuda, --dtype auto|fp32|bf16"),
+    (("--device", "tpu"), "--device 'tpu' is not allowed"),
+])
+def test_prune_refuses_an_unknown_device_or_dtype_in_one_line(tmp_path, tiny_dir, extra, message, capsys):
+    assert _prune(tmp_path, tiny_dir, *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_prune_on_cuda_without_a_gpu_is_bad_input(tmp_path, tiny_dir, capsys):
+    assert _prune(tmp_path, tiny_dir, "--device", "cuda") == 2
+    assert "--device cuda: torch sees no CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_prune_records_where_and_in_what_its_forwards_ran(tmp_path, tiny_dir, dtype):
+    assert _prune(tmp_path, tiny_dir, "--device", "cpu", "--dtype", dtype) == 0
+    report = json.loads((tmp_path / "out" / "prune_report.json").read_text())
+    assert report["choices"]["forward"] == {"device": "cpu", "dtype": dtype, "why": f"{dtype} as requested"}
+    assert report["job"]["dtype"] == dtype
