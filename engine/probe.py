@@ -332,7 +332,7 @@ def precision_timing(workload: Workload, threads: int, *, refresh: bool = False)
 
 
 def resolve_precision(requested: str, device_type: str, zero_stage: int | None,
-                      workload: Workload | None = None) -> tuple[str, str]:
+                      workload: Workload | None = None, *, refresh: bool = False) -> tuple[str, str]:
     """(precision, why) for a job's ``deepspeed.precision`` (or, ``zero_stage`` None, a pruning
     pass's forwards): :func:`choose_precision` on a timing of ``workload`` where it matters
     (``auto`` on a CPU with native bf16), at this process's torch thread count."""
@@ -342,7 +342,7 @@ def resolve_precision(requested: str, device_type: str, zero_stage: int | None,
     if measurable and workload is not None:
         import torch
 
-        timing = precision_timing(workload, torch.get_num_threads())
+        timing = precision_timing(workload, torch.get_num_threads(), refresh=refresh)
     return choose_precision(requested, device_type, native, timing, zero_stage)
 
 
@@ -462,9 +462,37 @@ def _precision_workload(spec: dict) -> tuple[float, float]:
     return per[False], per[True]
 
 
+def _precision_report(args: list[str]) -> str:
+    """``--precision MODEL [SEQ [BATCH [train|forward]]]``: what ``auto`` picks for that model."""
+    import torch
+
+    from data.models import get_spec
+    from engine.models import check_model_source, config_for
+
+    refresh = "--refresh" in args
+    args = [a for a in args if a != "--refresh"]
+    source = check_model_source(args[0])
+    if isinstance(source, Path):
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(source)
+    else:
+        config = config_for(get_spec(source))
+    seq, batch = (int(args[1]) if len(args) > 1 else 512), (int(args[2]) if len(args) > 2 else 4)
+    mode = args[3] if len(args) > 3 else "train"
+    torch.set_num_threads(best_threads())
+    precision, why = resolve_precision("auto", "cpu", 1 if mode == "train" else None,
+                                       Workload.of(config, seq, batch, mode), refresh=refresh)
+    return f"{args[0]} at {batch} x {seq} tokens ({mode}): {precision}; {why}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m engine.probe`` prints the plan; ``--refresh`` measures again."""
+    """``python -m engine.probe`` prints the plan; ``--refresh`` measures again;
+    ``--precision MODEL [SEQ [BATCH [train|forward]]]`` prints what ``precision: auto`` picks."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--precision"]:
+        print(_precision_report(args[1:]))
+        return 0
     if args[:1] == ["--worker"]:
         print(f"{_workload(int(args[1]), float(args[2])):.3f}")
         return 0
