@@ -220,7 +220,8 @@ def prepare(job: JobConfig, data: TokenData, dist: Dist, fresh: bool) -> Prepare
     recon = None
     if source is not None:
         calib = data.calibration(job.recon.calib_sequences, job.seed).to(dist.device)
-        recon = reconstruct_start(job, model, source, calib, masks, choices, folder)
+        with forward_precision(forward[0], dist.device.type):
+            recon = reconstruct_start(job, model, source, calib, masks, choices, folder)
     return Prepared(model, teacher, masks, meta, choices, parent_losses, recon)
 
 
