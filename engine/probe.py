@@ -415,7 +415,8 @@ def _steppers(model: Any, seq: int, rows: int, mode: str, bf16: bool) -> tuple[A
     x = hidden.requires_grad_()  # the backward into the previous layer is part of a layer's cost
 
     def update(params: list) -> None:
-        pairs = [(p, w) for p, w in zip(m.parameters(), masters) if p.grad is not None and any(p is q for q in params)]
+        wanted = {id(q) for q in params}
+        pairs = [(p, w) for p, w in zip(m.parameters(), masters) if p.grad is not None and id(p) in wanted]
         for p, w in pairs:
             w.grad = p.grad.float()
         opt.step()
@@ -432,6 +433,7 @@ def _steppers(model: Any, seq: int, rows: int, mode: str, bf16: bool) -> tuple[A
         out = layer(x, position_ids=positions, position_embeddings=m.model.rotary_emb(x, positions))
         (out[0] if isinstance(out, tuple) else out).float().square().mean().backward()
         update(list(layer.parameters()))
+        x.grad = None
     return train_model, train_layer
 
 
