@@ -93,7 +93,7 @@ def child(model_path: str, method: str, ratio: float, calib_path: str, eval_path
 
     from engine.models import load_model
     from engine.pruning import get_method
-    from engine.pruning.common import count_params, eval_loss
+    from engine.pruning.common import choose_forward_dtype, count_params, eval_loss, forward_precision
 
     torch.manual_seed(0)
     if method.endswith(TWO_PASS):  # the driver before the staged one: the in-run speed-up baseline
@@ -110,21 +110,25 @@ def child(model_path: str, method: str, ratio: float, calib_path: str, eval_path
 
         ratio = ratio_for_sparsity(model, method, sparsity)
     ratio = fixed_ratio(model, method, ratio)
+    # The product's forward dtype (engine prune --dtype auto): decided, and on a CPU measured
+    # once per machine and shape, before the clock starts, as a second `engine prune` finds it.
+    dtype, why = choose_forward_dtype("auto", model, calib.shape[1], 4)
     t0 = time.perf_counter()
-    if method == "baseline":
-        with torch.no_grad():
-            for start in range(0, n, 4):
-                model(input_ids=calib[start:start + 4], use_cache=False)
-        ratio_done = 0.0
-    else:
-        report = get_method(method)(model, ratio, calib)
-        ratio_done = report.ratio
+    with forward_precision(dtype, "cpu"):
+        if method == "baseline":
+            with torch.no_grad():
+                for start in range(0, n, 4):
+                    model(input_ids=calib[start:start + 4], use_cache=False)
+            ratio_done = 0.0
+        else:
+            report = get_method(method)(model, ratio, calib)
+            ratio_done = report.ratio
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     loss = eval_loss(model, evals) if len(evals) else None
     return {"method": method, "seconds": seconds, "peak_rss": peak, "weights": weights,
             "ratio": ratio_done, "params_after": count_params(model).total, "eval_loss": loss,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "dtype": dtype, "dtype_why": why}
 
 
 def _run_json(cmd: list[str], label: str, threads: int | None) -> dict:
@@ -193,6 +197,7 @@ def main() -> None:
         print(f"model {a.model}: weights {base['weights'] / 2**20:.0f} MiB, baseline (load + one calibration "
               f"pass, {a.n}x{a.seq_len} tokens) peak RSS {base['peak_rss'] / 2**20:.0f} MiB, {base['seconds']:.1f}s, "
               f"threads {base['threads']}, dense eval loss {base['eval_loss']}")
+        print(f"engine forwards in {base['dtype']}: {base['dtype_why']}")
         print(f"{'method':<26} {'ratio':>7} {'seconds':>8} {'x fwd':>7} {'peak MiB':>9} {'peak/base':>9} {'loss':>7}")
         for method in a.methods.split(","):
             rows = {"engine": measure(a.model, method, a.ratio, ids, a.sparsity, threads)}

@@ -7,10 +7,15 @@ model, same batches, torch AdamW) at the FASTEST of {1, all cores} threads x {fp
 found in this run. Engine and baseline then alternate in blocks so that machine load hits both
 alike; medians of per-block step times are compared. Goal: engine / best plain <= 1.10.
 
+``auto`` is resolved as a job resolves it: on a CPU with native bf16 the machine probe times
+fp32 against bf16 at this model's shape, sequence and micro-batch (cached per machine; the
+probe runs before any clock starts), and the engine trains in what it picked.
+
 ``--table`` instead prints plain-loop tokens/s for threads x precision x model size.
 
     python benchmarks/train_speed.py                          # tiny-llama-s, the product's settings
     python benchmarks/train_speed.py --model ref-llama-5 --micro-batch 32
+    python benchmarks/train_speed.py --preset smollm2         # SmolLM2-135M's shape, 4 x 512 tokens
     python benchmarks/train_speed.py --table                  # the README's throughput table
 """
 
@@ -27,6 +32,10 @@ from collections.abc import Callable
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 TABLE_MODELS = ("ref-llama-1", "ref-llama-3", "ref-llama-5", "tiny-llama-l")
+PRESETS = {"smollm2": {"model": "smollm2-135m", "vocab": 49152, "seq": 512, "micro_batch": 4, "blocks": 2,
+                       "steps": 2}}
+"""Named settings: ``smollm2`` is SmolLM2-135M's shape (random weights: speed does not depend
+on them) at 4 x 512 tokens per step, few steps because one takes seconds on a CPU."""
 
 
 def parse() -> argparse.Namespace:
@@ -39,6 +48,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--blocks", type=int, default=5, help="interleaved blocks per side")
     p.add_argument("--steps", type=int, default=6, help="optimizer steps per block")
     p.add_argument("--table", action="store_true", help="plain-loop tokens/s: threads x precision x size")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="named defaults of the other flags (flags given win)")
+    preset = p.parse_known_args()[0].preset
+    if preset:
+        p.set_defaults(**PRESETS[preset])
     return p.parse_args()
 
 
@@ -50,7 +63,7 @@ def plain_stepper(model, lr: float, dtype) -> Callable:
     m = copy.deepcopy(model).train()
     if dtype is not None:
         m = m.to(dtype)  # DeepSpeed's bf16 mode keeps bf16 weights too
-    opt = torch.optim.AdamW(m.parameters(), lr=lr)
+    opt = torch.optim.AdamW(m.parameters(), lr=lr, fused=True)  # the fastest torch AdamW, as the engine's
 
     def step(ids) -> None:
         loss = lm_loss(m, ids)
@@ -111,7 +124,7 @@ def main() -> int:
     args = parse()
     if args.table:
         return table(args)
-    from engine.probe import machine_plan, resolve_precision
+    from engine.probe import Workload, machine_plan, resolve_precision
 
     plan = machine_plan()  # what `engine train` / `engine grid launch` would choose here
     import torch
@@ -123,17 +136,23 @@ def main() -> int:
     from engine.train.runtime import init_distributed
 
     dist = init_distributed()
-    precision, why = resolve_precision("auto", dist.device.type, args.zero)
+    model = build_model(args.model, vocab=args.vocab, seed=0)
+    torch.set_num_threads(plan.single_threads)  # the probe times at the threads the engine runs at
+    precision, why = resolve_precision("auto", dist.device.type, args.zero,
+                                       Workload.of(model.config, args.seq, args.micro_batch, "train"))
     job = job_from_dict({"parent": args.model, "tokens": 10**9, "data": {"shards": "-"},
                          "optim": {"grad_clip": 0.0},
                          "deepspeed": {"zero_stage": args.zero, "precision": precision,
                                        "micro_batch": args.micro_batch}})
-    model = build_model(args.model, vocab=args.vocab, seed=0)
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, args.vocab, (args.micro_batch, args.seq), generator=g) for _ in range(8)]
     best, plain_step, rates = best_plain(model, batches, job.optim.lr, plan.cores, args.steps)
     engine, _ = build_engine(job, copy.deepcopy(model), dist, args.seq)
     engine.train()
+    trained_in = {p.dtype for p in engine.module.parameters()}
+    expect = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+    if trained_in != {expect}:  # the engine side must run what auto picked, not what we assume
+        raise SystemExit(f"engine weights are {trained_in}, not {precision} as auto picked")
     stream = iter(lambda: batches[time.perf_counter_ns() % len(batches)], None)
 
     def engine_step(_ids) -> None:

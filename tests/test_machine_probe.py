@@ -78,7 +78,8 @@ def test_auto_precision_follows_the_device(monkeypatch, device, zero, native, ex
     assert precision == expect and why.startswith("auto:")
 
 
-def test_an_explicit_bf16_on_cpu_is_kept_with_a_warning():
+def test_an_explicit_bf16_on_an_emulating_cpu_is_kept_with_a_warning(monkeypatch):
+    monkeypatch.setattr(probe, "native_bf16", lambda _device: False)
     precision, why = probe.resolve_precision("bf16", "cpu", 1)
     assert precision == "bf16" and "slower than fp32" in why
 

@@ -97,6 +97,11 @@ class PruneJob:
     """``--method width --search K``: K candidate shapes of the same size, ranked after a short KD."""
     search_tokens: str | None = None
     """KD tokens per candidate of ``--search`` (None: engine.pruning.search.SearchArgs.tokens)."""
+    device: str = "auto"
+    """Where the model is pruned: ``auto`` (the GPU where torch sees one), ``cpu`` or ``cuda``."""
+    dtype: str = "auto"
+    """Calibration forwards in ``fp32`` or ``bf16`` (weights and statistics stay fp32); ``auto``:
+    bf16 on a GPU, on a CPU whichever the machine probe measures faster at this model's shape."""
 
     def __post_init__(self) -> None:
         from engine.pruning import METHODS
@@ -121,6 +126,9 @@ class PruneJob:
         check_out_apart(self.out, {"--model": self.model, "--calib": self.calib, "--eval": self.eval,
                                    "--tokenizer": self.tokenizer})
         check_swappable(self.out)
+        if self.device not in ("auto", "cpu", "cuda") or self.dtype not in ("auto", "fp32", "bf16"):
+            bad = f"--device {self.device!r}" if self.device not in ("auto", "cpu", "cuda") else f"--dtype {self.dtype!r}"
+            raise BadInput(f"{bad} is not allowed; allowed: --device auto|cpu|cuda, --dtype auto|fp32|bf16")
         if self.out.exists() and not self.force:
             raise BadInput(f"--out {str(self.out)!r} already exists; pass --force to replace it")
         if self.width and self.method not in ("width", "width-search"):
@@ -219,7 +227,7 @@ def run(job: PruneJob):
     from engine.models import load_model, resolve_model, spec_of
     from engine.probe import set_torch_threads
     from engine.pruning import NEEDS_CALIB, get_method
-    from engine.pruning.common import eval_loss
+    from engine.pruning.common import choose_forward_dtype, eval_loss, forward_precision
 
     set_torch_threads()  # measured once per machine: 2 threads can be slower than 1 on 2 vCPUs
     resolved = resolve_model(job.model)  # a hub model: fetched, or found in the cache
@@ -229,7 +237,8 @@ def run(job: PruneJob):
         from engine.pruning.targeted import check_target
 
         check_target(job.model, job.target)
-    model = load_model(resolved, seed=job.seed)
+    device = _device(job.device)
+    model = load_model(resolved, seed=job.seed).to(device)
     vocab = model.config.vocab_size
     ratio = job.ratio
     if job.sparsity is not None:
@@ -238,18 +247,24 @@ def run(job: PruneJob):
         ratio = ratio_for_sparsity(model, job.method, job.sparsity)
     if job.method in NEEDS_CALIB and job.calib is None:
         raise BadInput(f"method {job.method!r} needs calibration data: pass --calib SHARDS_DIR|TEXT_FILE")
-    calib = _ids(job, job.calib, job.calib_samples, "train", vocab, job.seed) if job.calib else None
-    evals = _ids(job, job.eval, job.eval_samples, "eval", vocab, job.seed + 1) if job.eval else None
+    calib = _ids(job, job.calib, job.calib_samples, "train", vocab, job.seed).to(device) if job.calib else None
+    evals = _ids(job, job.eval, job.eval_samples, "eval", vocab, job.seed + 1).to(device) if job.eval else None
     shape_before = spec_of(model)
     loss_before = eval_loss(model, evals, job.batch_size) if evals is not None else None
     parent = _parent_layers(job, model) if job.reconstruct else None
     method = "width-search" if job.search is not None else job.method
-    report = get_method(method)(model, ratio, calib, args=_method_args(job))
+    dtype, why = choose_forward_dtype(job.dtype, model, job.calib_seq_len if calib is not None else None,
+                                      job.batch_size)
+    print(f"[engine prune] {device.type}, forwards in {dtype}: {why}", flush=True)
+    with forward_precision(dtype, device.type):  # losses below are measured in fp32, outside it
+        report = get_method(method)(model, ratio, calib, args=_method_args(job))
+    report.choices["forward"] = {"device": device.type, "dtype": dtype, "why": why}
     report.loss_before = loss_before
     if evals is not None:
         report.loss_after = eval_loss(report.model, evals, job.batch_size)
     if parent is not None:
-        report.recon = _reconstruct(job, report, parent, calib, evals)
+        with forward_precision(dtype, device.type):
+            report.recon = _reconstruct(job, report, parent, calib, evals)
     if resolved.path is None or resolved.snapshot is not None:  # a random init, or which commit
         print(f"engine prune: {resolved.describe()}", file=sys.stderr)
     _save(job, report, shape_before, resolved.record())
@@ -257,6 +272,15 @@ def run(job: PruneJob):
         shutil.rmtree(job.state_dir, ignore_errors=True)
     shutil.rmtree(job.targeted_dir, ignore_errors=True)  # saved: the pruning stage's resume point is spent
     return report
+
+
+def _device(name: str):
+    """The torch device of ``--device`` (``auto``: the GPU where torch sees one)."""
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda: torch sees no CUDA GPU here; use --device cpu or auto")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def _parent_layers(job: PruneJob, model):
@@ -354,6 +378,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--recon-steps", type=int, default=100, help="Adam steps per submodel (default 100)")
     r.add_argument("--recon-lr", type=float, default=1e-4, help="Adam learning rate per submodel (default 1e-4)")
     r.add_argument("--recon-batch-size", type=int, default=8, help="sequences per step (default 8)")
+    p.add_argument("--device", default="auto", help="auto (the GPU where present) | cpu | cuda")
+    p.add_argument("--dtype", default="auto",
+                   help="calibration forwards: auto (bf16 on a GPU; on a CPU the faster, measured) | fp32 | bf16")
     p.add_argument("--force", action="store_true", help="replace an existing --out directory")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     return p
@@ -370,7 +397,8 @@ def setup(argv: Sequence[str] | None) -> tuple[PruneJob, bool]:
                    batch_size=ns.batch_size, width=width, force=ns.force, sparsity=ns.sparsity,
                    reconstruct=ns.reconstruct, recon_samples=ns.recon_samples, recon_steps=ns.recon_steps,
                    recon_lr=ns.recon_lr, recon_batch_size=ns.recon_batch_size, target=ns.target,
-                   prune_tokens=ns.prune_tokens, mask_lr=ns.mask_lr, prune_lr=ns.prune_lr, search=ns.search, search_tokens=ns.search_tokens)
+                   prune_tokens=ns.prune_tokens, mask_lr=ns.mask_lr, prune_lr=ns.prune_lr, search=ns.search, search_tokens=ns.search_tokens,
+                   device=ns.device, dtype=ns.dtype)
     return job, ns.json
 
 

@@ -8,6 +8,7 @@ small per-feature statistic on the fly, so memory stays at one batch of activati
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -105,6 +106,47 @@ def eval_loss(model: nn.Module, ids: torch.Tensor, batch_size: int = 4) -> float
     return total / max(count, 1)
 
 
+# ---------------------------------------------------------------------------------------------
+# Precision of the forward passes: bf16 where the machine runs it faster, statistics in fp32.
+
+FORWARD_DTYPES: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+def choose_forward_dtype(requested: str, model: nn.Module, seq_len: int | None,
+                         batch_size: int) -> tuple[str, str]:
+    """(``fp32`` | ``bf16``, why) for the calibration forwards of pruning ``model`` on batches of
+    ``batch_size`` x ``seq_len`` tokens (None: a method that runs no forward).
+
+    ``auto``: bf16 on a GPU that computes it natively; on a CPU the machine probe times both
+    at this model's shape, sequence length and batch (``engine.probe``, cached per machine).
+    """
+    from engine.probe import Workload, resolve_precision
+
+    device_type = next(model.parameters()).device.type
+    workload = Workload.of(model.config, seq_len, batch_size, "forward") if seq_len else None
+    return resolve_precision(requested, device_type, None, workload)
+
+
+@contextlib.contextmanager
+def forward_precision(dtype: str, device_type: str) -> Iterator[None]:
+    """Model forwards inside run in ``dtype`` under autocast: the weights (and whatever pruning
+    writes into them) stay fp32; statistics and solvers opt out with :func:`fp32_math`."""
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        yield
+
+
+@contextlib.contextmanager
+def fp32_math() -> Iterator[None]:
+    """Autocast off, on whichever device it is on: Hessians, importance sums, norms and the
+    SparseGPT solve stay fp32 inside a bf16 :func:`forward_precision` (bf16 sums of thousands of
+    tokens lose digits; a bf16 Cholesky fails on ill-conditioned Hessians)."""
+    with contextlib.ExitStack() as stack:
+        for device in ("cpu", "cuda"):
+            if torch.is_autocast_enabled(device):
+                stack.enter_context(torch.autocast(device, enabled=False))
+        yield
+
+
 def _first_tensor(args: tuple, kwargs: dict, key: str = "hidden_states") -> torch.Tensor:
     return args[0] if args else kwargs[key]
 
@@ -137,7 +179,8 @@ def capture_inputs(model: nn.Module, calib: torch.Tensor, modules: dict[str, nn.
     def make_hook(name: str) -> Callable:
         def hook(_mod: nn.Module, args: tuple, kwargs: dict, out: Any = None) -> None:
             act = _out_tensor(out) if output else _first_tensor(args, kwargs)
-            val = reduce(name, act.detach().float()).cpu()
+            with fp32_math():
+                val = reduce(name, act.detach().float()).cpu()
             stats[name] = stats[name] + val if name in stats else val
         return hook
 
@@ -178,8 +221,9 @@ def block_influence(model: nn.Module, calib: torch.Tensor, batch_size: int = 4) 
         def hook(_mod: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
             x_in = _first_tensor(args, kwargs).float()  # [b, T, d]
             x_out = _out_tensor(out).float()
-            cos = nn.functional.cosine_similarity(x_in, x_out, dim=-1)  # [b, T]
-            sums[i] += float((1.0 - cos).sum())
+            with fp32_math():
+                cos = nn.functional.cosine_similarity(x_in, x_out, dim=-1)  # [b, T]
+                sums[i] += float((1.0 - cos).sum())
         return hook
 
     handles = [layer.register_forward_hook(make_hook(i), with_kwargs=True) for i, layer in enumerate(layers)]

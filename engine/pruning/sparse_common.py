@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from data.cli import BadInput
+from engine.pruning.common import fp32_math
 from engine.pruning.masks import PackedMasks
 from engine.pruning.sparse_args import SCORERS, SparseArgs
 
@@ -349,7 +350,8 @@ def collect_stats(layer: nn.Module, inputs: list[torch.Tensor], kwargs_list: lis
             if name not in stats:
                 width = x.shape[1]
                 stats[name] = x.new_zeros((width, width) if hessian else (width,))
-            add_stat(stats[name], x, hessian)
+            with fp32_math():
+                add_stat(stats[name], x, hessian)
         return hook
 
     owners = [n for n in TARGETS if n not in SHARED_INPUT]
@@ -419,10 +421,11 @@ def _prune_group(layer: nn.Module, prefix: str, names: tuple[str, ...], xs: list
     hessian = scorer == "sparsegpt"
     width = xs[0].shape[-1]
     stat = xs[0].new_zeros((width, width) if hessian else (width,), dtype=torch.float32)
-    for x in xs:
-        add_stat(stat, x.reshape(-1, width).float(), hessian)
-    stat = symmetric(stat) if hessian else stat
-    hinv = inverse_hessian_chol(stat, args.damp) if hessian else None  # one factorisation per shared input
+    with fp32_math():
+        for x in xs:
+            add_stat(stat, x.reshape(-1, width).float(), hessian)
+        stat = symmetric(stat) if hessian else stat
+        hinv = inverse_hessian_chol(stat, args.damp) if hessian else None  # one factorisation per shared input
     for name in names:
         masks[f"{prefix}.{name}.weight"] = prune_linear(layer.get_submodule(name), scorer, pattern, stat, args, hinv)
 
@@ -460,6 +463,12 @@ def prune_layer_staged(layer: nn.Module, prefix: str, inputs: list[torch.Tensor]
 def prune_linear(lin: nn.Linear, scorer: str, pattern: Pattern, stat: torch.Tensor | None,
                  args: SparseArgs, hinv: torch.Tensor | None = None) -> torch.Tensor:
     """Prune one linear's weight in place with ``scorer``; returns its keep-mask [out, in]."""
+    with fp32_math():
+        return _prune_linear_fp32(lin, scorer, pattern, stat, args, hinv)
+
+
+def _prune_linear_fp32(lin: nn.Linear, scorer: str, pattern: Pattern, stat: torch.Tensor | None,
+                       args: SparseArgs, hinv: torch.Tensor | None) -> torch.Tensor:
     W = lin.weight
     if scorer == "sparsegpt":
         new, keep = sparsegpt_prune(W, stat, pattern, blocksize=args.blocksize, damp=args.damp, hinv=hinv)
@@ -508,8 +517,9 @@ def prune_layerwise(model: nn.Module, calib: torch.Tensor | None, scorer: str, p
             prune_layer_staged(layer, prefix, inputs, kwargs_list, scorer, pattern, args, masks)
             continue
         stats = collect_stats(layer, inputs, kwargs_list, scorer == "sparsegpt") if needs_data else {}
-        hinvs = {owner: inverse_hessian_chol(stat, args.damp) for owner, stat in stats.items()} \
-            if scorer == "sparsegpt" else {}  # one factorisation per shared input, as in the staged path
+        with fp32_math():
+            hinvs = {owner: inverse_hessian_chol(stat, args.damp) for owner, stat in stats.items()} \
+                if scorer == "sparsegpt" else {}  # one factorisation per shared input, as in the staged path
         for name, lin in target_linears(layer).items():
             owner = SHARED_INPUT.get(name, name)
             masks[f"{prefix}.{name}.weight"] = prune_linear(lin, scorer, pattern, stats.get(owner), args,

@@ -105,9 +105,12 @@ class DeepSpeedConfig:
     zero_stage: int = 0
     """ZeRO stage 0-3."""
     precision: str = "auto"
-    """``auto`` (bf16 where the device computes it natively and zero_stage >= 1, else fp32:
-    ``engine.probe.resolve_precision``; the choice and its reason go into run.json), ``fp32``,
-    ``bf16`` (needs zero_stage >= 1: stage 0 accumulates bf16 gradients and drifts) or ``fp16``."""
+    """``auto``: with zero_stage >= 1, bf16 on a GPU with native bf16, and on a CPU with native
+    bf16 (AVX512-BF16 or AMX) where the machine probe measures it faster than fp32 at this job's
+    model, sequence and micro-batch (``engine.probe.resolve_precision``; cached per machine);
+    else fp32. The choice goes into run.json's config, its reason into ``meta.precision_reason``.
+    ``fp32``, ``bf16`` (DeepSpeed's bf16 mode: fp32 master weights and optimizer state; needs
+    zero_stage >= 1: stage 0 accumulates bf16 gradients and drifts) or ``fp16``."""
     micro_batch: int = 8
     """Sequences per process per forward pass."""
     grad_accum: int = 1

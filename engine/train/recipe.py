@@ -29,6 +29,8 @@ from torch import nn
 
 from data.cli import BadInput
 from data.runs import CORRUPT, Failure, RunStore, failure_kind
+from engine.pruning import NEEDS_CALIB
+from engine.pruning.common import forward_precision
 from engine.train import checkpoint
 from engine.train import monitor
 from engine.train import stop as online_stop
@@ -179,6 +181,18 @@ def _family(job: JobConfig, store: RunStore) -> tuple[str, str]:
     return family, parent_label(job.parent)
 
 
+def _pruning_dtype(job: JobConfig, parent: nn.Module, seq_len: int, dist: Dist, fresh: bool) -> tuple[str, str]:
+    """The dtype of the pruning forwards (engine.pruning.common), decided on rank 0 for all; a
+    resumed run re-prunes in the dtype it recorded, so that its masks match its checkpoint."""
+    from engine.pruning.common import choose_forward_dtype
+
+    if not fresh:
+        stored = RunStore(job.runs_dir).read(job.run_id).get("pruning", {}).get("choices", {}).get("forward")
+        return (stored["dtype"], stored["why"]) if stored else ("fp32", "fp32: recorded before the dtype was chosen")
+    batch = int(job.prune_args.get("batch_size", 4))
+    return broadcast(choose_forward_dtype("auto", parent, seq_len, batch) if dist.is_main else None, dist)
+
+
 def prepare(job: JobConfig, data: TokenData, dist: Dist, fresh: bool) -> Prepared:
     """Steps 2-4 of the module docstring (every rank builds the same model: same seeds)."""
     parent, source = load_parent(job, data)
@@ -205,14 +219,18 @@ def prepare(job: JobConfig, data: TokenData, dist: Dist, fresh: bool) -> Prepare
     # checkpoint already holds the reconstructed weights, so nothing is redone).
     folder = job.run_dir / f"recon-start.rank{dist.rank}"
     source = recon_source(parent, teacher, folder) if fresh and job.objective in RECON_START else None
-    model, masks, counts, choices = prune(job, parent, data, parent_losses)
+    forward = _pruning_dtype(job, parent, data.seq_len, dist, fresh) if job.method in NEEDS_CALIB else ("fp32", "")
+    with forward_precision(forward[0], dist.device.type):
+        model, masks, counts, choices = prune(job, parent, data, parent_losses)
+    choices = {**choices, "forward": {"dtype": forward[0], "why": forward[1]}} if forward[1] else choices
     meta.update(counts)
     if job.init == "random":
         model = reinit(model, job.seed + 1, masks)
     recon = None
     if source is not None:
         calib = data.calibration(job.recon.calib_sequences, job.seed).to(dist.device)
-        recon = reconstruct_start(job, model, source, calib, masks, choices, folder)
+        with forward_precision(forward[0], dist.device.type):
+            recon = reconstruct_start(job, model, source, calib, masks, choices, folder)
     return Prepared(model, teacher, masks, meta, choices, parent_losses, recon)
 
 
@@ -248,7 +266,8 @@ def build_engine(job: JobConfig, model: nn.Module, dist: Dist, seq_len: int) -> 
     if job.deepspeed.activation_checkpointing:  # before initialize: ZeRO-3 hooks wrap the layers as they are
         _checkpoint_activations(model)
     opt = job.optim
-    optimizer = torch.optim.AdamW(_param_groups(model, opt.weight_decay), lr=opt.lr, betas=opt.betas, eps=opt.eps)
+    optimizer = torch.optim.AdamW(_param_groups(model, opt.weight_decay), lr=opt.lr, betas=opt.betas, eps=opt.eps,
+                                  fused=True)  # one kernel per tensor: the per-op default dominated a CPU step at 135M
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_json)
     return engine, ds_json
 
@@ -350,16 +369,28 @@ def train(engine: Any, job: JobConfig, data: TokenData, objective: Objective, ma
     return state
 
 
-def with_resolved_precision(job: JobConfig, dist: Dist) -> JobConfig:
-    """The job with ``precision: auto`` replaced by what this device trains in (printed)."""
+def with_resolved_precision(job: JobConfig, model: nn.Module, seq_len: int, dist: Dist,
+                            fresh: bool) -> tuple[JobConfig, str]:
+    """(the job with ``precision: auto`` replaced by what this device trains ``model`` in, why).
+
+    Rank 0 decides (on a CPU by timing both dtypes at the model's shape) and every rank
+    follows: ranks that measured apart could disagree. A resumed run keeps the precision its
+    first attempt recorded: its checkpoint's optimizer state is in that layout."""
     import dataclasses
 
-    from engine.probe import resolve_precision
+    from engine.probe import Workload, resolve_precision
 
-    precision, why = resolve_precision(job.deepspeed.precision, dist.device.type, job.deepspeed.zero_stage)
+    ds = job.deepspeed
+    if ds.precision == "auto" and not fresh:
+        kept = RunStore(job.runs_dir).read(job.run_id)["config"]["deepspeed"]["precision"]
+        choice = (kept, f"auto: {kept}, as this run's first attempt chose (its checkpoint is in it)")
+    else:
+        choice = resolve_precision(ds.precision, dist.device.type, ds.zero_stage,
+                                   Workload.of(model.config, seq_len, ds.micro_batch, "train")) if dist.is_main else None
+    precision, why = broadcast(choice, dist)
     if dist.is_main:
         print(f"[engine.train] {job.run_id}: precision {why}", flush=True)
-    return dataclasses.replace(job, deepspeed=dataclasses.replace(job.deepspeed, precision=precision))
+    return dataclasses.replace(job, deepspeed=dataclasses.replace(ds, precision=precision)), why
 
 
 # -- one job -----------------------------------------------------------------------------------
@@ -429,8 +460,8 @@ def run_job(job: JobConfig, dist: Dist, data: TokenData | None = None) -> str:
     data = data if data is not None else open_shards(job.data)
     check_seq_len(job, data.seq_len)
     check_budget(job, dist.world, data.seq_len)
-    job = with_resolved_precision(job, dist)
     prep = prepare(job, data, dist, fresh=mode == "fresh")
+    job, prep.meta["precision_reason"] = with_resolved_precision(job, prep.model, data.seq_len, dist, mode == "fresh")
     engine, ds_json = build_engine(job, prep.model, dist, data.seq_len)
     monitor.announce(job, dist.is_main)
     objective = make_objective(job, prep.teacher, engine.module, prep.choices)
