@@ -266,3 +266,21 @@ def test_prune_records_where_and_in_what_its_forwards_ran(tmp_path, tiny_dir, dt
     report = json.loads((tmp_path / "out" / "prune_report.json").read_text())
     assert report["choices"]["forward"] == {"device": "cpu", "dtype": dtype, "why": f"{dtype} as requested"}
     assert report["job"]["dtype"] == dtype
+
+
+def test_a_bf16_students_kd_teacher_is_held_in_bf16_once(trained):
+    """The teacher is cast in place to the student's precision (half the memory of an fp32
+    copy, and no per-forward weight casts), and its KD loss matches the fp32 teacher's."""
+    import copy
+
+    from engine.train.config import KDConfig
+    from engine.train.objectives import make_kd
+
+    parent, _, held_out = trained
+    student = copy.deepcopy(parent).to(torch.bfloat16)
+    fp32_loss = make_kd(copy.deepcopy(parent), KDConfig())(student, held_out[:4])
+    teacher = copy.deepcopy(parent)
+    bf16_loss = make_kd(teacher, KDConfig(), torch.bfloat16)(student, held_out[:4])
+    assert {p.dtype for p in teacher.parameters()} == {torch.bfloat16}
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert float(bf16_loss) == pytest.approx(float(fp32_loss), abs=0.02)

@@ -38,15 +38,18 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature ** 2
 
 
-def make_kd(teacher: nn.Module, cfg: KDConfig) -> Objective:
-    """Minitron-style distillation: the unpruned parent, frozen in eval mode, is the teacher."""
-    teacher.eval().requires_grad_(False)
+def make_kd(teacher: nn.Module, cfg: KDConfig, dtype: torch.dtype = torch.float32) -> Objective:
+    """Minitron-style distillation: the unpruned parent, frozen in eval mode, is the teacher.
+
+    The teacher is held in the student's training precision (``dtype``), cast in place once:
+    a bf16 student was chosen because bf16 is faster on this device, an fp32 teacher forward
+    would cost as much as the step saves, and on a GPU the fp32 copy of an 8B parent alone
+    (32 GB per rank) is what does not fit (the grid estimate counts the teacher in this dtype).
+    """
+    teacher.eval().requires_grad_(False).to(dtype)
 
     def loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-        # The teacher computes in the student's precision: a bf16 student was chosen because
-        # bf16 is faster here, and an fp32 teacher forward would cost as much as the step saves.
-        bf16 = next(model.parameters()).dtype == torch.bfloat16
-        with torch.no_grad(), torch.autocast(ids.device.type, torch.bfloat16, enabled=bf16):
+        with torch.no_grad():
             t_logits = teacher(input_ids=ids, use_cache=False).logits  # [B, T, V]
         out = model(input_ids=ids, labels=ids if cfg.lm_weight else None, use_cache=False)
         kl = kd_loss(out.logits, t_logits, cfg.temperature)
@@ -158,7 +161,7 @@ def make_objective(job: JobConfig, teacher: nn.Module | None, student: nn.Module
         return lm_loss
     assert teacher is not None, "kd and recon need the parent as teacher"
     if job.objective in ("kd", "recon+kd"):
-        return make_kd(teacher, job.kd)
+        return make_kd(teacher, job.kd, next(student.parameters()).dtype)
     mapping = layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers, choices)
     return BlockRecon(teacher, student, mapping, choices.get("hidden_channels"))
 
