@@ -32,7 +32,7 @@ class DatasetSpec:
 
     name: str                        # hub name (org/name) or a local directory / file
     config: str | None = None        # the dataset's configuration (subset), where it has several
-    split: str = "train"             # the dataset's split to read (its train/eval comes from the doc hash)
+    split: str | None = None         # the dataset's split to read (None: train); train/eval come from the doc hash
     revision: str | None = None      # hub branch, tag or commit (None: the default branch)
     text_field: str = "text"         # field holding the document text; dotted for nested fields
     domain_field: str | None = None  # field naming each document's domain, e.g. meta.redpajama_set_name
@@ -97,7 +97,7 @@ def _load(spec: DatasetSpec) -> tuple[object, dict]:
 
     local = spec.local_path
     source = {"name": spec.name, "kind": "local" if local else "hub", "config": spec.config,
-              "split": spec.split, "revision": spec.revision, "text_field": spec.text_field,
+              "split": spec.split or "train", "revision": spec.revision, "text_field": spec.text_field,
               "domain_field": spec.domain_field, "streaming": spec.streaming}
     try:
         if local is not None and local.is_dir() and ((local / "state.json").is_file()
@@ -107,10 +107,10 @@ def _load(spec: DatasetSpec) -> tuple[object, dict]:
         else:
             builder = _builder(spec, local)
             if spec.streaming:
-                data = builder.as_streaming_dataset(split=spec.split)
+                data = builder.as_streaming_dataset(split=spec.split or "train")
             else:
                 builder.download_and_prepare()
-                data = builder.as_dataset(split=spec.split)
+                data = builder.as_dataset(split=spec.split or "train")
             # for a hub dataset the builder's hash is the resolved commit; for local files a
             # hash of the files: either way it changes when the data does
             source |= {"format": builder.name, "resolved": builder.hash}
@@ -130,9 +130,13 @@ def _from_disk(spec: DatasetSpec, path: Path):
 
     data = datasets.load_from_disk(str(path))
     if isinstance(data, datasets.DatasetDict):
-        if spec.split not in data:
-            raise BadInput(f"--split {spec.split!r} is not in {str(path)!r}; splits: {', '.join(data)}")
-        data = data[spec.split]
+        split = spec.split or "train"
+        if split not in data:
+            raise BadInput(f"--split {split!r} is not in {str(path)!r}; splits: {', '.join(data)}")
+        data = data[split]
+    elif spec.split is not None and spec.split != str(data.split):
+        held = f"only its {str(data.split)!r} split" if data.split else "a single dataset with no named split"
+        raise BadInput(f"--split {spec.split!r}: {str(path)!r} holds {held}; leave --split out")
     return data.to_iterable_dataset() if spec.streaming else data
 
 
@@ -145,7 +149,7 @@ def _builder(spec: DatasetSpec, local: Path | None):
             raise BadInput(f"--dataset {spec.name!r}: a {local.suffix or 'suffix-less'} file is not a dataset; "
                            f"allowed: {', '.join(_FILE_BUILDERS)} or a directory")
         extra = {"sample_by": "document"} if kind == "text" else {}
-        return datasets.load_dataset_builder(kind, data_files={spec.split: str(local)}, **extra)
+        return datasets.load_dataset_builder(kind, data_files={spec.split or "train": str(local)}, **extra)
     return datasets.load_dataset_builder(str(local) if local else spec.name, spec.config, revision=spec.revision)
 
 

@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the shard manifest's splits as JSON")
     d = p.add_argument_group("with --dataset")
     d.add_argument("--config", default=None, help="the dataset's configuration (subset)")
-    d.add_argument("--split", default="train", help="the dataset's split to read (default train)")
+    d.add_argument("--split", default=None, help="the dataset's split to read (default train)")
     d.add_argument("--revision", default=None, help="hub branch, tag or commit (default: the main branch)")
     d.add_argument("--text-field", default="text", help="field holding the text (default text; dotted: a.b)")
     d.add_argument("--domain-field", default=None,
@@ -60,7 +60,7 @@ def _max_tokens(text: str | None) -> int | None:
 
 def _dataset_only(args: argparse.Namespace) -> None:
     """Dataset options given with --corpus would be silently ignored: refuse them."""
-    given = [flag for flag, value, default in (("--config", args.config, None), ("--split", args.split, "train"),
+    given = [flag for flag, value, default in (("--config", args.config, None), ("--split", args.split, None),
                                                ("--revision", args.revision, None),
                                                ("--text-field", args.text_field, "text"),
                                                ("--domain-field", args.domain_field, None),
