@@ -84,10 +84,7 @@ def open_dataset(spec: DatasetSpec) -> OpenDataset:
 
     datasets.disable_progress_bars()
     data, source = _load(spec)
-    fields = _fields(data)
-    _check_field(spec, fields, spec.text_field, "text")
-    if spec.domain_field:
-        _check_field(spec, fields, spec.domain_field, "domain")
+    _check_fields(spec, _fields(data))
     tops = list(dict.fromkeys(f.split(".")[0] for f in (spec.text_field, spec.domain_field) if f))
     return OpenDataset(spec, data.select_columns(tops), source)
 
@@ -106,6 +103,8 @@ def _load(spec: DatasetSpec) -> tuple[object, dict]:
             source |= {"path": str(local.resolve()), "format": "save_to_disk"}
         else:
             builder = _builder(spec, local)
+            if builder.info.features is not None:  # known from the files' schema or the hub card:
+                _check_fields(spec, dict(_walk_features(builder.info.features)))  # refuse before downloading
             if spec.streaming:
                 data = builder.as_streaming_dataset(split=spec.split or "train")
             else:
@@ -199,6 +198,12 @@ def _walk_values(record: dict, prefix: str = "") -> Iterator[tuple[str, str]]:
             yield from _walk_values(value, name + ".")
         else:
             yield name, "string" if isinstance(value, str) else type(value).__name__
+
+
+def _check_fields(spec: DatasetSpec, fields: dict[str, str]) -> None:
+    _check_field(spec, fields, spec.text_field, "text")
+    if spec.domain_field:
+        _check_field(spec, fields, spec.domain_field, "domain")
 
 
 def _check_field(spec: DatasetSpec, fields: dict[str, str], field: str, role: str) -> None:

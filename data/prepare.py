@@ -274,14 +274,12 @@ def prepare(corpus: str | os.PathLike, tokenizer: str | os.PathLike, seq_len: in
         BadInput: missing/empty corpus, bad seq_len, unknown tokenizer, existing ``out``, an
             ``out`` that is or holds one of the inputs.
     """
-    from data.tokenizers import resolve_tokenizer_dir
-
     cfg = PrepareConfig(seq_len, num_proc, overwrite=overwrite, max_tokens=max_tokens)
     corpus, out = Path(corpus), Path(out)
     cmanifest = read_manifest(corpus)
     if not cmanifest.get("domains"):
         raise BadInput(f"corpus {str(corpus)!r} has no domains")
-    _check_out(out, cfg, corpus, _local(tokenizer, resolve_tokenizer_dir))
+    _check_out(out, cfg, corpus, _named_path(tokenizer))
     origin = {"corpus": {"path": str(corpus.resolve()), "manifest_sha256": manifest_hash(corpus)}}
     return _write(lambda: _corpus_batches(corpus, cmanifest, cfg.batch_size), origin, tokenizer, cfg, out,
                   f"corpus {str(corpus)!r}")
@@ -305,7 +303,7 @@ def prepare_dataset(dataset, tokenizer: str | os.PathLike, seq_len: int, out: st
 
     cfg = PrepareConfig(seq_len, num_proc, overwrite=overwrite, max_tokens=max_tokens, eval_fraction=eval_fraction)
     out = Path(out)
-    _check_out(out, cfg, dataset.local_path, _local(tokenizer, resolve_tokenizer_dir))
+    _check_out(out, cfg, dataset.local_path, _named_path(tokenizer))
     resolve_tokenizer_dir(tokenizer)  # an unknown tokenizer is refused before the dataset loads
     opened = open_dataset(dataset)
     origin = {"dataset": opened.source | {"eval_fraction": eval_fraction}}
@@ -313,10 +311,10 @@ def prepare_dataset(dataset, tokenizer: str | os.PathLike, seq_len: int, out: st
                   f"dataset {dataset.name!r}")
 
 
-def _local(tokenizer: str | os.PathLike, resolve) -> Path | None:
-    """The tokenizer's directory when the user named one (a named tokenizer lives in the cache)."""
-    path = resolve(tokenizer)
-    return path if Path(tokenizer).expanduser().exists() else None
+def _named_path(tokenizer: str | os.PathLike) -> Path | None:
+    """The tokenizer directory the user named, if a path (``llama3``/``qwen2.5`` live in the cache)."""
+    path = Path(tokenizer).expanduser()
+    return path if path.exists() else None
 
 
 def _write(batches, origin: dict, tokenizer: str | os.PathLike, cfg: PrepareConfig, out: Path, what: str) -> Path:

@@ -137,3 +137,24 @@ def test_a_hub_name_offline_and_not_cached_is_one_line(tmp_path, tmp_path_factor
     assert data_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'nosuch-org/nosuch-dataset' cannot be loaded" in err[0] and "offline" in err[0], err
+
+
+def test_reading_never_runs_ahead_of_tokenising(tmp_path_factory):
+    """Memory stays bounded whatever the corpus size: with 2 workers, at most 4 batches are read
+    beyond the one being packed, however fast the source could produce them."""
+    from data.prepare import PrepareConfig, _encoded
+
+    tok_dir = built(tmp_path_factory)["tok"]
+    produced = []
+
+    def source():
+        for i in range(40):
+            produced.append(i)
+            yield [f"document {i} " + "words about pruning and tokens. " * 10] * 8, None, ["d"] * 8
+
+    init = (str(tok_dir / "tokenizer.json"), 0, "uint16", 0.05, True)
+    ahead = []
+    for k, (enc, domains) in enumerate(_encoded(source(), PrepareConfig(16, num_proc=2), init)):
+        ahead.append(len(produced) - (k + 1))
+        assert len(enc.lengths) == 8 and domains == ["d"] * 8
+    assert len(ahead) == 40 and max(ahead) <= 4
