@@ -46,7 +46,8 @@ def _arrays(shards: ShardSet) -> dict[str, np.ndarray]:
     return {f"{s}/{d}": np.asarray(shards.sequences(s, d)) for s in ("train", "eval") for d in shards.split_domains(s)}
 
 
-def test_domains_from_a_nested_field_hold_exactly_the_tokenizer_tokens(dataset_dirs, tmp_path, tmp_path_factory):
+def test_domains_from_a_nested_field_hold_exactly_the_tokenizer_tokens(dataset_dirs, tmp_path, tmp_path_factory,
+                                                                       capsys):
     tok_dir = built(tmp_path_factory)["tok"]
     shards = _prepare(tmp_path, tok_dir, dataset_dirs["saved"], "--domain-field", "meta.redpajama_set_name")
     assert shards.domains == ["RedPajama_Wiki", "RedPajamaBook"]  # as they come; "/" made file-safe
@@ -64,6 +65,9 @@ def test_domains_from_a_nested_field_hold_exactly_the_tokenizer_tokens(dataset_d
     assert source["path"] == str(dataset_dirs["saved"].resolve()) and source["format"] == "save_to_disk"
     assert source["split"] == "train" and source["domain_field"] == "meta.redpajama_set_name"
     assert len(source["fingerprint"]) == 16 and "corpus" not in shards.manifest
+    capsys.readouterr()
+    assert data_main(["inspect", str(shards.path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["source"]["dataset"] == source
 
 
 def test_saved_parquet_streamed_and_parallel_give_the_same_shards(dataset_dirs, tmp_path, tmp_path_factory):
