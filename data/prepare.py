@@ -51,8 +51,9 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if self.seq_len < 2:
             raise BadInput(f"--seq-len {self.seq_len} must be at least 2")
-        if self.num_proc < 1:
-            raise BadInput(f"--num-proc {self.num_proc} must be at least 1")
+        most = 4 * (os.cpu_count() or 1)  # beyond that, processes only compete for the same cores
+        if not 1 <= self.num_proc <= most:
+            raise BadInput(f"--num-proc {self.num_proc} must be between 1 and {most} (4x this machine's CPUs)")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise BadInput(f"--max-tokens {self.max_tokens} must be a positive token count (e.g. 500M, 1B)")
         if not 0.0 < self.eval_fraction < 1.0:
@@ -120,10 +121,13 @@ def _encode(texts: list[str | None], splits: list[str] | None) -> Encoded:
 Batch = tuple[list, list[str] | None, list[str]]  # texts, splits (or None), domains
 
 
-def _encoded(batches: Iterable[Batch], cfg: PrepareConfig, init: tuple) -> Iterator[tuple[Encoded, list[str]]]:
+def _encoded(batches: Iterable[Batch], cfg: PrepareConfig, init: tuple,
+             documents: int | None = None) -> Iterator[tuple[Encoded, list[str]]]:
     """``(Encoded, domains)`` per batch, in order. At most two batches per worker are in
-    flight, so reading never runs ahead of tokenising (memory stays bounded)."""
-    if cfg.num_proc == 1:
+    flight, so reading never runs ahead of tokenising (memory stays bounded). ``documents``
+    (where known) caps the workers at one per batch: starting one costs a tokenizer load."""
+    procs = cfg.num_proc if documents is None else min(cfg.num_proc, -(-documents // cfg.batch_size))
+    if procs <= 1:
         _init_worker(*init[:-1], quiet=False)
         for texts, splits, domains in batches:
             yield _encode(texts, splits), domains
@@ -132,13 +136,13 @@ def _encoded(batches: Iterable[Batch], cfg: PrepareConfig, init: tuple) -> Itera
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn, not fork: the parent holds pyarrow / datasets threads that a fork would copy mid-state
-    pool = ProcessPoolExecutor(cfg.num_proc, mp_context=multiprocessing.get_context("spawn"),
+    pool = ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=init)
     pending: deque = deque()
     try:
         for texts, splits, domains in batches:
             pending.append((pool.submit(_encode, texts, splits), domains))
-            if len(pending) >= 2 * cfg.num_proc:
+            if len(pending) >= 2 * procs:
                 future, doms = pending.popleft()
                 yield future.result(), doms
         while pending:
@@ -281,8 +285,9 @@ def prepare(corpus: str | os.PathLike, tokenizer: str | os.PathLike, seq_len: in
         raise BadInput(f"corpus {str(corpus)!r} has no domains")
     _check_out(out, cfg, corpus, _named_path(tokenizer))
     origin = {"corpus": {"path": str(corpus.resolve()), "manifest_sha256": manifest_hash(corpus)}}
-    return _write(lambda: _corpus_batches(corpus, cmanifest, cfg.batch_size), origin, tokenizer, cfg, out,
-                  f"corpus {str(corpus)!r}")
+    documents = sum(info["documents"] for info in cmanifest["domains"].values())
+    return _write(lambda: _corpus_batches(corpus, cmanifest, cfg.batch_size), documents, origin, tokenizer, cfg,
+                  out, f"corpus {str(corpus)!r}")
 
 
 def prepare_dataset(dataset, tokenizer: str | os.PathLike, seq_len: int, out: str | os.PathLike, *,
@@ -307,7 +312,8 @@ def prepare_dataset(dataset, tokenizer: str | os.PathLike, seq_len: int, out: st
     resolve_tokenizer_dir(tokenizer)  # an unknown tokenizer is refused before the dataset loads
     opened = open_dataset(dataset)
     origin = {"dataset": opened.source | {"eval_fraction": eval_fraction}}
-    return _write(lambda: _dataset_batches(opened, cfg.batch_size), origin, tokenizer, cfg, out,
+    documents = len(opened.data) if hasattr(opened.data, "__len__") else None  # unknown when streamed
+    return _write(lambda: _dataset_batches(opened, cfg.batch_size), documents, origin, tokenizer, cfg, out,
                   f"dataset {dataset.name!r}")
 
 
@@ -317,7 +323,7 @@ def _named_path(tokenizer: str | os.PathLike) -> Path | None:
     return path if path.exists() else None
 
 
-def _write(batches, origin: dict, tokenizer: str | os.PathLike, cfg: PrepareConfig, out: Path, what: str) -> Path:
+def _write(batches, documents: int | None, origin: dict, tokenizer: str | os.PathLike, cfg: PrepareConfig, out: Path, what: str) -> Path:
     from data.tokenizers import load_tokenizer, resolve_tokenizer_dir
 
     tok, tok_dir = load_tokenizer(tokenizer), resolve_tokenizer_dir(tokenizer)
@@ -325,7 +331,7 @@ def _write(batches, origin: dict, tokenizer: str | os.PathLike, cfg: PrepareConf
     init = (str(tok_dir / "tokenizer.json"), tok.eos_token_id, dtype.name, cfg.eval_fraction, True)
     with atomic_dir(out) as tmp:
         shutil.copytree(tok_dir, tmp / "tokenizer")
-        written = _pack(_encoded(batches(), cfg, init), tmp, dtype, cfg)
+        written = _pack(_encoded(batches(), cfg, init, documents), tmp, dtype, cfg)
         if not any(s["sequences"] for s in written.splits["train"].values()):
             raise BadInput(f"{what} yields no train sequence of {cfg.seq_len} tokens; "
                            f"use a smaller --seq-len or more data")
