@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -181,23 +182,20 @@ def build_local_dataset(work: Path, tokens: int, domains: list[str], debian: boo
     records = [(json.loads(line)["text"], domain) for domain, info in read_manifest(corpus)["domains"].items()
                for line in (corpus / info["file"]).read_text("utf-8").splitlines()]
     tok = Tokenizer.from_file(str(resolve_tokenizer_dir("llama3") / "tokenizer.json"))
-    sample = records[:: max(1, len(records) // 500)]
-    per_char = sum(len(e.ids) + 1 for e in tok.encode_batch_fast([t for t, _ in sample], add_special_tokens=False)) \
-        / sum(len(t) for t, _ in sample)
-    corpus_tokens = per_char * sum(len(t) for t, _ in records)
+    counts = [len(e.ids) + 1 for e in tok.encode_batch_fast([t for t, _ in records], add_special_tokens=False)]
     out.mkdir(parents=True, exist_ok=True)
     written = documents = part = 0
-    while written < tokens:
-        for start in range(0, len(records), 20000):
-            chunk = records[start:start + 20000]
+    while written < tokens:  # whole passes over the corpus, the last one cut at the size asked
+        for start in range(0, len(records), 2000):
+            chunk = records[start:start + 2000]
             table = pa.table({"text": [t for t, _ in chunk], "meta": [{"domain": d} for _, d in chunk]})
             pq.write_table(table, out / f"part-{part:05d}.parquet")
             part += 1
             documents += len(chunk)
-            written += per_char * sum(len(t) for t, _ in chunk)
+            written += sum(counts[start:start + 2000])
             if written >= tokens:
                 break
-    (out / "done.json").write_text(json.dumps({"documents": documents, "corpus_tokens_est": corpus_tokens}))
+    (out / "done.json").write_text(json.dumps({"documents": documents, "tokens": written, "corpus_tokens": sum(counts)}))
     return out, documents
 
 
@@ -257,11 +255,15 @@ def _child(code: str, *args: str, cache: Path) -> dict:
     shutil.rmtree(cache, ignore_errors=True)
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HF_DATASETS_CACHE": str(cache),
                         "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark child failed: {proc.stderr.strip()[-2000:]}")
     shutil.rmtree(cache, ignore_errors=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    # CPU seconds of the child and all its workers: less disturbed than wall time by other load
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return json.loads(proc.stdout.strip().splitlines()[-1]) | {"cpu_s": cpu}
 
 
 def bench_dataset(work: Path, tokens: int, num_proc: int, domains: list[str], debian: bool) -> dict:
@@ -343,6 +345,9 @@ def _dataset_section(work: Path, args: argparse.Namespace) -> None:
     print(f"[dataset] datasets.map(tokenizer) + numpy write {base['seconds']:.1f} s ({rate(base):.2f} M tok/s); "
           f"data prepare --dataset {pipe['seconds']:.1f} s ({rate(pipe):.2f} M tok/s) -> {res['ratio']:.2f}x; "
           f"--streaming {stream['seconds']:.1f} s -> {res['ratio_streaming']:.2f}x (goal >= 1x)")
+    print(f"[dataset] CPU seconds, all processes: baseline {base['cpu_s']:.1f}, data prepare --dataset "
+          f"{pipe['cpu_s']:.1f} ({base['cpu_s'] / pipe['cpu_s']:.2f}x), --streaming {stream['cpu_s']:.1f} "
+          f"({base['cpu_s'] / stream['cpu_s']:.2f}x)")
     print(f"[dataset] peak RSS, main process + workers: streaming all {stream['tokens']:,} tokens "
           f"{stream['tree_peak_mb']:.0f} MB (main {stream['peak_rss_mb']:.0f} MB), a quarter "
           f"{quarter['tree_peak_mb']:.0f} MB (main {quarter['peak_rss_mb']:.0f} MB) -> "
