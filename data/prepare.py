@@ -335,6 +335,9 @@ def _write(batches, documents: int | None, origin: dict, tokenizer: str | os.Pat
         if not any(s["sequences"] for s in written.splits["train"].values()):
             raise BadInput(f"{what} yields no train sequence of {cfg.seq_len} tokens; "
                            f"use a smaller --seq-len or more data")
+        if not any(s["sequences"] for s in written.splits["eval"].values()):  # eval_loss would be undefined
+            raise BadInput(f"{what} yields no eval sequence of {cfg.seq_len} tokens; use a smaller --seq-len, "
+                           f"a larger eval fraction, a larger --max-tokens or more data")
         manifest = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "seq_len": cfg.seq_len, "dtype": dtype.name, "vocab_size": len(tok),
                     "tokenizer": _tokenizer_identity(tok, tok_dir, str(tokenizer)), **origin,

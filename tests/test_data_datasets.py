@@ -95,11 +95,11 @@ def test_the_split_and_tokens_match_the_corpus_path(dataset_dirs, tmp_path, tmp_
 def test_max_tokens_stops_there(dataset_dirs, tmp_path, tmp_path_factory):
     tok_dir = built(tmp_path_factory)["tok"]
     full = _prepare(tmp_path, tok_dir, dataset_dirs["parquet"], out="full")
-    cut = _prepare(tmp_path, tok_dir, dataset_dirs["parquet"], "--max-tokens", "5000", "--streaming", out="cut")
+    cut = _prepare(tmp_path, tok_dir, dataset_dirs["parquet"], "--max-tokens", "20000", "--streaming", out="cut")
     raw = sum(s["tokens_raw"] for split in cut.manifest["splits"].values() for s in split.values())
-    assert raw == 5000 and cut.manifest["budget"] == {"max_tokens": 5000, "reached": True,
-                                                      "documents": cut.manifest["budget"]["documents"], "tokens": 5000}
-    assert not full.manifest["budget"]["reached"] and full.manifest["budget"]["tokens"] > 5000
+    assert raw == 20000 and cut.manifest["budget"] == {"max_tokens": 20000, "reached": True,
+                                                      "documents": cut.manifest["budget"]["documents"], "tokens": 20000}
+    assert not full.manifest["budget"]["reached"] and full.manifest["budget"]["tokens"] > 20000
     # the budget takes the first documents in order: the cut shard is a prefix of the full one
     n = len(cut.sequences("train", "parquet"))
     assert np.array_equal(cut.sequences("train", "parquet"), full.sequences("train", "parquet")[:n])
@@ -162,3 +162,12 @@ def test_reading_never_runs_ahead_of_tokenising(tmp_path_factory):
         ahead.append(len(produced) - (k + 1))
         assert len(enc.lengths) == 8 and domains == ["d"] * 8
     assert len(ahead) == 40 and max(ahead) <= 4
+
+
+def test_a_budget_too_small_for_an_eval_sequence_is_refused(dataset_dirs, tmp_path, tmp_path_factory, capsys):
+    argv = ["prepare", "--dataset", str(dataset_dirs["parquet"]), "--text-field", "content", "--tokenizer",
+            str(built(tmp_path_factory)["tok"]), "--seq-len", str(SEQ), "--max-tokens", "300", "--num-proc", "1",
+            "--out", str(tmp_path / "s")]
+    assert data_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "yields no eval sequence of 32 tokens" in err[0] and not (tmp_path / "s").exists()
