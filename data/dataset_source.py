@@ -70,7 +70,8 @@ def domain_name(value: object) -> str:
 
 def default_domain(spec: DatasetSpec) -> str:
     """The single domain of a dataset read without a domain field: its name's last part."""
-    return domain_name(Path(spec.name.rstrip("/")).name.lower())
+    path = Path(spec.name.rstrip("/"))
+    return domain_name((path.stem if path.suffix.lower() in _FILE_BUILDERS else path.name).lower())
 
 
 def open_dataset(spec: DatasetSpec) -> OpenDataset:
@@ -100,7 +101,8 @@ def _load(spec: DatasetSpec) -> tuple[object, dict]:
         if local is not None and local.is_dir() and ((local / "state.json").is_file()
                                                      or (local / "dataset_dict.json").is_file()):
             data = _from_disk(spec, local)
-            source |= {"path": str(local.resolve()), "format": "save_to_disk"}
+            # memory-mapped arrow: read batch by batch as it is, streamed or not
+            source |= {"path": str(local.resolve()), "format": "save_to_disk", "fingerprint": data._fingerprint}
         else:
             builder = _builder(spec, local)
             if builder.info.features is not None:  # known from the files' schema or the hub card:
@@ -118,9 +120,6 @@ def _load(spec: DatasetSpec) -> tuple[object, dict]:
     except (datasets.exceptions.DatasetNotFoundError, FileNotFoundError, ValueError, ConnectionError) as exc:
         raise BadInput(f"--dataset {spec.name!r} cannot be loaded: {_first_sentence(exc)}{_offline_hint(local)}") \
             from None
-    fingerprint = getattr(data, "_fingerprint", None)
-    if fingerprint:
-        source["fingerprint"] = fingerprint
     return data, source
 
 
@@ -136,7 +135,7 @@ def _from_disk(spec: DatasetSpec, path: Path):
     elif spec.split is not None and spec.split != str(data.split):
         held = f"only its {str(data.split)!r} split" if data.split else "a single dataset with no named split"
         raise BadInput(f"--split {spec.split!r}: {str(path)!r} holds {held}; leave --split out")
-    return data.to_iterable_dataset() if spec.streaming else data
+    return data
 
 
 def _builder(spec: DatasetSpec, local: Path | None):

@@ -4,6 +4,7 @@ same shards as a built corpus, offline, with the dataset source in the manifest.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,11 @@ def dataset_dirs(tmp_path_factory) -> dict[str, Path]:
                                      "meta": [{"redpajama_set_name": names[i % 3 == 0]} for i in range(len(rows))]})
     ds.save_to_disk(str(root / "saved"))
     ds.to_parquet(str(root / "parquet" / "part-00000.parquet"))
-    return {"saved": root / "saved", "parquet": root / "parquet", "rows": root / "docs.jsonl", "root": root}
+    ds.to_json(str(root / "json" / "part-00000.jsonl"))
+    (root / "arrow").mkdir()
+    shutil.copy(next((root / "saved").glob("*.arrow")), root / "arrow" / "part-00000.arrow")
+    return {"saved": root / "saved", "parquet": root / "parquet", "json": root / "json", "arrow": root / "arrow",
+            "rows": root / "docs.jsonl", "root": root}
 
 
 def _prepare(tmp_path, tok, source, *extra, out="shards") -> ShardSet:
@@ -70,15 +75,19 @@ def test_domains_from_a_nested_field_hold_exactly_the_tokenizer_tokens(dataset_d
     assert json.loads(capsys.readouterr().out)["source"]["dataset"] == source
 
 
-def test_saved_parquet_streamed_and_parallel_give_the_same_shards(dataset_dirs, tmp_path, tmp_path_factory):
+@pytest.mark.parametrize("kind, extra", [("saved", ["--streaming"]), ("parquet", ["--streaming", "--num-proc", "2"]),
+                                         ("json", []), ("arrow", [])])
+def test_every_local_form_streamed_or_not_gives_the_same_shards(dataset_dirs, tmp_path, tmp_path_factory,
+                                                                kind, extra):
     tok_dir = built(tmp_path_factory)["tok"]
     field = ["--domain-field", "meta.redpajama_set_name"]
     saved = _arrays(_prepare(tmp_path, tok_dir, dataset_dirs["saved"], *field, out="a"))
-    parquet = _prepare(tmp_path, tok_dir, dataset_dirs["parquet"], *field, "--streaming", "--num-proc", "2", out="b")
-    assert parquet.manifest["dataset"]["format"] == "parquet" and parquet.manifest["dataset"]["streaming"]
-    assert parquet.manifest["dataset"]["resolved"]  # the data files' hash: changes with the data
-    other = _arrays(parquet)
-    assert saved.keys() == other.keys() and all(np.array_equal(saved[k], other[k]) for k in saved)
+    other = _prepare(tmp_path, tok_dir, dataset_dirs[kind], *field, *extra, out="b")
+    source = other.manifest["dataset"]
+    assert source["streaming"] == ("--streaming" in extra) and source["path"] == str(dataset_dirs[kind].resolve())
+    assert source.get("resolved") or source.get("fingerprint")  # changes with the data
+    arrays = _arrays(other)
+    assert saved.keys() == arrays.keys() and all(np.array_equal(saved[k], arrays[k]) for k in saved)
 
 
 def test_the_split_and_tokens_match_the_corpus_path(dataset_dirs, tmp_path, tmp_path_factory):
