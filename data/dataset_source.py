@@ -84,6 +84,7 @@ def open_dataset(spec: DatasetSpec) -> OpenDataset:
     import datasets
 
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()  # "using the cached version" notes would bury the summary
     data, source = _load(spec)
     _check_fields(spec, _fields(data))
     tops = list(dict.fromkeys(f.split(".")[0] for f in (spec.text_field, spec.domain_field) if f))

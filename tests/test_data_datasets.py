@@ -180,3 +180,25 @@ def test_a_budget_too_small_for_an_eval_sequence_is_refused(dataset_dirs, tmp_pa
     assert data_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "yields no eval sequence of 32 tokens" in err[0] and not (tmp_path / "s").exists()
+
+
+def test_a_hub_dataset_in_the_offline_cache_is_prepared(dataset_dirs, tmp_path, tmp_path_factory, monkeypatch):
+    """Offline, ``datasets`` serves a hub dataset from its own cache (what an earlier online load
+    leaves: ``<cache>/<org>___<name>/<config>/<version>/<hash>/``); the hub name is recorded."""
+    import datasets
+
+    prepared = datasets.load_dataset_builder("parquet", cache_dir=str(tmp_path / "tmp-cache"),
+                                             data_files={"train": str(dataset_dirs["parquet"] / "part-00000.parquet")})
+    prepared.download_and_prepare()
+    cached = tmp_path / "hf-cache" / "prunelaw-test___tiny-corpus" / "default" / "0.0.0" / Path(prepared.cache_dir).name
+    shutil.copytree(prepared.cache_dir, cached)
+    for arrow in cached.glob("parquet-*.arrow"):
+        arrow.rename(cached / arrow.name.replace("parquet-", "tiny-corpus-"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    monkeypatch.chdir(tmp_path)  # the name is not a local path here
+    shards = _prepare(tmp_path, built(tmp_path_factory)["tok"], "prunelaw-test/tiny-corpus",
+                      "--domain-field", "meta.redpajama_set_name")
+    source = shards.manifest["dataset"]
+    assert source["kind"] == "hub" and source["name"] == "prunelaw-test/tiny-corpus" and "path" not in source
+    assert source["resolved"] == Path(prepared.cache_dir).name
+    assert shards.domains == ["RedPajama_Wiki", "RedPajamaBook"]
