@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import shutil
 import statistics
@@ -172,18 +173,20 @@ def build_local_dataset(work: Path, tokens: int, domains: list[str], debian: boo
     from data.corpus import build_corpus, read_manifest
     from data.tokenizers import resolve_tokenizer_dir
 
-    out = work / f"dataset-{tokens}"
-    if (out / "done.json").is_file():
-        return out, json.loads((out / "done.json").read_text())["documents"]
+    out, done = work / f"dataset-{tokens}", work / f"dataset-{tokens}.json"  # beside it: not a data file
+    if done.is_file():
+        return out, json.loads(done.read_text())["documents"]
     corpus = work / f"corpus-{'-'.join(domains)}-{tokens}"
     if not (corpus / "manifest.json").is_file():
         per_domain_mb = tokens * 4.5 / len(domains) / 1e6  # about 4 characters per Llama-3 token, plus margin
         build_corpus(corpus, domains, max_mb=per_domain_mb, overwrite=True, debian=debian)
     records = [(json.loads(line)["text"], domain) for domain, info in read_manifest(corpus)["domains"].items()
                for line in (corpus / info["file"]).read_text("utf-8").splitlines()]
+    random.Random(0).shuffle(records)  # mixed domains throughout, as in a hub corpus: a prefix is a sample
     tok = Tokenizer.from_file(str(resolve_tokenizer_dir("llama3") / "tokenizer.json"))
     counts = [len(e.ids) + 1 for e in tok.encode_batch_fast([t for t, _ in records], add_special_tokens=False)]
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # an interrupted earlier build
+    out.mkdir(parents=True)
     written = documents = part = 0
     while written < tokens:  # whole passes over the corpus, the last one cut at the size asked
         for start in range(0, len(records), 2000):
@@ -195,7 +198,7 @@ def build_local_dataset(work: Path, tokens: int, domains: list[str], debian: boo
             written += sum(counts[start:start + 2000])
             if written >= tokens:
                 break
-    (out / "done.json").write_text(json.dumps({"documents": documents, "tokens": written, "corpus_tokens": sum(counts)}))
+    done.write_text(json.dumps({"documents": documents, "tokens": written, "corpus_tokens": sum(counts)}))
     return out, documents
 
 
@@ -223,7 +226,7 @@ from data.dataset_source import DatasetSpec
 from data.prepare import prepare_dataset
 spec = DatasetSpec(sys.argv[1], domain_field="meta.domain", streaming=sys.argv[4] == "stream")
 budget = int(sys.argv[5]) or None
-out = prepare_dataset(spec, "llama3", 2048, sys.argv[2], num_proc=int(sys.argv[3]), overwrite=True, max_tokens=budget)
+out = prepare_dataset(spec, "llama3", 1024, sys.argv[2], num_proc=int(sys.argv[3]), overwrite=True, max_tokens=budget)
 seconds = time.perf_counter() - start
 manifest = json.loads((out / "manifest.json").read_text())
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
