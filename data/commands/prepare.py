@@ -12,7 +12,7 @@ from data.cli import BadInput
 EPILOG = """examples:
   data prepare --corpus work/corpus --tokenizer work/tok --seq-len 256 --out work/shards
   data prepare --corpus work/corpus --tokenizer qwen2.5 --seq-len 1024 --out work/shards-qwen --num-proc 8
-  data prepare --dataset DKYoon/SlimPajama-6B --domain-field meta.redpajama_set_name --streaming \\
+  data prepare --dataset cerebras/SlimPajama-627B --domain-field meta.redpajama_set_name --streaming \\
       --max-tokens 1B --tokenizer llama3 --seq-len 2048 --out work/shards-slimpajama --num-proc 16
   data prepare --dataset work/my_saved_dataset --text-field content --tokenizer llama3 --seq-len 2048 --out work/s
 """
