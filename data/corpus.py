@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data import assets
-from data.cli import BadInput
+from data.cli import BadInput, refuse_out_over_input
 from data.runs import atomic_dir
 from data.sources import ALL_DOMAINS, DEFAULT_DOMAINS, EVAL_ONLY_DOMAINS, Source, sources_for
 
@@ -71,7 +71,7 @@ def split_of(digest: str, eval_fraction: float) -> str:
     return "eval" if int(digest[:16], 16) / 2**64 < eval_fraction else "train"
 
 
-def _clean(text: str) -> str:
+def clean_text(text: str) -> str:
     # Normalise newlines and trailing space so that CRLF copies count as exact duplicates.
     return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").split("\n")).strip()
 
@@ -79,6 +79,9 @@ def _clean(text: str) -> str:
 def local_source(name: str, path: str) -> Source:
     """A user's corpus as a source, read with HF ``datasets`` (text, jsonl/json, parquet)."""
     root = Path(path)
+    if root.is_dir() and ((root / "state.json").is_file() or (root / "dataset_dict.json").is_file()):
+        raise BadInput(f"--local {name}={path!r} is a datasets save_to_disk directory, not text files; "
+                       f"tokenise it with 'data prepare --dataset {path} --text-field FIELD'")
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
     files = [p for p in files if p.suffix in (".txt", ".jsonl", ".json", ".parquet")]
     if not root.exists() or not files:
@@ -124,7 +127,7 @@ def _collect(domain: str, sources: Sequence[Source], cfg: CorpusConfig, seen: se
             continue
         stats.sources[src.name] = src.licence
         for origin, raw in src.reader():
-            text = _clean(raw)
+            text = clean_text(raw)
             if len(text) < MIN_CHARS:
                 continue
             digest = doc_hash(text)
@@ -175,6 +178,7 @@ def build_corpus(out: str | os.PathLike, domains: Sequence[str] = DEFAULT_DOMAIN
     """
     cfg = CorpusConfig(tuple(domains), dict(local or {}), max_docs, max_mb, eval_fraction, overwrite, debian)
     out = Path(out)
+    refuse_out_over_input(out, *cfg.local.values())
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise BadInput(f"corpus directory {str(out)!r} already exists and is not empty; pass --overwrite")
     plan = {d: sources_for(d) for d in cfg.domains} | {n: [local_source(n, p)] for n, p in cfg.local.items()}

@@ -1,4 +1,4 @@
-"""The offline text sources of each corpus domain (/work/shared/ASSETS.md), as a data table.
+"""The offline text sources of each corpus domain, as a data table.
 
 A source is a name, a domain, a licence and a reader that yields ``(origin, text)`` pairs, one
 per document, in a deterministic order. Readers are lazy generators so that a small slice

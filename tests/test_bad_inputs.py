@@ -438,6 +438,43 @@ MODEL_CASES = [
 ]
 
 
+# -- datasets as a source, and an --out over the command's own input (data prepare / corpus) --
+
+DATASET_CASES = [
+    (["prepare", "--dataset", "{saved}", "--text-field", "body", "--tokenizer", "{bpe}",
+     "--seq-len", "16", "--out", "{ws}/s2"],
+     "has no field 'body' (fields: text, meta, meta.source)"),
+    (["prepare", "--dataset", "{saved}", "--domain-field", "meta.nosuch", "--tokenizer", "{bpe}",
+     "--seq-len", "16", "--out", "{ws}/s2"],
+     "has no field 'meta.nosuch'"),
+    (["prepare", "--dataset", "{saved}", "--max-tokens", "0", "--tokenizer", "{bpe}",
+     "--seq-len", "16", "--out", "{ws}/s2"],
+     "--max-tokens '0' must be a positive"),
+    (["prepare", "--corpus", "{corpus}", "--max-tokens", "0", "--tokenizer", "{bpe}",
+     "--seq-len", "16", "--out", "{ws}/s2"],
+     "--max-tokens '0' must be a positive"),
+    (["prepare", "--corpus", "{corpus}", "--split", "test", "--tokenizer", "{bpe}",
+     "--seq-len", "16", "--out", "{ws}/s2"],
+     '--split applies to --dataset only'),
+    (["prepare", "--dataset", "{saved}", "--tokenizer", "{bpe}", "--seq-len", "16",
+     "--out", "{saved}", "--overwrite"],
+     'is the input'),
+    (["prepare", "--corpus", "{corpus}", "--tokenizer", "{bpe}", "--seq-len", "16",
+     "--out", "{corpus}", "--overwrite"],
+     'is the input'),
+    (["prepare", "--corpus", "{corpus}", "--tokenizer", "{bpe}", "--seq-len", "16",
+     "--out", "{ws}", "--overwrite"],
+     'contains the input'),
+    (["prepare", "--corpus", "{corpus}", "--tokenizer", "{bpe}", "--seq-len", "16",
+     "--out", "{bpe}", "--overwrite"],
+     'is the input'),
+    (["corpus", "build", "--out", "{ws}/c1", "--domains", "--local", "a={saved}"],
+     'is a datasets save_to_disk directory'),
+    (["corpus", "build", "--out", "{ws}/texts", "--domains", "--local", "a={ws}/texts", "--overwrite"],
+     'is the input'),
+]
+
+
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory) -> dict[str, str]:
     """A truncated checkpoint, one whose config disagrees with its weights, a gpt2 hub model."""
@@ -538,3 +575,30 @@ def screen_ws(ws) -> dict[str, str]:
 @pytest.mark.parametrize("case", SCREEN_CASES, ids=[_case_id(c) for c in SCREEN_CASES])
 def test_planner_bounds_and_foreign_cards_exit_2(case, screen_ws, capsys, no_real_work, case_timeout):
     test_bad_input_exits_2_with_one_line_and_loses_nothing(case, screen_ws, capsys, no_real_work, case_timeout)
+
+
+@pytest.fixture(scope="module")
+def dataset_ws(ws) -> dict[str, str]:
+    """The workspace plus a ``datasets`` save_to_disk directory (fields: text, meta.source) and
+    a real tokenizer (the fake shards' tokenizer directory holds none)."""
+    import datasets
+
+    from data.tokenizers import train_bpe
+
+    saved = Path(ws["ws"]) / "saved_dataset"
+    datasets.Dataset.from_dict({"text": [f"Document {i}: " + "words about pruning. " * 8 for i in range(20)],
+                                "meta": [{"source": "a"}] * 20}).save_to_disk(str(saved))
+    bpe = train_bpe(ws["corpus"], 300, Path(ws["ws"]) / "bpe")
+    return ws | {"saved": str(saved), "bpe": str(bpe)}
+
+
+@pytest.mark.parametrize("argv, needle", DATASET_CASES, ids=[_case_id(("data", c)) for c, _ in DATASET_CASES])
+def test_bad_dataset_input_exits_2_and_keeps_the_input(argv, needle, dataset_ws, capsys, no_real_work, case_timeout):
+    root = Path(dataset_ws["ws"])
+    before = _snapshot(root)
+    code = _mains()["data"]([a.format(**dataset_ws) for a in argv])
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("data") and needle in lines[0], f"exit {code}\n{err}"
+    after = _snapshot(root)
+    assert not [p for p, digest in before.items() if after.get(p) != digest]

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
                         f"the others need apt-get download")
     p.add_argument("--local", action="append", default=[], metavar="NAME=PATH",
                    help="extra domain from your own .txt (one document per file), .jsonl/.json or .parquet "
-                        "(field 'text'); repeatable")
+                        "(field 'text'); repeatable (a datasets dataset: 'data prepare --dataset')")
     p.add_argument("--max-docs", type=int, default=None, help="at most this many documents per domain")
     p.add_argument("--max-mb", type=float, default=2.0,
                    help="at most this many MB of text per domain (default 2: a small, fast slice; 0: everything)")

@@ -31,6 +31,7 @@ def _shard_summary(path: Path, verify: bool) -> dict:
     shards = ShardSet(path, verify=verify)
     return {"kind": "shards", "path": str(path), "seq_len": shards.seq_len, "vocab_size": shards.vocab_size,
             "tokenizer": shards.manifest["tokenizer"]["name"], "verified": "sha256" if verify else "size",
+            "source": {key: shards.manifest[key] for key in ("corpus", "dataset", "budget") if key in shards.manifest},
             "splits": {s: {d: {"sequences": v["sequences"], "tokens": v["tokens"]} for d, v in ds.items()}
                        for s, ds in shards.manifest["splits"].items()}}
 
