@@ -224,23 +224,3 @@ def read_json(path: str | os.PathLike[str], what: str = "file") -> object:
         raise BadInput(f"{what} {str(path)!r} is a directory; expected a JSON file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"{what} {str(path)!r} is not valid JSON (truncated or corrupt?): {exc}") from None
-
-
-def refuse_out_over_input(out: str | os.PathLike[str], *inputs: str | os.PathLike[str]) -> None:
-    """Refuse an output path that is, or contains, one of the command's inputs.
-
-    Replacing ``out`` (``--overwrite``/``--force``) deletes everything under it, so such an
-    output would destroy its own input: refused whatever the flags say.
-
-    Raises:
-        BadInput: naming ``out`` and the input it would destroy.
-    """
-    from pathlib import Path
-
-    target = Path(out).expanduser().resolve()
-    for given in inputs:
-        source = Path(given).expanduser().resolve()
-        if source == target or target in source.parents:
-            how = "is" if source == target else "contains"
-            raise BadInput(f"--out {str(out)!r} {how} the input {str(given)!r}; write the output elsewhere "
-                           f"(it is never replaced, even with --overwrite/--force)")

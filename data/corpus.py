@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data import assets
-from data.cli import BadInput, refuse_out_over_input
+from data.cli import BadInput
+from data.paths import check_out_apart
 from data.runs import atomic_dir
 from data.sources import ALL_DOMAINS, DEFAULT_DOMAINS, EVAL_ONLY_DOMAINS, Source, sources_for
 
@@ -178,7 +179,7 @@ def build_corpus(out: str | os.PathLike, domains: Sequence[str] = DEFAULT_DOMAIN
     """
     cfg = CorpusConfig(tuple(domains), dict(local or {}), max_docs, max_mb, eval_fraction, overwrite, debian)
     out = Path(out)
-    refuse_out_over_input(out, *cfg.local.values())
+    check_out_apart(out, {f"--local {name}": path for name, path in cfg.local.items()})
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise BadInput(f"corpus directory {str(out)!r} already exists and is not empty; pass --overwrite")
     plan = {d: sources_for(d) for d in cfg.domains} | {n: [local_source(n, p)] for n, p in cfg.local.items()}

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.cli import BadInput, refuse_out_over_input
+from data.cli import BadInput
+from data.paths import check_out_apart
 from data.corpus import MIN_CHARS, clean_text, doc_hash, manifest_hash, read_manifest, split_of
 from data.runs import atomic_dir
 
@@ -264,8 +265,8 @@ def _tokenizer_identity(tok, tok_dir: Path, spec: str) -> dict:
             "eos_token": tok.eos_token, "sha256": sha256_file(tok_dir / "tokenizer.json"), "path": "tokenizer"}
 
 
-def _check_out(out: Path, cfg: PrepareConfig, *inputs: Path | None) -> None:
-    refuse_out_over_input(out, *[i for i in inputs if i is not None])
+def _check_out(out: Path, cfg: PrepareConfig, inputs: dict[str, Path | None]) -> None:
+    check_out_apart(out, inputs)
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise BadInput(f"shard directory {str(out)!r} already exists and is not empty; pass --overwrite")
 
@@ -283,7 +284,7 @@ def prepare(corpus: str | os.PathLike, tokenizer: str | os.PathLike, seq_len: in
     cmanifest = read_manifest(corpus)
     if not cmanifest.get("domains"):
         raise BadInput(f"corpus {str(corpus)!r} has no domains")
-    _check_out(out, cfg, corpus, _named_path(tokenizer))
+    _check_out(out, cfg, {"--corpus": corpus, "--tokenizer": _named_path(tokenizer)})
     origin = {"corpus": {"path": str(corpus.resolve()), "manifest_sha256": manifest_hash(corpus)}}
     documents = sum(info["documents"] for info in cmanifest["domains"].values())
     return _write(lambda: _corpus_batches(corpus, cmanifest, cfg.batch_size), documents, origin, tokenizer, cfg,
@@ -308,7 +309,7 @@ def prepare_dataset(dataset, tokenizer: str | os.PathLike, seq_len: int, out: st
 
     cfg = PrepareConfig(seq_len, num_proc, overwrite=overwrite, max_tokens=max_tokens, eval_fraction=eval_fraction)
     out = Path(out)
-    _check_out(out, cfg, dataset.local_path, _named_path(tokenizer))
+    _check_out(out, cfg, {"--dataset": dataset.local_path, "--tokenizer": _named_path(tokenizer)})
     resolve_tokenizer_dir(tokenizer)  # an unknown tokenizer is refused before the dataset loads
     opened = open_dataset(dataset)
     origin = {"dataset": opened.source | {"eval_fraction": eval_fraction}}

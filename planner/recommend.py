@@ -37,8 +37,7 @@ from data.units import format_count
 from fitting.intervals import defined_enough
 from fitting import term as fterm
 from fitting.pilot import Pilot, card_prior, fit_pilot, pilot_reference
-from fitting.term import (CRITERIA, DEFAULT_RECOVER, Criterion, Estimate, Reference, TokenTerm, percentile,
-                          sample_interval)
+from fitting.term import (CRITERIA, DEFAULT_RECOVER, Criterion, Estimate, Reference, TokenTerm, percentile)
 from planner import laws
 from planner.cards import Card
 from planner.grounding import PilotRecipe, pilot_recipe

@@ -430,7 +430,7 @@ def params_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> Non
                            title=f"{ref.card.law.formula}")
     metrics = ", ".join(f"{k} = {v:.4g}" for k, v in ref.card.metrics.items() if v is not None)
     reasons = ref.card.identifiability_notes()
-    text = [f"fit metrics: {metrics}", f"range: " + "; ".join(
+    text = [f"fit metrics: {metrics}", "range: " + "; ".join(
         f"{a} {_fmt_axis(v['min'])}–{_fmt_axis(v['max'])}" for a, v in ref.card.range.items())]
     text += [f"identifiability: {r}" for r in reasons]
     fig.text(0.04, 0.04, "\n".join(text), va="bottom", ha="left", fontsize=9, wrap=True)

@@ -128,7 +128,7 @@ def test_title_headline_dstar_is_the_planners_answer(report, cards):
     title = " ".join(text.split("\f")[0].split())
     family = json.loads(cards[0].read_text())["data"]["family"]
     est = _planner_dstar(cards[0], PARENTS[-1][1], 0.5, family)
-    assert f"[1] D* for tiny-1.7b (N0 = 1.71B; close 90% of the recoverable gap" in title
+    assert "[1] D* for tiny-1.7b (N0 = 1.71B; close 90% of the recoverable gap" in title
     assert f"ρ=0.5: {format_count(est.value)} [{format_count(est.low)}, {format_count(est.high)}]" in title
     assert "random − pruned, depth (lm): mean loss gap" in title and "kd − lm, depth (pruned)" in title
 

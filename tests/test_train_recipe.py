@@ -4,11 +4,9 @@ Tiny transformers Llama (2 layers, hidden 64, GQA) on a structured in-memory cor
 model this size learns within a few dozen steps; every job runs the real DeepSpeed engine.
 """
 
-import math
 
 import pandas as pd
 import pytest
-import torch
 
 from data.runs import META_COLUMNS, RunStore
 from engine.train.config import job_from_dict

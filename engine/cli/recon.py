@@ -90,7 +90,7 @@ def run(job: ReconJob) -> dict[str, Any]:
     from engine.models import load_model, save_model
     from engine.probe import set_torch_threads
     from engine.pruning.common import eval_loss
-    from engine.pruning.recon import ParentLayers, ReconArgs, reconstruct
+    from engine.pruning.recon import ReconArgs, reconstruct
 
     set_torch_threads()
     doc, masks = _pruning_record(job.model)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from data.cli import BadInput
-from engine.train.config import RUN_PREFIX, DataConfig, EvalConfig, JobConfig
+from engine.train.config import RUN_PREFIX, DataConfig, JobConfig
 
 
 class TokenData(Protocol):
