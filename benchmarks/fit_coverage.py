@@ -1,4 +1,4 @@
-"""Coverage of nominal 95% intervals on synthetic P2 grids (issue 12), with Wilson intervals.
+"""Coverage of nominal 95% intervals on synthetic P2 grids, with Wilson intervals.
 
 For each design of ``fitting.coverage.DESIGNS`` (parent span, ratios, checkpoints, point noise,
 correlated per-run offsets): ``--replicates`` data sets, each fitted with ``--bootstrap``

@@ -1,12 +1,12 @@
 """llm-compressor's one-shot SparseGPT / Wanda on given ids: the peer of benchmarks/prune_speed.py.
 
-Runs in ANOTHER virtual environment (``python -m venv /tmp/peer && /tmp/peer/bin/pip install
+Runs in ANOTHER virtual environment (``python -m venv PEER && PEER/bin/pip install
 llmcompressor``), never this project's: it imports only torch, transformers, datasets, numpy
 and llmcompressor, and prints one JSON line (seconds, peak RSS, held-out loss) like the
-engine's children, so ``prune_speed.py --peer-python /tmp/peer/bin/python`` puts both side by
+engine's children, so ``prune_speed.py --peer-python PEER/bin/python`` puts both side by
 side on the same calibration ids, sparsity and threads.
 
-    /tmp/peer/bin/python benchmarks/peer_llmcompressor.py --model work/smollm2-135m --modifier sparsegpt \\
+    PEER/bin/python benchmarks/peer_llmcompressor.py --model work/smollm2-135m --modifier sparsegpt \\
         --sparsity 0.5 --calib-ids calib.npy --eval-ids eval.npy
 """
 

@@ -1,6 +1,6 @@
 """Peak memory of local reconstruction (engine.pruning.recon) against its budget.
 
-Goal (issue 16): peak <= 1.3 x weights + one submodel's calibration activations, i.e. the
+Goal: peak <= 1.3 x weights + one submodel's calibration activations, i.e. the
 full model never has two copies. Each measurement runs in a fresh subprocess so that
 ``ru_maxrss`` is its own:
 

@@ -7,7 +7,7 @@ with the fitting package (bootstrap 50), then times in this same process:
 - baseline: ``data.runs.load`` of the store (what any reader of the store pays);
 - the report with every card (held-out refits included) and without cards.
 
-Goal (issue 7): the full report in under 30 s on the 2-core CPU machine. Prints the seconds,
+Goal: the full report in under 30 s on the 2-core CPU machine. Prints the seconds,
 the ratio to the baseline, and PASS/FAIL against the goal::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/report_speed.py [--keep DIR]

@@ -4,7 +4,7 @@ The masked step samples every hard-concrete mask, runs the forward through the m
 (heads, neurons, layers, hidden channels and the RMSNorm correction), adds the Lagrangian and
 runs the backward; the unmasked step is the same model's plain LM forward + backward. Steps
 alternate (masked, unmasked, ...) so that machine noise hits both; medians are compared.
-Goal: ``ratio_step <= 1.3`` (issue 15). Forward-only times are reported too.
+Goal: ``ratio_step <= 1.3``. Forward-only times are reported too.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/targeted_speed.py                # SmolLM2-135M shape
     .venv/bin/python benchmarks/targeted_speed.py --model tiny-llama-m --target layers=3,ffn=96 --repeats 3

@@ -1,4 +1,4 @@
-"""The CLI contract shared by every prunelaw command (DESIGN.md).
+"""The CLI contract shared by every prunelaw command (docs/design-contract.md).
 
 Exit 0 on success, 2 on bad input with one clear line on stderr, 1 on anything else with a
 message instead of a bare traceback. Light: no heavy imports.

@@ -3,7 +3,7 @@
 Read by the engine (to build transformers models) and by the planner (to resolve
 ``--params llama-3.1-8b`` into an exact N0), so this module imports nothing heavy.
 
-Counting convention (DESIGN.md): every parameter once, embeddings included, tied
+Counting convention (docs/design-contract.md): every parameter once, embeddings included, tied
 input/output embeddings counted once. ``nonembed`` drops the input embedding and the LM head.
 """
 

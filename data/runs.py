@@ -1,4 +1,4 @@
-"""The run store (DESIGN.md): ``runs/<run_id>/run.json`` + ``runs/<run_id>/curve.parquet``.
+"""The run store (docs/design-contract.md): ``runs/<run_id>/run.json`` + ``runs/<run_id>/curve.parquet``.
 
 The engine writes it, fitting and reports read it. Every write goes to a temporary file in
 the same directory and is renamed into place, so a killed writer never leaves a torn file,

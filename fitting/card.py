@@ -1,7 +1,7 @@
 """The law card: the result of a fit *is* the card (one class, like lmfit's ModelResult).
 
 ``fitting.fit(data, config)`` returns a :class:`LawCard`; ``card.save(path)`` writes its JSON
-(DESIGN.md layout) and ``LawCard.load(path)`` reads it back into the same class, so the planner
+(docs/design-contract.md layout) and ``LawCard.load(path)`` reads it back into the same class, so the planner
 and the reports use exactly what the fit produced::
 
     card = fit(load_data("runs/", "p2", method="depth"), FitConfig(n_bootstrap=200))
@@ -90,7 +90,7 @@ class Derived:
 class LawCard:
     """A fitted law: parameters, intervals, metrics, identifiability, provenance.
 
-    Attributes mirror the card JSON (DESIGN.md): ``ci`` holds ``level``, per-parameter
+    Attributes mirror the card JSON (docs/design-contract.md): ``ci`` holds ``level``, per-parameter
     ``params`` intervals and ``derived`` decision quantities; ``fit`` how it was fitted;
     ``runs`` the per-run residual report; ``scatter`` the run-to-run and point scatter behind
     prediction intervals; ``diagnosis`` what the fit itself revealed (bounds, degenerate
@@ -357,7 +357,7 @@ class LawCard:
         return "\n".join(lines)
 
     def to_dict(self, *, with_samples: bool = True) -> dict:
-        """The card JSON (DESIGN.md layout)."""
+        """The card JSON (docs/design-contract.md layout)."""
         out = {"law": self.law.name, "version": CARD_VERSION, "formula": self.law.formula,
                "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "success": self.success, "message": self.message,

@@ -21,7 +21,7 @@ from fitting.synthetic import TRUE_P2, p2_curves
 
 @dataclass(frozen=True)
 class Design:
-    """A synthetic grid like real ones (issue 12: 3-4 parents over 4x-30x, 3-4 ratios...)."""
+    """A synthetic grid like real ones (3-4 parents over 4x-30x, 3-4 ratios...)."""
 
     name: str
     sizes: tuple[float, ...]

@@ -1,7 +1,7 @@
 """The online stop's forecaster: the pilot fit on a training run's curve so far.
 
 ``engine train`` with a ``stop:`` key asks, at every evaluation, how far the run is from D*.
-The engine may import only ``data`` (DESIGN), so it does not import this module: it finds
+The engine may import only ``data`` (docs/design-contract.md), so it does not import this module: it finds
 :func:`forecast` through the entry point ``law`` of the group ``prunelaw.stop_forecasters``
 (``pyproject.toml``), and another forecaster is one more entry point. The contract is the
 signature and the returned keys of :func:`forecast`; ``data.cli.BadInput`` means "no forecast

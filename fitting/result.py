@@ -1,4 +1,4 @@
-"""Typed, frozen results (STYLE.md item 7). A fit's result is its card (``fitting.card``)."""
+"""Typed, frozen results (statsmodels/lmfit style). A fit's result is its card (``fitting.card``)."""
 
 from __future__ import annotations
 

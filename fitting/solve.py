@@ -294,7 +294,7 @@ def repolish(z: Array, val: float, d: Design, delta: float, ftol: float,
 
     A far outlier puts most residuals of one run on Huber's linear branch: the curvature
     L-BFGS-B has learnt is then wrong and it can stop at a start value, reporting success. A
-    fresh start from there (new memory, new normalisation) walks on (issue 12).
+    fresh start from there (new memory, new normalisation) walks on.
     """
     ok, msg = True, "converged"
     for _ in range(rounds):

@@ -260,7 +260,7 @@ def collapse_duplicate_runs(data: FitData) -> FitData:
     """Runs that repeat another run point for point are dropped, with a note naming both.
 
     A copied run (the same curve stored twice under two ids) weighs its curve double and
-    moves the fit (issue 12: one duplicate moved D_C by 23%), and the run bootstrap would count
+    moves the fit (one duplicate moved D_C by 23%), and the run bootstrap would count
     it as independent evidence. Single-point "runs" (tables without run ids) are left alone.
     """
     seen: dict[bytes, str] = {}

@@ -6,7 +6,7 @@ single run) and the source URL and citation. Outside a card's fitted range the p
 the nearest rows and the ratio of its D* to each, so a user sees at once when a law fitted on
 small parents answers orders of magnitude away from what practitioners spent.
 
-Ratios of the table are fractions of total parameters removed (DESIGN.md), computed from the
+Ratios of the table are fractions of total parameters removed (docs/design-contract.md), computed from the
 sizes the sources report; the 2:4 row counts non-zero parameters and is approximate.
 """
 

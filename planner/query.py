@@ -31,7 +31,7 @@ class Parent:
     """The model to be pruned."""
 
     params_before: int
-    """N0, total parameters (DESIGN.md convention)."""
+    """N0, total parameters (docs/design-contract.md convention)."""
     family: str
     name: str | None
     """The model name when the user gave one (``llama-3.1-8b``), else None."""

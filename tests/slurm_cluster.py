@@ -1,7 +1,7 @@
 """A real single-node SLURM cluster in a temporary directory, for the ``slurm``-marked tests.
 
 Debian's slurmctld + slurmd + munge (install: ``scripts/ci_slurm_deps.sh``), configured as
-/work/shared/SLURM.md measured: no cgroups (proctrack/linuxproc, task/none), cons_tres with
+docs/slurm-test-cluster.md measured: no cgroups (proctrack/linuxproc, task/none), cons_tres with
 CR_Core, one node with this machine's short hostname, every state/spool/log/pid path and the
 munge socket under the temporary directory, and free TCP ports, so it never touches a system
 SLURM and two test sessions never collide.
@@ -51,7 +51,7 @@ def _free_port() -> int:
 
 
 def _conf(root: Path, node: str, cpus: int) -> str:
-    """slurm.conf: the settings SLURM.md found to work without cgroups or accounting."""
+    """slurm.conf: the settings docs/slurm-test-cluster.md found to work without cgroups or accounting."""
     return "\n".join([
         "ClusterName=prunelawtest", f"SlurmctldHost={node}(127.0.0.1)",
         f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",

@@ -2,7 +2,7 @@
 
 A clean clone holds the reference grid's run.json + curve.parquet files (no checkpoints), so
 anyone can refit the planner's default answer; this test does it for each card (point fit,
-no bootstrap: a few seconds each) and checks what issue 14 asks of the evidence itself.
+no bootstrap: a few seconds each) and checks what the evidence itself must show.
 """
 
 import json

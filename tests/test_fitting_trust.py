@@ -1,4 +1,4 @@
-"""Fitting you can trust (issue 12): intervals that cover, honest identifiability, bad runs,
+"""Fitting you can trust: intervals that cover, honest identifiability, bad runs,
 duplicates, one law object per law."""
 
 from collections.abc import Mapping
@@ -19,7 +19,7 @@ def test_coverage_on_a_small_seeded_design():
     """Nominal 95% intervals of the full-refit run bootstrap contain the truth on a small
     seeded design (9 runs, 16 refits each: a regression guard, not a 95% proof; the measured
     coverage is in the README). A bootstrap kept in the point fit's basin covers far less
-    (issue 12 measured 66% for E, 72% for alpha); so would intervals that ignore run offsets."""
+    (measured before the honest bootstrap: 66% for E, 72% for alpha); so would intervals that ignore run offsets."""
     design = Design("small", (0.5e9, 1.5e9, 4e9), (0.2, 0.35, 0.5), 6, 0.004, 0.002)
     hits = run_design(design, replicates=8, n_bootstrap=16, seed=1,
                       config=FitConfig(top_k=1, n_random=16, workers=1))

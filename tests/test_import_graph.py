@@ -1,4 +1,4 @@
-"""DESIGN's one-way imports: planner -> fitting -> data; reports -> fitting, data; engine -> data.
+"""The one-way imports of docs/design-contract.md: planner -> fitting -> data; reports -> fitting, data; engine -> data.
 
 A static scan of every ``import`` statement (module level and inside functions) of the five
 packages; ``workflow`` sits above them all and may import anything, none of them imports it.
@@ -32,7 +32,7 @@ def _edges():
 def test_no_back_edges_between_the_packages():
     bad = [f"{src} -> {dst} ({where})" for src, dst, where in _edges()
            if dst not in ALLOWED[src] and (src, dst, where.split(":")[0]) not in KNOWN]
-    assert not bad, "imports against DESIGN's one-way rule:\n" + "\n".join(bad)
+    assert not bad, "imports against the one-way rule of docs/design-contract.md:\n" + "\n".join(bad)
 
 
 def _module_name(path: Path) -> str:

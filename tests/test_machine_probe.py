@@ -1,4 +1,4 @@
-"""The machine probe decides threads and parallel jobs by measurement (issue 14).
+"""The machine probe decides threads and parallel jobs by measurement.
 
 The decision rule is a pure function of the measured rates, so it is tested without timing
 anything; the measurement itself is exercised once (a few seconds) with the real workers.

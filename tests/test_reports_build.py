@@ -150,7 +150,7 @@ def test_parameter_table_holds_the_card_numbers(report, cards):
 def test_heldout_page_shows_each_split_with_its_error(report):
     _, text = report
     page = next(p for p in text.split("\f") if "[1] Held-out extrapolation" in p)
-    # splits are named by what they hold out (issue 12): tokens / size / ratio
+    # splits are named by what they hold out: tokens / size / ratio
     assert "tokens" in page and "size" in page and "ratio" in page
 
 

@@ -1,4 +1,4 @@
-"""The SLURM executor of ``engine grid`` (issue 9).
+"""The SLURM executor of ``engine grid``.
 
 Fast tests (always run) check the generated sbatch script by executing it with stub
 ``scontrol``/``deepspeed`` programs, and the bad-input paths. The ``slurm``-marked tests run a

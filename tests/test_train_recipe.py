@@ -186,7 +186,7 @@ def test_resume_after_interruption_has_no_gap_or_duplicate(tmp_path, parent, dis
 
 def test_no_eval_point_before_the_weights_move(tmp_path, dist, data):
     """DeepSpeed's warm-up runs the first step at lr 0: an eval there would repeat the step-0
-    loss and hand the fit a fake flat point (issue 17). The first eval after step 0 must come
+    loss and hand the fit a fake flat point. The first eval after step 0 must come
     after an update with lr > 0, and no row may repeat the step-0 loss."""
     job = make_job(tmp_path, tokens=12 * STEP_TOKENS, eval={"points": 6})
     assert run_job(job, dist, data) == "done"

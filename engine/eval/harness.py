@@ -237,7 +237,7 @@ def evaluate(req: EvalRequest) -> EvalReport:
     if model_source.kind != "hub":  # a hub snapshot's tokenizer is known once it is fetched
         _tokenizer_source(req, model_source.path)
     docs = local.read_documents(req.data) if req.data is not None else None
-    # Nothing may be fetched at run time (DESIGN.md); a user who wants a hub task sets these to 0.
+    # Nothing may be fetched at run time (docs/design-contract.md); a user who wants a hub task sets these to 0.
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="prunelaw-eval-") as tmp:

@@ -9,7 +9,7 @@ run store and ``engine grid cancel`` can cancel exactly what was submitted.
 Submission is race-free with the trainer: arrays are submitted *held*, the SLURM ids are
 recorded, and only then released, so no task can start (and write its run.json) while the
 executor is still writing the record. The executor owns ``runs/<run_id>/slurm.json``; it
-also adds a ``slurm`` key to run.json (DESIGN's run store) through ``RunStore.update``.
+also adds a ``slurm`` key to run.json (the run store of docs/design-contract.md) through ``RunStore.update``.
 
 Requeue safety: scripts carry ``--requeue`` and ``--open-mode=append``; a requeued (preempted)
 task re-runs the same job file, and the trainer resumes from the run's last checkpoint

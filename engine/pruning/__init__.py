@@ -6,7 +6,7 @@ Every method has the signature::
 
 ``model`` is a transformers ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` pruned in place (or a
 new model returned in ``report.model`` when shapes change), ``ratio`` the target fraction of
-parameters to remove (DESIGN.md counting), ``calib`` a LongTensor [n, seq_len] of calibration
+parameters to remove (docs/design-contract.md counting), ``calib`` a LongTensor [n, seq_len] of calibration
 token ids or None for methods that need none. The registry maps names to
 ``"module:function"`` strings so that importing it costs nothing.
 """

@@ -1,6 +1,6 @@
 """Shared pruning helpers: parameter counting, activation capture, eval loss, layer surgery.
 
-Counting follows DESIGN.md: every parameter once (tied input/output embeddings once);
+Counting follows docs/design-contract.md: every parameter once (tied input/output embeddings once);
 ``nonembed`` drops ``embed_tokens`` and ``lm_head``. Activation capture runs the calibration
 batches through the real transformers forward with hooks that reduce each activation to a
 small per-feature statistic on the fly, so memory stays at one batch of activations.
@@ -24,7 +24,7 @@ _EMBED_NAMES = ("embed_tokens", "lm_head")
 
 
 class ParamCounts(NamedTuple):
-    """Parameter counts of a model (DESIGN.md convention)."""
+    """Parameter counts of a model (docs/design-contract.md convention)."""
 
     total: int
     """All parameters, tied embeddings once."""

@@ -2,7 +2,7 @@
 
 A bool tensor spends a byte per entry: the masks of SmolLM2-135M's decoder linears are 101
 MiB, a fifth of the fp32 weights, held by the caller through pruning and reconstruction
-(issue 16's budget allows 1.3x the weights for everything but the activations). Packed to
+(the memory budget allows 1.3x the weights for everything but the activations). Packed to
 bits they are 13 MiB, and one mask is unpacked when it is used (numpy's packbits: C code, a
 few milliseconds for the largest SmolLM2 linear).
 

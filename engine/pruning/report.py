@@ -1,7 +1,7 @@
-"""``PruneReport``: what every pruning method returns (DESIGN.md vocabulary).
+"""``PruneReport``: what every pruning method returns (docs/design-contract.md vocabulary).
 
 ``ratio`` is the achieved fraction of parameters removed, ``1 - params_after / params_before``,
-where ``params_after`` counts the parameters the method kept (the non-zero ones in DESIGN.md's
+where ``params_after`` counts the parameters the method kept (the non-zero ones in docs/design-contract.md's
 sense: sparse methods subtract masked entries, structured methods count stored entries), so
 sparse and structured methods are measured the same way; tied embeddings count once.
 """

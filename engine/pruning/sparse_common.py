@@ -126,7 +126,7 @@ def removable_count(model: nn.Module, pattern: Pattern) -> int:
 
 
 def total_params(model: nn.Module) -> int:
-    """All parameters, tied embeddings once (DESIGN.md ``params_before``), without counting
+    """All parameters, tied embeddings once (docs/design-contract.md ``params_before``), without counting
     non-zeros (cheap: the ratio mapping needs only sizes)."""
     return sum(p.numel() for p in model.parameters())
 

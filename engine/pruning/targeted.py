@@ -73,7 +73,7 @@ def check_target(model: str, target: str) -> Shape:
 
 
 def shape_params(model: nn.Module, shape: Shape | dict[str, float]) -> float:
-    """Parameter count (DESIGN.md convention) of ``model``'s architecture at ``shape``."""
+    """Parameter count (docs/design-contract.md convention) of ``model``'s architecture at ``shape``."""
     s = shape.to_dict() if isinstance(shape, Shape) else shape
     base = dataclasses.replace(width.Base.of(model), layers=s["layers"])
     return base.params(s["hidden"], s["ffn"], s["kv_heads"], s["heads"])

@@ -1,6 +1,6 @@
 """DeepSpeed checkpoints inside the run directory; only the latest is kept.
 
-Resume contract (DESIGN.md): a killed run restarts from its last checkpoint, its curve is
+Resume contract (docs/design-contract.md): a killed run restarts from its last checkpoint, its curve is
 truncated to that step, and the rows after it are recomputed, so no ``(run_id, step)`` is
 ever duplicated and no gap appears. The curve row of an eval point is written BEFORE the
 checkpoint of that point: a kill in between only loses work, never a row.

@@ -104,7 +104,7 @@ def build_ds_config(job: JobConfig, world_size: int, seq_len: int) -> dict[str, 
         "scheduler": _scheduler(job, total_steps),
         "steps_per_print": 10**9,  # the recipe logs; DeepSpeed's own prints would flood stdout
         "wall_clock_breakdown": False,
-        "zero_allow_untested_optimizer": True,  # torch AdamW under ZeRO is fine (DEEPSPEED.md)
+        "zero_allow_untested_optimizer": True,  # torch AdamW under ZeRO is fine (docs/deepspeed-cpu.md)
         **_monitor(job),
     }
     if ds.precision == "bf16":

@@ -31,7 +31,7 @@ class Dist:
 
 def _single_process_env() -> None:
     # Without RANK & co. DeepSpeed falls back to MPI discovery and dies on a missing mpi4py
-    # (DEEPSPEED.md); a plain `python -m engine.train` is a world of one.
+    # (docs/deepspeed-cpu.md); a plain `python -m engine.train` is a world of one.
     if "RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ:
         return
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
@@ -46,7 +46,7 @@ def clear_stale_extension_locks(name: str = "deepspeed_shm_comm") -> list[str]:
     """Remove a torch JIT-extension ``lock`` file left by a process killed mid-load.
 
     torch's FileBaton waits forever for that file to disappear, so one SIGKILL during the
-    first ``deepspeed.initialize`` (the CPU shm comm op, DEEPSPEED.md) would hang every later
+    first ``deepspeed.initialize`` (the CPU shm comm op, docs/deepspeed-cpu.md) would hang every later
     job on the machine. Only a lock that is old and sits beside a finished ``.so`` is removed:
     a live build finishes in seconds, and a missing ``.so`` means a build may be under way.
     """

@@ -7,7 +7,7 @@ consumed reach the lower end of the predicted D*'s interval: from there on the l
 another token apart from stopping. It never stops before ``min_fraction`` of the job's token
 budget (an early curve mostly measures warm-up), nor with fewer than three points after step 0.
 
-The forecaster is a plugin, not an import: DESIGN lets the engine import only ``data``, and
+The forecaster is a plugin, not an import: the design contract (docs/design-contract.md) lets the engine import only ``data``, and
 the fit lives in ``fitting``. It is looked up by name (``law``) in the entry-point group
 ``prunelaw.stop_forecasters``; prunelaw registers ``fitting.online:forecast`` there
 (``pyproject.toml``), the same torch-free pilot fit ``planner recommend --pilot`` uses (a few

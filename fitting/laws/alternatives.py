@@ -2,7 +2,7 @@
 
 - ``p2_counts``: P2's family written on parameter counts before and after pruning: the
   compression factor ``N0/N`` replaces ``1/rho`` and the size term uses the pruned model's
-  ``N = N0 (1 - rho)``. Provenance: issue 12 names this as the paper's earlier law on
+  ``N = N0 (1 - rho)``. Provenance: the P2 paper names this as the paper's earlier law on
   parameter counts. Only the paper's selected ``L_1`` (``fitting.laws.p2``) could be checked
   against its text here; the equations of its earlier version and of its other candidate
   parameterizations could not be retrieved, so this form is *not* verified to be any
