@@ -390,7 +390,6 @@ def _steppers(model: Any, seq: int, rows: int, mode: str, bf16: bool) -> tuple[A
 
     import torch
 
-    from engine.train.objectives import lm_loss
 
     m = copy.deepcopy(model)
     g = torch.Generator().manual_seed(0)
@@ -426,7 +425,9 @@ def _steppers(model: Any, seq: int, rows: int, mode: str, bf16: bool) -> tuple[A
                 p.grad = w.grad = None
 
     def train_model() -> None:
-        lm_loss(m, ids).backward()
+        # the LM loss as engine.train.objectives.lm_loss computes it (not imported: the probe
+        # sits below training and pruning, which both ask it for their precision)
+        m(input_ids=ids, labels=ids, use_cache=False).loss.float().backward()
         update(list(m.parameters()))
 
     def train_layer() -> None:
