@@ -199,7 +199,8 @@ def test_bad_inputs_exit_2_with_one_line(assets, tmp_path, capsys, argv, message
 
 def test_a_hub_task_not_cached_offline_is_refused_before_the_model_loads(assets, tmp_path):
     """``--tasks hellaswag`` with an empty HF cache and no network: exit 2 naming the task and the
-    remedy. The model's weights are garbage, so reaching the model load would fail otherwise."""
+    remedy. The model's weights file is well formed but holds none of the model's tensors (the
+    cheap header checks pass), so reaching the model load would fail otherwise."""
     import os
     import shutil
     import subprocess
@@ -207,7 +208,10 @@ def test_a_hub_task_not_cached_offline_is_refused_before_the_model_loads(assets,
 
     broken = tmp_path / "broken"
     shutil.copytree(assets["random"], broken)
-    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"not_a_weight": torch.zeros(1)}, str(broken / "model.safetensors"))
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-m", "engine", "eval", str(broken), "--tasks", "hellaswag"],
