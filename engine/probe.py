@@ -469,18 +469,21 @@ def _precision_report(args: list[str]) -> str:
     """``--precision MODEL [SEQ [BATCH [train|forward]]]``: what ``auto`` picks for that model."""
     import torch
 
-    from data.models import get_spec
+    from transformers import AutoConfig
+
+    from data.hub import hub_config
     from engine.models import check_model_source, config_for
 
     refresh = "--refresh" in args
     args = [a for a in args if a != "--refresh"]
     source = check_model_source(args[0])
-    if isinstance(source, Path):
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(source)
+    if source.kind == "dir":
+        config = AutoConfig.from_pretrained(source.path)
+    elif source.kind == "hub":  # its config.json only: the timing needs shapes, not weights
+        fields = dict(hub_config(source.hub, source=source.text))
+        config = AutoConfig.for_model(fields.pop("model_type"), **fields)
     else:
-        config = config_for(get_spec(source))
+        config = config_for(source.preset)
     seq, batch = (int(args[1]) if len(args) > 1 else 512), (int(args[2]) if len(args) > 2 else 4)
     mode = args[3] if len(args) > 3 else "train"
     torch.set_num_threads(best_threads())
