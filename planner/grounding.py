@@ -114,5 +114,5 @@ def render_recipe(recipe: PilotRecipe) -> list[str]:
         f"       eval: {{points: {PILOT_EVAL_POINTS}}}          # held-out evaluations, log-spaced early, "
         "plus one right after pruning",
         *[f"     {cmd}" for cmd in recipe.commands],
-        f"  2. or fit the law on the family's smaller models: {recipe.design}",
+        f"  2. or fit the law on a grid of the family's real models: {recipe.design}",
     ]

@@ -89,7 +89,7 @@ def test_design_within_budget_beats_the_naive_grid_and_summary_is_cheap():
     sds = [d.sd for d in p.front]
     assert hours == sorted(hours) and sds == sorted(sds, reverse=True)
     line = design_summary(DesignQuery(parse_parent("8B", "llama3"), "depth", 0.5))
-    assert line.startswith("a grid on the family's smaller real models") and "3 parents" in line
+    assert line.startswith("a grid on the family's real models") and "3 parents" in line
     assert "GPU-hours for D* within x" in line
 
 

@@ -222,7 +222,7 @@ def design_summary(query: DesignQuery, prior: Prior | None = None) -> str:
     prior = prior or resolve_prior(query)
     p = plan(query, prior, points=1)  # the centre alone: a few times cheaper, same design here
     shape = _shape(p.chosen)
-    return (f"a grid on the family's smaller real models that pins D* down: {shape}, "
+    return (f"a grid on the family's real models that pins D* down: {shape}, "
             f"{p.chosen.gpu_hours:.3g} {query.gpu.name.upper()} GPU-hours for D* within x{p.factor('chosen'):.2f} "
             f"(95%, delta method at its prior; the command checks it by simulation)")
 
