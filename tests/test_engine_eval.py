@@ -197,6 +197,7 @@ def test_bad_inputs_exit_2_with_one_line(assets, tmp_path, capsys, argv, message
     assert sentinel.read_text() == "keep me"
 
 
+@pytest.mark.slow  # a fresh interpreter imports lm-eval and builds the task (~7 s)
 def test_a_hub_task_not_cached_offline_is_refused_before_the_model_loads(assets, tmp_path):
     """``--tasks hellaswag`` with an empty HF cache and no network: exit 2 naming the task and the
     remedy. The model's weights file is well formed but holds none of the model's tensors (the

@@ -30,6 +30,7 @@ def grid_cli(*args):
                           cwd=ROOT, env=clean_env(), timeout=400)
 
 
+@pytest.mark.slow
 @pytest.mark.multiproc
 def test_grid_runs_once_and_a_second_launch_does_no_work(tmp_path):
     shards = write_shards(tmp_path / "shards", MemData(seq_len=32))

@@ -45,6 +45,7 @@ def engine_train(*args, timeout=240):
                           cwd=ROOT, env=clean_env(), timeout=timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.multiproc
 def test_two_processes_match_one_process_at_the_same_global_batch(tmp_path, shards):
     one, job1 = job_file(tmp_path / "one.yaml", tmp_path / "r1", shards, tokens=16 * 8 * SEQ)
@@ -63,6 +64,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(tmp_path, shar
         assert abs(a - b)[1:].max() < 2e-3 * abs(a[1:]).max(), (col, a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.multiproc
 def test_sigkill_mid_run_resumes_without_gaps_or_duplicates(tmp_path, shards):
     path, job = job_file(tmp_path / "job.yaml", tmp_path / "runs", shards, tokens=150 * 8 * SEQ,
