@@ -29,15 +29,20 @@ def grid_document(p: DesignPlan, shards: str, models_dir: str) -> dict:
     d, q = p.chosen, p.query
     return {
         "name": grid_name(p),
-        "data": {"shards": shards},
+        "data": {"shards": shards, "seq_len": 2048},
         "parents": [{"name": s.name, "path": str(Path(models_dir) / s.name) if models_dir else s.hf_id, "family": s.family}
                     for s in d.parents],
         "methods": [q.method],
         "ratios": [float(r) for r in d.ratios],
         "objectives": ["lm"],
         "tokens": int(round(d.tokens)),
-        # The fit reads every checkpoint of the curve: the design counted on this many.
-        "train": {"eval": {"points": EVAL_POINTS}},
+        # The fit reads every checkpoint of the curve: the design counted on this many. The
+        # rest is what grids/p2-llama3.yaml runs on 8 x 80 GB (engine grid plan --estimate);
+        # a constant LR after warm-up keeps one run's checkpoints valid for smaller budgets.
+        "train": {"eval": {"points": EVAL_POINTS, "max_sequences": 256, "batch_size": 8},
+                  "optim": {"lr": 1.0e-4, "warmup_frac": 0.01, "schedule": "constant"},
+                  "deepspeed": {"micro_batch": 4, "grad_accum": 8, "zero_stage": 2, "precision": "bf16"},
+                  "calib_sequences": 128},
     }
 
 
