@@ -15,6 +15,7 @@ from fitting.synthetic import TRUE_P2, p2_curves
 from fitting.table import from_arrays
 
 
+@pytest.mark.slow
 def test_coverage_on_a_small_seeded_design():
     """Nominal 95% intervals of the full-refit run bootstrap contain the truth on a small
     seeded design (9 runs, 16 refits each: a regression guard, not a 95% proof; the measured

@@ -70,6 +70,7 @@ def _wait_for(predicate, timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_two_concurrent_launches_run_each_job_once(setup):
     path, runs, env, log = setup
     env = {**env, "FAKE_SLEEP": "1.5"}

@@ -257,6 +257,7 @@ def fake_grid(tmp_path, monkeypatch):
     return load_grid(tmp_path / "grid.yaml"), tmp_path / "runs"
 
 
+@pytest.mark.slow
 def test_a_launch_waits_for_a_run_another_process_still_writes(fake_grid, tmp_path):
     """What a launch right after a kill -9 of the previous one meets: that launch's job still
     holds its run for a moment. The new launch says so, waits, and only then runs it."""

@@ -390,6 +390,7 @@ def _drive(seen: dict, cluster: SlurmCluster, grid: Path, runs: Path) -> None:
     wait_for(lambda: our_tasks_gone(cluster, [seen["second"]["job_id"]]), 60, "the last task to end", cluster, runs)
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_requeued_and_resubmitted_tasks_resume_without_gaps_or_duplicates(slurm_run: dict) -> None:
     runs, parent, child = slurm_run["runs"], slurm_run["parent"], slurm_run["child"]
@@ -414,6 +415,7 @@ def test_requeued_and_resubmitted_tasks_resume_without_gaps_or_duplicates(slurm_
     assert second["dependency"] == [], "the parent was done: the resubmitted child waits for nothing"
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_children_wait_for_their_parent_and_status_shows_the_queue(slurm_run: dict) -> None:
     first, parent, child = slurm_run["first"], slurm_run["parent"], slurm_run["child"]
@@ -423,6 +425,7 @@ def test_children_wait_for_their_parent_and_status_shows_the_queue(slurm_run: di
     assert (child, "queued") in states, "the child is queued while its parent runs"
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_a_done_grid_submits_nothing(slurm_run: dict, slurm_cluster: SlurmCluster, capsys) -> None:
     code, out, _ = cli(capsys, "grid", "launch", str(slurm_run["grid"]), "--runs", str(slurm_run["runs"]),
@@ -431,6 +434,7 @@ def test_a_done_grid_submits_nothing(slurm_run: dict, slurm_cluster: SlurmCluste
     assert not [t for t, (s, _) in slurm_cluster.queue().items() if s in QUEUE_STATES]
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_slurm_store_equals_local_store(slurm_run: dict) -> None:
     assert slurm_run["local_rc"] == 0, slurm_run["local_out"]
@@ -455,6 +459,7 @@ def test_slurm_store_equals_local_store(slurm_run: dict) -> None:
                 assert meta_slurm[key] == value, key
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_unknown_partition_passes_slurms_message(slurm_cluster: SlurmCluster, tmp_path: Path, capsys) -> None:
     grid = write_grid(tmp_path / "g.yaml", tmp_path / "shards")
