@@ -205,10 +205,13 @@ def test_progress_prints_plain_counts_and_the_time_left_in_a_log():
     assert lines == ["progress: 1/4 done, 1 running, 0 failed, 2 waiting; time left known after the first job ends"]
     clock[0] = 100.0
     statuses["p"] = "done"
+    progress.refresh({"a", "b"})  # one batch holds both; its process has not started either yet
+    assert lines[-1] == "progress: 2/4 done, 0 running, 0 failed, 2 waiting; about 00:40 left"  # 4 of 14 at 10/100 s
+    statuses["a"] = "running"
     progress.refresh({"a", "b"})
-    assert lines[-1] == "progress: 2/4 done, 2 running, 0 failed, 0 waiting; about 00:40 left"  # 4 of 14 at 10/100 s
+    assert lines[-1] == "progress: 2/4 done, 1 running, 0 failed, 1 waiting; about 00:40 left"
     progress.refresh({"a", "b"})
-    assert len(lines) == 2  # nothing moved: no new line
+    assert len(lines) == 3  # nothing moved: no new line
     clock[0] = 120.0
     statuses.update(a="failed", b="done")
     progress.refresh(set())
@@ -224,14 +227,20 @@ def test_time_left_is_unknown_until_a_job_of_this_launch_ends():
 
 DONE_LAUNCHER = """#!{python}
 import os, sys, time, yaml
+from pathlib import Path
 from data.runs import RunStore
+from engine.grid.lock import WRITER_FILE, try_hold
 for path in sys.argv[sys.argv.index("--config") + 1:]:
     job = yaml.safe_load(open(path))
+    lock = try_hold(Path(job["runs_dir"]) / job["run_id"] / WRITER_FILE, job["run_id"])
+    print(f"[engine.train] {{job['run_id']}}: started", flush=True)
+    time.sleep(1.0)  # the launch follows the log every 0.2 s: it sees this job running
     with open(os.environ["FAKE_LOG"], "a") as fh:
         fh.write(f"{{job['run_id']}} {{time.time()}}\\n")
     store = RunStore(job["runs_dir"])
     store.append_curve(job["run_id"], [{{"step": 1, "tokens": 8, "eval_loss": 3.0}}])
     store.write(job["run_id"], {{"status": "done", "meta": {{}}}})
+    lock.release()
     print(f"[engine.train] {{job['run_id']}}: done in 0.1 s", flush=True)
 """
 
@@ -276,7 +285,8 @@ def test_a_launch_waits_for_a_run_another_process_still_writes(fake_grid, tmp_pa
     assert [r[0] for r in ran] == [parent, grid.jobs[1].run_id]  # each once, the parent first
     assert result.ok and set(result.statuses.values()) == {"done"}
     progress = [line for line in lines if line.startswith("progress: ")]
-    assert progress[0].startswith("progress: 0/2 done, 1 running, 0 failed, 1 waiting")
+    assert progress[0].startswith("progress: 0/2 done, 0 running, 0 failed, 2 waiting")  # held by the other
+    assert progress[1].startswith("progress: 0/2 done, 1 running, 0 failed, 1 waiting")  # this launch's own
     assert progress[-1] == "progress: 2/2 done, 0 running, 0 failed, 0 waiting; about 00:00 left"
 
 

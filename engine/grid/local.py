@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from data.cli import BadInput
-from data.runs import RunStore
+from data.runs import CORRUPT, RunStore
 from engine.grid.executor import MAX_PROCS, JobState, Plan, Submission, job_costs, job_order, job_states, should_run
 from engine.grid.lock import LAUNCH_ENV, LockOwner, process_token, writer_state
 from engine.grid.progress import Progress
@@ -61,8 +61,8 @@ FOLLOW_S = 0.2
 """How often a launcher's log is read for new lines."""
 WRITER_POLL_S = 1.0
 """How often a launch looks again at a run another process still writes."""
-JOB_END = re.compile(r"^(\S+): (?:(?:done|failed|skipped) in |not started: )")
-"""A worker's line saying one job of its batch ended (``engine.train.worker.run_jobs``)."""
+JOB_MOVED = re.compile(r"^(\S+): (?:started$|(?:done|failed|skipped) in |not started: )")
+"""A worker's line saying one job of its batch started or ended (``engine.train.worker.run_jobs``)."""
 
 
 def say(line: str) -> None:
@@ -234,9 +234,9 @@ def launch_env(threads: int, devices: tuple[int, ...] | None) -> dict[str, str]:
 
 
 def _stream(children: _Children, cmd: list[str], log: Path, echo: Callable[[str], None], env: dict[str, str],
-            ended: Callable[[], None]) -> int:
+            moved: Callable[[], None]) -> int:
     """Run ``cmd`` with its output going to ``log``, following the file: only the per-job
-    summary lines are echoed, and ``ended`` is called when one says a job ended.
+    summary lines are echoed, and ``moved`` is called when one says a job started or ended.
 
     A file, not a pipe: when this launch dies, a pipe would turn the trainer's next print
     into a BrokenPipeError that ends the run as ``failed``; with a file the trainer goes on
@@ -257,24 +257,24 @@ def _stream(children: _Children, cmd: list[str], log: Path, echo: Callable[[str]
                 partial += reader.read()
                 *lines, partial = partial.split("\n")
                 for line in lines:
-                    _echo_line(line, echo, ended)
+                    _echo_line(line, echo, moved)
                 if exited:
                     break
                 time.sleep(FOLLOW_S)
             if partial:
-                _echo_line(partial, echo, ended)
+                _echo_line(partial, echo, moved)
         return proc.wait()
     finally:
         children.done(proc)
 
 
-def _echo_line(line: str, echo: Callable[[str], None], ended: Callable[[], None]) -> None:
+def _echo_line(line: str, echo: Callable[[str], None], moved: Callable[[], None]) -> None:
     if "[engine.train]" not in line:
         return
     said = line.rstrip().split("[engine.train] ", 1)[-1]
     echo(said)
-    if JOB_END.match(said):
-        ended()
+    if JOB_MOVED.match(said):
+        moved()
 
 
 class _Scheduler:
@@ -313,7 +313,17 @@ class _Scheduler:
         return out
 
     def statuses(self) -> dict[str, str]:
-        return {run_id: self.store.status(run_id) for run_id in self.jobs}
+        """Each job's stored status, except that a job this launch holds is ``running`` only
+        while its process holds the run's writer lock (a batch runs its jobs one after another,
+        and a killed run's record still says ``running``) and ``pending`` until then."""
+        held, out = self.running_now(), {}
+        for run_id in self.jobs:
+            status = self.store.status(run_id)
+            if run_id in held and status not in ("done", "failed", CORRUPT):
+                live = writer_state(self.store.run_dir(run_id))[0] == "live"
+                status = "running" if live else "pending"
+            out[run_id] = status
+        return out
 
     def next_batch(self, free_slots: int) -> list[Job]:
         ready = [j for j in self.order if self._launchable(j)]

@@ -43,7 +43,8 @@ class Counts:
 
 def count(statuses: Mapping[str, str], running: set[str], costs: Mapping[str, float],
           start_left: float, elapsed_s: float) -> Counts:
-    """:class:`Counts` from each job's stored status and the jobs this launch runs now.
+    """:class:`Counts` from each job's stored status and the jobs this launch holds now
+    (``running``: started or queued in one of its batches).
 
     The time left is cost-weighted (``engine.grid.executor.job_costs``: tokens x parameters,
     so a parent counts for far more than a small child): what is left of the cost, at the pace
@@ -51,7 +52,9 @@ def count(statuses: Mapping[str, str], running: set[str], costs: Mapping[str, fl
     """
     done = {r for r, s in statuses.items() if s == "done"}
     failed = {r for r, s in statuses.items() if s in ("failed", CORRUPT) and r not in running}
-    active = {r for r in running if r not in done}
+    # A launch hands a slot a batch run one job after another: only the job its process has
+    # started (its record says so) is running; the rest of the batch is still waiting.
+    active = {r for r in running if statuses.get(r) == "running"}
     left_cost = sum(costs.get(r, 1.0) for r in statuses if r not in done and r not in failed)
     finished = start_left - left_cost
     left_s = left_cost * elapsed_s / finished if finished > 0 and elapsed_s > 0 else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,6 +37,33 @@ def _single_process_env() -> None:
         return
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+
+
+SHM_BUFFER = "deepspeed_allreduce_buffer"
+"""The name DeepSpeed's CPU all-reduce gives each rank's shared-memory segment (its shm.cpp)."""
+
+
+def shm_buffer_path(rank: int, addr: str | None = None, port: str | None = None) -> Path:
+    """Where this process group's segment of ``rank`` lives (named from MASTER_ADDR/PORT)."""
+    addr = addr if addr is not None else os.environ.get("MASTER_ADDR", "")
+    port = port if port is not None else os.environ.get("MASTER_PORT", "")
+    return Path("/dev/shm") / f"{SHM_BUFFER}_{os.getuid()}_{addr}_{port}_{rank}"
+
+
+def release_shm_names(rank: int, world: int) -> None:
+    """Unlink this rank's all-reduce segment name once every rank has mapped every segment.
+
+    DeepSpeed's CPU backend creates one 69 MB segment per rank in /dev/shm and never unlinks
+    it, so each job left RAM behind for good (one test-suite run left 199 segments, 13.7 GB,
+    on a 24 GB machine). Peers open the names only while they initialise: after the barrier
+    the names are no longer needed, and the mappings live until the processes exit, so even a
+    killed job leaves nothing behind.
+    """
+    import torch.distributed as dist
+
+    if world > 1:
+        dist.barrier()
+    shm_buffer_path(rank).unlink(missing_ok=True)
 
 
 STALE_LOCK_S = 120.0
@@ -96,6 +124,7 @@ def init_distributed() -> Dist:
     accel = get_accelerator()
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=accel.communication_backend_name())
+        release_shm_names(dist.get_rank(), dist.get_world_size())
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     name = accel.device_name()
     device = torch.device(name, local_rank) if name != "cpu" else torch.device("cpu")

@@ -114,6 +114,8 @@ def run_jobs(jobs: Sequence[JobConfig]) -> dict[str, str]:
             if dist.is_main:
                 print(f"[engine.train] {job.run_id}: not started: {busy} writes this run", flush=True)
             continue
+        if dist.is_main:
+            print(f"[engine.train] {job.run_id}: started", flush=True)
         try:
             results[job.run_id] = _run_one(job, dist)
         finally:
