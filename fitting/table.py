@@ -89,12 +89,13 @@ def from_arrays(law: str | Law, axes: dict[str, Array], y: Array, run_ids: Array
 
 def load_data(path: str | Path, law: str | Law, *, method: str | None = None,
               statuses: tuple[str, ...] = DEFAULT_STATUSES, family: str | None = None,
-              allow_unordered: bool = False) -> FitData:
+              allow_unordered: bool = False, objective: str | None = None) -> FitData:
     """Read a run-store directory or a .csv/.parquet table for ``law``.
 
     From a store: runs whose ``init`` matches the law (P2: pruned, Chinchilla: random), with a
     status in ``statuses``, rows with ``tokens > 0``, one ``method`` (required when the store
-    holds several: their laws differ). A table needs the law's axis names as columns; an
+    holds several: their laws differ), one post-training ``objective`` (required when the
+    selected runs mix KD and LM loss: their curves differ too). A table needs the law's axis names as columns; an
     optional ``run_id`` column groups points into runs (else each row is its own run).
     """
     law = law if isinstance(law, Law) else get_law(law)
@@ -102,7 +103,7 @@ def load_data(path: str | Path, law: str | Law, *, method: str | None = None,
     if not path.exists():
         raise BadInput(f"input {str(path)!r} does not exist; expected a run-store directory or a .csv/.parquet table")
     if path.is_dir():
-        frame, notes = _from_store(path, law, method, statuses, family, allow_unordered)
+        frame, notes = _from_store(path, law, method, statuses, family, allow_unordered, objective)
     else:
         frame, notes = _read_table(path), []
         if method is not None and "method" not in frame.columns:
@@ -146,7 +147,8 @@ def _drop_zero_update_points(table: "pd.DataFrame") -> tuple["pd.DataFrame", int
 
 
 def _from_store(path: Path, law: Law, method: str | None, statuses: tuple[str, ...],
-                family: str | None = None, allow_unordered: bool = False) -> tuple["pd.DataFrame", list[str]]:
+                family: str | None = None, allow_unordered: bool = False,
+                objective: str | None = None) -> tuple["pd.DataFrame", list[str]]:
     from data.runs import load, size_order_violations
 
     table = load(path)
@@ -172,6 +174,7 @@ def _from_store(path: Path, law: Law, method: str | None, statuses: tuple[str, .
         raise BadInput(f"run store {str(path)!r} has no {law.store_init}-init runs with status in "
                        f"{list(statuses)}; law {law.name!r} is fitted to {law.store_init}-init runs")
     kept = _only_method(kept, method)
+    kept = _only_objective(kept, objective)
     n_zero = int((kept["tokens"] <= 0).sum())
     kept = kept[kept["tokens"] > 0]
     if n_zero:
@@ -185,6 +188,18 @@ def _from_store(path: Path, law: Law, method: str | None, statuses: tuple[str, .
             kept = kept[~at_l0]
     frame = kept.rename(columns={col: axis for axis, col in law.store.items()})
     return frame, notes
+
+
+def _only_objective(frame: "pd.DataFrame", objective: str | None) -> "pd.DataFrame":
+    present = sorted(map(str, frame["objective"].dropna().unique())) if "objective" in frame.columns else []
+    if objective is None:
+        if len(present) > 1:
+            raise BadInput(f"the runs mix post-training objectives {present}; choose one with --objective "
+                           "(a KD curve and an LM-loss curve follow different laws)")
+        return frame
+    if objective not in present:
+        raise BadInput(f"--objective {objective!r} not in the input; allowed: {', '.join(present) or '(none)'}")
+    return frame[frame["objective"] == objective]
 
 
 def _only_method(frame: "pd.DataFrame", method: str | None) -> "pd.DataFrame":

@@ -13,13 +13,13 @@ from fitting.card import load_card
 from fitting.synthetic import p2_curves
 
 
-def _write_store(root, data, *, method="depth", init="pruned", status="done", prefix=""):
+def _write_store(root, data, *, method="depth", init="pruned", status="done", prefix="", objective="lm"):
     store = RunStore(root)
     for run in data.runs:
         m = data.run_ids == run
         meta = {"family": "llama", "parent": "p", "method": method, "ratio": float(data.axes["ratio"][m][0]),
                 "params_before": float(data.axes["params_before"][m][0]), "init": init,
-                "loss_before": float(data.axes["loss_before"][m][0]), "objective": "lm", "seed": 0}
+                "loss_before": float(data.axes["loss_before"][m][0]), "objective": objective, "seed": 0}
         store.write(prefix + run, {"status": status, "meta": meta})
         rows = [{"step": 0, "tokens": 0, "eval_loss": 6.0}]  # right after pruning: left out
         rows += [{"step": i + 1, "tokens": int(t), "eval_loss": float(v)}
@@ -128,7 +128,14 @@ def _bad(tmp_path, store):
     _write_store(mixed, p2_curves(points=4), method="depth")
     _write_store(mixed, p2_curves(points=4), method="width", prefix="w-")
     one_run = frame[frame["run_id"] == frame["run_id"].iloc[0]]
+    both = tmp_path / "both-objectives"
+    _write_store(both, p2_curves(points=4), objective="kd")
+    _write_store(both, p2_curves(points=4), objective="lm", prefix="lm-")
     return {
+        "the runs mix post-training objectives ['kd', 'lm']; choose one with --objective": [
+            "fit", str(both), "--law", "p2"],
+        "--objective 'mse' not in the input; allowed: kd, lm": [
+            "fit", str(both), "--law", "p2", "--objective", "mse"],
         "bootstrap needs at least 2 runs; the input has 1": [
             "fit", _csv(tmp_path, one_run, "one.csv"), "--law", "p2", "--bootstrap", "5"],
         "does not exist": ["fit", str(tmp_path / "nope"), "--law", "p2"],
@@ -156,6 +163,15 @@ def test_bad_input_exits_2_with_one_line(store, tmp_path, capsys):
         lines = err.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], (expected, err)
         assert out == ""
+
+
+def test_objective_selects_the_kd_runs_of_a_store_that_also_holds_lm_runs(tmp_path, capsys):
+    both = tmp_path / "both"
+    kd = p2_curves(points=4)
+    _write_store(both, kd, objective="kd")
+    _write_store(both, p2_curves(points=4, seed=1), objective="lm", prefix="lm-")
+    code, out, _ = _run(capsys, "fit", str(both), "--law", "p2", "--objective", "kd", "--json")
+    assert code == 0 and json.loads(out)["fit"]["n_points"] == len(kd.y)
 
 
 def test_existing_card_is_not_overwritten_without_force(store, tmp_path, capsys):

@@ -28,6 +28,8 @@ def input_parser(prog: str, doc: str, epilog: str, law_help: str) -> Parser:
     p.add_argument("--law", required=True, help=f"{law_help}: {', '.join(law_names())}")
     p.add_argument("--method", help="pruning method (required if the store mixes methods)")
     p.add_argument("--family", help="model family of a run store to fit (llama3, qwen2.5, ...)")
+    p.add_argument("--objective", help="post-training objective of a run store's runs (kd, lm; "
+                   "required if the runs mix them)")
     p.add_argument("--allow-unordered", action="store_true",
                    help="fit parents whose pretrained loss does not fall with size (a warning, not a refusal)")
     p.add_argument("--weighting", choices=("point", "run"), default="point",
@@ -57,4 +59,4 @@ def load_input(args: argparse.Namespace, law) -> "FitData":
     from fitting.table import load_data
 
     return load_data(args.path, law, method=args.method, family=args.family,
-                     allow_unordered=args.allow_unordered)
+                     allow_unordered=args.allow_unordered, objective=args.objective)
