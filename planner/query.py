@@ -9,17 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from data.cli import BadInput
+from data.methods import METHODS  # noqa: F401 - the planner's CLI lists and checks them
+from data.methods import SPARSE as SPARSE_METHODS  # noqa: F401 - dense kernels gain nothing from these
 from data.models import FAMILIES, get_spec, normalize_family
 from data.units import format_count, parse_count
 
-METHODS: tuple[str, ...] = (
-    "depth", "depth-block", "depth-last", "width", "width-search", "targeted",
-    "2:4", "2:4-magnitude", "2:4-sparsegpt",
-    "unstructured", "unstructured-magnitude", "unstructured-sparsegpt",
-)
-"""The engine's pruning methods (engine.pruning.METHODS; a test keeps the two in step).
-Copied, not imported: the planner must not import the engine package."""
-SPARSE_METHODS: frozenset[str] = frozenset(m for m in METHODS if m.startswith(("2:4", "unstructured")))
 DEFAULT_METHOD = "depth"
 PARAMS_RANGE = (1e3, 1e13)
 """Plausible parent sizes N0: the tiny test shapes (tens of thousands) up to 10T, several times

@@ -16,17 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from data.methods import display_order
 from data.units import format_count
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from matplotlib.axes import Axes
 
-METHOD_ORDER: tuple[str, ...] = (
-    "depth", "width", "2:4", "unstructured", "depth-block", "depth-last", "2:4-magnitude",
-    "2:4-sparsegpt", "unstructured-magnitude", "unstructured-sparsegpt",
-)
-"""Known methods first, so a method keeps its colour in every report, whatever else ran."""
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
             "#17becf", "#bcbd22", "#7f7f7f")
 OBJECTIVE_MARKERS: dict[str, str] = {"lm": "o", "kd": "s", "recon": "^"}
@@ -38,12 +34,14 @@ TOKENS_LABEL = "post-training tokens D"
 
 
 def method_colors(methods: Iterable[str]) -> dict[str, str]:
-    """A fixed colour per known method (:data:`METHOD_ORDER`); others get colours unused here."""
+    """A fixed colour per method of the table (its display order, ``data.methods``), so a method
+    keeps its colour in every report whatever else ran; others get colours unused here."""
     present = set(map(str, methods))
-    colors = {m: _PALETTE[i % len(_PALETTE)] for i, m in enumerate(METHOD_ORDER)}
+    known = display_order()
+    colors = {m: (_PALETTE + _EXTRA)[i % (len(_PALETTE) + len(_EXTRA))] for i, m in enumerate(known)}
     used = {colors[m] for m in present if m in colors}
     free = [c for c in _PALETTE + _EXTRA if c not in used] or list(_PALETTE)
-    for i, m in enumerate(sorted(present - set(METHOD_ORDER))):
+    for i, m in enumerate(sorted(present - set(known))):
         colors[m] = free[i % len(free)]
     return colors
 

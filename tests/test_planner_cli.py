@@ -10,7 +10,6 @@ import pytest
 
 from data.models import get_spec
 from planner.__main__ import main
-from planner.query import METHODS
 from test_planner_cards import write_card
 
 TOP_KEYS = {"command", "schema_version", "verdict", "credible", "why_not_credible", "mode", "query", "card", "pilot",
@@ -165,13 +164,6 @@ def test_help_has_examples(command, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert out.count(f"planner {command}") >= 3 and "examples:" in out
-
-
-def test_methods_match_the_engine_registry():
-    """The planner copies the engine's method names (it must not import the engine)."""
-    from engine.pruning import METHODS as ENGINE_METHODS
-
-    assert set(METHODS) == set(ENGINE_METHODS)
 
 
 def test_console_script_json_is_the_only_stdout(cards, tmp_path):

@@ -319,7 +319,7 @@ def test_missing_calibration_and_unknown_args_are_bad_input() -> None:
     model = build_model("tiny-llama")
     with pytest.raises(BadInput, match="needs calibration data"):
         get_method("unstructured-sparsegpt")(model, 0.3, None)
-    with pytest.raises(BadInput, match=r"unknown key\(s\) blocksz; allowed: .*blocksize"):
+    with pytest.raises(BadInput, match=r"unknown sparse option\(s\) blocksz; allowed: .*blocksize"):
         get_method("unstructured")(model, 0.3, _calib(), args={"blocksz": 64})
     with pytest.raises(BadInput, match="group 'column'"):
         SparseArgs(group="column")

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from data.cli import BadInput
+from data.methods import METHODS
 from data.paths import check_out_apart, check_swappable
+from engine.pruning.recon_args import ReconArgs
 
 EPILOG = """examples:
   engine prune --model work/smollm2-135m --method depth --ratio 0.25 --calib work/text/shakes.txt --out work/pruned/depth25
@@ -33,11 +35,14 @@ EPILOG = """examples:
   engine prune --model work/smollm2-135m --method targeted --target layers=24,heads=6,kv_heads=2,ffn=1024,hidden=384 --prune-tokens 2M --calib SHARDS_DIR --eval SHARDS_DIR --out work/pruned/sheared
   engine prune --model work/smollm2-135m --method width --ratio 0.5 --search 4 --search-tokens 200K --calib SHARDS_DIR --eval SHARDS_DIR --out work/pruned/width50-search
   engine prune --model work/smollm2-135m --method unstructured-magnitude --sparsity 0.5 --calib work/text/shakes.txt --reconstruct block --eval work/text/shakes.txt --out work/pruned/mag50-recon
+  engine prune --model work/smollm2-135m --method unstructured-sparsegpt --sparsity 0.5 --option damp=0.05 --calib work/text/shakes.txt --out work/pruned/sgpt50
 """
 
 
 MAX_COUNT = 1_000_000
 """Bound on every count flag: larger is a typo that would run for hours before failing."""
+RECON = ReconArgs()
+"""Reconstruction defaults (the flags' defaults are its fields)."""
 
 
 @dataclass(frozen=True)
@@ -47,13 +52,13 @@ class PruneJob:
     model: str
     """A save_pretrained directory or a preset name."""
     method: str
-    """Registry name (engine.pruning.METHODS)."""
+    """A row of the method table (data.methods.METHODS)."""
     ratio: float | None
     """Target fraction of parameters to remove, in (0, 1); None when ``sparsity`` is given."""
     out: Path
     """Output directory."""
     calib: str | None = None
-    """Shard directory or text file for calibration (methods in NEEDS_CALIB)."""
+    """Shard directory or text file for calibration (methods whose row says ``calib``)."""
     calib_samples: int = 32
     """Number of calibration sequences."""
     calib_seq_len: int = 256
@@ -79,11 +84,11 @@ class PruneJob:
     ``blocks:K``; engine.pruning.recon); None: no reconstruction."""
     recon_samples: int | None = None
     """Calibration sequences for reconstruction (None: ``calib_samples``); length ``calib_seq_len``."""
-    recon_steps: int = 100
+    recon_steps: int = RECON.steps
     """Adam steps per reconstructed submodel."""
-    recon_lr: float = 1e-4
+    recon_lr: float = RECON.lr
     """Adam learning rate per reconstructed submodel."""
-    recon_batch_size: int = 8
+    recon_batch_size: int = RECON.batch_size
     """Calibration sequences per reconstruction step."""
     target: str | None = None
     """``--method targeted``: the target shape (a preset, or ``layers=..,heads=..,kv_heads=..,ffn=..,hidden=..``)."""
@@ -96,16 +101,17 @@ class PruneJob:
     search: int | None = None
     """``--method width --search K``: K candidate shapes of the same size, ranked after a short KD."""
     search_tokens: str | None = None
-    """KD tokens per candidate of ``--search`` (None: engine.pruning.search.SearchArgs.tokens)."""
+    """KD tokens per candidate of ``--search`` (None: engine.pruning.args.SearchArgs.tokens)."""
     device: str = "auto"
     """Where the model is pruned: ``auto`` (the GPU where torch sees one), ``cpu`` or ``cuda``."""
     dtype: str = "auto"
     """Calibration forwards in ``fp32`` or ``bf16`` (weights and statistics stay fp32); ``auto``:
     bf16 on a GPU, on a CPU whichever the machine probe measures faster at this model's shape."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """``--option KEY=VALUE``: fields of the method's options dataclass (its row's ``args``),
+    over those the dedicated flags above set."""
 
     def __post_init__(self) -> None:
-        from engine.pruning import METHODS
-
         if self.method not in METHODS:
             raise BadInput(f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
         if sum(v is not None for v in (self.ratio, self.sparsity, self.target)) != 1:
@@ -133,17 +139,18 @@ class PruneJob:
             raise BadInput(f"--out {str(self.out)!r} already exists; pass --force to replace it")
         if self.width and self.method not in ("width", "width-search"):
             raise BadInput(f"width options {sorted(self.width)} only apply to --method width")
+        from engine.pruning import check_args
+
+        check_args(_method_name(self), _method_args(self))  # a bad option fails before any weight is read
 
     def _check_recon(self) -> None:
-        changed = {"--recon-samples": self.recon_samples is not None, "--recon-steps": self.recon_steps != 100,
-                   "--recon-lr": self.recon_lr != 1e-4, "--recon-batch-size": self.recon_batch_size != 8}
+        changed = {"--recon-samples": self.recon_samples is not None, "--recon-steps": self.recon_steps != RECON.steps,
+                   "--recon-lr": self.recon_lr != RECON.lr, "--recon-batch-size": self.recon_batch_size != RECON.batch_size}
         given = [flag for flag, on in changed.items() if on]
         if self.reconstruct is None:
             if given:
                 raise BadInput(f"{', '.join(given)} only apply with --reconstruct layer|block|blocks:K")
             return
-        from engine.pruning.recon import ReconArgs
-
         ReconArgs(granularity=self.reconstruct, steps=self.recon_steps, lr=self.recon_lr,
                   batch_size=self.recon_batch_size)  # raises BadInput naming the bad value
         if self.recon_samples is not None and self.recon_samples < 1:
@@ -201,7 +208,17 @@ def _ids(job: PruneJob, source: str, n: int, split: str, vocab: int, seed: int):
     return ids
 
 
+def _method_name(job: PruneJob) -> str:
+    """The row that prunes: ``--method width --search K`` is ``width-search``."""
+    return "width-search" if job.search is not None else job.method
+
+
 def _method_args(job: PruneJob) -> dict[str, Any] | None:
+    """The method's ``args``: what the dedicated flags set, then ``--option`` over them."""
+    return {**(_flag_args(job) or {}), **job.options} or None
+
+
+def _flag_args(job: PruneJob) -> dict[str, Any] | None:
     if job.method == "targeted":
         shards = job.calib if job.calib and Path(job.calib).is_dir() else None
         extra = {k: v for k, v in (("tokens", job.prune_tokens), ("mask_lr", job.mask_lr), ("lr", job.prune_lr))
@@ -214,7 +231,7 @@ def _method_args(job: PruneJob) -> dict[str, Any] | None:
                 "state_dir": str(job.targeted_dir), **extra}
     if job.method == "width":
         return {**job.width, "batch_size": job.batch_size}
-    if job.method.startswith("depth"):
+    if METHODS[job.method].kind == "depth":
         return {"batch_size": job.batch_size}
     return None
 
@@ -252,7 +269,7 @@ def run(job: PruneJob):
     shape_before = spec_of(model)
     loss_before = eval_loss(model, evals, job.batch_size) if evals is not None else None
     parent = _parent_layers(job, model) if job.reconstruct else None
-    method = "width-search" if job.search is not None else job.method
+    method = _method_name(job)
     dtype, why = choose_forward_dtype(job.dtype, model, job.calib_seq_len if calib is not None else None,
                                       job.batch_size)
     print(f"[engine prune] {device.type}, forwards in {dtype}: {why}", flush=True)
@@ -298,7 +315,7 @@ def _parent_layers(job: PruneJob, model):
 def _reconstruct(job: PruneJob, report, parent, calib, evals) -> dict[str, Any]:
     """Local reconstruction of ``report.model`` (resumable through ``job.state_dir``)."""
     from engine.pruning.common import eval_loss
-    from engine.pruning.recon import ReconArgs, reconstruct
+    from engine.pruning.recon import reconstruct
 
     n = job.recon_samples or job.calib_samples
     ids = calib if n == job.calib_samples else _ids(job, job.calib, n, "train", report.model.config.vocab_size,
@@ -345,7 +362,8 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True,
                    help="save_pretrained directory, hub id org/name[@revision], or random:PRESET (untrained)")
-    p.add_argument("--method", required=True, help="depth, depth-block, depth-last, width, targeted, 2:4, unstructured, ...")
+    p.add_argument("--method", required=True, metavar="METHOD",
+                   help="; ".join(f"{m.name}: {m.label}" for m in METHODS.values()))
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--ratio", type=float, help="fraction of ALL parameters to remove, in (0, 1)")
     size.add_argument("--sparsity", type=float,
@@ -361,6 +379,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", help="tokenizer for text files (default: the model directory's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=_option,
+                   help="a field of the method's options (e.g. --option damp=0.05 for the sparsegpt methods); "
+                        "repeatable; a key the method does not take exits 2 naming the allowed ones")
     w = p.add_argument_group("width options")
     w.add_argument("--axes", help="comma list of ffn,heads,hidden,kv to shrink (default ffn,heads,hidden)")
     for name in ("heads", "kv-heads", "ffn", "hidden"):
@@ -375,15 +396,30 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--reconstruct", metavar="GRANULARITY",
                    help="layer | block | blocks:K: fit each submodel to the parent's activations on --calib")
     r.add_argument("--recon-samples", type=int, help="calibration sequences for it (default: --calib-samples)")
-    r.add_argument("--recon-steps", type=int, default=100, help="Adam steps per submodel (default 100)")
-    r.add_argument("--recon-lr", type=float, default=1e-4, help="Adam learning rate per submodel (default 1e-4)")
-    r.add_argument("--recon-batch-size", type=int, default=8, help="sequences per step (default 8)")
+    r.add_argument("--recon-steps", type=int, default=RECON.steps, help=f"Adam steps per submodel (default {RECON.steps})")
+    r.add_argument("--recon-lr", type=float, default=RECON.lr, help=f"Adam learning rate per submodel (default {RECON.lr:g})")
+    r.add_argument("--recon-batch-size", type=int, default=RECON.batch_size,
+                   help=f"sequences per step (default {RECON.batch_size})")
     p.add_argument("--device", default="auto", help="auto (the GPU where present) | cpu | cuda")
     p.add_argument("--dtype", default="auto",
                    help="calibration forwards: auto (bf16 on a GPU; on a CPU the faster, measured) | fp32 | bf16")
     p.add_argument("--force", action="store_true", help="replace an existing --out directory")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     return p
+
+
+def _option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, int | float | bool | str); the options type checks both."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. damp=0.05)")
+    value = value.strip()
+    for parse in (int, float):
+        try:
+            return key.strip(), parse(value)
+        except ValueError:
+            pass
+    return key.strip(), {"true": True, "false": False}.get(value.lower(), value)
 
 
 def setup(argv: Sequence[str] | None) -> tuple[PruneJob, bool]:
@@ -398,7 +434,7 @@ def setup(argv: Sequence[str] | None) -> tuple[PruneJob, bool]:
                    reconstruct=ns.reconstruct, recon_samples=ns.recon_samples, recon_steps=ns.recon_steps,
                    recon_lr=ns.recon_lr, recon_batch_size=ns.recon_batch_size, target=ns.target,
                    prune_tokens=ns.prune_tokens, mask_lr=ns.mask_lr, prune_lr=ns.prune_lr, search=ns.search, search_tokens=ns.search_tokens,
-                   device=ns.device, dtype=ns.dtype)
+                   device=ns.device, dtype=ns.dtype, options=dict(ns.option))
     return job, ns.json
 
 

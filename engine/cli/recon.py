@@ -20,6 +20,10 @@ from typing import Any
 
 from data.cli import BadInput
 from data.paths import check_out_apart, check_swappable
+from engine.pruning.recon_args import ReconArgs
+
+RECON = ReconArgs()
+"""Reconstruction defaults (the flags' defaults are its fields)."""
 
 EPILOG = """examples:
   engine recon --model work/pruned/mag50 --parent work/smollm2-135m --calib work/text/shakes.txt --granularity block --out work/pruned/mag50-block
@@ -38,21 +42,19 @@ class ReconJob:
     calib: str
     """Shard directory or text file for calibration."""
     out: Path
-    granularity: str = "block"
+    granularity: str = RECON.granularity
     samples: int = 32
     """Calibration sequences (the calibration size is samples x seq_len)."""
     seq_len: int = 256
-    steps: int = 100
-    lr: float = 1e-4
-    batch_size: int = 8
+    steps: int = RECON.steps
+    lr: float = RECON.lr
+    batch_size: int = RECON.batch_size
     eval: str | None = None
     eval_samples: int = 16
     seed: int = 0
     force: bool = False
 
     def __post_init__(self) -> None:
-        from engine.pruning.recon_args import ReconArgs
-
         ReconArgs(granularity=self.granularity, steps=self.steps, lr=self.lr, batch_size=self.batch_size)
         if self.samples < 1 or self.seq_len < 1:
             raise BadInput(f"calibration size {self.samples} x {self.seq_len}: need --samples >= 1 and --seq-len >= 1")
@@ -90,7 +92,7 @@ def run(job: ReconJob) -> dict[str, Any]:
     from engine.models import load_model, save_model
     from engine.probe import set_torch_threads
     from engine.pruning.common import eval_loss
-    from engine.pruning.recon import ReconArgs, reconstruct
+    from engine.pruning.recon import reconstruct
 
     set_torch_threads()
     doc, masks = _pruning_record(job.model)
@@ -157,12 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--parent", required=True, help="the unpruned parent: HF directory, hub id org/name[@revision], or random:PRESET")
     p.add_argument("--calib", required=True, help="shard directory or text file for calibration")
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--granularity", default="block", help="layer | block | blocks:K (default block)")
+    p.add_argument("--granularity", default=RECON.granularity, help=f"layer | block | blocks:K (default {RECON.granularity})")
     p.add_argument("--samples", type=int, default=32, help="calibration sequences (default 32)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (default 256)")
-    p.add_argument("--steps", type=int, default=100, help="Adam steps per submodel (default 100)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate per submodel (default 1e-4)")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per step (default 8)")
+    p.add_argument("--steps", type=int, default=RECON.steps, help=f"Adam steps per submodel (default {RECON.steps})")
+    p.add_argument("--lr", type=float, default=RECON.lr, help=f"Adam learning rate per submodel (default {RECON.lr:g})")
+    p.add_argument("--batch-size", type=int, default=RECON.batch_size, help=f"sequences per step (default {RECON.batch_size})")
     p.add_argument("--eval", help="shard directory (eval split) or text file: loss before/after")
     p.add_argument("--eval-samples", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)

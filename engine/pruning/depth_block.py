@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from engine.pruning import common
+from engine.pruning.args import DepthArgs
 from engine.pruning.report import PruneReport
 
 
@@ -46,7 +47,7 @@ def prune(model: nn.Module, ratio: float, calib: torch.Tensor | None, *,
         model: Llama / Qwen2 causal LM, pruned in place.
         ratio: target fraction of parameters to remove (0 changes nothing).
         calib: LongTensor [n, seq_len] of calibration ids.
-        args: ``batch_size`` (rows per forward pass, default 4).
+        args: :class:`engine.pruning.args.DepthArgs` fields.
 
     Raises:
         BadInput: missing calibration, or a ratio no whole number of layers reaches.
@@ -59,7 +60,7 @@ def prune(model: nn.Module, ratio: float, calib: torch.Tensor | None, *,
     drop: list[int] = []
     if k:
         calib = common.check_calib(calib, "depth-block")
-        batch = int((args or {}).get("batch_size", 4))
+        batch = DepthArgs.from_dict(args).batch_size
         from engine.pruning.progress import bar
 
         windows = range(n_layers - k + 1)

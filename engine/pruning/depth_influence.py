@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from engine.pruning import common
+from engine.pruning.args import DepthArgs
 from engine.pruning.report import PruneReport
 
 
@@ -24,7 +25,7 @@ def prune(model: nn.Module, ratio: float, calib: torch.Tensor | None, *,
         model: Llama / Qwen2 causal LM, pruned in place.
         ratio: target fraction of parameters to remove (0 changes nothing).
         calib: LongTensor [n, seq_len] of calibration ids.
-        args: ``batch_size`` (rows per forward pass, default 4).
+        args: :class:`engine.pruning.args.DepthArgs` fields.
 
     Raises:
         BadInput: missing calibration, or a ratio no whole number of layers reaches.
@@ -37,7 +38,7 @@ def prune(model: nn.Module, ratio: float, calib: torch.Tensor | None, *,
     drop: list[int] = []
     if n_drop:
         calib = common.check_calib(calib, "depth")
-        scores = common.block_influence(model, calib, int((args or {}).get("batch_size", 4)))
+        scores = common.block_influence(model, calib, DepthArgs.from_dict(args).batch_size)
         # argsort is stable: equal scores drop the earlier layer first, deterministically.
         drop = sorted(int(i) for i in torch.tensor(scores).argsort()[:n_drop])
     keep = common.drop_layers(model, drop) if drop else list(range(n_layers))

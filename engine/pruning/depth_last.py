@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from engine.pruning import common
+from engine.pruning.args import DepthArgs
 from engine.pruning.report import PruneReport
 
 
@@ -23,12 +24,13 @@ def prune(model: nn.Module, ratio: float, calib: torch.Tensor | None = None, *,
         model: Llama / Qwen2 causal LM, pruned in place.
         ratio: target fraction of parameters to remove (0 changes nothing).
         calib: ignored (this method needs no data).
-        args: ignored.
+        args: :class:`engine.pruning.args.DepthArgs` fields, checked (none changes which layers go).
 
     Raises:
         BadInput: a ratio no whole number of layers reaches.
     """
     ratio = common.check_ratio(ratio)
+    DepthArgs.from_dict(args)
     before = common.start(model)
     n_layers = len(common.decoder_layers(model))
     n_drop = common.layers_to_drop(model, ratio, "depth-last")

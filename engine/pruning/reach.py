@@ -13,9 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from data.cli import BadInput
+from data.methods import MethodSet
 from data.models import ModelSpec
 
-DEPTH_METHODS = ("depth", "depth-block", "depth-last")
+DEPTH_METHODS = MethodSet(lambda m: m.kind == "depth")
+"""Methods that drop whole layers: the nearest layer count (:func:`depth_layers`)."""
 WIDTH_METHODS = ("width",)
 NM_METHODS = ("2:4", "2:4-magnitude", "2:4-sparsegpt")
 ARCHS = {"llama": "llama", "qwen2": "qwen2"}

@@ -6,10 +6,11 @@ torch, so the granularity check lives here, beside the dataclass the library tak
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from data.cli import BadInput
+from engine.pruning.args import options
 
 GRANULARITIES = ("layer", "block", "blocks:K")
 """``layer``: each linear on its own; ``block``: one decoder block; ``blocks:K``: K consecutive."""
@@ -55,10 +56,4 @@ class ReconArgs:
 
     @classmethod
     def from_dict(cls, args: dict[str, Any] | None) -> ReconArgs:
-        """Build from a plain dict, naming the allowed keys when one is unknown."""
-        args = dict(args or {})
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(args) - set(allowed))
-        if unknown:
-            raise BadInput(f"reconstruction: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
-        return cls(**args)
+        return options(cls, args, "reconstruction")

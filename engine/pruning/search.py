@@ -22,7 +22,6 @@ import dataclasses
 import json
 import math
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,54 +32,14 @@ from torch import nn
 from data.cli import BadInput
 from data.runs import replace_dir, write_json_atomic
 from engine.pruning import common, width
+from engine.pruning.args import SearchArgs
 from engine.pruning.report import PruneReport
 from engine.pruning.targeted import stdout_to_stderr
-from engine.pruning.targeted_shape import options
 
 MIXES: tuple[tuple[str, ...], ...] = (
     ("ffn", "heads", "hidden"), ("ffn",), ("ffn", "hidden"), ("ffn", "heads"), ("hidden",), ("heads", "hidden"),
 )
 """Width axes a candidate may shrink (with a layer count fixed)."""
-
-
-@dataclass(frozen=True)
-class SearchArgs:
-    """Knobs of the search (``args`` dict keys)."""
-
-    candidates: int = 4
-    """K: shapes ranked."""
-    tokens: int = 50_000
-    """KD tokens per candidate (all ranks; ``200K`` ok)."""
-    micro_batch: int = 4
-    lr: float = 1e-4
-    """Peak learning rate of the short KD."""
-    warmup_frac: float = 0.1
-    temperature: float = 1.0
-    zero_stage: int = 0
-    precision: str = "fp32"
-    seed: int = 0
-    multiple: int = 8
-    """Granularity of hidden / FFN sizes (as in width)."""
-    batch_size: int = 4
-    """Rows per forward pass when scoring and evaluating."""
-    holdout: float = 0.25
-    """Fraction of the calibration rows held out for ranking (never trained on)."""
-    seq_len: int | None = None
-    stream_factory: Any = None
-    """In-process only: ``(rows, seed) -> Stream`` (the recipe's mixture loader)."""
-    shards: str | None = None
-    """A shard directory to train on (its mixture loader)."""
-    state_dir: str | None = None
-    """Ranked candidates and the best model so far live here (resume after a kill); None: no resume."""
-
-    def __post_init__(self) -> None:
-        if self.candidates < 2 or self.tokens < 1 or self.micro_batch < 1 or not 0 < self.holdout < 1:
-            raise BadInput(f"search candidates={self.candidates} must be >= 2, tokens={self.tokens} and micro_batch="
-                           f"{self.micro_batch} >= 1, holdout={self.holdout} in (0, 1)")
-
-    @classmethod
-    def from_dict(cls, args: dict[str, Any] | None) -> "SearchArgs":
-        return options(cls, args, "search")
 
 
 def _log_shape(base: width.Base, c: dict[str, int]) -> np.ndarray:

@@ -6,10 +6,11 @@ ratio against a parent's config before anything loads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from data.cli import BadInput
+from engine.pruning.args import options
 
 SCORERS: tuple[str, ...] = ("magnitude", "wanda", "sparsegpt")
 GROUPS: tuple[str, ...] = ("row", "layer")
@@ -50,10 +51,4 @@ class SparseArgs:
 
     @classmethod
     def from_dict(cls, args: dict[str, Any] | None) -> SparseArgs:
-        """Build from a plain dict, naming the allowed keys when one is unknown."""
-        args = dict(args or {})
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(args) - set(allowed))
-        if unknown:
-            raise BadInput(f"sparse args: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
-        return cls(**args)
+        return options(cls, args, "sparse")

@@ -13,12 +13,12 @@ targeted pruning never changes those).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from data.cli import BadInput
 from data.models import MODELS, ModelSpec
-from data.units import parse_count
+from engine.pruning.args import options
 
 FIELDS = ("layers", "heads", "kv_heads", "ffn", "hidden")
 
@@ -210,25 +210,7 @@ class TargetedArgs:
 
     @classmethod
     def from_dict(cls, args: dict[str, Any] | None) -> "TargetedArgs":
-        args = dict(args or {})
-        if isinstance(args.get("axes"), str):
-            args["axes"] = tuple(a.strip() for a in args["axes"].split(",") if a.strip())
         return options(cls, args, "targeted")
-
-
-def options(cls: type, args: dict[str, Any] | None, what: str) -> Any:
-    """``cls(**args)`` for a frozen options dataclass; unknown keys and bad counts are BadInput."""
-    args = dict(args or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(args) - known)
-    if unknown:
-        raise BadInput(f"unknown {what} option(s) {unknown}; allowed: {sorted(known)}")
-    if isinstance(args.get("tokens"), str):
-        try:
-            args["tokens"] = parse_count(args["tokens"], what=f"{what} tokens")
-        except ValueError as exc:
-            raise BadInput(str(exc)) from None
-    return cls(**args)
 
 
 def check_job(parent: str, prune_args: dict[str, Any]) -> None:

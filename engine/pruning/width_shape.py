@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from data.cli import BadInput
+from engine.pruning.args import options
 
 AXES = ("ffn", "heads", "hidden", "kv")
 TOLERANCE = 0.02
@@ -53,13 +54,6 @@ class WidthArgs:
     @classmethod
     def from_dict(cls, args: dict[str, Any] | None) -> "WidthArgs":
         """Build from the registry's ``args`` dict; unknown keys are a BadInput."""
-        from engine.pruning.targeted_shape import options
-
-        args = dict(args or {})
-        if isinstance(args.get("axes"), str):
-            args["axes"] = tuple(a.strip() for a in args["axes"].split(",") if a.strip())
-        elif "axes" in args:
-            args["axes"] = tuple(args["axes"])
         return options(cls, args, "width")
 
 

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from data.cli import BadInput
+from data.methods import METHODS
 from data.units import parse_count
+from engine.pruning.recon_args import ReconArgs  # torch-free
 
 OBJECTIVES = ("lm", "kd", "recon", "recon+lm", "recon+kd")
 """``recon+lm`` / ``recon+kd``: local reconstruction right after pruning (engine.pruning.recon,
@@ -173,25 +175,24 @@ class ReconConfig:
     calib_sequences: int = 64
     """Size of the calibration set the blocks are fitted on (``recon``: cycled until the token
     budget; ``recon+*``: sequences of the train split at the shards' length)."""
-    granularity: str = "block"
+    granularity: str = ReconArgs.granularity
     """``recon+*``: ``layer``, ``block`` or ``blocks:K`` (engine.pruning.recon_args)."""
-    steps: int = 100
+    steps: int = ReconArgs.steps
     """``recon+*``: Adam steps per submodel."""
-    lr: float = 1e-4
+    lr: float = ReconArgs.lr
     """``recon+*``: Adam learning rate per submodel."""
-    batch_size: int = 8
+    batch_size: int = ReconArgs.batch_size
     """``recon+*``: calibration sequences per step."""
 
     def __post_init__(self) -> None:
-        from engine.pruning.recon_args import ReconArgs  # torch-free
-
         _check(self.calib_sequences >= 1, f"recon.calib_sequences={self.calib_sequences} must be >= 1")
         ReconArgs(granularity=self.granularity, steps=self.steps, lr=self.lr, batch_size=self.batch_size)
 
 
 RECON_ADDED_DEFAULTS: dict[str, Any] = {"granularity": "block", "steps": 100, "lr": 1e-4, "batch_size": 8}
 """ReconConfig fields added after run stores existed: at these values they stay out of the
-config hash, so earlier jobs keep their run ids."""
+config hash, so earlier jobs keep their run ids. A record of the defaults of that time, written
+out on purpose: were ReconArgs' defaults to change, a job that takes the new ones is a new run."""
 
 
 @dataclass
@@ -256,11 +257,12 @@ class JobConfig:
     family: str = ""
     """Family recorded in the metadata; empty takes the parent's (``tiny``, ``llama3``, ...)."""
     method: str = NO_PRUNING
-    """Pruning method (``engine.pruning.METHODS``) or ``none``."""
+    """Pruning method (a row of ``data.methods.METHODS``) or ``none``."""
     ratio: float = 0.0
     """Target fraction of parameters to remove (``ratio_target``)."""
     prune_args: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments for the pruning method."""
+    """Fields of the method's options dataclass (its row's ``args`` in ``data.methods``),
+    checked against it when the job is read; kept as written, since it enters the run id."""
     calib_sequences: int = 32
     """Calibration sequences for the pruning scores (train split)."""
     init: str = "pruned"
@@ -295,10 +297,10 @@ class JobConfig:
                f"objective={self.objective!r} needs a pruned model; with method 'none' use objective 'lm'")
         _check(self.calib_sequences >= 1, f"calib_sequences={self.calib_sequences} must be >= 1")
         if pruning:
-            from engine.pruning import METHODS  # registry is a plain dict: cheap
+            _one_of("method", self.method, (NO_PRUNING, *METHODS))
+            from engine.pruning import check_args  # torch-free: the options type's module only
 
-            allowed = (NO_PRUNING, *METHODS)
-            _one_of("method", self.method, allowed)
+            check_args(self.method, self.prune_args)
         if self.method == "targeted":  # torch-free: options and a preset parent's target, at plan time
             from engine.pruning.targeted_shape import check_job
 
