@@ -119,7 +119,6 @@ def score_run(tokens, loss, meta, card, prior_card: bool = True) -> list[dict]:
     from data.cli import BadInput
     from fitting.pilot import Pilot, card_prior, fit_pilot
     from fitting.term import Criterion, Reference
-    from planner.recommend import card_term
 
     crit, ref = Criterion("recover", 0.9), Reference(loss=float(loss[0]))
     l0, n0, ratio = float(meta["loss_before"]), float(meta["params_before"]), float(meta["ratio"])
@@ -132,7 +131,7 @@ def score_run(tokens, loss, meta, card, prior_card: bool = True) -> list[dict]:
     if not true_d <= RESOLVED * final_tokens:  # the run cannot vouch for a D* far past its own end
         true_d = float("nan")
     out = []
-    cterm = None if card is None else card_term(card, n0, ratio, l0)
+    cterm = None if card is None else card.token_term(n0, ratio, l0)
     for frac in FRACTIONS:
         keep = (tokens > 0) & (tokens <= frac * final_tokens)
         for mode in MODES:
@@ -148,7 +147,7 @@ def score_run(tokens, loss, meta, card, prior_card: bool = True) -> list[dict]:
                     if mode == "pilot+card" and cterm is None:
                         raise BadInput("no card")
                     pilot = Pilot("pilot", tokens[keep], loss[keep], float(loss[0]), l0, n0, ratio)
-                    prior = None if mode == "pilot" else card_prior(card.card, params_before=n0, ratio=ratio)
+                    prior = None if mode == "pilot" else card_prior(card, params_before=n0, ratio=ratio)
                     term = fit_pilot(pilot, prior=prior, loss_before=l0)
                 final = term.loss(final_tokens)
                 d = term.tokens(crit, ref)

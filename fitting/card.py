@@ -20,6 +20,7 @@ is what a *new run* at that point should fall in.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -31,8 +32,10 @@ from typing import Any
 import numpy as np
 
 from data.cli import BadInput
+from data.units import format_count
 from fitting.intervals import draw_bounds, percentile_levels  # noqa: F401 (percentile_levels re-exported)
 from fitting.laws import Law, get_law
+from fitting.term import Reference, TokenTerm
 
 CARD_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -49,6 +52,11 @@ PI_DRAWS = 16
 def _rows(values: Any, n: int) -> np.ndarray:
     """``f(samples)`` as ``[n, m]`` (a law broadcasts a scalar query to ``[n]``)."""
     return np.asarray(values, float).reshape(n, -1)
+
+
+def _opt_str(value: Any) -> str | None:
+    """A card's recorded slot value, None for "not recorded" and the catch-alls."""
+    return None if value in (None, "", "any", "all") else str(value)
 
 
 def _num(x: float | None) -> float | None:
@@ -118,6 +126,10 @@ class LawCard:
     jackknife_params: np.ndarray | None = field(default=None, repr=False)
     """Leave-one-run-out refits ``[n_runs, P]`` (None: cards written before them, or a run
     whose removal leaves the law unidentifiable): the second half of every interval."""
+    path: Path | None = field(default=None, compare=False)
+    """The file the card was read from (None: a fit's own result, or a card made in memory)."""
+    sha256: str | None = field(default=None, compare=False)
+    """sha256 of that file's bytes: which exact card an answer or a page came from."""
 
     # -- construction ---------------------------------------------------------------------
 
@@ -129,6 +141,36 @@ class LawCard:
     def save(self, path: str | Path, *, with_samples: bool = True, force: bool = True) -> Path:
         """Write the card atomically; ``force=False`` refuses an existing file."""
         return save_card(self, path, with_samples=with_samples, force=force)
+
+    # -- provenance -----------------------------------------------------------------------
+
+    @property
+    def family(self) -> str | None:
+        """The model family the card was fitted on (None: not recorded, or any)."""
+        return _opt_str(self.data.get("family"))
+
+    @property
+    def method(self) -> str | None:
+        """The pruning method the card was fitted on (None: not recorded, or any)."""
+        return _opt_str(self.data.get("method"))
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Methods the card was fitted on (empty: not recorded, applies to any)."""
+        return tuple(m for m in str(self.data.get("method") or "").split(",") if m)
+
+    def provenance(self) -> dict[str, Any]:
+        """What a user needs to trust (or distrust) the card."""
+        data, fit = self.data, self.fit
+        boot = self.bootstrap_params
+        return {"path": str(self.path), "law": self.law.name, "version": self.version,
+                "family": self.family, "method": self.method, "source": data.get("source"),
+                "content_hash": data.get("content_hash", data.get("hash")),
+                "created": self.created, "n_runs": fit.get("n_runs"),
+                "n_points": fit.get("n_points"), "n_bootstrap": 0 if boot is None else len(boot),
+                "n_jackknife": 0 if self.jackknife_params is None else len(self.jackknife_params),
+                "not_identified": self.not_identified(),
+                "identifiability": self.identifiability_notes(), "outlier_runs": self.outliers()}
 
     # -- values -----------------------------------------------------------------------------
 
@@ -195,6 +237,57 @@ class LawCard:
             raise BadInput(f"optimal tokens at (N0, rho) need a law with size and ratio axes; "
                            f"this card's law is {self.law.name!r}")
         return {self.law.size_axis: n0, self.law.ratio_axis: rho}
+
+    # -- the planner's questions: the law at one parent size and ratio ------------------
+
+    def query(self, size: float, ratio: float, tokens: float | None = None,
+              offset: float | None = None) -> dict[str, float]:
+        """The law's axes for a parent of ``size`` pruned at ``ratio`` (and, when given, a budget
+        of ``tokens`` and the law's ``offset``, P2: the parent's L0)."""
+        law = self.law
+        at = {law.size_axis: size, law.ratio_axis: ratio}
+        if tokens is not None:
+            at[law.token_axis] = tokens
+        if law.offset and offset is not None:
+            at[law.offset] = offset
+        return at
+
+    def token_term(self, size: float, ratio: float, offset: float | None) -> TokenTerm:
+        """The law at (size, ratio) as ``a + k D^-beta``, with its run-bootstrap and jackknife.
+
+        ``offset`` is the law's offset axis (P2: the parent's L0); None gives a relative term
+        (dL above it). The planner's card answers and the report's D* pages both start here, so
+        one card gives one D* wherever it is read.
+        """
+        law = self.law
+        at = self.query(size, ratio, offset=0.0 if offset is None else offset)
+
+        def cols(params: np.ndarray) -> np.ndarray:
+            k, beta = law.token_scale(params, **at)
+            a = np.ravel(law.asymptote(params, **at))
+            return np.column_stack([a, np.ravel(k) * np.ones_like(a), np.ravel(beta) * np.ones_like(a)])
+
+        point = cols(self.params_array)[0]
+        boot, jack = self.bootstrap_params, self.jackknife_params
+        return TokenTerm(float(point[0]), float(point[1]), float(point[2]),
+                         None if boot is None or len(boot) == 0 else cols(boot), level=self.level,
+                         relative=offset is None, units=self.units,
+                         jackknife=None if jack is None or len(jack) == 0 else cols(jack),
+                         floor=0.0 if offset is None else float(offset))
+
+    def reference(self, size: float) -> Reference:
+        """D_ref of a card-only recover answer: the card's first fitted budget per parameter of
+        its largest parent, times ``size`` (the same point of recovery in tokens per parameter)."""
+        law = self.law
+        tokens, sizes = self.axis_range(law.token_axis), self.axis_range(law.size_axis)
+        if tokens is None or not tokens[0] > 0 or sizes is None:
+            where = "the card" if self.path is None else repr(str(self.path))
+            raise BadInput(f"law card {where} records no {law.token_axis}/{law.size_axis} range; "
+                           "the recover criterion needs it (use the slope criterion, or a pilot)")
+        per_param = tokens[0] / sizes[1]
+        return Reference(tokens=per_param * size, source=(
+            f"the law's loss at D_ref = {format_count(per_param * size)} tokens (the card's first fitted budget, "
+            f"{per_param:.3g} tokens per parent parameter, times N0)"))
 
     # -- intervals -------------------------------------------------------------------------
 
@@ -398,16 +491,18 @@ def save_card(card: LawCard, path: str | Path, *, with_samples: bool = True,
     return path
 
 
-def _read_json(path: Path) -> Mapping:
+def _read_json(path: Path) -> tuple[Mapping, str]:
+    """The card's JSON object and the sha256 of its bytes."""
     try:
-        raw = json.loads(path.read_text())
+        blob = path.read_bytes()
+        raw = json.loads(blob.decode())
     except FileNotFoundError:
         raise BadInput(f"law card {str(path)!r} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"law card {str(path)!r} is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise BadInput(f"law card {str(path)!r} is not a JSON object")
-    return raw
+    return raw, hashlib.sha256(blob).hexdigest()
 
 
 def _with_bounds(law: Law, raw: Mapping) -> dict[str, dict]:
@@ -429,7 +524,7 @@ def load_card(path: str | Path) -> LawCard:
     """Read a card written by :func:`save_card` (or a version 1 card); ``BadInput`` names
     what is wrong."""
     path = Path(path)
-    raw = _read_json(path)
+    raw, sha256 = _read_json(path)
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
         raise BadInput(f"law card {str(path)!r} lacks {missing}; is it a prunelaw card?")
@@ -456,7 +551,7 @@ def load_card(path: str | Path) -> LawCard:
                    objective=math.nan if objective is None else float(objective),
                    notes=tuple(raw.get("notes") or ()), runs=tuple(raw.get("runs") or ()),
                    scatter=scatter, diagnosis=tuple(raw.get("diagnosis") or ()),
-                   bootstrap_params=boot, jackknife_params=jack)
+                   bootstrap_params=boot, jackknife_params=jack, path=path, sha256=sha256)
 
 
 def _samples(section: Mapping | None, law: Law) -> np.ndarray | None:

@@ -1,13 +1,10 @@
-"""Typed, frozen results (statsmodels/lmfit style). A fit's result is its card (``fitting.card``)."""
+"""Typed, frozen results (statsmodels/lmfit style). A fit's result is its card (``fitting.card.LawCard``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fitting.card import Derived, LawCard, _num
-
-FitResult = LawCard
-"""The fit result and the card are one class; the old name is kept for callers."""
+from fitting.card import _num
 
 
 @dataclass(frozen=True)
@@ -36,4 +33,4 @@ class ValidationResult:
                 "params": {k: float(v) for k, v in self.params.items()}}
 
 
-__all__ = ["Derived", "FitResult", "LawCard", "ValidationResult"]
+__all__ = ["ValidationResult"]

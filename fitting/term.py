@@ -2,8 +2,8 @@
 
 At a fixed parent and ratio every card of a law with a token axis, and every pilot fit,
 reduces to three numbers: the asymptote ``a`` (the loss no budget beats), the recovery scale
-``k`` and the token exponent ``beta``. A card gives them through its law (``law.asymptote``,
-``law.token_scale``); a pilot run gives them through ``fitting.pilot``. The decisions (D*
+``k`` and the token exponent ``beta``. A card gives them through its law
+(``LawCard.token_term``); a pilot run gives them through ``fitting.pilot``. The decisions (D*
 under a criterion, the loss at a budget, their intervals) are written once here against that
 form, so the planner's card-only, pilot-only and pilot + card prior answers and the engine's
 online stop (``fitting.online``) are computed by the same code.
@@ -16,16 +16,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from data.cli import BadInput
-from data.units import format_count
 from fitting.intervals import defined_enough, nan_percentiles, scalar_bounds
-
-if TYPE_CHECKING:  # pragma: no cover
-    from fitting.card import LawCard
 
 CRITERIA = ("recover", "slope", "target_loss")
 DEFAULT_RECOVER = 0.9
@@ -198,44 +193,3 @@ class Reference:
         """Loss after closing ``fraction`` of ``start - a``: ``a + (1 - F) * (start - a)``."""
         start = self.loss if self.loss is not None else a + k * float(self.tokens) ** -b
         return a + (1.0 - fraction) * (np.asarray(start) - a)
-
-
-# -- a card at one query point ------------------------------------------------------------------
-
-def card_term(card: "LawCard", size: float, ratio: float, offset: float | None) -> TokenTerm:
-    """The card's law at (size, ratio) as ``a + k D^-beta``, with its run-bootstrap and jackknife.
-
-    ``offset`` is the law's offset axis (P2: the parent's L0); None gives a relative term (dL
-    above it). The planner's card answers and the report's D* pages both start here, so one
-    card gives one D* wherever it is read.
-    """
-    law = card.law
-    at = {law.size_axis: size, law.ratio_axis: ratio}
-    if law.offset:
-        at[law.offset] = 0.0 if offset is None else offset
-
-    def cols(params: np.ndarray) -> np.ndarray:
-        k, beta = law.token_scale(params, **at)
-        a = np.ravel(law.asymptote(params, **at))
-        return np.column_stack([a, np.ravel(k) * np.ones_like(a), np.ravel(beta) * np.ones_like(a)])
-
-    point = cols(card.params_array)[0]
-    boot, jack = card.bootstrap_params, card.jackknife_params
-    return TokenTerm(float(point[0]), float(point[1]), float(point[2]),
-                     None if boot is None or len(boot) == 0 else cols(boot), level=card.level,
-                     relative=offset is None, units=card.units,
-                     jackknife=None if jack is None or len(jack) == 0 else cols(jack),
-                     floor=0.0 if offset is None else float(offset))
-
-
-def card_reference(card: "LawCard", size: float, where: str = "the card") -> Reference:
-    """D_ref of a card-only recover answer: the card's first fitted budget per parameter of its
-    largest parent, times ``size`` (the same point of recovery in tokens per parameter)."""
-    tokens, sizes = card.axis_range(card.law.token_axis), card.axis_range(card.law.size_axis)
-    if tokens is None or not tokens[0] > 0 or sizes is None:
-        raise BadInput(f"law card {where} records no {card.law.token_axis}/{card.law.size_axis} range; "
-                       "the recover criterion needs it (use the slope criterion, or a pilot)")
-    per_param = tokens[0] / sizes[1]
-    return Reference(tokens=per_param * size, source=(
-        f"the law's loss at D_ref = {format_count(per_param * size)} tokens (the card's first fitted budget, "
-        f"{per_param:.3g} tokens per parent parameter, times N0)"))

@@ -220,7 +220,7 @@ def dstar_table(ref: CardRef, parents: dict[str, float], ratios: np.ndarray | No
     from the law's loss at the card's reference budget), computed by the same functions
     (``fitting.term``), so a page and the planner give one number for one card.
     """
-    from fitting.term import Criterion, card_reference, card_term
+    from fitting.term import Criterion
 
     if not ref.has_dstar:
         raise BadInput(f"D* per ratio needs a law with token, size and ratio axes; {ref.path} "
@@ -229,10 +229,10 @@ def dstar_table(ref: CardRef, parents: dict[str, float], ratios: np.ndarray | No
     ratios = np.linspace(0.1, 0.9, 17) if ratios is None else np.asarray(ratios, float)
     rows = []
     for label, n0 in parents.items():
-        start = card_reference(ref.card, n0, repr(str(ref.path)))
+        start = ref.card.reference(n0)
         for ratio in ratios:
             try:
-                est = card_term(ref.card, n0, float(ratio), None).tokens(criterion, start)
+                est = ref.card.token_term(n0, float(ratio), None).tokens(criterion, start)
                 found = (est.value, np.nan if est.low is None else est.low, np.nan if est.high is None else est.high)
             except BadInput:  # the law predicts no gain at this ratio
                 found = (np.nan, np.nan, np.nan)

@@ -7,7 +7,6 @@ import pytest
 
 from data.cli import BadInput
 from fitting.laws import P2
-from planner import laws
 from planner.cards import load_card
 from data.compute import GPUS, compute_cost
 from planner.query import Parent
@@ -77,11 +76,11 @@ def test_target_loss_inverts_the_law(card):
     target = 2.9
     r = run(card, Criterion("target_loss", target))
     assert r.loss.value == pytest.approx(target, rel=1e-10)
-    assert float(laws.p2_loss(PARAMS, N0, RHO, r.tokens.value * 0.99, L0)) > target
+    assert float(P2.predict(PARAMS, params_before=N0, ratio=RHO, tokens=r.tokens.value * 0.99, loss_before=L0)) > target
 
 
 def test_target_loss_below_asymptote_is_refused(card):
-    floor = float(laws.p2_asymptote(PARAMS, N0, RHO, L0))
+    floor = float(P2.asymptote(PARAMS, params_before=N0, ratio=RHO, loss_before=L0))
     with pytest.raises(BadInput, match="at or below the law's asymptote"):
         run(card, Criterion("target_loss", floor - 1e-3))
 
@@ -90,8 +89,8 @@ def test_recover_closes_the_stated_fraction_of_the_recoverable_gap(card):
     """Card-only: the gap runs from the law at D_ref (the card's first budget per parameter x N0)
     down to the asymptote; every fraction is reachable and the loss at D* is exactly on it."""
     d_ref = card.axis_range("tokens")[0] / card.axis_range("params_before")[1] * N0
-    l_ref = float(laws.p2_loss(PARAMS, N0, RHO, d_ref, L0))
-    floor = float(laws.p2_asymptote(PARAMS, N0, RHO, L0))
+    l_ref = float(P2.predict(PARAMS, params_before=N0, ratio=RHO, tokens=d_ref, loss_before=L0))
+    floor = float(P2.asymptote(PARAMS, params_before=N0, ratio=RHO, loss_before=L0))
     for f in (0.5, 0.9, 0.99):
         r = run(card, Criterion("recover", f))
         assert r.loss.value == pytest.approx(floor + (1 - f) * (l_ref - floor), rel=1e-10)
@@ -148,7 +147,7 @@ def test_percentile_matches_numpy():
 
 
 def test_target_near_the_asymptote_warns_about_unreachable_samples(card):
-    floor = float(laws.p2_asymptote(PARAMS, N0, RHO, L0))
+    floor = float(P2.asymptote(PARAMS, params_before=N0, ratio=RHO, loss_before=L0))
     r = run(card, Criterion("target_loss", floor + 0.02))
     assert any("bootstrap samples never reach" in w for w in r.warnings)
     with pytest.raises(BadInput, match="tokens per parent parameter"):  # so close to the floor: absurd

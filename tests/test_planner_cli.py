@@ -105,7 +105,7 @@ def test_bad_input_exits_2_with_one_line(cards, capsys, argv, needle):
 def test_corrupt_and_wrong_law_cards_exit_2(cards, tmp_path, capsys):
     (tmp_path / "broken.json").write_text('{"law": "p2", "params": ')
     for card, needle in ((tmp_path / "broken.json", "not valid JSON"),
-                         (cards / "chinchilla_llama3.json", "needs a 'p2' card")):
+                         (cards / "chinchilla_llama3.json", "'chinchilla' card, a law without token, size and ratio axes")):
         assert main(["recommend", "--params", "8B", "--ratio", "0.5", "--law", str(card)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0]

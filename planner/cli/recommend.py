@@ -53,7 +53,7 @@ from data.cli import BadInput
 from data.units import format_count
 from planner.grounding import render_recipe
 from planner.cli.common import (add_cost_options, add_parent_options, check_loss_before, new_parser,
-                                p2_card, print_json)
+                                law_card, print_json)
 from data.compute import check_mfu, check_price, get_gpu
 from planner.query import METHODS, parse_method, parse_parent, parse_ratio
 from planner.recommend import DEFAULT_RECOVER, Criterion, Estimate, Recommendation, recommend
@@ -145,7 +145,7 @@ def _card(args, parent, method, pilot):
     if args.no_card:
         return None, "--no-card"
     try:
-        selection = p2_card(args.law, parent.family, method, parent.params_before)
+        selection = law_card(args.law, parent.family, method, parent.params_before)
     except BadInput:
         if pilot is None or args.law is not None:
             raise
