@@ -29,18 +29,12 @@ from pathlib import Path
 from data.cli import BadInput
 from fitting.card import LawCard
 from fitting.card import load_card as fitting_load_card
-from fitting.laws import LAWS, Law
+from fitting.laws import LAWS
 
 CARDS_ENV = "PRUNELAW_CARDS_DIR"
 INDEX_FILE = "index.json"
 HOW_TO_GET_A_CARD = ("pass --law CARD.json (made by 'fitting fit RUNS --law p2 --out CARD.json') "
                      "or run 'engine demo' to produce one")
-
-
-def plans_budgets(law: Law) -> bool:
-    """Whether a law answers the planner's question (a budget per parent size and ratio): it
-    has token, size and ratio axes, so it reduces to a token term at each query."""
-    return None not in (law.token_axis, law.size_axis, law.ratio_axis)
 
 
 def load_card(path: str | Path, *, law: str | None = None) -> LawCard:
@@ -68,10 +62,10 @@ def load_card(path: str | Path, *, law: str | None = None) -> LawCard:
 
 
 def planning_card(path: str | Path) -> LawCard:
-    """A card given by path for a budget: read and checked, of a law :func:`plans_budgets`."""
+    """A card given by path for a budget: read and checked, of a law that ``plans_budgets``."""
     card = load_card(path)
-    if not plans_budgets(card.law):
-        able = ", ".join(name for name, known in LAWS.items() if plans_budgets(known))
+    if not card.law.plans_budgets:
+        able = ", ".join(name for name, known in LAWS.items() if known.plans_budgets)
         raise BadInput(f"law card {str(path)!r} is a {card.law.name!r} card, a law without token, size "
                        f"and ratio axes: a budget needs one of the laws {able}")
     return card
@@ -112,7 +106,7 @@ def select_card(law: str | None, family: str, method: str | None, n0: float,
                 directory: Path | None = None) -> Selection:
     """Pick the bundled card for ``(law, family, method)`` by the lookup order above.
 
-    ``law=None`` takes a card of any law the planner can plan with (:func:`plans_budgets`);
+    ``law=None`` takes a card of any law the planner can plan with (``Law.plans_budgets``);
     ``method=None`` matches any method (from-scratch cards have none).
 
     Raises:
@@ -141,7 +135,7 @@ def select_card(law: str | None, family: str, method: str | None, n0: float,
 
 
 def _wanted(card: LawCard, law: str | None) -> bool:
-    return card.law.name == law if law is not None else plans_budgets(card.law)
+    return card.law.name == law if law is not None else card.law.plans_budgets
 
 
 def _closest(cards: list[LawCard], n0: float) -> LawCard:

@@ -73,7 +73,7 @@ def add_cost_options(parser: argparse.ArgumentParser) -> None:
 
 def law_card(path: str | None, family: str, method: str, n0: float) -> Selection:
     """The card to plan with: ``--law`` if given, else the bundled lookup (with its reason);
-    of any registered law with token, size and ratio axes (``planner.cards.plans_budgets``)."""
+    of any registered law with token, size and ratio axes (``Law.plans_budgets``)."""
     if path is not None:
         return Selection(planning_card(path), "given with --law")
     return select_card(None, family, method, n0)
