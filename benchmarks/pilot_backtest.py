@@ -118,9 +118,9 @@ def score_run(tokens, loss, meta, card, prior_card: bool = True) -> list[dict]:
     """One row per (mode, fraction) for one run."""
     from data.cli import BadInput
     from fitting.pilot import Pilot, card_prior, fit_pilot
-    from fitting.term import Criterion, Reference
+    from fitting.criteria import Recover, Reference
 
-    crit, ref = Criterion("recover", 0.9), Reference(loss=float(loss[0]))
+    crit, ref = Recover(0.9), Reference(loss=float(loss[0]))
     l0, n0, ratio = float(meta["loss_before"]), float(meta["params_before"]), float(meta["ratio"])
     full = Pilot("full", tokens[1:], loss[1:], float(loss[0]), l0, n0, ratio)
     try:
@@ -245,11 +245,11 @@ def score_cell(cell: tuple) -> list[dict]:
     """Every world of one (beta, noise, fraction) cell: one row per world and prior."""
     from data.cli import BadInput
     from fitting.pilot import fit_pilot
-    from fitting.term import Criterion, Reference
+    from fitting.criteria import Recover, Reference
 
     beta, noise, fraction, worlds, seed, card_path = cell
     rng = np.random.default_rng([seed, int(beta * 1000), int(noise * 1e5), int(fraction * 100)])
-    priors, crit, rows = world_priors(card_path, beta), Criterion("recover", RECOVER), []
+    priors, crit, rows = world_priors(card_path, beta), Recover(RECOVER), []
     for i in range(worlds):
         pilot, true_d, true_loss = world(beta, noise, fraction, rng)
         for mode, prior in priors.items():

@@ -35,7 +35,8 @@ from data.cli import BadInput
 from data.units import format_count
 from fitting.intervals import draw_bounds, percentile_levels  # noqa: F401 (percentile_levels re-exported)
 from fitting.laws import Law, get_law
-from fitting.term import Reference, TokenTerm
+from fitting.criteria import Reference
+from fitting.term import TokenTerm
 
 CARD_VERSION = 2
 READABLE_VERSIONS = (1, 2)

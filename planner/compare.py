@@ -34,8 +34,9 @@ import numpy as np
 
 from fitting.laws import CHINCHILLA
 from fitting.card import LawCard
+from fitting.term import Estimate
 from planner.query import SPARSE_METHODS, Parent
-from planner.recommend import Estimate, card_doubt, identifiability_warnings, interval, loss_at, range_warnings
+from planner.recommend import card_doubt, identifiability_warnings, interval, loss_at, range_warnings
 from planner.verdict import credibility, verdict
 
 

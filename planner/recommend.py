@@ -4,7 +4,7 @@ Library side (returns data; ``planner.cli.recommend`` parses and renders). Three
 named in the answer: ``card`` (the P2 card alone), ``pilot`` (a pilot curve alone:
 L = L_inf + B / D^beta) and ``pilot+card`` (the pilot with the card's beta as prior; see
 ``fitting.pilot``). Each reduces to a token term ``a + k * D**-beta`` at the query's (N0, rho)
-(``fitting.term``), on which the criteria are solved:
+(``fitting.term``), on which the criteria (``fitting.criteria``) are solved:
 
 - ``recover`` (default, F = 0.9): close a fraction F of the recoverable gap, from the loss right
   after pruning to the law's asymptote. "Right after pruning" is the pilot's measured loss at
@@ -37,15 +37,14 @@ from data.units import format_count
 from fitting.card import LawCard
 from fitting.intervals import defined_enough
 from fitting.pilot import Pilot, card_prior, fit_pilot, pilot_reference
-from fitting.term import (CRITERIA, DEFAULT_RECOVER, Criterion, Estimate, Reference, TokenTerm, percentile)
+from fitting.criteria import Criterion, Reference
+from fitting.term import Estimate, TokenTerm
 from planner.grounding import PilotRecipe, pilot_recipe
 from data.compute import Compute, Gpu, compute_cost
 from planner.query import SPARSE_METHODS, Parent
-from planner.term import check_budget
 from planner.verdict import card_factor, credibility, verdict
 
-__all__ = ["CRITERIA", "Criterion", "Estimate", "Recommendation", "recommend", "percentile",
-           "DEFAULT_RECOVER", "DEFAULT_SLOPE"]
+__all__ = ["Recommendation", "recommend", "DEFAULT_SLOPE"]
 
 BUDGET_MULTIPLES: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
 DEFAULT_SLOPE = 1e-3
@@ -258,7 +257,7 @@ def recommend(parent: Parent, method: str, ratio: float, card: LawCard | None, r
     warnings: list[str] = []
     doubt = None
     if pilot is None:
-        mode, term, ref = "card", cterm, card.reference(n0) if criterion.kind == "recover" else Reference()
+        mode, term, ref = "card", cterm, card.reference(n0) if criterion.needs_start else Reference()
         doubt = card_doubt(card, parent.family, n0, ratio, l0)
     else:
         mode = "pilot" if card is None else "pilot+card"
@@ -302,7 +301,7 @@ def recommend(parent: Parent, method: str, ratio: float, card: LawCard | None, r
         loss=loss, asymptote=term.asymptote(), budgets=budgets,
         compute=None if tokens is None else compute_cost(n_compute, tokens.value, gpu, mfu, price, formula),
         mode=mode, verdict=line,
-        relative=term.relative, reference=ref.source if criterion.kind == "recover" else "",
+        relative=term.relative, reference=ref.source if criterion.needs_start else "",
         pilot=None if pilot is None else _pilot_dict(pilot, term), card_only=card_only, practice=practice,
         warnings=tuple(warnings), notes=tuple(_notes(method, ratio, criterion, sparse_kernel, term.relative)),
         doubt=doubt, reach=reach, pilot_recipe=recipe)
@@ -338,7 +337,7 @@ def _budget(term: TokenTerm, criterion: Criterion, ref: Reference, mode: str, n0
             raise
         return None, str(exc)
     try:
-        check_budget(tokens, criterion, f"{mode} mode", n0)
+        criterion.check_budget(tokens.value, f"{mode} mode", n0)
     except BadInput as exc:
         if credible:
             raise
@@ -388,8 +387,8 @@ def _card_warnings(card: LawCard, parent: Parent, method: str, n0: float, ratio:
 def _card_only(cterm: TokenTerm, criterion: Criterion, card: LawCard, n0: float, pilot: Pilot,
                tokens: Estimate) -> dict[str, Any]:
     """What the card alone says, and how far the pilot moved the answer from it."""
-    ref = card.reference(n0) if criterion.kind == "recover" else Reference()
-    if criterion.kind == "recover" and pilot.loss_start is not None and not cterm.relative:
+    ref = card.reference(n0) if criterion.needs_start else Reference()
+    if criterion.needs_start and pilot.loss_start is not None and not cterm.relative:
         ref = pilot_reference(pilot)  # the same measured start: only the law differs
     try:
         d = cterm.tokens(criterion, ref)
@@ -416,9 +415,7 @@ def _notes(method: str, ratio: float, criterion: Criterion, sparse_kernel: bool,
         notes.append(f"{method} keeps masked weights in dense kernels during training: compute counts 6 * N0 * D, "
                      f"{1 / (1 - ratio):.3g}x the 6 * N * D of the non-zero weights (--sparse-kernel if yours "
                      "runs sparse)")
-    if criterion.kind == "slope":
-        notes.append("the slope criterion is absolute (nats per extra 1e9 tokens): its D* does not depend "
-                     "on L0, but the same S means less on a lower-loss model")
+    notes += criterion.notes()
     if relative:
         notes.append("losses are dL above the parent's L0 (unknown here): pass --loss-before or --pilot")
     return notes

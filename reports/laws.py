@@ -1,7 +1,7 @@
 """What the report needs from law cards: opening them, and tidy frames of law predictions.
 
 Everything about a law comes from the ``fitting`` package: the card (``fitting.card.LawCard``,
-whose law object owns the formula and the bands; ``fitting.term`` the D* criteria), the held-out splits
+whose law object owns the formula and the bands; ``fitting.criteria`` the D* criteria), the held-out splits
 and the fit itself. This module holds no formula and never branches on a law's name; it only
 turns cards into the frames :mod:`reports.plots` draws.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from data.cli import BadInput
-from fitting.term import DEFAULT_RECOVER
+from fitting.criteria import DEFAULT_RECOVER, Recover
 from reports.tables import post_training_points, ratio_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -179,12 +179,10 @@ def dstar_table(card: "LawCard", parents: dict[str, float], ratios: np.ndarray |
     from the law's loss at the card's reference budget), computed by the same functions
     (``fitting.term``), so a page and the planner give one number for one card.
     """
-    from fitting.term import Criterion
-
     if not card.law.plans_budgets:
         raise BadInput(f"D* per ratio needs a law with token, size and ratio axes; {card.path} "
                        f"holds law {card.law.name!r}")
-    criterion = Criterion("recover", DEFAULT_RECOVER if recover is None else recover)
+    criterion = Recover(DEFAULT_RECOVER if recover is None else recover)
     ratios = np.linspace(0.1, 0.9, 17) if ratios is None else np.asarray(ratios, float)
     rows = []
     for label, n0 in parents.items():

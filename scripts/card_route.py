@@ -7,8 +7,9 @@ imports everything, so the second measures the route, not the imports) under
 - rooms: the distinct project modules whose functions run with a card in hand: the card (or
   an object holding it, one attribute deep) among the function's arguments (``self``
   included), its locals when it returns, or its return value;
-- crossings: call transitions between the ``planner`` and the ``fitting`` packages (a planner
-  function calling a fitting function, or the reverse), over the whole command.
+- crossings: the distinct call transitions between the ``planner`` and the ``fitting``
+  packages (a planner function calling a fitting function, or the reverse, counted once per
+  caller and callee function), over the whole command; ``calls`` counts every such call.
 
 Usage: ``PYTHONPATH=. python scripts/card_route.py [--verbose]`` from the checkout root.
 """
@@ -31,6 +32,10 @@ CARD_TYPES = ("LawCard", "Card", "CardRef")
 def _package(frame: FrameType) -> str | None:
     top = str(frame.f_globals.get("__name__", "")).split(".")[0]
     return top if top in PACKAGES else None
+
+
+def _where(frame: FrameType) -> str:
+    return f"{frame.f_globals['__name__']}.{frame.f_code.co_name}"
 
 
 def _is_card(value: Any) -> bool:
@@ -59,7 +64,8 @@ def _holds_card(frame: FrameType, event: str, arg: Any) -> bool:
 
 
 def route() -> tuple[Counter, Counter]:
-    """``(rooms, crossings)``: card sightings per module, calls per package direction."""
+    """``(rooms, crossings)``: card sightings per module, calls per (caller, callee) function
+    pair across the planner/fitting boundary."""
     from planner.__main__ import main
 
     def run() -> None:
@@ -85,7 +91,7 @@ def route() -> tuple[Counter, Counter]:
             caller = caller.f_back
         source = None if caller is None else _package(caller)
         if {source, callee} == {"planner", "fitting"}:
-            crossings[f"{source} -> {callee}"] += 1
+            crossings[(_where(caller), _where(frame))] += 1
 
     sys.setprofile(profile)
     try:
@@ -98,12 +104,12 @@ def route() -> tuple[Counter, Counter]:
 def main(argv: list[str]) -> int:
     rooms, crossings = route()
     print(f"rooms: {len(rooms)}")
-    print(f"crossings: {sum(crossings.values())}")
+    print(f"crossings: {len(crossings)} ({sum(crossings.values())} calls)")
     if "--verbose" in argv:
         for name, calls in sorted(rooms.items()):
             print(f"  room {name} ({calls} calls and returns with the card)")
-        for direction, calls in sorted(crossings.items()):
-            print(f"  {direction}: {calls}")
+        for (caller, callee), calls in sorted(crossings.items()):
+            print(f"  {caller} -> {callee} ({calls} calls)")
     return 0
 
 

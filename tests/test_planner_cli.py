@@ -187,7 +187,7 @@ def test_console_script_json_is_the_only_stdout(cards, tmp_path):
 
 def test_winner_needs_separated_intervals():
     from planner.compare import winner
-    from planner.recommend import Estimate
+    from fitting.term import Estimate
 
     assert winner(Estimate(2.0, 1.9, 2.1), Estimate(2.5, 2.3, 2.7)) == "pruning"
     assert winner(Estimate(2.6, 2.5, 2.7), Estimate(2.2, 2.1, 2.3)) == "scratch"

@@ -113,11 +113,12 @@ def _planner_dstar(card_path: Path, n0: float, ratio: float, family: str):
     from planner.cards import load_card
     from data.compute import get_gpu
     from planner.query import Parent
-    from planner.recommend import DEFAULT_RECOVER, Criterion, recommend
+    from fitting.criteria import DEFAULT_RECOVER, Criterion
+    from planner.recommend import recommend
 
     card = load_card(card_path, law="p2")
     return recommend(Parent(int(n0), family, None), card.method, ratio, card, "test",
-                     criterion=Criterion("recover", DEFAULT_RECOVER), gpu=get_gpu("h100"), mfu=0.4,
+                     criterion=Criterion.of("recover", DEFAULT_RECOVER), gpu=get_gpu("h100"), mfu=0.4,
                      price=None).tokens
 
 
@@ -382,7 +383,8 @@ def test_the_demo_summary_prints_the_report_headline_d_star():
     from planner.cards import load_card
     from data.compute import get_gpu
     from planner.query import Parent
-    from planner.recommend import DEFAULT_RECOVER, Criterion, recommend
+    from fitting.criteria import DEFAULT_RECOVER, Criterion
+    from planner.recommend import recommend
     from reports import build, laws
     from workflow.demo import planner_line
 
@@ -393,7 +395,7 @@ def test_the_demo_summary_prints_the_report_headline_d_star():
     name, n0, table = build.headline_dstar(card, laws.card_rows(frame, card))
     l0 = float(frame.loc[frame["parent"] == name, "loss_before"].iloc[0])
     rec = recommend(Parent(int(n0), "llama3", None), "depth", 0.5, load_card(path, law="p2"), "demo",
-                    criterion=Criterion("recover", DEFAULT_RECOVER), gpu=get_gpu("h100"), mfu=0.4, price=None,
+                    criterion=Criterion.of("recover", DEFAULT_RECOVER), gpu=get_gpu("h100"), mfu=0.4, price=None,
                     loss_before=l0)  # the demo passes the L0 its grid measured
     row = table.loc[table["ratio"] == 0.5].iloc[0]
     (line,) = planner_line(rec)
