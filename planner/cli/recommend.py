@@ -60,10 +60,9 @@ from fitting.criteria import CRITERIA, Criterion, default_criterion
 from fitting.term import Estimate
 from planner.recommend import Recommendation, recommend
 
-DEFAULT = default_criterion()
-EPILOG = f"""\
-criteria (one of; default {DEFAULT.flag} {DEFAULT.value:g}):
-{chr(10).join(kind.explain for kind in CRITERIA.values())}
+EPILOG = """\
+criteria (one of; default {default}):
+{criteria}
 
 pilot (--pilot PATH): an engine run directory, a run store holding one matching run, or a
 CSV/parquet curve with columns tokens, loss [, loss_before, params_before, ratio]; the first
@@ -79,9 +78,16 @@ examples:
 """
 
 
+def epilog() -> str:
+    """The --help epilog, with every registered criterion (``fitting.criteria.CRITERIA``)."""
+    default = default_criterion()
+    return EPILOG.format(default=f"{default.flag} {default.value:g}",
+                         criteria="\n".join(kind.explain for kind in CRITERIA.values()))
+
+
 def build_parser():
     parser = new_parser("planner recommend", "Post-training token budget, predicted loss and cost "
-                        "for one pruned model, from a P2 law card and/or a pilot run.", EPILOG)
+                        "for one pruned model, from a P2 law card and/or a pilot run.", epilog())
     add_parent_options(parser)
     parser.add_argument("--ratio", required=True, help="fraction of parameters removed, in (0, 1)")
     crit = parser.add_mutually_exclusive_group()
@@ -101,7 +107,7 @@ def build_parser():
 def _criterion(args) -> Criterion:
     """The criterion whose flag was given (they exclude each other), else the default."""
     given = [kind for kind in CRITERIA.values() if getattr(args, kind.kind) is not None]
-    return given[0](getattr(args, given[0].kind)) if given else DEFAULT
+    return given[0](getattr(args, given[0].kind)) if given else default_criterion()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
