@@ -35,6 +35,8 @@ from data.cli import BadInput
 from data.units import format_count
 from fitting.intervals import draw_bounds, percentile_levels  # noqa: F401 (percentile_levels re-exported)
 from fitting.laws import Law, get_law
+from fitting.sections import (DataInfo, Derived, FitInfo, Identified, Intervals, Scatter,
+                               json_float, read_identifiable)
 from fitting.criteria import Reference
 from fitting.term import TokenTerm
 
@@ -60,68 +62,35 @@ def _opt_str(value: Any) -> str | None:
     return None if value in (None, "", "any", "all") else str(value)
 
 
-def _num(x: float | None) -> float | None:
-    """JSON-safe float: nan/inf become None (JSON has no nan)."""
-    return None if x is None or not math.isfinite(float(x)) else float(x)
-
-
-@dataclass(frozen=True)
-class Derived:
-    """A decision quantity computed from the parameters, with its intervals.
-
-    ``low``/``high``: confidence interval (mean law); ``pred_low``/``pred_high``: prediction
-    interval for a new run (losses only).
-    """
-
-    name: str
-    value: float
-    low: float | None
-    high: float | None
-    query: dict[str, float]
-    pred_low: float | None = None
-    pred_high: float | None = None
-
-    def to_dict(self) -> dict:
-        out = {"value": _num(self.value), "low": _num(self.low), "high": _num(self.high),
-               "query": self.query}
-        if self.pred_low is not None:
-            out |= {"pred_low": _num(self.pred_low), "pred_high": _num(self.pred_high)}
-        return out
-
-    @classmethod
-    def from_dict(cls, name: str, raw: Mapping) -> "Derived":
-        return cls(name, float(raw.get("value") if raw.get("value") is not None else math.nan),
-                   raw.get("low"), raw.get("high"), dict(raw.get("query") or {}),
-                   raw.get("pred_low"), raw.get("pred_high"))
-
-
 @dataclass(frozen=True)
 class LawCard:
     """A fitted law: parameters, intervals, metrics, identifiability, provenance.
 
-    Attributes mirror the card JSON (docs/design-contract.md): ``ci`` holds ``level``, per-parameter
-    ``params`` intervals and ``derived`` decision quantities; ``fit`` how it was fitted;
-    ``runs`` the per-run residual report; ``scatter`` the run-to-run and point scatter behind
-    prediction intervals; ``diagnosis`` what the fit itself revealed (bounds, degenerate
-    terms, sloppy directions).
+    Attributes mirror the card JSON (docs/design-contract.md); its sections are typed, frozen
+    objects (``fitting.sections``), read from any card version there: ``ci`` holds ``level``,
+    per-parameter ``params`` intervals and ``derived`` decision quantities; ``fit`` how it was
+    fitted; ``data`` what it was fitted on; ``runs`` the per-run residual report; ``scatter``
+    the run-to-run and point scatter behind prediction intervals; ``identifiable`` one entry
+    per parameter; ``diagnosis`` what the fit itself revealed (bounds, degenerate terms, sloppy
+    directions). A section given as a plain mapping (a fit builds them so) is read on creation.
     """
 
     law: Law
     params: dict[str, float]
     version: int
-    ci: dict
-    identifiable: dict[str, dict]
-    fit: dict
+    ci: Intervals
+    identifiable: Mapping[str, Identified]
+    fit: FitInfo
     metrics: dict[str, float | None]
     range: dict[str, dict[str, float]]
-    data: dict
+    data: DataInfo
     created: str | None = None
     success: bool = True
     message: str = ""
     objective: float = math.nan
     notes: tuple[str, ...] = ()
     runs: tuple[dict, ...] = ()
-    scatter: dict = field(default_factory=dict)
+    scatter: Scatter = field(default_factory=Scatter)
     diagnosis: tuple[str, ...] = ()
     bootstrap_params: np.ndarray | None = field(default=None, repr=False)
     jackknife_params: np.ndarray | None = field(default=None, repr=False)
@@ -131,6 +100,11 @@ class LawCard:
     """The file the card was read from (None: a fit's own result, or a card made in memory)."""
     sha256: str | None = field(default=None, compare=False)
     """sha256 of that file's bytes: which exact card an answer or a page came from."""
+
+    def __post_init__(self) -> None:
+        for name, section in (("ci", Intervals), ("fit", FitInfo), ("data", DataInfo), ("scatter", Scatter)):
+            object.__setattr__(self, name, section.read(getattr(self, name)))
+        object.__setattr__(self, "identifiable", read_identifiable(self.identifiable))
 
     # -- construction ---------------------------------------------------------------------
 
@@ -148,27 +122,26 @@ class LawCard:
     @property
     def family(self) -> str | None:
         """The model family the card was fitted on (None: not recorded, or any)."""
-        return _opt_str(self.data.get("family"))
+        return _opt_str(self.data.family)
 
     @property
     def method(self) -> str | None:
         """The pruning method the card was fitted on (None: not recorded, or any)."""
-        return _opt_str(self.data.get("method"))
+        return _opt_str(self.data.method)
 
     @property
     def methods(self) -> tuple[str, ...]:
         """Methods the card was fitted on (empty: not recorded, applies to any)."""
-        return tuple(m for m in str(self.data.get("method") or "").split(",") if m)
+        return tuple(m for m in (self.data.method or "").split(",") if m)
 
     def provenance(self) -> dict[str, Any]:
         """What a user needs to trust (or distrust) the card."""
         data, fit = self.data, self.fit
         boot = self.bootstrap_params
         return {"path": str(self.path), "law": self.law.name, "version": self.version,
-                "family": self.family, "method": self.method, "source": data.get("source"),
-                "content_hash": data.get("content_hash", data.get("hash")),
-                "created": self.created, "n_runs": fit.get("n_runs"),
-                "n_points": fit.get("n_points"), "n_bootstrap": 0 if boot is None else len(boot),
+                "family": self.family, "method": self.method, "source": data.source,
+                "content_hash": data.content_hash, "created": self.created, "n_runs": fit.n_runs,
+                "n_points": fit.n_points, "n_bootstrap": 0 if boot is None else len(boot),
                 "n_jackknife": 0 if self.jackknife_params is None else len(self.jackknife_params),
                 "not_identified": self.not_identified(),
                 "identifiability": self.identifiability_notes(), "outlier_runs": self.outliers()}
@@ -182,13 +155,12 @@ class LawCard:
 
     @property
     def level(self) -> float:
-        return float(self.ci.get("level", 0.95)) if isinstance(self.ci, dict) else 0.95
+        return self.ci.level
 
     @property
     def units(self) -> int | None:
         """Runs the bootstrap resampled (what :func:`percentile_levels` widens for)."""
-        raw = self.ci.get("units") if isinstance(self.ci, dict) else None
-        return None if raw is None else int(raw)
+        return self.ci.units
 
     def percentiles(self, level: float | None = None) -> tuple[float, float]:
         """Percentiles of the bootstrap draws bounding a ``level`` interval (default: the card's)."""
@@ -197,15 +169,12 @@ class LawCard:
     @property
     def intervals(self) -> dict[str, tuple[float, float] | None]:
         """Confidence interval per parameter (None: no bootstrap, or pinned)."""
-        raw = (self.ci.get("params") or {}) if isinstance(self.ci, dict) else {}
-        return {name: (None if not raw.get(name) or raw[name][0] is None else
-                       (float(raw[name][0]), float(raw[name][1]))) for name in self.law.params}
+        return {name: self.ci.params.get(name) for name in self.law.params}
 
     @property
     def derived(self) -> dict[str, Derived]:
         """Decision quantities at the edge of the data, with their intervals."""
-        raw = (self.ci.get("derived") or {}) if isinstance(self.ci, dict) else {}
-        return {name: Derived.from_dict(name, d) for name, d in raw.items()}
+        return dict(self.ci.derived)
 
     def predict(self, **axes: float | np.ndarray) -> np.ndarray:
         """Point prediction of the target at ``axes``."""
@@ -337,10 +306,10 @@ class LawCard:
         of sd ``scatter.sigma_new_run`` in the fit's space (log: multiplicative), hulled with
         the jackknife-t interval widened by the same scatter.
         """
-        sigma = self.scatter.get("sigma_new_run")
+        sigma = self.scatter.sigma_new_run
         if sigma is None:
             return None
-        space = self.scatter.get("space", "log")
+        space = self.scatter.space
         samples = self.bootstrap_params if self.bootstrap_params is not None else self.params_array[None]
         with np.errstate(all="ignore"):
             mean = _rows(self.law.predict(samples, **axes), len(samples))             # [B, n]
@@ -375,7 +344,7 @@ class LawCard:
 
     def not_identified(self) -> list[str]:
         """Names of parameters the data could not identify (pinned in the fit)."""
-        return [n for n, r in self.identifiable.items() if not r.get("identified", True)]
+        return [n for n, r in self.identifiable.items() if not r.identified]
 
     def identifiability_notes(self) -> list[str]:
         """Every identifiability statement, one line each: pinned, at a bound, degenerate,
@@ -386,12 +355,12 @@ class LawCard:
         collapse = collapsed_law(self.law, self.identifiable)
         lines = [] if collapse is None else [f"collapsed: {collapse}"]
         for name, r in self.identifiable.items():
-            if not r.get("identified", True):
-                lines.append(f"{name} not identified, fixed at {r.get('fixed_at')}: {r.get('reason')}")
-            elif r.get("bound"):
-                lines.append(r["bound"])
-            elif r.get("weak"):
-                lines.append(f"{name} {r.get('reason')}")
+            if not r.identified:
+                lines.append(f"{name} not identified, fixed at {r.fixed_at}: {r.reason}")
+            elif r.bound:
+                lines.append(r.bound)
+            elif r.weak:
+                lines.append(f"{name} {r.reason}")
         return lines + [d for d in self.diagnosis if d not in lines]
 
     def outliers(self) -> list[str]:
@@ -406,11 +375,11 @@ class LawCard:
         fit = self.fit
         lines = [f"law {law.name}: {law.formula}",
                  f"fit: {'converged' if self.success else 'NOT converged'} ({self.message}); "
-                 f"{fit.get('n_points')} points, {fit.get('n_runs')} runs, objective "
-                 f"{self.objective:.6g} (Huber delta={fit.get('delta', 0):g} on "
-                 f"{fit.get('residuals', 'log loss')}, summed)"]
-        if fit.get("n_bootstrap"):
-            lines.append(f"bootstrap: {fit['n_bootstrap']} run resamples, each refit by the "
+                 f"{fit.n_points} points, {fit.n_runs} runs, objective "
+                 f"{self.objective:.6g} (Huber delta={fit.delta or 0:g} on "
+                 f"{fit.residuals}, summed)"]
+        if fit.n_bootstrap:
+            lines.append(f"bootstrap: {fit.n_bootstrap} run resamples, each refit by the "
                          f"full multi-start; {fit.get('bootstrap_basin_changes', 0)} changed basin")
             if self.units is not None:
                 lo, hi = self.percentiles()
@@ -422,13 +391,13 @@ class LawCard:
         lines += ["", f"{'param':<8} {'value':>14}  {int(level * 100)}% confidence interval (mean law)"]
         intervals = self.intervals
         for name in law.params:
-            ident = self.identifiable.get(name, {})
+            ident = self.identifiable.get(name, Identified())
             iv = intervals.get(name)
-            if not ident.get("identified", True):
-                text = f"not identified, fixed at {ident.get('fixed_at')}"
-            elif ident.get("bound"):
+            if not ident.identified:
+                text = f"not identified, fixed at {ident.fixed_at}"
+            elif ident.bound:
                 text = "AT BOUND (see below)" + (f" [{iv[0]:.6g}, {iv[1]:.6g}]" if iv else "")
-            elif ident.get("weak") and iv:
+            elif ident.weak and iv:
                 text = f"[{iv[0]:.6g}, {iv[1]:.6g}] WEAK (see below)"
             elif iv is None:
                 text = "(no bootstrap)"
@@ -456,12 +425,13 @@ class LawCard:
                "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "success": self.success, "message": self.message,
                "params": {k: float(v) for k, v in self.params.items()},
-               "objective": _num(self.objective),
+               "objective": json_float(self.objective),
                "ci": {**self.ci, "kind": CI_KIND},
-               "identifiable": self.identifiable, "diagnosis": list(self.diagnosis),
-               "fit": self.fit, "metrics": {k: _num(v) for k, v in self.metrics.items()},
+               "identifiable": {k: v.to_dict() for k, v in self.identifiable.items()},
+               "diagnosis": list(self.diagnosis), "fit": self.fit.to_dict(),
+               "metrics": {k: json_float(v) for k, v in self.metrics.items()},
                "scatter": {**self.scatter, "kind": PI_KIND} if self.scatter else {},
-               "runs": list(self.runs), "range": self.range, "data": self.data,
+               "runs": list(self.runs), "range": self.range, "data": self.data.to_dict(),
                "notes": list(self.notes)}
         if with_samples and self.bootstrap_params is not None:
             out["bootstrap"] = {"params": list(self.law.params),
@@ -537,10 +507,7 @@ def load_card(path: str | Path) -> LawCard:
     if absent:
         raise BadInput(f"law card {str(path)!r} lacks parameters {absent} of law {law.name!r}")
     boot, jack = _samples(raw.get("bootstrap"), law), _samples(raw.get("jackknife"), law)
-    ci = dict(raw.get("ci") or {})
-    ci.pop("kind", None)
-    scatter = dict(raw.get("scatter") or {})
-    scatter.pop("kind", None)
+    ci, scatter = Intervals.read(raw.get("ci")), Scatter.read(raw.get("scatter"))
     objective = raw.get("objective")
     identifiable = _with_bounds(law, raw)
     return LawCard(law=law, params={p: float(raw["params"][p]) for p in law.params},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fitting.card import _num
+from fitting.sections import json_float
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class ValidationResult:
         return {"by": self.by, "success": self.success, "message": self.message,
                 "split": self.split, "n_train": self.n_train, "n_test": self.n_test,
                 "reduced_law": list(self.reduced),
-                "metrics": {k: _num(v) for k, v in self.metrics.items()},
+                "metrics": {k: json_float(v) for k, v in self.metrics.items()},
                 "params": {k: float(v) for k, v in self.params.items()}}
 
 

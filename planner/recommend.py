@@ -213,16 +213,16 @@ def range_warnings(card: LawCard, *, n0: float | None = None, ratio: float | Non
 def identifiability_warnings(card: LawCard) -> list[str]:
     """Parameters the fit pinned (not identified), left at a bound or absent (degenerate), or
     barely pinned down (weak), from the card; the notes themselves are printed beside them."""
-    info = card.identifiable if isinstance(card.identifiable, dict) else {}
+    info = card.identifiable
     pinned = card.not_identified()
-    weak = [p for p, r in info.items() if isinstance(r, dict) and r.get("weak") and p not in pinned]
-    bound = [p for p, r in info.items() if isinstance(r, dict) and r.get("bound") and p not in pinned]
+    weak = [p for p, r in info.items() if r.weak and p not in pinned]
+    bound = [p for p, r in info.items() if r.bound and p not in pinned]
     out = []
     if bound:
         out.append(f"the card's {', '.join(bound)} sit at a bound or vanished (a degenerate fit: see the "
                    "card's identifiability notes); the law there is the simpler one it collapsed to")
     if pinned:
-        reason = next((str(info[p].get("reason")) for p in pinned if info[p].get("reason")),
+        reason = next((info[p].reason for p in pinned if info[p].reason),
                       "too little variation in the fitted data")
         out.append(f"the card could not identify {', '.join(pinned)} ({reason}); predictions "
                    "along those axes rest on pinned values")

@@ -324,14 +324,14 @@ def _card_lines(ctx: Context) -> list[str]:
     for i, card in enumerate(ctx.cards, 1):
         fit = card.fit
         out += [f"  [{i}] {card.path}   law {card.law.name}: {card.law.formula}",
-                f"       sha256 {card.sha256[:16]}…  data {card.data.get('content_hash', '?')[:23]}…  "
+                f"       sha256 {card.sha256[:16]}…  data {(card.data.content_hash or '?')[:23]}…  "
                 f"created {card.created}",
                 f"       criterion: {fit.get('loss', '?')} (delta {fit.get('delta', '?')}) on "
                 f"{fit.get('residuals', 'log loss')}, "
                 f"{fit.get('weighting', 'point')} weights, {fit.get('n_points', '?')} points / "
                 f"{fit.get('n_runs', '?')} runs, {fit.get('n_bootstrap', 0)} run-bootstrap refits",
                 "       " + ("fitted on this store's runs (fitting reads them to the card's data hash)" if ctx.here.get(str(card.sha256))
-                             else f"NOT fitted on this store: fitted on {card.data.get('source')!r} (another data "
+                             else f"NOT fitted on this store: fitted on {card.data.source!r} (another data "
                                   "hash); its curves are drawn as a reference law, not as the fit")]
     return out
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from data.cli import BadInput
 from fitting.criteria import DEFAULT_RECOVER, Recover
+from fitting.sections import Identified, json_float
 from reports.tables import post_training_points, ratio_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,7 +82,7 @@ def check_against_store(cards: list["LawCard"], runs: Path, frame: pd.DataFrame)
         if card_rows(frame, card).empty:
             kind = f"{card.law.store_init}-init runs of {card.family or 'any family'}/" \
                    f"{','.join(card.methods) or 'any method'}"
-            raise BadInput(f"--law {str(card.path)!r} (law {card.law.name}, fitted on {card.data.get('source')!r}) "
+            raise BadInput(f"--law {str(card.path)!r} (law {card.law.name}, fitted on {card.data.source!r}) "
                            f"describes no runs of {str(runs)!r} (no {kind}); pass the store it was fitted "
                            "on, or leave the card out")
         out[card.sha256] = _fitted_on(card, runs)
@@ -92,10 +93,10 @@ def _fitted_on(card: "LawCard", runs: Path) -> bool:
     from fitting.table import load_data
 
     try:
-        data = load_data(runs, card.law, method=card.data.get("method") or None, family=card.family)
+        data = load_data(runs, card.law, method=card.data.method or None, family=card.family)
     except BadInput:
         return False
-    return data.content_hash() == card.data.get("content_hash")
+    return data.content_hash() == card.data.content_hash
 
 
 def law_axes(card: "LawCard", rows: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -142,15 +143,14 @@ def residuals(frame: pd.DataFrame, card: "LawCard") -> pd.DataFrame:
 def param_rows(card: "LawCard") -> list[dict]:
     """Table rows: parameter, estimate, interval, and the card's identifiability verdict."""
     out = []
-    intervals = (card.ci.get("params") or {})
     for name in card.law.params:
-        ident = card.identifiable.get(name) or {}
-        interval = intervals.get(name) or (None, None)
-        if not ident.get("identified", True):
-            note = f"not identified, fixed at {ident.get('fixed_at')}"
-        elif ident.get("bound"):
+        ident = card.identifiable.get(name, Identified())
+        interval = card.ci.params.get(name) or (None, None)
+        if not ident.identified:
+            note = f"not identified, fixed at {ident.fixed_at}"
+        elif ident.bound:
             note = "at a bound: not identified by this data"
-        elif ident.get("weak"):
+        elif ident.weak:
             note = "weakly identified"
         else:
             note = "" if interval[0] is not None else "no bootstrap interval"
@@ -162,11 +162,10 @@ def param_rows(card: "LawCard") -> list[dict]:
 def derived_rows(card: "LawCard") -> list[dict]:
     """The card's decision quantities (predicted loss, D*) with intervals and their query."""
     out = []
-    for name, d in ((card.ci.get("derived") or {}).items()):
-        query = d.get("query") or {}
-        where = ", ".join(f"{k}={_short(float(v))}" for k, v in query.items())
-        head = "slope criterion (not the D* pages'), " if "slope" in query else ""
-        out.append({"name": name, "value": d.get("value"), "lo": d.get("low"), "hi": d.get("high"),
+    for name, d in card.ci.derived.items():
+        where = ", ".join(f"{k}={_short(float(v))}" for k, v in d.query.items())
+        head = "slope criterion (not the D* pages'), " if "slope" in d.query else ""
+        out.append({"name": name, "value": json_float(d.value), "lo": d.low, "hi": d.high,
                     "note": f"{head}at {where}"})
     return out
 
@@ -226,18 +225,15 @@ def heldout(frame: pd.DataFrame, card: "LawCard", by: str, runs: Path) -> HeldOu
     rows = card_rows(frame.loc[frame["status"] == "done"], card)
     if rows.empty:
         return HeldOut(by, "", pd.DataFrame(), {}, "no finished runs the card describes")
-    data = load_data(runs, law, method=card.data.get("method") or None, family=card.family)
+    data = load_data(runs, law, method=card.data.method or None, family=card.family)
     if split_axis(law, by) is None:
         return HeldOut(by, "", pd.DataFrame(), {}, f"law {card.law.name!r} has no {by} axis")
     train, label = split(data, by)
     if train.all() or not train.any():
         return HeldOut(by, label, pd.DataFrame(), {}, "nothing to hold out")
-    # Version 1 cards wrote a sentence under "space"; their fits were all in log space.
-    space = card.fit.get("space")
     # top_k=1: one polished grid start (plus the random one) is enough for a diagnostic refit.
-    config = FitConfig(delta=float(card.fit.get("delta", 1e-3)),
-                       space=space if space in ("log", "linear") else "log",
-                       weighting=str(card.fit.get("weighting", "point")), top_k=1)
+    config = FitConfig(delta=1e-3 if card.fit.delta is None else card.fit.delta, space=card.fit.space,
+                       weighting=card.fit.weighting, top_k=1)
     result = fit(data.subset(train), config)
     test = data.subset(~train)
     pred = result.predict(**test.axes)

@@ -127,8 +127,8 @@ def card_prior(card: LawCard, family: str, smallest: dict[str, float], explicit:
         return why
     boot = card.bootstrap_params
     samples = boot if boot is not None and len(boot) else card.params_array[None]
-    noise = float(card.scatter.get("sigma_point") or WEAK_NOISE)
-    run_noise = float(card.scatter.get("sigma_run") or WEAK_RUN_NOISE)
+    noise = card.scatter.sigma_point or WEAK_NOISE
+    run_noise = card.scatter.sigma_run or WEAK_RUN_NOISE
     return Prior(P2, card.params_array, np.asarray(samples, float), noise, run_noise, "card",
                  f"card {name} ({family}/{card.method}; {len(samples)} bootstrap laws); "
                  f"noise {noise:.3g} per point, {run_noise:.3g} per run (the card's measured scatter)")
