@@ -227,6 +227,5 @@ class TargetLoss(Criterion):
         return float(np.mean(asymptotes >= self.value))
 
 
-def default_criterion() -> Criterion:
-    """The criterion when none is asked for: close :data:`DEFAULT_RECOVER` of the gap."""
-    return Recover(DEFAULT_RECOVER)
+DEFAULT_CRITERION: Criterion = Recover(DEFAULT_RECOVER)
+"""The criterion when none is asked for: close :data:`DEFAULT_RECOVER` of the gap."""

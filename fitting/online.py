@@ -37,7 +37,8 @@ def forecast(tokens: np.ndarray, loss: np.ndarray, *, criterion: str, value: flo
     tokens, loss : arrays
         The curve so far (``tokens`` increasing; a row at 0 is the loss right after pruning).
     criterion, value : str, float
-        ``recover`` (fraction of the recoverable gap) or ``target_loss`` (nats).
+        A registered criterion's kind (``fitting.criteria``: ``recover``, the fraction of the
+        recoverable gap, or ``target_loss`` in nats, the two a job's ``stop:`` names) and its value.
     budget : float
         The job's token budget (where the final loss is predicted).
     loss_before : float or None

@@ -24,7 +24,7 @@ import numpy as np
 from data.compute import get_gpu
 from planner.query import Parent
 from planner.recommend import recommend
-from fitting.criteria import Criterion, default_criterion
+from fitting.criteria import DEFAULT_CRITERION, Criterion
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -100,7 +100,7 @@ def closed_loop(store: str | Path, family: str, method: str, holdout: str, *, n_
     from fitting.fit import FitConfig, fit
     from fitting.table import load_data
 
-    criterion = criterion or default_criterion()
+    criterion = criterion or DEFAULT_CRITERION
     frame = load(store)
     frame = frame[(frame["family"] == family) & (frame["method"] == method) & (frame["status"] == "done")
                   & (frame["init"] == "pruned")]

@@ -56,7 +56,7 @@ from planner.cli.common import (add_cost_options, add_parent_options, check_loss
                                 law_card, print_json)
 from data.compute import check_mfu, check_price, get_gpu
 from planner.query import METHODS, parse_method, parse_parent, parse_ratio
-from fitting.criteria import CRITERIA, Criterion, default_criterion
+from fitting.criteria import CRITERIA, DEFAULT_CRITERION, Criterion
 from fitting.term import Estimate
 from planner.recommend import Recommendation, recommend
 
@@ -80,8 +80,7 @@ examples:
 
 def epilog() -> str:
     """The --help epilog, with every registered criterion (``fitting.criteria.CRITERIA``)."""
-    default = default_criterion()
-    return EPILOG.format(default=f"{default.flag} {default.value:g}",
+    return EPILOG.format(default=f"{DEFAULT_CRITERION.flag} {DEFAULT_CRITERION.value:g}",
                          criteria="\n".join(kind.explain for kind in CRITERIA.values()))
 
 
@@ -107,7 +106,7 @@ def build_parser():
 def _criterion(args) -> Criterion:
     """The criterion whose flag was given (they exclude each other), else the default."""
     given = [kind for kind in CRITERIA.values() if getattr(args, kind.kind) is not None]
-    return given[0](getattr(args, given[0].kind)) if given else default_criterion()
+    return given[0](getattr(args, given[0].kind)) if given else DEFAULT_CRITERION
 
 
 def main(argv: Sequence[str] | None = None) -> int:
