@@ -118,10 +118,9 @@ def score_run(tokens, loss, meta, card, prior_card: bool = True) -> list[dict]:
     """One row per (mode, fraction) for one run."""
     from data.cli import BadInput
     from fitting.pilot import Pilot, card_prior, fit_pilot
-    from fitting.term import Criterion, Reference
-    from planner.recommend import card_term
+    from fitting.criteria import Recover, Reference
 
-    crit, ref = Criterion("recover", 0.9), Reference(loss=float(loss[0]))
+    crit, ref = Recover(0.9), Reference(loss=float(loss[0]))
     l0, n0, ratio = float(meta["loss_before"]), float(meta["params_before"]), float(meta["ratio"])
     full = Pilot("full", tokens[1:], loss[1:], float(loss[0]), l0, n0, ratio)
     try:
@@ -132,7 +131,7 @@ def score_run(tokens, loss, meta, card, prior_card: bool = True) -> list[dict]:
     if not true_d <= RESOLVED * final_tokens:  # the run cannot vouch for a D* far past its own end
         true_d = float("nan")
     out = []
-    cterm = None if card is None else card_term(card, n0, ratio, l0)
+    cterm = None if card is None else card.token_term(n0, ratio, l0)
     for frac in FRACTIONS:
         keep = (tokens > 0) & (tokens <= frac * final_tokens)
         for mode in MODES:
@@ -148,7 +147,7 @@ def score_run(tokens, loss, meta, card, prior_card: bool = True) -> list[dict]:
                     if mode == "pilot+card" and cterm is None:
                         raise BadInput("no card")
                     pilot = Pilot("pilot", tokens[keep], loss[keep], float(loss[0]), l0, n0, ratio)
-                    prior = None if mode == "pilot" else card_prior(card.card, params_before=n0, ratio=ratio)
+                    prior = None if mode == "pilot" else card_prior(card, params_before=n0, ratio=ratio)
                     term = fit_pilot(pilot, prior=prior, loss_before=l0)
                 final = term.loss(final_tokens)
                 d = term.tokens(crit, ref)
@@ -246,11 +245,11 @@ def score_cell(cell: tuple) -> list[dict]:
     """Every world of one (beta, noise, fraction) cell: one row per world and prior."""
     from data.cli import BadInput
     from fitting.pilot import fit_pilot
-    from fitting.term import Criterion, Reference
+    from fitting.criteria import Recover, Reference
 
     beta, noise, fraction, worlds, seed, card_path = cell
     rng = np.random.default_rng([seed, int(beta * 1000), int(noise * 1e5), int(fraction * 100)])
-    priors, crit, rows = world_priors(card_path, beta), Criterion("recover", RECOVER), []
+    priors, crit, rows = world_priors(card_path, beta), Recover(RECOVER), []
     for i in range(worlds):
         pilot, true_d, true_loss = world(beta, noise, fraction, rng)
         for mode, prior in priors.items():

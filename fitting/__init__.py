@@ -19,7 +19,7 @@ _EXPORTS = {
     "optimal_tokens": "fitting.laws", "P2": "fitting.laws", "CHINCHILLA": "fitting.laws",
     "FitData": "fitting.table", "load_data": "fitting.table", "from_arrays": "fitting.table",
     "FitConfig": "fitting.fit", "fit": "fitting.fit",
-    "FitResult": "fitting.result", "ValidationResult": "fitting.result",
+    "ValidationResult": "fitting.result",
     "validate": "fitting.validate",
     "LawCard": "fitting.card", "load_card": "fitting.card", "save_card": "fitting.card",
     "register": "fitting.laws", "compare": "fitting.compare",

@@ -20,6 +20,7 @@ is what a *new run* at that point should fall in.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -31,8 +32,13 @@ from typing import Any
 import numpy as np
 
 from data.cli import BadInput
+from data.units import format_count
 from fitting.intervals import draw_bounds, percentile_levels  # noqa: F401 (percentile_levels re-exported)
 from fitting.laws import Law, get_law
+from fitting.sections import (DataInfo, Derived, FitInfo, Identified, Intervals, Scatter,
+                               json_float, read_identifiable)
+from fitting.criteria import Reference
+from fitting.term import TokenTerm
 
 CARD_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -51,73 +57,54 @@ def _rows(values: Any, n: int) -> np.ndarray:
     return np.asarray(values, float).reshape(n, -1)
 
 
-def _num(x: float | None) -> float | None:
-    """JSON-safe float: nan/inf become None (JSON has no nan)."""
-    return None if x is None or not math.isfinite(float(x)) else float(x)
-
-
-@dataclass(frozen=True)
-class Derived:
-    """A decision quantity computed from the parameters, with its intervals.
-
-    ``low``/``high``: confidence interval (mean law); ``pred_low``/``pred_high``: prediction
-    interval for a new run (losses only).
-    """
-
-    name: str
-    value: float
-    low: float | None
-    high: float | None
-    query: dict[str, float]
-    pred_low: float | None = None
-    pred_high: float | None = None
-
-    def to_dict(self) -> dict:
-        out = {"value": _num(self.value), "low": _num(self.low), "high": _num(self.high),
-               "query": self.query}
-        if self.pred_low is not None:
-            out |= {"pred_low": _num(self.pred_low), "pred_high": _num(self.pred_high)}
-        return out
-
-    @classmethod
-    def from_dict(cls, name: str, raw: Mapping) -> "Derived":
-        return cls(name, float(raw.get("value") if raw.get("value") is not None else math.nan),
-                   raw.get("low"), raw.get("high"), dict(raw.get("query") or {}),
-                   raw.get("pred_low"), raw.get("pred_high"))
+def _opt_str(value: Any) -> str | None:
+    """A card's recorded slot value, None for "not recorded" and the catch-alls."""
+    return None if value in (None, "", "any", "all") else str(value)
 
 
 @dataclass(frozen=True)
 class LawCard:
     """A fitted law: parameters, intervals, metrics, identifiability, provenance.
 
-    Attributes mirror the card JSON (docs/design-contract.md): ``ci`` holds ``level``, per-parameter
-    ``params`` intervals and ``derived`` decision quantities; ``fit`` how it was fitted;
-    ``runs`` the per-run residual report; ``scatter`` the run-to-run and point scatter behind
-    prediction intervals; ``diagnosis`` what the fit itself revealed (bounds, degenerate
-    terms, sloppy directions).
+    Attributes mirror the card JSON (docs/design-contract.md); its sections are typed, frozen
+    objects (``fitting.sections``), read from any card version there: ``ci`` holds ``level``,
+    per-parameter ``params`` intervals and ``derived`` decision quantities; ``fit`` how it was
+    fitted; ``data`` what it was fitted on; ``runs`` the per-run residual report; ``scatter``
+    the run-to-run and point scatter behind prediction intervals; ``identifiable`` one entry
+    per parameter; ``diagnosis`` what the fit itself revealed (bounds, degenerate terms, sloppy
+    directions). A section given as a plain mapping (a fit builds them so) is read on creation.
     """
 
     law: Law
     params: dict[str, float]
     version: int
-    ci: dict
-    identifiable: dict[str, dict]
-    fit: dict
+    ci: Intervals
+    identifiable: Mapping[str, Identified]
+    fit: FitInfo
     metrics: dict[str, float | None]
     range: dict[str, dict[str, float]]
-    data: dict
+    data: DataInfo
     created: str | None = None
     success: bool = True
     message: str = ""
     objective: float = math.nan
     notes: tuple[str, ...] = ()
     runs: tuple[dict, ...] = ()
-    scatter: dict = field(default_factory=dict)
+    scatter: Scatter = field(default_factory=Scatter)
     diagnosis: tuple[str, ...] = ()
     bootstrap_params: np.ndarray | None = field(default=None, repr=False)
     jackknife_params: np.ndarray | None = field(default=None, repr=False)
     """Leave-one-run-out refits ``[n_runs, P]`` (None: cards written before them, or a run
     whose removal leaves the law unidentifiable): the second half of every interval."""
+    path: Path | None = field(default=None, compare=False)
+    """The file the card was read from (None: a fit's own result, or a card made in memory)."""
+    sha256: str | None = field(default=None, compare=False)
+    """sha256 of that file's bytes: which exact card an answer or a page came from."""
+
+    def __post_init__(self) -> None:
+        for name, section in (("ci", Intervals), ("fit", FitInfo), ("data", DataInfo), ("scatter", Scatter)):
+            object.__setattr__(self, name, section.read(getattr(self, name)))
+        object.__setattr__(self, "identifiable", read_identifiable(self.identifiable))
 
     # -- construction ---------------------------------------------------------------------
 
@@ -130,6 +117,35 @@ class LawCard:
         """Write the card atomically; ``force=False`` refuses an existing file."""
         return save_card(self, path, with_samples=with_samples, force=force)
 
+    # -- provenance -----------------------------------------------------------------------
+
+    @property
+    def family(self) -> str | None:
+        """The model family the card was fitted on (None: not recorded, or any)."""
+        return _opt_str(self.data.family)
+
+    @property
+    def method(self) -> str | None:
+        """The pruning method the card was fitted on (None: not recorded, or any)."""
+        return _opt_str(self.data.method)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Methods the card was fitted on (empty: not recorded, applies to any)."""
+        return tuple(m for m in (self.data.method or "").split(",") if m)
+
+    def provenance(self) -> dict[str, Any]:
+        """What a user needs to trust (or distrust) the card."""
+        data, fit = self.data, self.fit
+        boot = self.bootstrap_params
+        return {"path": str(self.path), "law": self.law.name, "version": self.version,
+                "family": self.family, "method": self.method, "source": data.source,
+                "content_hash": data.content_hash, "created": self.created, "n_runs": fit.n_runs,
+                "n_points": fit.n_points, "n_bootstrap": 0 if boot is None else len(boot),
+                "n_jackknife": 0 if self.jackknife_params is None else len(self.jackknife_params),
+                "not_identified": self.not_identified(),
+                "identifiability": self.identifiability_notes(), "outlier_runs": self.outliers()}
+
     # -- values -----------------------------------------------------------------------------
 
     @property
@@ -139,13 +155,12 @@ class LawCard:
 
     @property
     def level(self) -> float:
-        return float(self.ci.get("level", 0.95)) if isinstance(self.ci, dict) else 0.95
+        return self.ci.level
 
     @property
     def units(self) -> int | None:
         """Runs the bootstrap resampled (what :func:`percentile_levels` widens for)."""
-        raw = self.ci.get("units") if isinstance(self.ci, dict) else None
-        return None if raw is None else int(raw)
+        return self.ci.units
 
     def percentiles(self, level: float | None = None) -> tuple[float, float]:
         """Percentiles of the bootstrap draws bounding a ``level`` interval (default: the card's)."""
@@ -154,15 +169,12 @@ class LawCard:
     @property
     def intervals(self) -> dict[str, tuple[float, float] | None]:
         """Confidence interval per parameter (None: no bootstrap, or pinned)."""
-        raw = (self.ci.get("params") or {}) if isinstance(self.ci, dict) else {}
-        return {name: (None if not raw.get(name) or raw[name][0] is None else
-                       (float(raw[name][0]), float(raw[name][1]))) for name in self.law.params}
+        return {name: self.ci.params.get(name) for name in self.law.params}
 
     @property
     def derived(self) -> dict[str, Derived]:
         """Decision quantities at the edge of the data, with their intervals."""
-        raw = (self.ci.get("derived") or {}) if isinstance(self.ci, dict) else {}
-        return {name: Derived.from_dict(name, d) for name, d in raw.items()}
+        return dict(self.ci.derived)
 
     def predict(self, **axes: float | np.ndarray) -> np.ndarray:
         """Point prediction of the target at ``axes``."""
@@ -195,6 +207,57 @@ class LawCard:
             raise BadInput(f"optimal tokens at (N0, rho) need a law with size and ratio axes; "
                            f"this card's law is {self.law.name!r}")
         return {self.law.size_axis: n0, self.law.ratio_axis: rho}
+
+    # -- the planner's questions: the law at one parent size and ratio ------------------
+
+    def query(self, size: float, ratio: float, tokens: float | None = None,
+              offset: float | None = None) -> dict[str, float]:
+        """The law's axes for a parent of ``size`` pruned at ``ratio`` (and, when given, a budget
+        of ``tokens`` and the law's ``offset``, P2: the parent's L0)."""
+        law = self.law
+        at = {law.size_axis: size, law.ratio_axis: ratio}
+        if tokens is not None:
+            at[law.token_axis] = tokens
+        if law.offset and offset is not None:
+            at[law.offset] = offset
+        return at
+
+    def token_term(self, size: float, ratio: float, offset: float | None) -> TokenTerm:
+        """The law at (size, ratio) as ``a + k D^-beta``, with its run-bootstrap and jackknife.
+
+        ``offset`` is the law's offset axis (P2: the parent's L0); None gives a relative term
+        (dL above it). The planner's card answers and the report's D* pages both start here, so
+        one card gives one D* wherever it is read.
+        """
+        law = self.law
+        at = self.query(size, ratio, offset=0.0 if offset is None else offset)
+
+        def cols(params: np.ndarray) -> np.ndarray:
+            k, beta = law.token_scale(params, **at)
+            a = np.ravel(law.asymptote(params, **at))
+            return np.column_stack([a, np.ravel(k) * np.ones_like(a), np.ravel(beta) * np.ones_like(a)])
+
+        point = cols(self.params_array)[0]
+        boot, jack = self.bootstrap_params, self.jackknife_params
+        return TokenTerm(float(point[0]), float(point[1]), float(point[2]),
+                         None if boot is None or len(boot) == 0 else cols(boot), level=self.level,
+                         relative=offset is None, units=self.units,
+                         jackknife=None if jack is None or len(jack) == 0 else cols(jack),
+                         floor=0.0 if offset is None else float(offset))
+
+    def reference(self, size: float) -> Reference:
+        """D_ref of a card-only recover answer: the card's first fitted budget per parameter of
+        its largest parent, times ``size`` (the same point of recovery in tokens per parameter)."""
+        law = self.law
+        tokens, sizes = self.axis_range(law.token_axis), self.axis_range(law.size_axis)
+        if tokens is None or not tokens[0] > 0 or sizes is None:
+            where = "the card" if self.path is None else repr(str(self.path))
+            raise BadInput(f"law card {where} records no {law.token_axis}/{law.size_axis} range; "
+                           "the recover criterion needs it (use the slope criterion, or a pilot)")
+        per_param = tokens[0] / sizes[1]
+        return Reference(tokens=per_param * size, source=(
+            f"the law's loss at D_ref = {format_count(per_param * size)} tokens (the card's first fitted budget, "
+            f"{per_param:.3g} tokens per parent parameter, times N0)"))
 
     # -- intervals -------------------------------------------------------------------------
 
@@ -243,10 +306,10 @@ class LawCard:
         of sd ``scatter.sigma_new_run`` in the fit's space (log: multiplicative), hulled with
         the jackknife-t interval widened by the same scatter.
         """
-        sigma = self.scatter.get("sigma_new_run")
+        sigma = self.scatter.sigma_new_run
         if sigma is None:
             return None
-        space = self.scatter.get("space", "log")
+        space = self.scatter.space
         samples = self.bootstrap_params if self.bootstrap_params is not None else self.params_array[None]
         with np.errstate(all="ignore"):
             mean = _rows(self.law.predict(samples, **axes), len(samples))             # [B, n]
@@ -281,7 +344,7 @@ class LawCard:
 
     def not_identified(self) -> list[str]:
         """Names of parameters the data could not identify (pinned in the fit)."""
-        return [n for n, r in self.identifiable.items() if not r.get("identified", True)]
+        return [n for n, r in self.identifiable.items() if not r.identified]
 
     def identifiability_notes(self) -> list[str]:
         """Every identifiability statement, one line each: pinned, at a bound, degenerate,
@@ -292,12 +355,12 @@ class LawCard:
         collapse = collapsed_law(self.law, self.identifiable)
         lines = [] if collapse is None else [f"collapsed: {collapse}"]
         for name, r in self.identifiable.items():
-            if not r.get("identified", True):
-                lines.append(f"{name} not identified, fixed at {r.get('fixed_at')}: {r.get('reason')}")
-            elif r.get("bound"):
-                lines.append(r["bound"])
-            elif r.get("weak"):
-                lines.append(f"{name} {r.get('reason')}")
+            if not r.identified:
+                lines.append(f"{name} not identified, fixed at {r.fixed_at}: {r.reason}")
+            elif r.bound:
+                lines.append(r.bound)
+            elif r.weak:
+                lines.append(f"{name} {r.reason}")
         return lines + [d for d in self.diagnosis if d not in lines]
 
     def outliers(self) -> list[str]:
@@ -312,11 +375,11 @@ class LawCard:
         fit = self.fit
         lines = [f"law {law.name}: {law.formula}",
                  f"fit: {'converged' if self.success else 'NOT converged'} ({self.message}); "
-                 f"{fit.get('n_points')} points, {fit.get('n_runs')} runs, objective "
-                 f"{self.objective:.6g} (Huber delta={fit.get('delta', 0):g} on "
-                 f"{fit.get('residuals', 'log loss')}, summed)"]
-        if fit.get("n_bootstrap"):
-            lines.append(f"bootstrap: {fit['n_bootstrap']} run resamples, each refit by the "
+                 f"{fit.n_points} points, {fit.n_runs} runs, objective "
+                 f"{self.objective:.6g} (Huber delta={fit.delta or 0:g} on "
+                 f"{fit.residuals}, summed)"]
+        if fit.n_bootstrap:
+            lines.append(f"bootstrap: {fit.n_bootstrap} run resamples, each refit by the "
                          f"full multi-start; {fit.get('bootstrap_basin_changes', 0)} changed basin")
             if self.units is not None:
                 lo, hi = self.percentiles()
@@ -328,13 +391,13 @@ class LawCard:
         lines += ["", f"{'param':<8} {'value':>14}  {int(level * 100)}% confidence interval (mean law)"]
         intervals = self.intervals
         for name in law.params:
-            ident = self.identifiable.get(name, {})
+            ident = self.identifiable.get(name, Identified())
             iv = intervals.get(name)
-            if not ident.get("identified", True):
-                text = f"not identified, fixed at {ident.get('fixed_at')}"
-            elif ident.get("bound"):
+            if not ident.identified:
+                text = f"not identified, fixed at {ident.fixed_at}"
+            elif ident.bound:
                 text = "AT BOUND (see below)" + (f" [{iv[0]:.6g}, {iv[1]:.6g}]" if iv else "")
-            elif ident.get("weak") and iv:
+            elif ident.weak and iv:
                 text = f"[{iv[0]:.6g}, {iv[1]:.6g}] WEAK (see below)"
             elif iv is None:
                 text = "(no bootstrap)"
@@ -362,12 +425,13 @@ class LawCard:
                "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "success": self.success, "message": self.message,
                "params": {k: float(v) for k, v in self.params.items()},
-               "objective": _num(self.objective),
+               "objective": json_float(self.objective),
                "ci": {**self.ci, "kind": CI_KIND},
-               "identifiable": self.identifiable, "diagnosis": list(self.diagnosis),
-               "fit": self.fit, "metrics": {k: _num(v) for k, v in self.metrics.items()},
+               "identifiable": {k: v.to_dict() for k, v in self.identifiable.items()},
+               "diagnosis": list(self.diagnosis), "fit": self.fit.to_dict(),
+               "metrics": {k: json_float(v) for k, v in self.metrics.items()},
                "scatter": {**self.scatter, "kind": PI_KIND} if self.scatter else {},
-               "runs": list(self.runs), "range": self.range, "data": self.data,
+               "runs": list(self.runs), "range": self.range, "data": self.data.to_dict(),
                "notes": list(self.notes)}
         if with_samples and self.bootstrap_params is not None:
             out["bootstrap"] = {"params": list(self.law.params),
@@ -398,16 +462,18 @@ def save_card(card: LawCard, path: str | Path, *, with_samples: bool = True,
     return path
 
 
-def _read_json(path: Path) -> Mapping:
+def _read_json(path: Path) -> tuple[Mapping, str]:
+    """The card's JSON object and the sha256 of its bytes."""
     try:
-        raw = json.loads(path.read_text())
+        blob = path.read_bytes()
+        raw = json.loads(blob.decode())
     except FileNotFoundError:
         raise BadInput(f"law card {str(path)!r} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"law card {str(path)!r} is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise BadInput(f"law card {str(path)!r} is not a JSON object")
-    return raw
+    return raw, hashlib.sha256(blob).hexdigest()
 
 
 def _with_bounds(law: Law, raw: Mapping) -> dict[str, dict]:
@@ -429,7 +495,7 @@ def load_card(path: str | Path) -> LawCard:
     """Read a card written by :func:`save_card` (or a version 1 card); ``BadInput`` names
     what is wrong."""
     path = Path(path)
-    raw = _read_json(path)
+    raw, sha256 = _read_json(path)
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
         raise BadInput(f"law card {str(path)!r} lacks {missing}; is it a prunelaw card?")
@@ -441,10 +507,7 @@ def load_card(path: str | Path) -> LawCard:
     if absent:
         raise BadInput(f"law card {str(path)!r} lacks parameters {absent} of law {law.name!r}")
     boot, jack = _samples(raw.get("bootstrap"), law), _samples(raw.get("jackknife"), law)
-    ci = dict(raw.get("ci") or {})
-    ci.pop("kind", None)
-    scatter = dict(raw.get("scatter") or {})
-    scatter.pop("kind", None)
+    ci, scatter = Intervals.read(raw.get("ci")), Scatter.read(raw.get("scatter"))
     objective = raw.get("objective")
     identifiable = _with_bounds(law, raw)
     return LawCard(law=law, params={p: float(raw["params"][p]) for p in law.params},
@@ -456,7 +519,7 @@ def load_card(path: str | Path) -> LawCard:
                    objective=math.nan if objective is None else float(objective),
                    notes=tuple(raw.get("notes") or ()), runs=tuple(raw.get("runs") or ()),
                    scatter=scatter, diagnosis=tuple(raw.get("diagnosis") or ()),
-                   bootstrap_params=boot, jackknife_params=jack)
+                   bootstrap_params=boot, jackknife_params=jack, path=path, sha256=sha256)
 
 
 def _samples(section: Mapping | None, law: Law) -> np.ndarray | None:

@@ -23,7 +23,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from data.cli import BadInput
-from fitting.card import CARD_VERSION, Derived, LawCard, percentile_levels
+from fitting.card import CARD_VERSION, LawCard
+from fitting.intervals import percentile_levels
+from fitting.sections import Derived
 from fitting.identify import Identifiability, bound_notes, identify, sloppy_directions
 from fitting.laws import LAWS, Law, get_law
 from fitting.metrics import diagnostics, run_report, scatter, score

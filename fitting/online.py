@@ -21,7 +21,7 @@ import numpy as np
 
 from data.cli import BadInput
 from fitting.pilot import CardPrior, Pilot, card_prior, fit_pilot, pilot_reference
-from fitting.term import Criterion
+from fitting.criteria import Criterion
 
 KEYS = ("d_star", "low", "high", "final_loss", "final_low", "final_high")
 """What :func:`forecast` returns (tokens, and eval losses in nats; None where undefined)."""
@@ -37,7 +37,8 @@ def forecast(tokens: np.ndarray, loss: np.ndarray, *, criterion: str, value: flo
     tokens, loss : arrays
         The curve so far (``tokens`` increasing; a row at 0 is the loss right after pruning).
     criterion, value : str, float
-        ``recover`` (fraction of the recoverable gap) or ``target_loss`` (nats).
+        A registered criterion's kind (``fitting.criteria``: ``recover``, the fraction of the
+        recoverable gap, or ``target_loss`` in nats, the two a job's ``stop:`` names) and its value.
     budget : float
         The job's token budget (where the final loss is predicted).
     loss_before : float or None
@@ -61,7 +62,7 @@ def forecast(tokens: np.ndarray, loss: np.ndarray, *, criterion: str, value: flo
         raise BadInput(f"{int(keep.sum())} point(s) after step 0; the fit needs 3")
     pilot = Pilot("curve so far", tokens[keep], loss[keep], start, loss_before, None, None)
     term = fit_pilot(pilot, prior=_prior(card, meta or {}), loss_before=loss_before, level=level)
-    d = term.tokens(Criterion(criterion, value), pilot_reference(pilot))
+    d = term.tokens(Criterion.of(criterion, value), pilot_reference(pilot))
     final = term.loss(float(budget))
     return dict(zip(KEYS, (d.value, d.low, d.high, final.value, final.low, final.high)))
 

@@ -53,7 +53,8 @@ import numpy as np
 
 from data.cli import BadInput
 from data.units import format_count
-from fitting.term import Reference, TokenTerm, percentile
+from fitting.criteria import Reference
+from fitting.term import TokenTerm, percentile
 
 if TYPE_CHECKING:  # pragma: no cover
     from fitting.card import LawCard

@@ -1,13 +1,10 @@
-"""Typed, frozen results (statsmodels/lmfit style). A fit's result is its card (``fitting.card``)."""
+"""Typed, frozen results (statsmodels/lmfit style). A fit's result is its card (``fitting.card.LawCard``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fitting.card import Derived, LawCard, _num
-
-FitResult = LawCard
-"""The fit result and the card are one class; the old name is kept for callers."""
+from fitting.sections import json_float
 
 
 @dataclass(frozen=True)
@@ -32,8 +29,8 @@ class ValidationResult:
         return {"by": self.by, "success": self.success, "message": self.message,
                 "split": self.split, "n_train": self.n_train, "n_test": self.n_test,
                 "reduced_law": list(self.reduced),
-                "metrics": {k: _num(v) for k, v in self.metrics.items()},
+                "metrics": {k: json_float(v) for k, v in self.metrics.items()},
                 "params": {k: float(v) for k, v in self.params.items()}}
 
 
-__all__ = ["Derived", "FitResult", "LawCard", "ValidationResult"]
+__all__ = ["ValidationResult"]

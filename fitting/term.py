@@ -2,10 +2,10 @@
 
 At a fixed parent and ratio every card of a law with a token axis, and every pilot fit,
 reduces to three numbers: the asymptote ``a`` (the loss no budget beats), the recovery scale
-``k`` and the token exponent ``beta``. A card gives them through its law (``law.asymptote``,
-``law.token_scale``); a pilot run gives them through ``fitting.pilot``. The decisions (D*
-under a criterion, the loss at a budget, their intervals) are written once here against that
-form, so the planner's card-only, pilot-only and pilot + card prior answers and the engine's
+``k`` and the token exponent ``beta``. A card gives them through its law
+(``LawCard.token_term``); a pilot run gives them through ``fitting.pilot``. The decisions (D*
+under a criterion (``fitting.criteria``), the loss at a budget, their intervals) are written once
+here against that form, so the planner's card-only, pilot-only and pilot + card prior answers and the engine's
 online stop (``fitting.online``) are computed by the same code.
 
 ``relative`` terms measure losses as dL above the parent's L0 (a card queried without a
@@ -16,20 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from data.cli import BadInput
-from data.units import format_count
+from fitting.criteria import Criterion, Reference
 from fitting.intervals import defined_enough, nan_percentiles, scalar_bounds
-
-if TYPE_CHECKING:  # pragma: no cover
-    from fitting.card import LawCard
-
-CRITERIA = ("recover", "slope", "target_loss")
-DEFAULT_RECOVER = 0.9
-"""Close 90 % of the recoverable gap (README: why a fraction, and why 0.9)."""
 
 
 @dataclass(frozen=True)
@@ -64,32 +56,6 @@ def sample_interval(values: np.ndarray, level: float, units: int | None = None, 
     values = np.ravel(values)
     return scalar_bounds(values, level, units, point=point, jack=jack,
                          min_finite=defined_enough(len(values)), floor=floor)
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """How D is chosen: ``kind`` in CRITERIA and its value (F, S or L)."""
-
-    kind: str
-    value: float
-
-    def __post_init__(self) -> None:
-        if self.kind not in CRITERIA:
-            raise BadInput(f"unknown criterion {self.kind!r}; allowed: {', '.join(CRITERIA)}")
-        if self.kind == "recover" and not 0.0 < self.value < 1.0:
-            raise BadInput(f"bad --recover {self.value!r}: the fraction of the recoverable gap to close "
-                           "must be in (0, 1), e.g. 0.9")
-        if not self.value > 0:
-            raise BadInput(f"bad --{self.kind.replace('_', '-')} {self.value!r}: must be positive")
-
-    def describe(self) -> str:
-        if self.kind == "slope":
-            return (f"slope: D* where the next 1e9 post-training tokens lower the predicted eval loss "
-                    f"by {self.value:g} nats (absolute nats per extra 1B tokens)")
-        if self.kind == "target_loss":
-            return f"target loss: smallest budget with predicted eval loss <= {self.value:g} nats"
-        return (f"recover: close {self.value:.0%} of the recoverable gap (loss right after pruning "
-                "minus the law's asymptote)")
 
 
 @dataclass(frozen=True)
@@ -142,100 +108,22 @@ class TokenTerm:
     def asymptote(self) -> Estimate:
         return self._estimate(lambda a, k, b: a, self.floor)
 
-    def tokens(self, criterion: Criterion, start: "Reference") -> Estimate:
-        """D under ``criterion`` (closed forms), with its interval; BadInput when unreachable."""
-        if criterion.kind == "target_loss" and self.relative:
-            raise BadInput(f"--target-loss {criterion.value:g} is an eval loss but the parent's L0 is unknown "
-                           "(the law only gives dL above L0): pass --loss-before L0 or --pilot")
-        target = self._target(criterion, start)
+    def tokens(self, criterion: Criterion, start: Reference) -> Estimate:
+        """D under ``criterion`` (its closed form per sample), with its interval; BadInput when
+        unreachable."""
+        solve = criterion.solver(start, self.a, self.relative)
 
-        def solve(a: np.ndarray, k: np.ndarray, b: np.ndarray) -> np.ndarray:
+        def defined(a: np.ndarray, k: np.ndarray, b: np.ndarray) -> np.ndarray:
             with np.errstate(all="ignore"):
-                if criterion.kind == "slope":
-                    d = (b * k * 1e9 / criterion.value) ** (1.0 / (b + 1.0))
-                else:
-                    t = target if target is not None else start.target(a, k, b, criterion.value)
-                    d = (k / (t - a)) ** (1.0 / b)
-                    d = np.where(t > a, d, np.nan)
+                d = solve(a, k, b)
             return np.where(np.isfinite(d) & (d > 0) & (k > 0), d, np.nan)
 
-        est = self._estimate(solve)
+        est = self._estimate(defined)
         if not np.isfinite(est.value):
             raise BadInput("the law predicts no gain from more tokens here (k * beta <= 0): "
                            "no budget to recommend")
         return est
 
-    def _target(self, criterion: Criterion, start: "Reference") -> float | None:
-        """A fixed target loss (target_loss), None when each sample derives its own (recover)."""
-        if criterion.kind != "target_loss":
-            return None
-        if criterion.value <= self.a:
-            raise BadInput(f"--target-loss {criterion.value:g} is at or below the law's asymptote "
-                           f"{self.a:.4f}: no budget reaches it; ask for a loss above the asymptote")
-        return criterion.value
-
     def unreachable_fraction(self, criterion: Criterion) -> float:
-        """Share of samples whose asymptote is at or above a fixed target (left out of intervals)."""
-        if criterion.kind != "target_loss" or self.samples is None or len(self.samples) == 0:
-            return 0.0
-        return float(np.mean(self.samples[:, 0] >= criterion.value))
-
-
-@dataclass(frozen=True)
-class Reference:
-    """Where the recoverable gap starts: a measured loss right after pruning, or a budget.
-
-    ``loss`` (same scale as the term: absolute, or dL when relative) is the eval loss at
-    tokens == 0 of a pilot; without one, ``tokens`` is a reference budget D_ref and the gap
-    starts at the law's own L(D_ref) (P2 diverges at D = 0).
-    """
-
-    loss: float | None = None
-    tokens: float | None = None
-    source: str = ""
-
-    def target(self, a: np.ndarray, k: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:
-        """Loss after closing ``fraction`` of ``start - a``: ``a + (1 - F) * (start - a)``."""
-        start = self.loss if self.loss is not None else a + k * float(self.tokens) ** -b
-        return a + (1.0 - fraction) * (np.asarray(start) - a)
-
-
-# -- a card at one query point ------------------------------------------------------------------
-
-def card_term(card: "LawCard", size: float, ratio: float, offset: float | None) -> TokenTerm:
-    """The card's law at (size, ratio) as ``a + k D^-beta``, with its run-bootstrap and jackknife.
-
-    ``offset`` is the law's offset axis (P2: the parent's L0); None gives a relative term (dL
-    above it). The planner's card answers and the report's D* pages both start here, so one
-    card gives one D* wherever it is read.
-    """
-    law = card.law
-    at = {law.size_axis: size, law.ratio_axis: ratio}
-    if law.offset:
-        at[law.offset] = 0.0 if offset is None else offset
-
-    def cols(params: np.ndarray) -> np.ndarray:
-        k, beta = law.token_scale(params, **at)
-        a = np.ravel(law.asymptote(params, **at))
-        return np.column_stack([a, np.ravel(k) * np.ones_like(a), np.ravel(beta) * np.ones_like(a)])
-
-    point = cols(card.params_array)[0]
-    boot, jack = card.bootstrap_params, card.jackknife_params
-    return TokenTerm(float(point[0]), float(point[1]), float(point[2]),
-                     None if boot is None or len(boot) == 0 else cols(boot), level=card.level,
-                     relative=offset is None, units=card.units,
-                     jackknife=None if jack is None or len(jack) == 0 else cols(jack),
-                     floor=0.0 if offset is None else float(offset))
-
-
-def card_reference(card: "LawCard", size: float, where: str = "the card") -> Reference:
-    """D_ref of a card-only recover answer: the card's first fitted budget per parameter of its
-    largest parent, times ``size`` (the same point of recovery in tokens per parameter)."""
-    tokens, sizes = card.axis_range(card.law.token_axis), card.axis_range(card.law.size_axis)
-    if tokens is None or not tokens[0] > 0 or sizes is None:
-        raise BadInput(f"law card {where} records no {card.law.token_axis}/{card.law.size_axis} range; "
-                       "the recover criterion needs it (use the slope criterion, or a pilot)")
-    per_param = tokens[0] / sizes[1]
-    return Reference(tokens=per_param * size, source=(
-        f"the law's loss at D_ref = {format_count(per_param * size)} tokens (the card's first fitted budget, "
-        f"{per_param:.3g} tokens per parent parameter, times N0)"))
+        """Share of samples that never meet ``criterion`` (left out of intervals)."""
+        return criterion.unreachable_fraction(None if self.samples is None else self.samples[:, 0])

@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 
 from fitting.laws import CHINCHILLA
-from planner.cards import Card
+from fitting.card import LawCard
+from fitting.term import Estimate
 from planner.query import SPARSE_METHODS, Parent
-from planner.recommend import Estimate, card_doubt, identifiability_warnings, interval, loss_at, range_warnings
+from planner.recommend import card_doubt, identifiability_warnings, interval, loss_at, range_warnings
 from planner.verdict import credibility, verdict
 
 
@@ -79,9 +80,9 @@ class Comparison:
     parent: Parent
     method: str
     tokens: float
-    card: Card
+    card: LawCard
     card_reason: str
-    scratch: Card | None
+    scratch: LawCard | None
     scratch_reason: str
     loss_before: float | None
     loss_before_source: str
@@ -132,11 +133,11 @@ class Comparison:
         }
 
 
-def scratch_loss(card: Card, n: float, tokens: float) -> Estimate:
+def scratch_loss(card: LawCard, n: float, tokens: float) -> Estimate:
     """Chinchilla loss of an ``n``-parameter model trained from scratch on ``tokens``."""
     def f(params: np.ndarray) -> np.ndarray:
         return CHINCHILLA.predict(params, N=n, D=tokens)
-    return Estimate(float(np.squeeze(f(card.card.params_array))), *interval(card, f))
+    return Estimate(float(np.squeeze(f(card.params_array))), *interval(card, f))
 
 
 def winner(pruned: Estimate, scratch: Estimate) -> str:
@@ -167,7 +168,7 @@ def scratch_settings(parent_tokens: float | None) -> list[str]:
     return out
 
 
-def _arm(card: Card, scratch: Card | None, n0: float, ratio: float, tokens: float, l0: float | None,
+def _arm(card: LawCard, scratch: LawCard | None, n0: float, ratio: float, tokens: float, l0: float | None,
          parent_tokens: float | None) -> Arm:
     loss = loss_at(card, n0, ratio, tokens, 0.0 if l0 is None else l0)
     if scratch is None:
@@ -180,8 +181,8 @@ def _arm(card: Card, scratch: Card | None, n0: float, ratio: float, tokens: floa
     return Arm(tokens, loss, other, winner(loss, other), pipe, None if pipe is None else winner(loss, pipe))
 
 
-def compare(parent: Parent, method: str, ratios: tuple[float, ...], tokens: float, card: Card,
-            card_reason: str, *, scratch: Card | None = None, scratch_reason: str = "",
+def compare(parent: Parent, method: str, ratios: tuple[float, ...], tokens: float, card: LawCard,
+            card_reason: str, *, scratch: LawCard | None = None, scratch_reason: str = "",
             loss_before: float | None = None, sparse_kernel: bool = False,
             parent_tokens: float | None = None) -> Comparison:
     """Rows per ratio at equal tokens and at equal compute (reference: the parent, above)."""
@@ -213,7 +214,7 @@ def compare(parent: Parent, method: str, ratios: tuple[float, ...], tokens: floa
                       l0_source, rows, tuple(warnings), kernel, parent_tokens, line, doubt)
 
 
-def _doubt(card: Card, parent: Parent, rows: tuple[Row, ...], l0: float | None) -> str | None:
+def _doubt(card: LawCard, parent: Parent, rows: tuple[Row, ...], l0: float | None) -> str | None:
     """The first reason (as ``planner recommend`` gives it) why a row is no prediction."""
     n0 = float(parent.params_before)
     for row in rows:
@@ -226,7 +227,7 @@ def _doubt(card: Card, parent: Parent, rows: tuple[Row, ...], l0: float | None) 
     return None
 
 
-def _scratch_range(card: Card, n: float, tokens: float) -> list[str]:
+def _scratch_range(card: LawCard, n: float, tokens: float) -> list[str]:
     """Extrapolation warnings of the Chinchilla card (axes N, D)."""
     out = []
     for axis, value in (("N", n), ("D", tokens)):

@@ -15,17 +15,16 @@ findings table and the reference report both print what :func:`closed_loop` retu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from planner.cards import Card
 from data.compute import get_gpu
 from planner.query import Parent
 from planner.recommend import recommend
-from fitting.term import DEFAULT_RECOVER, Criterion
+from fitting.criteria import DEFAULT_CRITERION, Criterion
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -101,7 +100,7 @@ def closed_loop(store: str | Path, family: str, method: str, holdout: str, *, n_
     from fitting.fit import FitConfig, fit
     from fitting.table import load_data
 
-    criterion = criterion or Criterion("recover", DEFAULT_RECOVER)
+    criterion = criterion or DEFAULT_CRITERION
     frame = load(store)
     frame = frame[(frame["family"] == family) & (frame["method"] == method) & (frame["status"] == "done")
                   & (frame["init"] == "pruned")]
@@ -111,7 +110,7 @@ def closed_loop(store: str | Path, family: str, method: str, holdout: str, *, n_
     train_ids = set(runs.loc[~_split(runs, holdout), "run_id"])
     card = fit(data.subset(np.isin(data.run_ids, list(train_ids))),
                FitConfig(n_bootstrap=n_bootstrap, seed=seed))
-    planner_card = Card(Path(f"<closed loop: {family} {method} without the held-out {holdout}>"), card)
+    planner_card = replace(card, path=Path(f"<closed loop: {family} {method} without the held-out {holdout}>"))
     rows = []
     for _, run in test.iterrows():
         parent = Parent(int(run["params_before"]), family, None)

@@ -25,7 +25,7 @@ from typing import Any
 from data.units import format_count
 from data.compute import Compute
 from planner.query import Parent
-from planner.term import MIN_TOKENS_PER_PARAM
+from fitting.criteria import MIN_TOKENS_PER_PARAM
 
 PILOT_FRACTION = 0.1
 PILOT_EVAL_POINTS = 16

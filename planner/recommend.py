@@ -4,7 +4,7 @@ Library side (returns data; ``planner.cli.recommend`` parses and renders). Three
 named in the answer: ``card`` (the P2 card alone), ``pilot`` (a pilot curve alone:
 L = L_inf + B / D^beta) and ``pilot+card`` (the pilot with the card's beta as prior; see
 ``fitting.pilot``). Each reduces to a token term ``a + k * D**-beta`` at the query's (N0, rho)
-(``fitting.term``), on which the criteria are solved:
+(``fitting.term``), on which the criteria (``fitting.criteria``) are solved:
 
 - ``recover`` (default, F = 0.9): close a fraction F of the recoverable gap, from the loss right
   after pruning to the law's asymptote. "Right after pruning" is the pilot's measured loss at
@@ -34,20 +34,17 @@ import numpy as np
 
 from data.cli import BadInput
 from data.units import format_count
+from fitting.card import LawCard
 from fitting.intervals import defined_enough
-from fitting import term as fterm
 from fitting.pilot import Pilot, card_prior, fit_pilot, pilot_reference
-from fitting.term import (CRITERIA, DEFAULT_RECOVER, Criterion, Estimate, Reference, TokenTerm, percentile)
-from planner import laws
-from planner.cards import Card
+from fitting.criteria import Criterion, Reference
+from fitting.term import Estimate, TokenTerm
 from planner.grounding import PilotRecipe, pilot_recipe
 from data.compute import Compute, Gpu, compute_cost
 from planner.query import SPARSE_METHODS, Parent
-from planner.term import check_budget
 from planner.verdict import card_factor, credibility, verdict
 
-__all__ = ["CRITERIA", "Criterion", "Estimate", "Recommendation", "recommend", "percentile",
-           "DEFAULT_RECOVER", "DEFAULT_SLOPE"]
+__all__ = ["Recommendation", "recommend", "DEFAULT_SLOPE"]
 
 BUDGET_MULTIPLES: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
 DEFAULT_SLOPE = 1e-3
@@ -76,7 +73,7 @@ class Recommendation:
     method: str
     ratio: float
     params_after: float
-    card: Card | None
+    card: LawCard | None
     card_reason: str
     loss_before: float | None
     loss_before_source: str
@@ -143,19 +140,9 @@ class Recommendation:
         }
 
 
-# -- the card's token term ----------------------------------------------------------------------
+# -- what the card can say at this scale ---------------------------------------------------------
 
-def card_term(card: Card, n0: float, ratio: float, l0: float | None) -> TokenTerm:
-    """The card at (N0, rho) as ``a + k D^-beta``; relative (dL) when ``l0`` is None."""
-    return fterm.card_term(card.card, n0, ratio, l0)
-
-
-def card_reference(card: Card, n0: float) -> Reference:
-    """D_ref of a card-only answer: its first fitted budget per parameter of its largest parent, x N0."""
-    return fterm.card_reference(card.card, n0, repr(str(card.path)))
-
-
-def card_doubt(card: Card, family: str, n0: float, ratio: float, l0: float | None) -> str | None:
+def card_doubt(card: LawCard, family: str, n0: float, ratio: float, l0: float | None) -> str | None:
     """Why the card cannot describe a model of this N0 and ratio (None: nothing rules it out).
 
     Checked at D_ref, the point of recovery (in tokens per parameter) where the card's own runs
@@ -163,48 +150,52 @@ def card_doubt(card: Card, family: str, n0: float, ratio: float, l0: float | Non
     size reaches after a first stretch of training, whatever the criterion asked.
     """
     try:
-        ref = card_reference(card, n0)
+        ref = card.reference(n0)
     except BadInput:
         return None
-    gap = card_term(card, n0, ratio, None).loss(float(ref.tokens)).value
+    gap = card.token_term(n0, ratio, None).loss(float(ref.tokens)).value
     return credibility(family, gap, f"after D_ref = {format_count(float(ref.tokens))} tokens")
 
 
 # -- card helpers shared with compare ------------------------------------------------------------
 
-def interval(card: Card, f: Any, floor: float | None = None) -> tuple[float | None, float | None]:
+def interval(card: LawCard, f: Any, floor: float | None = None) -> tuple[float | None, float | None]:
     """The card's interval of ``f(params)``, ignoring samples where f is NaN; None, None when
     most are undefined."""
-    c = card.card
-    if c.bootstrap_params is None or len(c.bootstrap_params) == 0:
+    if card.bootstrap_params is None or len(card.bootstrap_params) == 0:
         return None, None
-    return c.interval(f, floor=floor, min_finite=defined_enough(len(c.bootstrap_params))) or (None, None)
+    return card.interval(f, floor=floor, min_finite=defined_enough(len(card.bootstrap_params))) or (None, None)
 
 
-def loss_at(card: Card, n0: float, ratio: float, tokens: float, l0: float) -> Estimate:
+def loss_at(card: LawCard, n0: float, ratio: float, tokens: float, l0: float) -> Estimate:
     """Predicted loss at ``tokens``, with its bootstrap interval."""
+    axes = card.query(n0, ratio, tokens, l0)
+
     def f(params: np.ndarray) -> np.ndarray:
-        return laws.p2_loss(params, n0, ratio, tokens, l0)
-    return Estimate(float(np.squeeze(f(card.card.params_array))), *interval(card, f, floor=l0))
+        return card.law.predict(params, **axes)
+    return Estimate(float(np.squeeze(f(card.params_array))), *interval(card, f, floor=l0))
 
 
-def asymptote_of(card: Card, n0: float, ratio: float, l0: float) -> Estimate:
+def asymptote_of(card: LawCard, n0: float, ratio: float, l0: float) -> Estimate:
     """The loss no budget beats (D -> infinity), with its bootstrap interval."""
+    axes = card.query(n0, ratio, offset=l0)
+
     def f(params: np.ndarray) -> np.ndarray:
-        return laws.p2_asymptote(params, n0, ratio, l0)
-    return Estimate(float(np.squeeze(f(card.card.params_array))), *interval(card, f, floor=l0))
+        return card.law.asymptote(params, **axes)
+    return Estimate(float(np.squeeze(f(card.params_array))), *interval(card, f, floor=l0))
 
 
-def range_warnings(card: Card, *, n0: float | None = None, ratio: float | None = None,
+def range_warnings(card: LawCard, *, n0: float | None = None, ratio: float | None = None,
                    tokens: float | None = None, loss_before: float | None = None,
                    tokens_label: str = "D*") -> list[str]:
     """One line per query value outside the card's fitted range, saying how far."""
     out: list[str] = []
-    checks = (("params_before", n0, f"N0 = {format_count(n0 or 0)}", "parent", format_count, True),
-              ("tokens", tokens, f"{tokens_label} = {format_count(tokens or 0)}",
+    law = card.law
+    checks = ((law.size_axis, n0, f"N0 = {format_count(n0 or 0)}", "parent", format_count, True),
+              (law.token_axis, tokens, f"{tokens_label} = {format_count(tokens or 0)}",
                "budget of any fitted curve", format_count, True),
-              ("ratio", ratio, f"ratio {ratio}", "ratio", lambda v: f"{v:g}", False),
-              ("loss_before", loss_before, f"L0 = {loss_before}", "parent loss", lambda v: f"{v:.4g}", False))
+              (law.ratio_axis, ratio, f"ratio {ratio}", "ratio", lambda v: f"{v:g}", False),
+              (law.offset, loss_before, f"L0 = {loss_before}", "parent loss", lambda v: f"{v:.4g}", False))
     for axis, value, label, noun, fmt, by_factor in checks:
         span = card.axis_range(axis)
         if value is None or span is None:
@@ -219,19 +210,19 @@ def range_warnings(card: Card, *, n0: float | None = None, ratio: float | None =
     return out
 
 
-def identifiability_warnings(card: Card) -> list[str]:
+def identifiability_warnings(card: LawCard) -> list[str]:
     """Parameters the fit pinned (not identified), left at a bound or absent (degenerate), or
     barely pinned down (weak), from the card; the notes themselves are printed beside them."""
-    info = card.card.identifiable if isinstance(card.card.identifiable, dict) else {}
-    pinned = card.card.not_identified()
-    weak = [p for p, r in info.items() if isinstance(r, dict) and r.get("weak") and p not in pinned]
-    bound = [p for p, r in info.items() if isinstance(r, dict) and r.get("bound") and p not in pinned]
+    info = card.identifiable
+    pinned = card.not_identified()
+    weak = [p for p, r in info.items() if r.weak and p not in pinned]
+    bound = [p for p, r in info.items() if r.bound and p not in pinned]
     out = []
     if bound:
         out.append(f"the card's {', '.join(bound)} sit at a bound or vanished (a degenerate fit: see the "
                    "card's identifiability notes); the law there is the simpler one it collapsed to")
     if pinned:
-        reason = next((str(info[p].get("reason")) for p in pinned if info[p].get("reason")),
+        reason = next((info[p].reason for p in pinned if info[p].reason),
                       "too little variation in the fitted data")
         out.append(f"the card could not identify {', '.join(pinned)} ({reason}); predictions "
                    "along those axes rest on pinned values")
@@ -243,7 +234,7 @@ def identifiability_warnings(card: Card) -> list[str]:
 
 # -- the answer ---------------------------------------------------------------------------------
 
-def recommend(parent: Parent, method: str, ratio: float, card: Card | None, reason: str, *,
+def recommend(parent: Parent, method: str, ratio: float, card: LawCard | None, reason: str, *,
               criterion: Criterion, gpu: Gpu, mfu: float, price: float | None,
               loss_before: float | None = None, pilot: Pilot | None = None,
               sparse_kernel: bool = False) -> Recommendation:
@@ -262,15 +253,15 @@ def recommend(parent: Parent, method: str, ratio: float, card: Card | None, reas
         raise BadInput("no law card and no --pilot: pass --law CARD.json or --pilot RUN|CURVE.csv")
     n0 = float(parent.params_before)
     l0, l0_source = _loss_before(loss_before, pilot)
-    cterm = None if card is None else card_term(card, n0, ratio, l0)
+    cterm = None if card is None else card.token_term(n0, ratio, l0)
     warnings: list[str] = []
     doubt = None
     if pilot is None:
-        mode, term, ref = "card", cterm, card_reference(card, n0) if criterion.kind == "recover" else Reference()
+        mode, term, ref = "card", cterm, card.reference(n0) if criterion.needs_start else Reference()
         doubt = card_doubt(card, parent.family, n0, ratio, l0)
     else:
         mode = "pilot" if card is None else "pilot+card"
-        prior = None if card is None else card_prior(card.card, params_before=n0, ratio=ratio)
+        prior = None if card is None else card_prior(card, **card.query(n0, ratio))
         term = fit_pilot(pilot, prior=prior, loss_before=l0)
         ref = pilot_reference(pilot)
     tokens, reach = _budget(term, criterion, ref, mode, n0, credible=doubt is None)
@@ -310,13 +301,13 @@ def recommend(parent: Parent, method: str, ratio: float, card: Card | None, reas
         loss=loss, asymptote=term.asymptote(), budgets=budgets,
         compute=None if tokens is None else compute_cost(n_compute, tokens.value, gpu, mfu, price, formula),
         mode=mode, verdict=line,
-        relative=term.relative, reference=ref.source if criterion.kind == "recover" else "",
+        relative=term.relative, reference=ref.source if criterion.needs_start else "",
         pilot=None if pilot is None else _pilot_dict(pilot, term), card_only=card_only, practice=practice,
         warnings=tuple(warnings), notes=tuple(_notes(method, ratio, criterion, sparse_kernel, term.relative)),
         doubt=doubt, reach=reach, pilot_recipe=recipe)
 
 
-def _guidance(parent: Parent, method: str, ratio: float, card: Card | None, mode: str, line: str,
+def _guidance(parent: Parent, method: str, ratio: float, card: LawCard | None, mode: str, line: str,
               doubt: str | None, d_star: float, cost: Callable[[float], Compute]) -> tuple[tuple[dict[str, Any], ...], PilotRecipe | None]:
     """The nearest published recipes (when they are a yardstick) and the pilot to run (when the
     verdict says: calibrate), with ``cost(tokens)`` of that pilot."""
@@ -325,7 +316,7 @@ def _guidance(parent: Parent, method: str, ratio: float, card: Card | None, mode
     n0 = float(parent.params_before)
     # Published recipes are 0.5B-15B parents: beside a query at that scale they are a yardstick,
     # beside a card's own toy sizes (where only D* leaves the range) they are noise.
-    sizes = None if card is None else card.axis_range("params_before")
+    sizes = None if card is None else card.axis_range(card.law.size_axis)
     practice: tuple[dict[str, Any], ...] = ()
     if doubt is not None or mode != "card" or card is None or sizes is None or n0 > sizes[1]:
         rows = comparisons(d_star, n0, ratio)
@@ -346,7 +337,7 @@ def _budget(term: TokenTerm, criterion: Criterion, ref: Reference, mode: str, n0
             raise
         return None, str(exc)
     try:
-        check_budget(tokens, criterion, f"{mode} mode", n0)
+        criterion.check_budget(tokens.value, f"{mode} mode", n0)
     except BadInput as exc:
         if credible:
             raise
@@ -376,13 +367,13 @@ def _compute_params(method: str, ratio: float, n0: float, sparse_kernel: bool) -
     return (1.0 - ratio) * n0, "6 * params_after * tokens"
 
 
-def _card_warnings(card: Card, parent: Parent, method: str, n0: float, ratio: float, tokens: float,
+def _card_warnings(card: LawCard, parent: Parent, method: str, n0: float, ratio: float, tokens: float,
                    l0: float | None, mode: str) -> list[str]:
     out = []
     if mode == "card":
         out += range_warnings(card, n0=n0, ratio=ratio, tokens=tokens, loss_before=l0)
     else:
-        span = card.axis_range("params_before")
+        span = card.axis_range(card.law.size_axis)
         if span is not None and n0 > span[1]:
             out.append(f"the card's beta prior comes from parents up to {format_count(span[1])} "
                        f"({n0 / span[1]:.3g}x smaller than N0); the pilot decides the rest")
@@ -393,11 +384,11 @@ def _card_warnings(card: Card, parent: Parent, method: str, n0: float, ratio: fl
     return out
 
 
-def _card_only(cterm: TokenTerm, criterion: Criterion, card: Card, n0: float, pilot: Pilot,
+def _card_only(cterm: TokenTerm, criterion: Criterion, card: LawCard, n0: float, pilot: Pilot,
                tokens: Estimate) -> dict[str, Any]:
     """What the card alone says, and how far the pilot moved the answer from it."""
-    ref = card_reference(card, n0) if criterion.kind == "recover" else Reference()
-    if criterion.kind == "recover" and pilot.loss_start is not None and not cterm.relative:
+    ref = card.reference(n0) if criterion.needs_start else Reference()
+    if criterion.needs_start and pilot.loss_start is not None and not cterm.relative:
         ref = pilot_reference(pilot)  # the same measured start: only the law differs
     try:
         d = cterm.tokens(criterion, ref)
@@ -424,9 +415,7 @@ def _notes(method: str, ratio: float, criterion: Criterion, sparse_kernel: bool,
         notes.append(f"{method} keeps masked weights in dense kernels during training: compute counts 6 * N0 * D, "
                      f"{1 / (1 - ratio):.3g}x the 6 * N * D of the non-zero weights (--sparse-kernel if yours "
                      "runs sparse)")
-    if criterion.kind == "slope":
-        notes.append("the slope criterion is absolute (nats per extra 1e9 tokens): its D* does not depend "
-                     "on L0, but the same S means less on a lower-loss model")
+    notes += criterion.notes()
     if relative:
         notes.append("losses are dL above the parent's L0 (unknown here): pass --loss-before or --pilot")
     return notes

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from data.units import format_count
-from planner.cards import Card
+from fitting.card import LawCard
 
 MODES = ("card", "pilot", "pilot+card")
 NOT_CREDIBLE = "verdict: not credible at this scale"
@@ -27,10 +27,10 @@ def _factor(value: float, span: tuple[float, float] | None) -> float:
     return value / hi if value > hi else lo / value if value < lo else 1.0
 
 
-def card_factor(card: Card, n0: float, tokens: float, what: str = "D*") -> tuple[float, list[str]]:
+def card_factor(card: LawCard, n0: float, tokens: float, what: str = "D*") -> tuple[float, list[str]]:
     """The extrapolation factor and the axes that leave the card's range, in words."""
     parts, worst = [], 1.0
-    for axis, value, name in (("params_before", n0, "N0"), ("tokens", tokens, what)):
+    for axis, value, name in ((card.law.size_axis, n0, "N0"), (card.law.token_axis, tokens, what)):
         span = card.axis_range(axis)
         f = _factor(value, span)
         if f > 1.0 + 1e-9:
@@ -40,13 +40,13 @@ def card_factor(card: Card, n0: float, tokens: float, what: str = "D*") -> tuple
     return worst, parts
 
 
-def verdict(mode: str, card: Card | None, n0: float, ratio: float, tokens: float,
+def verdict(mode: str, card: LawCard | None, n0: float, ratio: float, tokens: float,
             pilot_tokens: float | None = None, *, doubt: str | None = None, what: str = "D*") -> str:
     """One line, starting with ``verdict:``; ``doubt`` (from :func:`credibility`) makes it
     :data:`NOT_CREDIBLE`, with how far N0 lies beyond the card's parents."""
     if doubt is not None:
         assert card is not None
-        span = card.axis_range("params_before")
+        span = card.axis_range(card.law.size_axis)
         far = "" if span is None else (f": N0 = {format_count(n0)} is {_factor(n0, span):.3g}x the card's "
                                        f"{'largest' if n0 > span[1] else 'smallest'} parent "
                                        f"({format_count(span[1] if n0 > span[1] else span[0])})")
@@ -61,7 +61,7 @@ def verdict(mode: str, card: Card | None, n0: float, ratio: float, tokens: float
         return f"verdict: pilot-calibrated ({how}); {reach}"
     assert card is not None
     factor, parts = card_factor(card, n0, tokens, what)
-    span = card.axis_range("ratio")
+    span = card.axis_range(card.law.ratio_axis)
     if span is not None and not span[0] - 1e-9 <= ratio <= span[1] + 1e-9:
         parts.append(f"ratio {ratio:g} outside fitted [{span[0]:.3g}, {span[1]:.3g}]")
     if not parts:

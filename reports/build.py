@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.backends.backend_pdf import PdfPages
     from matplotlib.figure import Figure
 
+    from fitting.card import LawCard
+
 PAGE_SIZE = (11.69, 8.27)
 """A4 landscape, inches."""
 RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5,
@@ -82,7 +84,9 @@ class Context:
     """Every row of the store (title page counts)."""
     shown: pd.DataFrame
     """Rows of the runs drawn (status in ``config.statuses``)."""
-    cards: list[laws.CardRef]
+    cards: list[LawCard]
+    here: dict[str, bool]
+    """Per card (by its sha256): fitted on this store's runs (``laws.check_against_store``)."""
     colors: dict[str, str]
     pages: list[str] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
@@ -120,8 +124,9 @@ def build_report(config: ReportConfig) -> ReportSummary:
     """Write the report; returns its page headings and notes."""
     start = time.perf_counter()
     frame, shown = load_runs(config)
-    cards = laws.check_against_store(laws.open_cards([str(p) for p in config.cards]), config.runs, shown)
-    ctx = Context(config, frame, shown, cards, plots.method_colors(shown["method"].dropna().unique()))
+    cards = laws.open_cards([str(p) for p in config.cards])
+    here = laws.check_against_store(cards, config.runs, shown)
+    ctx = Context(config, frame, shown, cards, here, plots.method_colors(shown["method"].dropna().unique()))
     import matplotlib
 
     from data.runs import write_bytes_atomic
@@ -274,26 +279,26 @@ def _wrapped(head: str, items: list[str], width: int = 150, sep: str = ",") -> l
     return lines + [line.rstrip()]
 
 
-def headline_dstar(ref: laws.CardRef, rows: pd.DataFrame) -> tuple[str, float, pd.DataFrame]:
+def headline_dstar(card: LawCard, rows: pd.DataFrame) -> tuple[str, float, pd.DataFrame]:
     """The title page's D*: the largest parent the card describes, at :data:`HEADLINE_RATIOS`,
     by ``planner recommend``'s default criterion (the same numbers it prints for that N0)."""
     name, n0 = _parent_sizes(rows)[-1]
-    return name, n0, laws.dstar_table(ref, {name: n0}, np.array(HEADLINE_RATIOS))
+    return name, n0, laws.dstar_table(card, {name: n0}, np.array(HEADLINE_RATIOS))
 
 
 def _headlines(ctx: Context) -> list[str]:
     """The numbers a reader asks first: D* per card at the largest parent, and the arm gaps."""
     out = []
-    for i, ref in enumerate(ctx.cards, 1):
-        rows = laws.card_rows(ctx.shown, ref)
-        if not ref.has_dstar or rows.empty:
+    for i, card in enumerate(ctx.cards, 1):
+        rows = laws.card_rows(ctx.shown, card)
+        if not card.law.plans_budgets or rows.empty:
             continue
-        name, n0, table = headline_dstar(ref, rows)
+        name, n0, table = headline_dstar(card, rows)
         spans = [f"ρ={r.ratio:g}: {format_count(r.dstar)}" + (f" [{format_count(r.lo)}, {format_count(r.hi)}]"
                                                               if np.isfinite(r.lo) else "")
                  for r in table.itertuples()]
         out += _wrapped(f"  [{i}] D* for {name} (N0 = {format_count(n0)}; {laws.DSTAR_CRITERION}): ", spans, sep=";")
-        out.append(f"       the planner's answer for one of them: planner recommend --law {ref.path} "
+        out.append(f"       the planner's answer for one of them: planner recommend --law {card.path} "
                    f"--params {int(n0)} --ratio {HEADLINE_RATIOS[1]:g}")
     for column, reference in (("init", "pruned"), ("objective", "lm")):
         if ctx.shown[column].dropna().nunique() < 2:
@@ -316,18 +321,17 @@ def _card_lines(ctx: Context) -> list[str]:
                 "held-out extrapolation, parameter table or D* in this report.",
                 "Fit one with: fitting fit RUNS --law p2 --method M --bootstrap 200 --out card.json"]
     out = [f"Law cards ({len(ctx.cards)}):"]
-    for i, ref in enumerate(ctx.cards, 1):
-        card = ref.card
+    for i, card in enumerate(ctx.cards, 1):
         fit = card.fit
-        out += [f"  [{i}] {ref.path}   law {ref.law}: {card.law.formula}",
-                f"       sha256 {ref.sha256[:16]}…  data {card.data.get('content_hash', '?')[:23]}…  "
+        out += [f"  [{i}] {card.path}   law {card.law.name}: {card.law.formula}",
+                f"       sha256 {card.sha256[:16]}…  data {(card.data.content_hash or '?')[:23]}…  "
                 f"created {card.created}",
                 f"       criterion: {fit.get('loss', '?')} (delta {fit.get('delta', '?')}) on "
                 f"{fit.get('residuals', 'log loss')}, "
                 f"{fit.get('weighting', 'point')} weights, {fit.get('n_points', '?')} points / "
                 f"{fit.get('n_runs', '?')} runs, {fit.get('n_bootstrap', 0)} run-bootstrap refits",
-                "       " + ("fitted on this store's runs (fitting reads them to the card's data hash)" if ref.here
-                             else f"NOT fitted on this store: fitted on {card.data.get('source')!r} (another data "
+                "       " + ("fitted on this store's runs (fitting reads them to the card's data hash)" if ctx.here.get(str(card.sha256))
+                             else f"NOT fitted on this store: fitted on {card.data.source!r} (another data "
                                   "hash); its curves are drawn as a reference law, not as the fit")]
     return out
 
@@ -335,12 +339,16 @@ def _card_lines(ctx: Context) -> list[str]:
 # -- curves and ratio -----------------------------------------------------------------------
 
 
-def _card_for(ctx: Context, method: str, init: str, rows: pd.DataFrame) -> laws.CardRef | None:
+def _label(ctx: Context, card: LawCard) -> str:
+    return laws.label(card, ctx.here.get(str(card.sha256)))
+
+
+def _card_for(ctx: Context, method: str, init: str, rows: pd.DataFrame) -> LawCard | None:
     """The first card that describes these runs (``method``, ``init``, family): drawn over them."""
-    for ref in ctx.cards:
-        if ref.card.law.store_init == init and (not ref.methods or method in ref.methods) \
-                and not laws.card_rows(rows, ref).empty:
-            return ref
+    for card in ctx.cards:
+        if card.law.store_init == init and (not card.methods or method in card.methods) \
+                and not laws.card_rows(rows, card).empty:
+            return card
     return None
 
 
@@ -352,17 +360,17 @@ def curve_pages(ctx: Context, pdf: "PdfPages") -> None:
         sub = runs.loc[runs["parent"] == parent]
         for (method, init), rows in sub.groupby(["method", "init"], sort=True):
             groups.append((parent, str(method), str(init), rows))
-    fits = {id(ref): laws.predictions(ctx.shown, ref) for ref in ctx.cards}
+    fits = {id(card): laws.predictions(ctx.shown, card) for card in ctx.cards}
     for chunk in _chunks(groups, ctx.config.panels_per_page):
         title = "Loss vs post-training tokens (L − L0 where every point is above L0)" + (
             ", the law and its bootstrap band" if ctx.cards else "")
         fig, axes = _figure(title, len(chunk))
         for ax, (parent, method, init, rows) in zip(axes, chunk):
-            ref = _card_for(ctx, method, init, rows)
-            fit = fits[id(ref)] if ref is not None else None
-            label = f"{parent} · {method} · {init} init" + (f"\nlaw: {ref.label}" if ref else "")
+            card = _card_for(ctx, method, init, rows)
+            fit = fits[id(card)] if card is not None else None
+            label = f"{parent} · {method} · {init} init" + (f"\nlaw: {_label(ctx, card)}" if card else "")
             plots.plot_loss_curves(rows, fit=fit, ax=ax, colors=ctx.colors, title=label, recoverable=True,
-                                   law_label=ref.law_label if ref else "fitted law")
+                                   law_label=laws.law_label(ctx.here.get(str(card.sha256))) if card else "fitted law")
         _save(ctx, pdf, fig, title)
 
 
@@ -407,31 +415,31 @@ def ratio_pages(ctx: Context, pdf: "PdfPages") -> None:
 def card_pages(ctx: Context, pdf: "PdfPages") -> None:
     """For each card: parameters, residuals, held-out extrapolation, and the D* page (laws
     with token, size and ratio axes)."""
-    for i, ref in enumerate(ctx.cards, 1):
-        rows = laws.card_rows(ctx.shown, ref)
-        params_page(ctx, pdf, i, ref)
+    for i, card in enumerate(ctx.cards, 1):
+        rows = laws.card_rows(ctx.shown, card)
+        params_page(ctx, pdf, i, card)
         if rows.empty:
-            _note_page(ctx, pdf, f"[{i}] {ref.label}: residuals",
-                       [f"Skipped: no {ref.card.law.store_init}-init runs of method(s) "
-                        f"{', '.join(ref.methods) or 'any'} in this store."])
+            _note_page(ctx, pdf, f"[{i}] {_label(ctx, card)}: residuals",
+                       [f"Skipped: no {card.law.store_init}-init runs of method(s) "
+                        f"{', '.join(card.methods) or 'any'} in this store."])
             continue
-        residual_page(ctx, pdf, i, ref)
+        residual_page(ctx, pdf, i, card)
         if ctx.config.heldout:
-            heldout_page(ctx, pdf, i, ref)
-        if ref.has_dstar:
-            dstar_page(ctx, pdf, i, ref, rows)
+            heldout_page(ctx, pdf, i, card)
+        if card.law.plans_budgets:
+            dstar_page(ctx, pdf, i, card, rows)
 
 
-def params_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> None:
+def params_page(ctx: Context, pdf: "PdfPages", i: int, card: LawCard) -> None:
     """Fitted parameters with intervals, the card's metrics and identifiability notes."""
-    title = f"[{i}] Fitted parameters: {ref.label}"
+    title = f"[{i}] Fitted parameters: {_label(ctx, card)}"
     fig, (ax,) = _figure(title, 1)
-    plots.plot_param_table(laws.param_rows(ref), ax=ax, level=ref.level,
-                           title=f"{ref.card.law.formula}")
-    metrics = ", ".join(f"{k} = {v:.4g}" for k, v in ref.card.metrics.items() if v is not None)
-    reasons = ref.card.identifiability_notes()
+    plots.plot_param_table(laws.param_rows(card), ax=ax, level=card.level,
+                           title=f"{card.law.formula}")
+    metrics = ", ".join(f"{k} = {v:.4g}" for k, v in card.metrics.items() if v is not None)
+    reasons = card.identifiability_notes()
     text = [f"fit metrics: {metrics}", "range: " + "; ".join(
-        f"{a} {_fmt_axis(v['min'])}–{_fmt_axis(v['max'])}" for a, v in ref.card.range.items())]
+        f"{a} {_fmt_axis(v['min'])}–{_fmt_axis(v['max'])}" for a, v in card.range.items())]
     text += [f"identifiability: {r}" for r in reasons]
     fig.text(0.04, 0.04, "\n".join(text), va="bottom", ha="left", fontsize=9, wrap=True)
     _save(ctx, pdf, fig, title)
@@ -441,11 +449,11 @@ def _fmt_axis(value: float) -> str:
     return format_count(value) if abs(value) >= 1e4 else f"{value:.4g}"
 
 
-def residual_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> None:
+def residual_page(ctx: Context, pdf: "PdfPages", i: int, card: LawCard) -> None:
     """Observed minus predicted against tokens and, where the law has one, against ratio."""
-    table = laws.residuals(ctx.shown, ref)
-    xs = ref.residual_columns
-    title = f"[{i}] Residuals: {ref.label}"
+    table = laws.residuals(ctx.shown, card)
+    xs = laws.residual_columns(card)
+    title = f"[{i}] Residuals: {_label(ctx, card)}"
     fig, axes = _figure(title, len(xs))
     rmse = float(np.sqrt(np.mean(table["residual"] ** 2)))
     for ax, x in zip(axes, xs):
@@ -454,13 +462,13 @@ def residual_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> N
     _save(ctx, pdf, fig, title)
 
 
-def heldout_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> None:
+def heldout_page(ctx: Context, pdf: "PdfPages", i: int, card: LawCard) -> None:
     """Fit on smaller parents / lower ratios / early tokens; predict the held-out rest."""
-    title = f"[{i}] Held-out extrapolation: {ref.label}"
+    title = f"[{i}] Held-out extrapolation: {_label(ctx, card)}"
     results, skipped = [], []
     for by in HELDOUT_SPLITS:
         try:
-            result = laws.heldout(ctx.shown, ref, by, ctx.config.runs)
+            result = laws.heldout(ctx.shown, card, by, ctx.config.runs)
         except BadInput as exc:
             skipped.append(f"by {by}: {exc}")
             continue
@@ -481,16 +489,16 @@ def heldout_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef) -> No
     _save(ctx, pdf, fig, title)
 
 
-def dstar_page(ctx: Context, pdf: "PdfPages", i: int, ref: laws.CardRef, rows: pd.DataFrame) -> None:
+def dstar_page(ctx: Context, pdf: "PdfPages", i: int, card: LawCard, rows: pd.DataFrame) -> None:
     """The planner's D* per ratio for each parent the card describes."""
     parents = {f"{p} (N0 = {format_count(n)})": n for p, n in _parent_sizes(rows)}
-    table = laws.dstar_table(ref, parents)
-    title = f"[{i}] Recommended post-training tokens D*: {ref.label}"
+    table = laws.dstar_table(card, parents)
+    title = f"[{i}] Recommended post-training tokens D*: {_label(ctx, card)}"
     fig, (ax,) = _figure(title, 1)
-    tokens = ref.card.axis_range(ref.card.law.token_axis)
-    plots.plot_dstar(table, ax=ax, title=f"D*: {laws.DSTAR_CRITERION} (band: {ref.level:.0%} bootstrap "
+    tokens = card.axis_range(card.law.token_axis)
+    plots.plot_dstar(table, ax=ax, title=f"D*: {laws.DSTAR_CRITERION} (band: {card.level:.0%} bootstrap "
                                          f"interval; shaded: extrapolation)",
-                     fitted_ratios=ref.card.axis_range(ref.card.law.ratio_axis),
+                     fitted_ratios=card.axis_range(card.law.ratio_axis),
                      observed_tokens=None if tokens is None else tokens[1])
     _save(ctx, pdf, fig, title)
 

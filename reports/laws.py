@@ -1,15 +1,14 @@
 """What the report needs from law cards: opening them, and tidy frames of law predictions.
 
 Everything about a law comes from the ``fitting`` package: the card (``fitting.card.LawCard``,
-whose law object owns the formula and the bands; ``fitting.term`` the D* criteria), the held-out splits
+whose law object owns the formula and the bands; ``fitting.criteria`` the D* criteria), the held-out splits
 and the fit itself. This module holds no formula and never branches on a law's name; it only
 turns cards into the frames :mod:`reports.plots` draws.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from data.cli import BadInput
-from fitting.term import DEFAULT_RECOVER
+from fitting.criteria import DEFAULT_RECOVER, Recover
+from fitting.sections import Identified, json_float
 from reports.tables import post_training_points, ratio_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,132 +29,92 @@ GRID_POINTS = 40
 """Points per run on which a fitted curve and its band are drawn."""
 
 
-@dataclass(frozen=True)
-class CardRef:
-    """One ``--law`` card as the report uses it: the loaded card plus its provenance."""
-
-    path: Path
-    sha256: str
-    """sha256 of the card file's bytes: which exact card a page was drawn from."""
-    card: "LawCard"
-    here: bool | None = None
-    """True: fitted on this run store's runs (the card's data hash is theirs); False: fitted on
-    other data, drawn as a reference law, never as "the fitted law"; None: not checked."""
-
-    @property
-    def law(self) -> str:
-        return self.card.law.name
-
-    @property
-    def methods(self) -> tuple[str, ...]:
-        """Methods the card was fitted on (empty: not recorded, applies to any)."""
-        raw = self.card.data.get("method") or ""
-        return tuple(m for m in str(raw).split(",") if m)
-
-    @property
-    def family(self) -> str | None:
-        """The family the card was fitted on (None: not recorded, or several)."""
-        return self.card.data.get("family") or None
-
-    @property
-    def label(self) -> str:
-        """Short name for headings: law, family, methods and file name, and whose data it is."""
-        methods = ",".join(self.methods) or "all methods"
-        family = f"{self.family}/" if self.family else ""
-        other = "; fitted on OTHER data" if self.here is False else ""
-        return f"{self.law} [{family}{methods}] ({self.path.name}{other})"
-
-    @property
-    def law_label(self) -> str:
-        """What the drawn law is, for legends."""
-        return "fitted law" if self.here is not False else "law fitted on other data"
-
-    @property
-    def level(self) -> float:
-        return self.card.level
-
-    @property
-    def has_dstar(self) -> bool:
-        """Whether the law has a budget D* per (model size, ratio): token, size, ratio axes."""
-        law = self.card.law
-        return None not in (law.token_axis, law.size_axis, law.ratio_axis)
-
-    @property
-    def residual_columns(self) -> list[str]:
-        """Run-store columns residuals are drawn against: the token axis, and the ratio axis."""
-        law = self.card.law
-        return [law.store[a] for a in (law.token_axis, law.ratio_axis) if a and a in law.store]
+def label(card: "LawCard", here: bool | None = None) -> str:
+    """Short name for headings: law, family, methods and file name, and whose data it is
+    (``here``: :func:`check_against_store`'s answer for the card, None when not checked)."""
+    methods = ",".join(card.methods) or "all methods"
+    family = f"{card.family}/" if card.family else ""
+    other = "; fitted on OTHER data" if here is False else ""
+    return f"{card.law.name} [{family}{methods}] ({Path(str(card.path)).name}{other})"
 
 
-def open_cards(paths: list[str]) -> list[CardRef]:
-    """Load every card with fitting's loader; ``BadInput`` for a missing, corrupt or unknown law."""
+def law_label(here: bool | None) -> str:
+    """What the drawn law is, for legends."""
+    return "fitted law" if here is not False else "law fitted on other data"
+
+
+def residual_columns(card: "LawCard") -> list[str]:
+    """Run-store columns residuals are drawn against: the token axis, and the ratio axis."""
+    law = card.law
+    return [law.store[a] for a in (law.token_axis, law.ratio_axis) if a and a in law.store]
+
+
+def open_cards(paths: list[str]) -> list["LawCard"]:
+    """Load every card with fitting's loader (each keeps its path and the sha256 of its bytes:
+    which exact card a page was drawn from); ``BadInput`` for a missing, corrupt or unknown law."""
     from fitting.card import load_card
 
-    refs = []
-    for raw in paths:
-        path = Path(raw)
-        card = load_card(path)  # raises BadInput naming the file and what is wrong
-        refs.append(CardRef(path, hashlib.sha256(path.read_bytes()).hexdigest(), card))
-    return refs
+    return [load_card(Path(raw)) for raw in paths]  # raises BadInput naming the file and what is wrong
 
 
-def card_rows(frame: pd.DataFrame, ref: CardRef) -> pd.DataFrame:
+def card_rows(frame: pd.DataFrame, card: "LawCard") -> pd.DataFrame:
     """Post-training rows of the runs a card describes: its init kind, family and methods."""
-    law = ref.card.law
+    law = card.law
     rows = post_training_points(frame)
     rows = rows.loc[rows["init"] == law.store_init]
-    if ref.methods:
-        rows = rows.loc[rows["method"].isin(ref.methods)]
-    if ref.family and "family" in rows.columns:
-        rows = rows.loc[rows["family"] == ref.family]
+    if card.methods:
+        rows = rows.loc[rows["method"].isin(card.methods)]
+    if card.family and "family" in rows.columns:
+        rows = rows.loc[rows["family"] == card.family]
     return rows
 
 
-def check_against_store(refs: list[CardRef], runs: Path, frame: pd.DataFrame) -> list[CardRef]:
-    """Each card with ``here`` set; ``BadInput`` for a card that describes none of the runs.
+def check_against_store(cards: list["LawCard"], runs: Path, frame: pd.DataFrame) -> dict[str, bool]:
+    """Whether each card was fitted here, by the sha256 of its file; ``BadInput`` for a card
+    that describes none of the runs.
 
     A card is "fitted here" when fitting's own reading of this store (same law, family and
     method) hashes to the card's ``data.content_hash``: anything else (a Chinchilla card of a
     published table, a P2 card of another grid) is labelled as fitted on other data.
     """
-    out = []
-    for ref in refs:
-        if card_rows(frame, ref).empty:
-            kind = f"{ref.card.law.store_init}-init runs of {ref.family or 'any family'}/" \
-                   f"{','.join(ref.methods) or 'any method'}"
-            raise BadInput(f"--law {str(ref.path)!r} (law {ref.law}, fitted on {ref.card.data.get('source')!r}) "
+    out = {}
+    for card in cards:
+        if card_rows(frame, card).empty:
+            kind = f"{card.law.store_init}-init runs of {card.family or 'any family'}/" \
+                   f"{','.join(card.methods) or 'any method'}"
+            raise BadInput(f"--law {str(card.path)!r} (law {card.law.name}, fitted on {card.data.source!r}) "
                            f"describes no runs of {str(runs)!r} (no {kind}); pass the store it was fitted "
                            "on, or leave the card out")
-        out.append(replace(ref, here=_fitted_on(ref, runs)))
+        out[card.sha256] = _fitted_on(card, runs)
     return out
 
 
-def _fitted_on(ref: CardRef, runs: Path) -> bool:
+def _fitted_on(card: "LawCard", runs: Path) -> bool:
     from fitting.table import load_data
 
     try:
-        data = load_data(runs, ref.card.law, method=ref.card.data.get("method") or None, family=ref.family)
+        data = load_data(runs, card.law, method=card.data.method or None, family=card.family)
     except BadInput:
         return False
-    return data.content_hash() == ref.card.data.get("content_hash")
+    return data.content_hash() == card.data.content_hash
 
 
-def law_axes(ref: CardRef, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+def law_axes(card: "LawCard", rows: pd.DataFrame) -> dict[str, np.ndarray]:
     """The law's axes taken from run-store columns (``law.store`` says which column is which)."""
-    law = ref.card.law
+    law = card.law
     missing = [law.store[a] for a in law.axes if law.store.get(a) not in rows.columns]
     if missing:
         raise BadInput(f"runs lack column(s) {missing} that law {law.name!r} needs")
     return {a: rows[law.store[a]].to_numpy(float) for a in law.axes}
 
 
-def predictions(frame: pd.DataFrame, ref: CardRef, points: int = GRID_POINTS) -> pd.DataFrame:
+def predictions(frame: pd.DataFrame, card: "LawCard", points: int = GRID_POINTS) -> pd.DataFrame:
     """The card's law along every run it describes: run_id, tokens, pred, lo, hi.
 
     Each run's curve is evaluated on ``points`` log-spaced tokens spanning its observations,
     with the card's confidence band of the mean law (NaN without samples).
     """
-    rows = card_rows(frame, ref)
+    rows = card_rows(frame, card)
     if rows.empty:
         return pd.DataFrame(columns=["run_id", "tokens", "pred", "lo", "hi"])
     ends = rows.groupby("run_id")["tokens"].agg(["min", "max"])
@@ -162,57 +122,55 @@ def predictions(frame: pd.DataFrame, ref: CardRef, points: int = GRID_POINTS) ->
     grid = np.geomspace(ends["min"].to_numpy(float), ends["max"].to_numpy(float), points, axis=1)
     dense = first.loc[first.index.repeat(points)].reset_index()
     dense["tokens"] = grid.ravel()
-    axes = law_axes(ref, dense)
-    pred = ref.card.predict(**axes)
-    band = ref.card.band(**axes)  # confidence band of the mean law
+    axes = law_axes(card, dense)
+    pred = card.predict(**axes)
+    band = card.band(**axes)  # confidence band of the mean law
     lo, hi = band if band is not None else (np.full_like(pred, np.nan), np.full_like(pred, np.nan))
     return pd.DataFrame({"run_id": dense["run_id"], "tokens": dense["tokens"], "pred": pred,
                          "lo": lo, "hi": hi})
 
 
-def residuals(frame: pd.DataFrame, ref: CardRef) -> pd.DataFrame:
+def residuals(frame: pd.DataFrame, card: "LawCard") -> pd.DataFrame:
     """Observed minus predicted loss at every point the card describes."""
-    rows = card_rows(frame, ref)
-    pred = ref.card.predict(**law_axes(ref, rows)) if len(rows) else []
+    rows = card_rows(frame, card)
+    pred = card.predict(**law_axes(card, rows)) if len(rows) else []
     return pd.DataFrame({"run_id": rows["run_id"].to_numpy(), "method": rows["method"].to_numpy(),
                          "tokens": rows["tokens"].to_numpy(float), "ratio": ratio_key(rows).to_numpy(),
                          "observed": rows["eval_loss"].to_numpy(float), "predicted": np.asarray(pred, float),
                          "residual": rows["eval_loss"].to_numpy(float) - np.asarray(pred, float)})
 
 
-def param_rows(ref: CardRef) -> list[dict]:
+def param_rows(card: "LawCard") -> list[dict]:
     """Table rows: parameter, estimate, interval, and the card's identifiability verdict."""
-    card, out = ref.card, []
-    intervals = (card.ci.get("params") or {})
+    out = []
     for name in card.law.params:
-        ident = card.identifiable.get(name) or {}
-        interval = intervals.get(name) or (None, None)
-        if not ident.get("identified", True):
-            note = f"not identified, fixed at {ident.get('fixed_at')}"
-        elif ident.get("bound"):
+        ident = card.identifiable.get(name, Identified())
+        interval = card.ci.params.get(name) or (None, None)
+        if not ident.identified:
+            note = f"not identified, fixed at {ident.fixed_at}"
+        elif ident.bound:
             note = "at a bound: not identified by this data"
-        elif ident.get("weak"):
+        elif ident.weak:
             note = "weakly identified"
         else:
             note = "" if interval[0] is not None else "no bootstrap interval"
         out.append({"name": name, "value": card.params[name], "lo": interval[0], "hi": interval[1],
                     "note": note})
-    return out + derived_rows(ref)
+    return out + derived_rows(card)
 
 
-def derived_rows(ref: CardRef) -> list[dict]:
+def derived_rows(card: "LawCard") -> list[dict]:
     """The card's decision quantities (predicted loss, D*) with intervals and their query."""
     out = []
-    for name, d in ((ref.card.ci.get("derived") or {}).items()):
-        query = d.get("query") or {}
-        where = ", ".join(f"{k}={_short(float(v))}" for k, v in query.items())
-        head = "slope criterion (not the D* pages'), " if "slope" in query else ""
-        out.append({"name": name, "value": d.get("value"), "lo": d.get("low"), "hi": d.get("high"),
+    for name, d in card.ci.derived.items():
+        where = ", ".join(f"{k}={_short(float(v))}" for k, v in d.query.items())
+        head = "slope criterion (not the D* pages'), " if "slope" in d.query else ""
+        out.append({"name": name, "value": json_float(d.value), "lo": d.low, "hi": d.high,
                     "note": f"{head}at {where}"})
     return out
 
 
-def dstar_table(ref: CardRef, parents: dict[str, float], ratios: np.ndarray | None = None,
+def dstar_table(card: "LawCard", parents: dict[str, float], ratios: np.ndarray | None = None,
                 recover: float | None = None) -> pd.DataFrame:
     """D* per ratio for each parent size: label, params_before, ratio, dstar, lo, hi.
 
@@ -220,19 +178,17 @@ def dstar_table(ref: CardRef, parents: dict[str, float], ratios: np.ndarray | No
     from the law's loss at the card's reference budget), computed by the same functions
     (``fitting.term``), so a page and the planner give one number for one card.
     """
-    from fitting.term import Criterion, card_reference, card_term
-
-    if not ref.has_dstar:
-        raise BadInput(f"D* per ratio needs a law with token, size and ratio axes; {ref.path} "
-                       f"holds law {ref.law!r}")
-    criterion = Criterion("recover", DEFAULT_RECOVER if recover is None else recover)
+    if not card.law.plans_budgets:
+        raise BadInput(f"D* per ratio needs a law with token, size and ratio axes; {card.path} "
+                       f"holds law {card.law.name!r}")
+    criterion = Recover(DEFAULT_RECOVER if recover is None else recover)
     ratios = np.linspace(0.1, 0.9, 17) if ratios is None else np.asarray(ratios, float)
     rows = []
     for label, n0 in parents.items():
-        start = card_reference(ref.card, n0, repr(str(ref.path)))
+        start = card.reference(n0)
         for ratio in ratios:
             try:
-                est = card_term(ref.card, n0, float(ratio), None).tokens(criterion, start)
+                est = card.token_term(n0, float(ratio), None).tokens(criterion, start)
                 found = (est.value, np.nan if est.low is None else est.low, np.nan if est.high is None else est.high)
             except BadInput:  # the law predicts no gain at this ratio
                 found = (np.nan, np.nan, np.nan)
@@ -252,7 +208,7 @@ class HeldOut:
     message: str = ""
 
 
-def heldout(frame: pd.DataFrame, ref: CardRef, by: str, runs: Path) -> HeldOut:
+def heldout(frame: pd.DataFrame, card: "LawCard", by: str, runs: Path) -> HeldOut:
     """Refit the card's law on the train part of fitting's split ``by``; predict the rest.
 
     The points are what ``fitting fit`` reads from the store ``runs`` for the card's law,
@@ -265,22 +221,19 @@ def heldout(frame: pd.DataFrame, ref: CardRef, by: str, runs: Path) -> HeldOut:
     from fitting.table import load_data
     from fitting.validate import heldout_metrics, split, split_axis
 
-    law = ref.card.law
-    rows = card_rows(frame.loc[frame["status"] == "done"], ref)
+    law = card.law
+    rows = card_rows(frame.loc[frame["status"] == "done"], card)
     if rows.empty:
         return HeldOut(by, "", pd.DataFrame(), {}, "no finished runs the card describes")
-    data = load_data(runs, law, method=ref.card.data.get("method") or None, family=ref.family)
+    data = load_data(runs, law, method=card.data.method or None, family=card.family)
     if split_axis(law, by) is None:
-        return HeldOut(by, "", pd.DataFrame(), {}, f"law {ref.law!r} has no {by} axis")
+        return HeldOut(by, "", pd.DataFrame(), {}, f"law {card.law.name!r} has no {by} axis")
     train, label = split(data, by)
     if train.all() or not train.any():
         return HeldOut(by, label, pd.DataFrame(), {}, "nothing to hold out")
-    # Version 1 cards wrote a sentence under "space"; their fits were all in log space.
-    space = ref.card.fit.get("space")
     # top_k=1: one polished grid start (plus the random one) is enough for a diagnostic refit.
-    config = FitConfig(delta=float(ref.card.fit.get("delta", 1e-3)),
-                       space=space if space in ("log", "linear") else "log",
-                       weighting=str(ref.card.fit.get("weighting", "point")), top_k=1)
+    config = FitConfig(delta=1e-3 if card.fit.delta is None else card.fit.delta, space=card.fit.space,
+                       weighting=card.fit.weighting, top_k=1)
     result = fit(data.subset(train), config)
     test = data.subset(~train)
     pred = result.predict(**test.axes)

@@ -7,11 +7,11 @@ import pytest
 
 from data.cli import BadInput
 from fitting.laws import P2
-from planner import laws
 from planner.cards import load_card
 from data.compute import GPUS, compute_cost
 from planner.query import Parent
-from planner.recommend import Criterion, recommend
+from fitting.criteria import Criterion
+from planner.recommend import recommend
 from test_planner_cards import P2_TRUE, write_card
 
 N0, RHO, L0 = 8e9, 0.5, 2.2
@@ -29,14 +29,14 @@ def card(tmp_path):
     return load_card(write_card(tmp_path / "card.json"), law="p2")
 
 
-def run(card, criterion=Criterion("slope", 1e-3), n0=N0, ratio=RHO, loss_before=L0):
+def run(card, criterion=Criterion.of("slope", 1e-3), n0=N0, ratio=RHO, loss_before=L0):
     return recommend(Parent(int(n0), "llama3", None), "depth", ratio, card, "test", criterion=criterion,
                      gpu=GPUS["h100"], mfu=0.4, price=None, loss_before=loss_before)
 
 
 @pytest.mark.parametrize("slope", [1e-4, 1e-3, 1e-2])
 def test_slope_budget_is_the_closed_form(card, slope):
-    got = run(card, Criterion("slope", slope)).tokens.value
+    got = run(card, Criterion.of("slope", slope)).tokens.value
     assert got == pytest.approx(closed_form(P2_TRUE, N0, RHO, slope), rel=1e-12)
 
 
@@ -75,25 +75,25 @@ def test_more_tokens_for_higher_ratio_when_gamma_negative(card, tmp_path):
 
 def test_target_loss_inverts_the_law(card):
     target = 2.9
-    r = run(card, Criterion("target_loss", target))
+    r = run(card, Criterion.of("target_loss", target))
     assert r.loss.value == pytest.approx(target, rel=1e-10)
-    assert float(laws.p2_loss(PARAMS, N0, RHO, r.tokens.value * 0.99, L0)) > target
+    assert float(P2.predict(PARAMS, params_before=N0, ratio=RHO, tokens=r.tokens.value * 0.99, loss_before=L0)) > target
 
 
 def test_target_loss_below_asymptote_is_refused(card):
-    floor = float(laws.p2_asymptote(PARAMS, N0, RHO, L0))
+    floor = float(P2.asymptote(PARAMS, params_before=N0, ratio=RHO, loss_before=L0))
     with pytest.raises(BadInput, match="at or below the law's asymptote"):
-        run(card, Criterion("target_loss", floor - 1e-3))
+        run(card, Criterion.of("target_loss", floor - 1e-3))
 
 
 def test_recover_closes_the_stated_fraction_of_the_recoverable_gap(card):
     """Card-only: the gap runs from the law at D_ref (the card's first budget per parameter x N0)
     down to the asymptote; every fraction is reachable and the loss at D* is exactly on it."""
     d_ref = card.axis_range("tokens")[0] / card.axis_range("params_before")[1] * N0
-    l_ref = float(laws.p2_loss(PARAMS, N0, RHO, d_ref, L0))
-    floor = float(laws.p2_asymptote(PARAMS, N0, RHO, L0))
+    l_ref = float(P2.predict(PARAMS, params_before=N0, ratio=RHO, tokens=d_ref, loss_before=L0))
+    floor = float(P2.asymptote(PARAMS, params_before=N0, ratio=RHO, loss_before=L0))
     for f in (0.5, 0.9, 0.99):
-        r = run(card, Criterion("recover", f))
+        r = run(card, Criterion.of("recover", f))
         assert r.loss.value == pytest.approx(floor + (1 - f) * (l_ref - floor), rel=1e-10)
         assert r.tokens.value == pytest.approx(d_ref * (1 - f) ** (-1 / P2_TRUE["beta"]), rel=1e-10)
     assert "D_ref" in r.reference
@@ -113,7 +113,7 @@ def test_without_loss_before_losses_are_dl_above_l0(card):
     assert r.loss.value == pytest.approx(known.loss.value - L0)
     assert any("dL above" in n for n in r.notes)
     with pytest.raises(BadInput, match="L0 is unknown"):
-        run(card, Criterion("target_loss", 2.5), loss_before=None)
+        run(card, Criterion.of("target_loss", 2.5), loss_before=None)
 
 
 def test_extrapolation_warning_says_how_far(card):
@@ -138,7 +138,7 @@ def test_recommend_uses_params_after_for_compute(card):
 
 
 def test_percentile_matches_numpy():
-    from planner.recommend import percentile
+    from fitting.term import percentile
 
     rng = np.random.default_rng(1)
     for n in (1, 2, 7, 200):
@@ -148,23 +148,20 @@ def test_percentile_matches_numpy():
 
 
 def test_target_near_the_asymptote_warns_about_unreachable_samples(card):
-    floor = float(laws.p2_asymptote(PARAMS, N0, RHO, L0))
-    r = run(card, Criterion("target_loss", floor + 0.02))
+    floor = float(P2.asymptote(PARAMS, params_before=N0, ratio=RHO, loss_before=L0))
+    r = run(card, Criterion.of("target_loss", floor + 0.02))
     assert any("bootstrap samples never reach" in w for w in r.warnings)
     with pytest.raises(BadInput, match="tokens per parent parameter"):  # so close to the floor: absurd
-        run(card, Criterion("target_loss", floor + 0.002))
-    assert not any("never reach" in w for w in run(card, Criterion("target_loss", floor + 0.5)).warnings)
+        run(card, Criterion.of("target_loss", floor + 0.002))
+    assert not any("never reach" in w for w in run(card, Criterion.of("target_loss", floor + 0.5)).warnings)
 
 
 @pytest.mark.parametrize("tokens, needle", [(1e3, "right after pruning"), (1e15, "out of practical reach")])
 def test_absurd_budgets_are_refused_per_parent_parameter(tokens, needle):
     """Both ends, judged per parent parameter: at N0 = 1e9 the floor is 1e6 tokens, the roof 1e13."""
-    from planner.recommend import Estimate
-    from planner.term import check_budget
-
     with pytest.raises(BadInput, match=needle):
-        check_budget(Estimate(tokens), Criterion("recover", 0.9), "card mode", 1e9)
-    check_budget(Estimate(1e9), Criterion("recover", 0.9), "card mode", 1e9)  # 1 token per parameter: fine
+        Criterion.of("recover", 0.9).check_budget(tokens, "card mode", 1e9)
+    Criterion.of("recover", 0.9).check_budget(1e9, "card mode", 1e9)  # 1 token per parameter: fine
 
 
 def test_the_bundled_card_at_8b_recommends_no_budget_but_a_pilot():
@@ -174,7 +171,7 @@ def test_the_bundled_card_at_8b_recommends_no_budget_but_a_pilot():
     from pathlib import Path
 
     bundled = load_card(Path(__file__).resolve().parents[1] / "planner" / "cards" / "p2_llama3_depth.json", law="p2")
-    rec = run(bundled, Criterion("recover", 0.9), loss_before=None)
+    rec = run(bundled, Criterion.of("recover", 0.9), loss_before=None)
     assert not rec.credible and rec.verdict.startswith("verdict: not credible") and "ln V" in rec.doubt
     assert rec.tokens is not None and rec.reach is None  # the formula's D*, kept for --show-extrapolation
     recipe = rec.pilot_recipe
@@ -182,6 +179,6 @@ def test_the_bundled_card_at_8b_recommends_no_budget_but_a_pilot():
     assert recipe.job["optim"]["schedule"] == "constant" and recipe.job["eval"]["points"] >= 10
     assert recipe.compute.gpu_hours == pytest.approx(
         compute_cost(0.5 * N0, 9.4e9, GPUS["h100"], 0.4).gpu_hours)
-    near = run(bundled, Criterion("recover", 0.9), n0=222_000, ratio=0.3, loss_before=None)
+    near = run(bundled, Criterion.of("recover", 0.9), n0=222_000, ratio=0.3, loss_before=None)
     assert near.credible and "not credible" not in near.verdict
     assert "Minitron-4B-Depth" in near.pilot_recipe.basis  # same method first, whatever the size

@@ -47,9 +47,9 @@ def write_card(path: Path, **kwargs) -> Path:
 
 def test_load_card_reads_fitting_format(tmp_path):
     card = load_card(write_card(tmp_path / "c.json"), law="p2")
-    assert card.law == "p2" and card.family == "llama3" and card.method == "depth"
-    assert card.card.params == P2_TRUE
-    assert card.card.bootstrap_params.shape == (200, 7)
+    assert card.law.name == "p2" and card.family == "llama3" and card.method == "depth"
+    assert card.params == P2_TRUE
+    assert card.bootstrap_params.shape == (200, 7)
     assert card.provenance()["n_bootstrap"] == 200
 
 

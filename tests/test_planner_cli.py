@@ -104,7 +104,7 @@ def test_bad_input_exits_2_with_one_line(cards, capsys, argv, needle):
 def test_corrupt_and_wrong_law_cards_exit_2(cards, tmp_path, capsys):
     (tmp_path / "broken.json").write_text('{"law": "p2", "params": ')
     for card, needle in ((tmp_path / "broken.json", "not valid JSON"),
-                         (cards / "chinchilla_llama3.json", "needs a 'p2' card")):
+                         (cards / "chinchilla_llama3.json", "'chinchilla' card, a law without token, size and ratio axes")):
         assert main(["recommend", "--params", "8B", "--ratio", "0.5", "--law", str(card)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0]
@@ -179,7 +179,7 @@ def test_console_script_json_is_the_only_stdout(cards, tmp_path):
 
 def test_winner_needs_separated_intervals():
     from planner.compare import winner
-    from planner.recommend import Estimate
+    from fitting.term import Estimate
 
     assert winner(Estimate(2.0, 1.9, 2.1), Estimate(2.5, 2.3, 2.7)) == "pruning"
     assert winner(Estimate(2.6, 2.5, 2.7), Estimate(2.2, 2.1, 2.3)) == "scratch"

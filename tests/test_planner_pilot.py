@@ -11,7 +11,8 @@ from fitting.synthetic import TRUE_P2
 from planner.__main__ import main
 from fitting.pilot import CardPrior, Pilot, fit_pilot, read_pilot
 from planner.practice import load_practice
-from fitting.term import Criterion, Reference, TokenTerm
+from fitting.criteria import Criterion, Reference
+from fitting.term import TokenTerm
 from test_planner_cards import write_card
 
 N0, RHO, L0 = 1e9, 0.5, 2.2
@@ -46,7 +47,7 @@ def test_pilot_recovers_the_true_budget_and_final_loss_within_its_intervals(seed
     term = fit_pilot(pilot, prior=None if betas is None else CardPrior(betas), loss_before=L0)
     final, true_final = term.loss(FULL[-1]), TRUTH.loss(FULL[-1]).value
     assert final.low <= true_final <= final.high
-    for criterion in (Criterion("slope", 1e-3), Criterion("recover", 0.9)):
+    for criterion in (Criterion.of("slope", 1e-3), Criterion.of("recover", 0.9)):
         ref = Reference(tokens=float(pilot.tokens[0]))
         d, true_d = term.tokens(criterion, ref), TRUTH.tokens(criterion, ref).value
         assert d.low <= true_d <= d.high, (criterion, d, true_d)

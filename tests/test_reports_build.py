@@ -113,11 +113,12 @@ def _planner_dstar(card_path: Path, n0: float, ratio: float, family: str):
     from planner.cards import load_card
     from data.compute import get_gpu
     from planner.query import Parent
-    from planner.recommend import DEFAULT_RECOVER, Criterion, recommend
+    from fitting.criteria import DEFAULT_RECOVER, Criterion
+    from planner.recommend import recommend
 
     card = load_card(card_path, law="p2")
     return recommend(Parent(int(n0), family, None), card.method, ratio, card, "test",
-                     criterion=Criterion("recover", DEFAULT_RECOVER), gpu=get_gpu("h100"), mfu=0.4,
+                     criterion=Criterion.of("recover", DEFAULT_RECOVER), gpu=get_gpu("h100"), mfu=0.4,
                      price=None).tokens
 
 
@@ -194,9 +195,10 @@ def test_the_headline_of_the_bundled_card_is_the_planners_answer():
     root = Path(__file__).resolve().parents[1]
     card = root / "planner" / "cards" / "p2_llama3_depth.json"
     frame = load(root / "docs" / "reference_runs")
-    (ref,) = laws.check_against_store(laws.open_cards([str(card)]), root / "docs" / "reference_runs", frame)
-    assert ref.here, "the bundled card was fitted on the reference runs"
-    name, n0, table = build.headline_dstar(ref, laws.card_rows(frame, ref))
+    (opened,) = laws.open_cards([str(card)])
+    here = laws.check_against_store([opened], root / "docs" / "reference_runs", frame)
+    assert here[opened.sha256], "the bundled card was fitted on the reference runs"
+    name, n0, table = build.headline_dstar(opened, laws.card_rows(frame, opened))
     assert name == "ref-llama-5" and n0 == 410688
     for row in table.itertuples():
         est = _planner_dstar(card, n0, row.ratio, "llama3")
@@ -210,10 +212,11 @@ def test_a_card_fitted_on_other_data_is_labelled_never_the_fitted_law(store, car
     other = tmp_path / "other"
     write_synthetic_store(other, SyntheticGrid(parents=PARENTS, methods=("depth",), n_points=6), seed=7)
     foreign = _fit_card(other, "depth", tmp_path / "foreign.json", bootstrap=0)
-    refs = laws.check_against_store(laws.open_cards([str(cards[0]), str(foreign)]), store, load(store))
-    assert [r.here for r in refs] == [True, False]
-    assert refs[0].law_label == "fitted law" and "OTHER" not in refs[0].label
-    assert refs[1].law_label == "law fitted on other data" and "fitted on OTHER data" in refs[1].label
+    opened = laws.open_cards([str(cards[0]), str(foreign)])
+    here = [laws.check_against_store(opened, store, load(store))[c.sha256] for c in opened]
+    assert here == [True, False]
+    assert laws.law_label(here[0]) == "fitted law" and "OTHER" not in laws.label(opened[0], here[0])
+    assert laws.law_label(here[1]) == "law fitted on other data" and "fitted on OTHER data" in laws.label(opened[1], here[1])
 
 
 def _bare_store(root: Path) -> Path:
@@ -380,18 +383,19 @@ def test_the_demo_summary_prints_the_report_headline_d_star():
     from planner.cards import load_card
     from data.compute import get_gpu
     from planner.query import Parent
-    from planner.recommend import DEFAULT_RECOVER, Criterion, recommend
+    from fitting.criteria import DEFAULT_RECOVER, Criterion
+    from planner.recommend import recommend
     from reports import build, laws
     from workflow.demo import planner_line
 
     root = Path(__file__).resolve().parents[1]
     path = root / "planner" / "cards" / "p2_llama3_depth.json"
     frame = load(root / "docs" / "reference_runs")
-    (ref,) = laws.open_cards([str(path)])
-    name, n0, table = build.headline_dstar(ref, laws.card_rows(frame, ref))
+    (card,) = laws.open_cards([str(path)])
+    name, n0, table = build.headline_dstar(card, laws.card_rows(frame, card))
     l0 = float(frame.loc[frame["parent"] == name, "loss_before"].iloc[0])
     rec = recommend(Parent(int(n0), "llama3", None), "depth", 0.5, load_card(path, law="p2"), "demo",
-                    criterion=Criterion("recover", DEFAULT_RECOVER), gpu=get_gpu("h100"), mfu=0.4, price=None,
+                    criterion=Criterion.of("recover", DEFAULT_RECOVER), gpu=get_gpu("h100"), mfu=0.4, price=None,
                     loss_before=l0)  # the demo passes the L0 its grid measured
     row = table.loc[table["ratio"] == 0.5].iloc[0]
     (line,) = planner_line(rec)

@@ -168,7 +168,7 @@ def plan_step(cfg: DemoConfig, card_path: Path, runs: Path, t: Timings) -> Any:
     from data.compute import DEFAULT_GPU, DEFAULT_MFU, get_gpu
     from planner.query import parse_method, parse_parent
     from planner.recommend import recommend
-    from planner.term import DEFAULT_RECOVER, Criterion
+    from fitting.criteria import DEFAULT_CRITERION
 
     card = load_card(card_path, law="p2")
     method = parse_method(card.method)
@@ -183,7 +183,7 @@ def plan_step(cfg: DemoConfig, card_path: Path, runs: Path, t: Timings) -> Any:
     result = t.run("planner recommendation", lambda: recommend(
         parse_parent(params, card.family if cfg.params is None else None), method, cfg.ratio, card,
         f"the demo's card {card_path}",
-        criterion=Criterion("recover", DEFAULT_RECOVER), gpu=get_gpu(DEFAULT_GPU), mfu=DEFAULT_MFU, price=None,
+        criterion=DEFAULT_CRITERION, gpu=get_gpu(DEFAULT_GPU), mfu=DEFAULT_MFU, price=None,
         loss_before=loss_before))
     print(render(result))
     print("    at your own scale: planner recommend --params 8B --ratio 0.5   (the verdict, published practice "

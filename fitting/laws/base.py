@@ -154,6 +154,13 @@ class Law:
     ratio_axis: str | None = None
 
     @property
+    def plans_budgets(self) -> bool:
+        """Whether the law answers a token budget per model size and pruning ratio (the
+        planner's question, the report's D* page): it has token, size and ratio axes, so at
+        each (size, ratio) it reduces to a token term ``a + k D^-beta``."""
+        return None not in (self.token_axis, self.size_axis, self.ratio_axis)
+
+    @property
     def coefs(self) -> tuple[str, ...]:
         """Names of the parameters that enter linearly (positive, fitted in log space)."""
         return tuple(t.coef for t in self.terms)

@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         entry = {"file": path.name, "ok": card is not None, "problem": problem or None}
         if card is not None:
             entry |= {k: v for k, v in card.provenance().items() if k != "path"}
-            entry["range"] = card.card.range
+            entry["range"] = card.range
         entries.append(entry)
     if args.json:
         print_json({"command": "cards", "directory": str(directory), "cards": entries})

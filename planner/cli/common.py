@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from data.cli import BadInput
-from planner.cards import Selection, load_card, select_card
+from planner.cards import Selection, planning_card, select_card
 from data.compute import DEFAULT_GPU, DEFAULT_MFU, GPUS
 from planner.query import DEFAULT_METHOD, METHODS
 
@@ -52,7 +52,7 @@ def add_parent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", help=f"pruning method (default {DEFAULT_METHOD}); one of "
                                          f"{', '.join(METHODS)}")
     parser.add_argument("--law", metavar="CARD.json",
-                        help="P2 law card from 'fitting fit'; default: the bundled card for the "
+                        help="law card from 'fitting fit' (P2, or any law with token, size and ratio axes); default: the bundled card for the "
                              "family and method (see 'planner cards')")
     parser.add_argument("--loss-before", type=float, metavar="L0",
                         help="the parent's eval loss in nats (same eval data); default: a pilot's own, "
@@ -71,11 +71,12 @@ def add_cost_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
 
 
-def p2_card(path: str | None, family: str, method: str, n0: float) -> Selection:
-    """The P2 card to use: ``--law`` if given, else the bundled lookup (with its reason)."""
+def law_card(path: str | None, family: str, method: str, n0: float) -> Selection:
+    """The card to plan with: ``--law`` if given, else the bundled lookup (with its reason);
+    of any registered law with token, size and ratio axes (``Law.plans_budgets``)."""
     if path is not None:
-        return Selection(load_card(path, law="p2"), "given with --law")
-    return select_card("p2", family, method, n0)
+        return Selection(planning_card(path), "given with --law")
+    return select_card(None, family, method, n0)
 
 
 def print_json(obj: Any) -> None:

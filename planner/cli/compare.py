@@ -42,8 +42,9 @@ from collections.abc import Sequence
 
 from data.cli import BadInput
 from data.units import format_count
-from planner.cards import Card, load_card, select_card
-from planner.cli.common import add_parent_options, check_loss_before, new_parser, p2_card, print_json
+from fitting.card import LawCard
+from planner.cards import load_card, select_card
+from planner.cli.common import add_parent_options, check_loss_before, new_parser, law_card, print_json
 from planner.compare import Arm, Comparison, compare, kernel_rule, scratch_settings
 from planner.grounding import design_command, recommend_command
 from planner.query import Parent, parse_method, parse_parent, parse_ratios, parse_tokens
@@ -79,7 +80,7 @@ def build_parser():
     return parser
 
 
-def scratch_card(path: str | None, parent: Parent) -> tuple[Card | None, str]:
+def scratch_card(path: str | None, parent: Parent) -> tuple[LawCard | None, str]:
     """The Chinchilla card (``--scratch-law`` or bundled, same family only) and why."""
     if path is not None:
         return load_card(path, law="chinchilla"), "given with --scratch-law"
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parent = parse_parent(args.params, args.family)
     method, ratios = parse_method(args.method), parse_ratios(args.ratios)
     tokens, loss_before = parse_tokens(args.tokens), check_loss_before(args.loss_before)
-    selection = p2_card(args.law, parent.family, method, parent.params_before)
+    selection = law_card(args.law, parent.family, method, parent.params_before)
     scratch, why = scratch_card(args.scratch_law, parent)
     parent_tokens = None if args.parent_tokens is None else parse_tokens(args.parent_tokens, "--parent-tokens")
     result = compare(parent, method, ratios, tokens, selection.card, selection.reason,

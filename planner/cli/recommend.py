@@ -53,20 +53,16 @@ from data.cli import BadInput
 from data.units import format_count
 from planner.grounding import render_recipe
 from planner.cli.common import (add_cost_options, add_parent_options, check_loss_before, new_parser,
-                                p2_card, print_json)
+                                law_card, print_json)
 from data.compute import check_mfu, check_price, get_gpu
 from planner.query import METHODS, parse_method, parse_parent, parse_ratio
-from planner.recommend import DEFAULT_RECOVER, Criterion, Estimate, Recommendation, recommend
+from fitting.criteria import CRITERIA, DEFAULT_CRITERION, Criterion
+from fitting.term import Estimate
+from planner.recommend import Recommendation, recommend
 
-EPILOG = f"""\
-criteria (one of; default --recover {DEFAULT_RECOVER:g}):
-  --recover F      close a fraction F of the recoverable gap: from the loss right after pruning
-                   (a pilot's measured tokens=0 loss; else the law at a reference budget) down to
-                   the law's asymptote. Scale-free: the same F means the same on any model.
-  --slope S        D* where the next 1e9 tokens lower the predicted eval loss by S nats
-                   (absolute nats per extra 1B tokens; independent of L0)
-  --target-loss L  the smallest budget whose predicted eval loss is <= L nats (needs
-                   --loss-before or a pilot; refused at or below the asymptote)
+EPILOG = """\
+criteria (one of; default {default}):
+{criteria}
 
 pilot (--pilot PATH): an engine run directory, a run store holding one matching run, or a
 CSV/parquet curve with columns tokens, loss [, loss_before, params_before, ratio]; the first
@@ -82,16 +78,20 @@ examples:
 """
 
 
+def epilog() -> str:
+    """The --help epilog, with every registered criterion (``fitting.criteria.CRITERIA``)."""
+    return EPILOG.format(default=f"{DEFAULT_CRITERION.flag} {DEFAULT_CRITERION.value:g}",
+                         criteria="\n".join(kind.explain for kind in CRITERIA.values()))
+
+
 def build_parser():
     parser = new_parser("planner recommend", "Post-training token budget, predicted loss and cost "
-                        "for one pruned model, from a P2 law card and/or a pilot run.", EPILOG)
+                        "for one pruned model, from a P2 law card and/or a pilot run.", epilog())
     add_parent_options(parser)
     parser.add_argument("--ratio", required=True, help="fraction of parameters removed, in (0, 1)")
     crit = parser.add_mutually_exclusive_group()
-    crit.add_argument("--recover", type=float, metavar="F",
-                      help=f"fraction of the recoverable gap to close, in (0, 1); default {DEFAULT_RECOVER:g}")
-    crit.add_argument("--slope", type=float, metavar="S", help="nats per extra 1e9 tokens (see below)")
-    crit.add_argument("--target-loss", type=float, metavar="L", help="target eval loss in nats")
+    for kind in CRITERIA.values():
+        crit.add_argument(kind.flag, dest=kind.kind, type=float, metavar=kind.metavar, help=kind.help)
     parser.add_argument("--pilot", metavar="RUN|STORE|CURVE", help="calibrate on a pilot curve (see below)")
     parser.add_argument("--no-card", action="store_true", help="with --pilot: ignore every card (pilot-only)")
     parser.add_argument("--show-extrapolation", action="store_true",
@@ -104,11 +104,9 @@ def build_parser():
 
 
 def _criterion(args) -> Criterion:
-    if args.target_loss is not None:
-        return Criterion("target_loss", args.target_loss)
-    if args.slope is not None:
-        return Criterion("slope", args.slope)
-    return Criterion("recover", DEFAULT_RECOVER if args.recover is None else args.recover)
+    """The criterion whose flag was given (they exclude each other), else the default."""
+    given = [kind for kind in CRITERIA.values() if getattr(args, kind.kind) is not None]
+    return given[0](getattr(args, given[0].kind)) if given else DEFAULT_CRITERION
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,7 +143,7 @@ def _card(args, parent, method, pilot):
     if args.no_card:
         return None, "--no-card"
     try:
-        selection = p2_card(args.law, parent.family, method, parent.params_before)
+        selection = law_card(args.law, parent.family, method, parent.params_before)
     except BadInput:
         if pilot is None or args.law is not None:
             raise

@@ -255,8 +255,8 @@ def runs_prior(store: str, query: DesignQuery, bootstrap: int = 50) -> tuple[Pri
         if spec is not None:
             losses[spec.name] = float(np.median(data.axes["loss_before"][data.axes["params_before"] == n0]))
     boot = card.bootstrap_params if card.bootstrap_params is not None and len(card.bootstrap_params) else card.params_array[None]
-    prior = Prior(P2, card.params_array, boot, float(card.scatter.get("sigma_point") or 3e-3),
-                  float(card.scatter.get("sigma_run") or 3e-3), "runs",
+    prior = Prior(P2, card.params_array, boot, card.scatter.sigma_point or 3e-3,
+                  card.scatter.sigma_run or 3e-3, "runs",
                   f"fit of {data.n_runs} runs in {store} ({len(boot)} bootstrap laws)", losses)
     _, index = np.unique(data.run_ids, return_inverse=True)
     info = information(prior, data.axes, index, HUBER_DELTA).sum(axis=0)

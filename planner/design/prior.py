@@ -25,7 +25,8 @@ from data.cli import BadInput
 from data.models import ModelSpec
 from fitting.laws import P2, Law
 from fitting.synthetic import TRUE_P2, parent_loss
-from planner.cards import Card, load_card
+from fitting.card import LawCard
+from planner.cards import load_card
 from planner.verdict import uniform_guess_loss
 
 Array = np.ndarray
@@ -103,7 +104,7 @@ def _fmt(law: Law, params: Array) -> str:
     return ", ".join(f"{n}={v:.3g}" for n, v in zip(law.params, params))
 
 
-def card_prior(card: Card, family: str, smallest: dict[str, float], explicit: bool) -> Prior | str:
+def card_prior(card: LawCard, family: str, smallest: dict[str, float], explicit: bool) -> Prior | str:
     """A card as the prior, or (bundled cards only) the reason it cannot be one.
 
     ``smallest`` is the design's cheapest run (the P2 axes): where a card fitted far below the
@@ -114,22 +115,21 @@ def card_prior(card: Card, family: str, smallest: dict[str, float], explicit: bo
             not describe these parents.
     """
     name = str(card.path)
-    if card.law != P2.name:
-        raise BadInput(f"--prior {name!r} is a {card.law!r} card; a design needs a {P2.name!r} card")
+    if card.law.name != P2.name:
+        raise BadInput(f"--prior {name!r} is a {card.law.name!r} card; a design needs a {P2.name!r} card")
     if card.family is not None and card.family != family:
         raise BadInput(f"--prior {name!r} was fitted on family {card.family!r}; the query is family "
                        f"{family!r}: pass a {family} card or leave --prior out")
-    c = card.card
-    why = misfit(c.params_array, family, smallest, f"card {Path(name).name}")
+    why = misfit(card.params_array, family, smallest, f"card {Path(name).name}")
     if why is not None:
         if explicit:
             raise BadInput(f"--prior {name!r}: {why}")
         return why
-    boot = c.bootstrap_params
-    samples = boot if boot is not None and len(boot) else c.params_array[None]
-    noise = float(c.scatter.get("sigma_point") or WEAK_NOISE)
-    run_noise = float(c.scatter.get("sigma_run") or WEAK_RUN_NOISE)
-    return Prior(P2, c.params_array, np.asarray(samples, float), noise, run_noise, "card",
+    boot = card.bootstrap_params
+    samples = boot if boot is not None and len(boot) else card.params_array[None]
+    noise = card.scatter.sigma_point or WEAK_NOISE
+    run_noise = card.scatter.sigma_run or WEAK_RUN_NOISE
+    return Prior(P2, card.params_array, np.asarray(samples, float), noise, run_noise, "card",
                  f"card {name} ({family}/{card.method}; {len(samples)} bootstrap laws); "
                  f"noise {noise:.3g} per point, {run_noise:.3g} per run (the card's measured scatter)")
 
@@ -145,7 +145,7 @@ def misfit(params: Array, family: str, smallest: dict[str, float], what: str) ->
             f"guess over the {family} vocabulary (ln V = {ceiling:.2f}): it does not describe parents of this size")
 
 
-def prior_for(prior_path: str | None, bundled: Card | None, family: str,
+def prior_for(prior_path: str | None, bundled: LawCard | None, family: str,
               smallest: dict[str, float]) -> Prior:
     """``--prior`` if given, else the family's bundled card if it describes these sizes, else
     the weakly-informative prior (the reason recorded in its notes)."""
