@@ -83,10 +83,30 @@ def test_estimate_of_one_job_matches_hand_arithmetic(tmp_path):
     logits = (2 + 4 + 4) * 151936 * tokens + (2 + 4) * 151936 * tokens  # student + teacher
     assert mem["activations"] * GIB == 16 * per_token * tokens + logits
     assert mem["activations_ckpt"] * GIB == 16 * 2 * 896 * tokens + per_token * tokens + logits
-    peak = 2 * n + 2 * n / 4 + 12 * n / 4 + 2 * n0 + 16 * per_token * tokens + logits
-    assert job["peak_gib_by_stage"]["2"] == pytest.approx(peak / GIB, rel=1e-12)  # 9.2 GiB
+    train = 2 * n + 2 * n / 4 + 12 * n / 4 + 2 * n0 + 16 * per_token * tokens + logits  # 9.2 GiB
+    # a held-out evaluation: 16 sequences x 1024 tokens of bf16 logits, their fp32 upcast and
+    # log-softmax (no activations then); setup: the fp32 parent and its L0 logits + log-softmax
+    eval_tokens = 16 * 1024
+    assert mem["eval_logits"] * GIB == (2 + 4 + 4) * 151936 * eval_tokens
+    assert mem["setup"] * GIB == 4 * n0 + (4 + 4) * 151936 * eval_tokens  # 20.4 GiB
+    peak = 2 * n + 2 * n / 4 + 12 * n / 4 + 2 * n0 + (2 + 4 + 4) * 151936 * eval_tokens
+    assert peak > max(train, mem["setup"] * GIB)  # the eval batch's logits set this job's peak
+    assert job["peak_gib_by_stage"]["2"] == pytest.approx(peak / GIB, rel=1e-12)  # 26.0 GiB
     assert job["peak_gib_by_stage"]["0"] * GIB == pytest.approx(peak + 2 * n * 3 / 4 + 12 * n * 3 / 4)
     assert job["fits"] is True and job["teacher_placement"].startswith("replicated on every rank")
+    assert job["parent_placement"].startswith("the whole parent in fp32 on every rank")
+
+
+def test_zero_stage_auto_is_estimated_as_on_a_gpu(tmp_path):
+    """An unset ZeRO stage resolves to 1 on a GPU: bf16 (16-bit states), optimizer sharded."""
+    from data.compute import GPUS
+    from engine.grid.estimate import estimate_grid
+    from engine.grid.spec import load_grid
+
+    grid = load_grid(_grid(tmp_path, deepspeed={"micro_batch": 2, "precision": "auto"}))
+    (job,) = estimate_grid(grid, GPUS["h100"], 0.4, None, 4)
+    assert job.zero_stage == 1 and job.precision_bits == 16
+    assert job.memory.optim == 12 * job.params_trained / 4 and job.memory.grads == 2 * job.params_trained
 
 
 def test_a_job_too_big_for_the_gpu_is_flagged_before_submitting(tmp_path):

@@ -19,16 +19,19 @@ def _job(runs, **over):
     return job_from_dict({**base, **over})
 
 
-def test_recon_lm_reconstructs_then_trains_and_records_it(tmp_path) -> None:
+@pytest.mark.parametrize("objective", ["recon+lm", "recon+kd"])
+def test_recon_start_reconstructs_then_trains_and_records_it(tmp_path, objective) -> None:
+    """``recon+kd`` reads the parent's layers from disk too: its teacher is loaded only after
+    the student is wrapped, so no second model exists while reconstructing."""
     from engine.train.runtime import init_distributed
 
-    job = _job(tmp_path)
+    job = _job(tmp_path, objective=objective)
     assert run_job(job, init_distributed(), MemData(seq_len=SEQ)) == "done"
     record = RunStore(tmp_path).read(job.run_id)
     recon = record["pruning"]["recon"]
     assert recon["granularity"] == "block" and recon["calib_sequences"] == 8 and recon["steps"] == 10
     assert len(recon["units"]) == 2 and all(u["err_after"] <= u["err_before"] for u in recon["units"])
-    assert record["meta"]["objective"] == "recon+lm"
+    assert record["meta"]["objective"] == objective
     assert not list((tmp_path / job.run_id).glob("recon-start*"))  # the parent copy is gone
 
 

@@ -75,3 +75,27 @@ def test_eval_schedule_is_log_then_linear():
     assert gaps[0] < gaps[2] < gaps[-1] + 1  # dense early
     assert steps[-4:] == [250, 500, 750, 1000]  # regular later
     assert eval_steps(3, 12) == [0, 1, 2, 3]
+
+
+def test_zero_stage_auto_resolves_by_device_and_keeps_the_run_id():
+    """An unset stage is ``auto``: ZeRO-1 on a GPU (where precision auto takes bf16, which needs
+    it), 0 on a CPU (fp32 there, as before); the run id hashes it as the 0 it replaced."""
+    from engine.probe import choose_precision
+    from engine.train.dsconfig import resolve_zero_stage
+
+    plain = job_from_dict(BASE)
+    assert plain.deepspeed.zero_stage == "auto"
+    assert plain.run_id == job_from_dict({**BASE, "deepspeed": {"zero_stage": 0}}).run_id
+    assert plain.run_id != job_from_dict({**BASE, "deepspeed": {"zero_stage": 1}}).run_id
+    cuda, cpu = resolve_zero_stage(plain.deepspeed, "cuda"), resolve_zero_stage(plain.deepspeed, "cpu")
+    assert cuda[0] == 1 and cuda[1].startswith("auto: 1 on cuda") and cpu[0] == 0
+    assert choose_precision("auto", "cuda", True, None, zero_stage=cuda[0])[0] == "bf16"
+    assert choose_precision("auto", "cpu", True, None, zero_stage=cpu[0])[0] == "fp32"
+    bf16 = job_from_dict({**BASE, "deepspeed": {"precision": "bf16"}})  # no longer needs an explicit stage
+    assert resolve_zero_stage(bf16.deepspeed, "cpu")[0] == 1
+    assert resolve_zero_stage(job_from_dict({**BASE, "deepspeed": {"zero_stage": 3}}).deepspeed, "cuda") == \
+        (3, "3 as requested")
+    assert build_ds_config(plain, 1, 32, "cuda")["zero_optimization"] == {"stage": 1}
+    assert build_ds_config(plain, 1, 32)["zero_optimization"] == {"stage": 0}
+    with pytest.raises(BadInput, match="zero_stage='two' must be 0, 1, 2, 3 or auto"):
+        job_from_dict({**BASE, "deepspeed": {"zero_stage": "two"}})

@@ -15,10 +15,21 @@ Compute (``data.compute``, the planner's cost model):
 Memory per GPU at the job's ZeRO stage and world size W (DeepSpeed's sharding, Rajbhandari
 et al. 2020): 16-bit mixed precision keeps 2 bytes of weights, 2 of gradients and 12 of
 optimizer state (fp32 master + fp32 Adam moments) per parameter; fp32 keeps 4 + 4 + 8. Stage 1
-divides the optimizer state by W, stage 2 also the gradients, stage 3 also the weights. The KD
-teacher is a frozen copy of the parent in the training precision, replicated on every rank
-(the placement stated in the table). Activations follow the layer's saved tensors at the
-micro-batch and sequence length, with and without activation checkpointing, plus the logits.
+divides the optimizer state by W, stage 2 also the gradients, stage 3 also the weights
+(``zero_stage: auto`` is resolved as on a GPU: ``engine.train.dsconfig.resolve_zero_stage``).
+The KD teacher is the parent loaded again in the training precision once the student is
+wrapped, replicated on every rank (the placement stated in the table). Activations follow the
+layer's saved tensors at the micro-batch and sequence length, with and without activation
+checkpointing, plus the logits.
+
+The peak is the largest of three phases (``engine.train.recipe``):
+
+- setup, before ``deepspeed.initialize``: every rank holds the whole parent in fp32 (nothing
+  is built under ``zero.Init``; pruning needs the full weights, docs/gpu.md) and evaluates
+  L0 on it: its fp32 logits and their log-softmax at the eval batch;
+- training: model states + teacher + activations;
+- a held-out evaluation: model states + teacher + the student's eval-batch logits (training
+  precision, their fp32 upcast and log-softmax); activations are freed by then.
 
 Written by hand because DeepSpeed's own estimators (``estimate_zero2_model_states_mem_needs``
 and friends) import torch and count model states only, not the teacher or activations.
@@ -36,12 +47,14 @@ from data.cli import BadInput
 from data.compute import FORWARD_FLOPS_PER_PARAM_TOKEN, FLOPS_PER_PARAM_TOKEN, Gpu, flops_cost
 from data.models import MODELS, ModelSpec
 from data.units import format_count
+from engine.train.dsconfig import resolve_zero_stage
 
 GIB = 2.0 ** 30
 USABLE_FRACTION = 0.92
 """Share of the card's memory a job may plan for: the CUDA context, NCCL buffers and the
 caching allocator's fragmentation take the rest (several GiB on an 80 GiB card)."""
 TEACHER_PLACEMENT = "replicated on every rank in the training precision"
+PARENT_PLACEMENT = "the whole parent in fp32 on every rank until deepspeed.initialize"
 STATE_BYTES = {16: (2, 2, 12), 32: (4, 4, 8)}
 """Bytes per parameter of (weights, gradients, optimizer state) by training precision bits."""
 
@@ -58,10 +71,15 @@ class Memory:
     """Saved activations and logits at the micro-batch, without activation checkpointing."""
     activations_ckpt: float
     """The same with activation checkpointing (layer inputs kept, one layer recomputed)."""
+    eval_logits: float = 0.0
+    """The student's logits at the eval batch during a held-out evaluation (no activations)."""
+    setup: float = 0.0
+    """Before ``deepspeed.initialize``: the full fp32 parent and its L0 evaluation's logits."""
 
     def peak(self, checkpointing: bool = False) -> float:
-        return (self.weights + self.grads + self.optim + self.teacher
-                + (self.activations_ckpt if checkpointing else self.activations))
+        states = self.weights + self.grads + self.optim + self.teacher
+        train = self.activations_ckpt if checkpointing else self.activations
+        return max(self.setup, states + max(train, self.eval_logits))
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,7 @@ class JobEstimate:
         out["peak_gib_by_stage"] = {k: v / GIB for k, v in out.pop("peak_by_stage").items()}
         out["flops_total"] = sum(self.flops.values())
         out["teacher_placement"] = TEACHER_PLACEMENT
+        out["parent_placement"] = PARENT_PLACEMENT
         return out
 
 
@@ -129,6 +148,18 @@ def logits_bytes(vocab: int, tokens: int, bits: int, kd: bool) -> float:
     a = bits // 8
     student = (a + 4 + 4) * vocab * tokens
     return float(student + ((a + 4) * vocab * tokens if kd else 0))
+
+
+def eval_logits_bytes(vocab: int, tokens: int, bits: int) -> float:
+    """Logits of one held-out batch: ``bits``-wide, their fp32 upcast (none when already fp32)
+    and the cross-entropy's fp32 log-softmax (transformers' causal-LM loss)."""
+    a = bits // 8
+    return float((a + (4 if a != 4 else 0) + 4) * vocab * tokens)
+
+
+def setup_bytes(parent: ModelSpec, eval_tokens: int) -> float:
+    """Per rank before ``deepspeed.initialize``: the parent in fp32 and its L0 evaluation."""
+    return float(4 * parent.params_total) + eval_logits_bytes(parent.vocab, eval_tokens, 32)
 
 
 def activation_bytes(spec: ModelSpec, micro_batch: int, seq_len: int, bits: int, kd: bool) -> tuple[float, float]:
@@ -219,18 +250,22 @@ def estimate_job(job: Any, parent: ModelSpec, gpu: Gpu, mfu: float, price: float
     n = trained.params_total
     flops = _flops(job, parent, n, seq_len)
     cost = flops_cost(sum(flops.values()), gpu, mfu, price)
-    bits = _bits(ds.precision, ds.zero_stage)
+    zero_stage = resolve_zero_stage(ds, "cuda")[0]
+    bits = _bits(ds.precision, zero_stage)
     kd = cfg.objective == "kd"
     teacher = float(parent.params_total * bits // 8) if kd else 0.0
     act, act_ckpt = activation_bytes(trained, ds.micro_batch, seq_len, bits, kd)
+    eval_tokens = min(cfg.eval.batch_size, cfg.eval.max_sequences) * seq_len
+    evals = eval_logits_bytes(trained.vocab, eval_tokens, bits)
+    setup = setup_bytes(parent, eval_tokens)  # a pretraining job's parent is its random init: the same
     by_stage = {}
     for stage in range(4):
         w, g, o = state_bytes(n, bits, stage, world)
-        by_stage[stage] = Memory(w, g, o, teacher, act, act_ckpt)
-    memory = by_stage[ds.zero_stage]
+        by_stage[stage] = Memory(w, g, o, teacher, act, act_ckpt, evals, setup)
+    memory = by_stage[zero_stage]
     budget = gpu.memory_gib * GIB * USABLE_FRACTION
     return JobEstimate(cfg.run_id, job.parent_name or cfg.parent, cfg.method, cfg.ratio, cfg.objective, cfg.tokens,
-                       parent.params_total, n, flops, cost.gpu_hours, cost.cost_usd, world, ds.zero_stage, bits,
+                       parent.params_total, n, flops, cost.gpu_hours, cost.cost_usd, world, zero_stage, bits,
                        memory, {s: m.peak() for s, m in by_stage.items()},
                        memory.peak() <= budget, memory.peak(checkpointing=True) <= budget)
 
@@ -270,6 +305,7 @@ def table(estimates: list[JobEstimate], gpu: Gpu) -> list[dict[str, Any]]:
                      "W/G/O GiB": f"{m.weights / GIB:.1f}/{m.grads / GIB:.1f}/{m.optim / GIB:.1f}",
                      "teacher": f"{m.teacher / GIB:.1f}",
                      "act/ckpt": f"{m.activations / GIB:.1f}/{m.activations_ckpt / GIB:.1f}",
+                     "eval": f"{m.eval_logits / GIB:.1f}", "setup": f"{m.setup / GIB:.1f}",
                      "peak z0/1/2/3": "/".join(f"{e.peak_by_stage[s] / GIB:.0f}" for s in range(4)),
                      "peak": f"{m.peak() / GIB:.1f}", "status": status})
     return rows
@@ -287,7 +323,9 @@ def summary(estimates: list[JobEstimate], gpu: Gpu, mfu: float, price: float | N
              f"(${gpu.price if price is None else price:.2f}/GPU-h); {world} GPU(s) per job, "
              f"wall-clock {hours / world:,.1f} h if run one after another" if estimates else "total: no jobs",
              f"memory per GPU in GiB of {gpu.memory_gib:g} ({USABLE_FRACTION:.0%} usable); KD teacher "
-             f"{TEACHER_PLACEMENT}; W/G/O = weights/gradients/optimizer state at the job's ZeRO stage"]
+             f"{TEACHER_PLACEMENT}; W/G/O = weights/gradients/optimizer state at the job's ZeRO stage; "
+             f"eval = the student's logits at the eval batch; setup = {PARENT_PLACEMENT}, with its L0 "
+             f"evaluation; peak = max(setup, W+G+O+teacher+max(act, eval))"]
     if ckpt_only:
         lines.append(f"{ckpt_only} job(s) fit only with activation checkpointing")
     if never:

@@ -340,10 +340,11 @@ def _zero_config(jobs: list[Any], opts: SlurmOptions) -> list[str]:
     world = opts.procs * opts.nodes_per_job
     keys = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
             "zero_optimization", "bf16", "fp16")
+    device = "cuda" if opts.gpus_per_node else "cpu"  # where a ZeRO stage 'auto' will resolve
     lines = [f"# DeepSpeed config of each task at world size {world} (precision 'auto' is resolved on the node):"]
     for i, job in enumerate(jobs):
         # the keys shown do not depend on the sequence length (only the LR schedule's steps do)
-        config = build_ds_config(job.config, world, job.config.data.seq_len or 1)
+        config = build_ds_config(job.config, world, job.config.data.seq_len or 1, device)
         lines.append(f"#   {i}) " + json.dumps({k: config[k] for k in keys if k in config}))
     return lines
 

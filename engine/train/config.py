@@ -40,6 +40,7 @@ OBJECTIVES = ("lm", "kd", "recon", "recon+lm", "recon+kd")
 INITS = ("pruned", "random")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant")
+ZERO_AUTO = "auto"
 NO_PRUNING = "none"
 RUN_PREFIX = "run:"
 """``parent: run:<run_id>`` names the saved model of another run in the same store."""
@@ -104,8 +105,13 @@ class OptimConfig:
 class DeepSpeedConfig:
     """What goes into the DeepSpeed JSON (built by ``engine.train.dsconfig.build_ds_config``)."""
 
-    zero_stage: int = 0
-    """ZeRO stage 0-3."""
+    zero_stage: int | str = "auto"
+    """ZeRO stage 0-3, or ``auto``: resolved when the job starts (``engine.train.dsconfig.
+    resolve_zero_stage``): 1 on a GPU (``precision: auto`` trains bf16 there, which needs
+    stage >= 1) or with ``precision: bf16``, else 0 (a CPU: fp32 as before ``auto`` existed).
+    The stage chosen goes into run.json's config, its reason into ``meta.zero_stage_reason``;
+    a resumed run keeps its first attempt's. In the run id ``auto`` counts as 0, the default it
+    replaced, so existing jobs keep their ids (stage 0-3 train the same curve in fp32)."""
     precision: str = "auto"
     """``auto``: with zero_stage >= 1, bf16 on a GPU with native bf16, and on a CPU with native
     bf16 (AVX512-BF16 or AMX) where the machine probe measures it faster than fp32 at this job's
@@ -125,7 +131,8 @@ class DeepSpeedConfig:
     resumes or skips the same run."""
 
     def __post_init__(self) -> None:
-        _check(self.zero_stage in (0, 1, 2, 3), f"deepspeed.zero_stage={self.zero_stage} must be 0, 1, 2 or 3")
+        _check(self.zero_stage in (0, 1, 2, 3, ZERO_AUTO) and not isinstance(self.zero_stage, bool),
+               f"deepspeed.zero_stage={self.zero_stage!r} must be 0, 1, 2, 3 or auto")
         _one_of("deepspeed.precision", self.precision, PRECISIONS)
         _check(not (self.precision == "bf16" and self.zero_stage == 0),
                "deepspeed.precision=bf16 needs deepspeed.zero_stage >= 1 (stage 0 drifts in bf16)")
@@ -330,6 +337,8 @@ def config_hash(job: JobConfig) -> str:
     for key in ("run_id", "runs_dir", "monitor"):  # where it lives and what watches it: same run
         payload.pop(key)
     payload["deepspeed"].pop("activation_checkpointing")  # memory, not result: same run
+    if payload["deepspeed"]["zero_stage"] == ZERO_AUTO:  # the default it replaced: ids stay
+        payload["deepspeed"]["zero_stage"] = 0
     if payload.get("stop") is None:  # jobs without an online budget keep their ids
         payload.pop("stop", None)
     for key, default in RECON_ADDED_DEFAULTS.items():  # likewise for the recon+* knobs

@@ -10,7 +10,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from engine.train.config import JobConfig
+from engine.train.config import ZERO_AUTO, DeepSpeedConfig, JobConfig
 
 MONITOR_DIR = "monitor"
 """Run-dir folder of DeepSpeed's monitor outputs when ``monitor.dir`` is empty."""
@@ -45,6 +45,23 @@ def _scheduler(job: JobConfig, total_steps: int) -> dict[str, Any]:
     return {"type": "WarmupLR",
             "params": {"warmup_num_steps": warmup, "warmup_min_lr": start * opt.lr, "warmup_max_lr": opt.lr,
                        "warmup_type": "linear"}}
+
+
+def resolve_zero_stage(ds: DeepSpeedConfig, device_type: str) -> tuple[int, str]:
+    """(ZeRO stage, why) that ``ds`` trains with on a ``device_type`` (``cuda``, ``cpu``, ...).
+
+    ``auto`` takes stage 1 wherever bf16 may be chosen: on an accelerator (``precision: auto``
+    takes native bf16 there) and with ``precision: bf16``; stage 0 accumulates bf16 gradients
+    and drifts. Stage 1 shards only the optimizer state, so one process trains as at stage 0.
+    On a CPU it keeps stage 0, where ``auto`` precision is fp32 (as before ``auto`` existed).
+    """
+    if ds.zero_stage != ZERO_AUTO:
+        return int(ds.zero_stage), f"{ds.zero_stage} as requested"
+    if ds.precision == "bf16":
+        return 1, "auto: 1 (precision bf16 needs ZeRO stage >= 1)"
+    if device_type != "cpu":
+        return 1, f"auto: 1 on {device_type} (bf16 under precision auto needs ZeRO stage >= 1)"
+    return 0, "auto: 0 on CPU (precision auto trains fp32 there)"
 
 
 def _zero(stage: int) -> dict[str, Any]:
@@ -86,8 +103,11 @@ def _monitor(job: JobConfig) -> dict[str, Any]:
     return sections
 
 
-def build_ds_config(job: JobConfig, world_size: int, seq_len: int) -> dict[str, Any]:
+def build_ds_config(job: JobConfig, world_size: int, seq_len: int, device_type: str = "cpu") -> dict[str, Any]:
     """DeepSpeed config for ``job`` on ``world_size`` ranks.
+
+    A ``zero_stage: auto`` still in ``job`` is resolved for ``device_type``
+    (:func:`resolve_zero_stage`); the recipe passes a job whose stage is already resolved.
 
     The optimizer is NOT in the JSON: the recipe passes ``torch.optim.AdamW`` to
     ``deepspeed.initialize`` so that nothing JIT-compiles (DeepSpeed's fused/CPU Adam takes
@@ -100,7 +120,7 @@ def build_ds_config(job: JobConfig, world_size: int, seq_len: int) -> dict[str, 
         "train_micro_batch_size_per_gpu": ds.micro_batch,
         "gradient_accumulation_steps": ds.grad_accum,
         "gradient_clipping": job.optim.grad_clip,
-        "zero_optimization": _zero(ds.zero_stage),
+        "zero_optimization": _zero(resolve_zero_stage(ds, device_type)[0]),
         "scheduler": _scheduler(job, total_steps),
         "steps_per_print": 10**9,  # the recipe logs; DeepSpeed's own prints would flood stdout
         "wall_clock_breakdown": False,

@@ -19,6 +19,16 @@ from engine.train.config import JobConfig, KDConfig
 
 Objective = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
+TEACHER_OBJECTIVES = ("kd", "recon", "recon+kd")
+"""Objectives that train against the unpruned parent (the teacher)."""
+KD_OBJECTIVES = ("kd", "recon+kd")
+
+
+def teacher_dtype(job: JobConfig, student: nn.Module) -> torch.dtype:
+    """The dtype the teacher is loaded in: the student's training precision for KD (see
+    :func:`make_kd`), fp32 for ``recon``, whose block targets are regression labels."""
+    return next(student.parameters()).dtype if job.objective in KD_OBJECTIVES else torch.float32
+
 
 def lm_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy (transformers shifts the labels itself). ids: [B, T]."""
@@ -41,8 +51,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 def make_kd(teacher: nn.Module, cfg: KDConfig, dtype: torch.dtype = torch.float32) -> Objective:
     """Minitron-style distillation: the unpruned parent, frozen in eval mode, is the teacher.
 
-    The teacher is held in the student's training precision (``dtype``), cast in place once:
-    a bf16 student was chosen because bf16 is faster on this device, an fp32 teacher forward
+    The teacher is held in the student's training precision (``dtype``; the recipe loads it
+    in that dtype already, so the cast is a no-op there): a bf16 student was chosen because bf16 is faster on this device, an fp32 teacher forward
     would cost as much as the step saves, and on a GPU the fp32 copy of an 8B parent alone
     (32 GB per rank) is what does not fit (the grid estimate counts the teacher in this dtype).
     """
@@ -160,7 +170,7 @@ def make_objective(job: JobConfig, teacher: nn.Module | None, student: nn.Module
     if job.objective in ("lm", "recon+lm"):
         return lm_loss
     assert teacher is not None, "kd and recon need the parent as teacher"
-    if job.objective in ("kd", "recon+kd"):
+    if job.objective in KD_OBJECTIVES:
         return make_kd(teacher, job.kd, next(student.parameters()).dtype)
     mapping = layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers, choices)
     return BlockRecon(teacher, student, mapping, choices.get("hidden_channels"))
@@ -172,17 +182,15 @@ RECON_START = ("recon+lm", "recon+kd")
 """Objectives that reconstruct the pruned model locally before post-training."""
 
 
-def recon_source(parent: nn.Module, teacher: nn.Module | None, folder: Path) -> Any:
+def recon_source(parent: nn.Module, folder: Path) -> Any:
     """The parent's layers for a reconstructed start; call BEFORE pruning ``parent`` in place.
 
-    ``recon+kd`` keeps a teacher in memory anyway, so its layers are used as they are; for
-    ``recon+lm`` the layers go to a safetensors file in ``folder`` and are read back one at a
-    time, so the job never holds a second model.
+    The layers go to a safetensors file in ``folder`` and are read back one at a time, so the
+    job never holds a second model (``recon+kd`` too: its teacher is loaded only once the
+    student is built and wrapped, see ``engine.train.recipe``).
     """
-    from engine.pruning.recon import ModuleParent, ParentLayers
+    from engine.pruning.recon import ParentLayers
 
-    if teacher is not None:
-        return ModuleParent(teacher)
     folder.mkdir(parents=True, exist_ok=True)
     return ParentLayers.save(parent, folder / "parent.safetensors")
 

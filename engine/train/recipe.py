@@ -4,11 +4,18 @@
 
 1. rank 0 reads the run store and decides skip / resume / fresh; every rank follows it;
 2. data, then the parent (the tokenizer's vocabulary sizes a preset parent);
-3. L0 on the unpruned parent, and a frozen copy of it when the objective needs a teacher;
-4. pruning (calibration from the train split), then ``init: random`` re-initialises the
-   pruned shape (the from-scratch control at matched tokens) keeping any sparsity mask;
-5. ``deepspeed.initialize`` with a torch AdamW (nothing JIT-compiles), then either the
-   checkpoint is loaded (resume) or the step-0 row is evaluated and written (fresh).
+3. L0 on the unpruned parent;
+4. pruning (calibration from the train split) of the parent in place, then ``init: random``
+   re-initialises the pruned shape (the from-scratch control at matched tokens) keeping any
+   sparsity mask;
+5. ``deepspeed.initialize`` with a torch AdamW (nothing JIT-compiles); then, when the
+   objective needs a teacher, the parent is loaded a second time from its source, frozen, in
+   the training precision (:func:`load_teacher`); then either the checkpoint is loaded
+   (resume) or the step-0 row is evaluated and written (fresh).
+
+No process ever holds two full copies of the parent: the one loaded first becomes the student
+(pruning works in place), and the teacher is read back from disk only once the student's
+fp32 copy has been cast and sharded by ``deepspeed.initialize`` (docs/distributed.md).
 
 Only rank 0 writes the run store. Every rank runs every collective in the same order.
 """
@@ -16,6 +23,7 @@ Only rank 0 writes the run store. Every rank runs every collective in the same o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import math
 import shutil
@@ -33,10 +41,11 @@ from engine.pruning.common import forward_precision
 from engine.train import checkpoint
 from engine.train import monitor
 from engine.train import stop as online_stop
-from engine.train.config import NO_PRUNING, RUN_PREFIX, JobConfig, parent_label
-from engine.train.dsconfig import build_ds_config, optimizer_steps, tokens_per_step
+from engine.train.config import NO_PRUNING, RUN_PREFIX, ZERO_AUTO, JobConfig, parent_label
+from engine.train.dsconfig import build_ds_config, optimizer_steps, resolve_zero_stage, tokens_per_step
 from engine.train.evaluate import evaluate
-from engine.train.objectives import RECON_START, Objective, make_objective, reconstruct_start, recon_source
+from engine.train.objectives import (RECON_START, TEACHER_OBJECTIVES, Objective, make_objective,
+                                     reconstruct_start, recon_source, teacher_dtype)
 from engine.train.runtime import Dist, broadcast, mean_across_ranks
 from engine.train.schedule import eval_steps
 from engine.train.sources import TokenData, check_budget, check_parent, check_seq_len, open_shards, resolve_parent
@@ -56,7 +65,9 @@ class Prepared:
     """Everything built before DeepSpeed wraps the model."""
 
     model: nn.Module
-    teacher: nn.Module | None
+    parent_source: Any
+    """Where the parent was loaded from (``engine.models.ResolvedModel``): the teacher is
+    read from there again (:func:`load_teacher`)."""
     masks: dict[str, torch.Tensor]
     meta: dict[str, Any]
     choices: dict[str, Any]
@@ -103,9 +114,10 @@ def decide(job: JobConfig, dist: Dist) -> str:
     return broadcast(choice, dist)
 
 
-def load_parent(job: JobConfig, data: TokenData) -> tuple[nn.Module, dict[str, Any]]:
-    """The parent model and where it came from (run.json's ``meta.source``: a hub model's
-    commit); a preset parent is built at the corpus vocabulary (pretraining)."""
+def load_parent(job: JobConfig, data: TokenData) -> tuple[nn.Module, Any]:
+    """The parent model and where it came from (``engine.models.ResolvedModel``: its
+    ``record()`` is run.json's ``meta.source``, a hub model's commit); a preset parent is built
+    at the corpus vocabulary (pretraining)."""
     from engine.models import load_model, resolve_model
 
     check_parent(job)
@@ -114,7 +126,19 @@ def load_parent(job: JobConfig, data: TokenData) -> tuple[nn.Module, dict[str, A
     if model.config.vocab_size < data.vocab_size:
         raise BadInput(f"parent {job.parent!r} has vocab {model.config.vocab_size} but the shards use "
                        f"{data.vocab_size} token ids: tokenizer mismatch")
-    return model, resolved.record()
+    return model, resolved
+
+
+def load_teacher(job: JobConfig, prep: Prepared, data: TokenData, dist: Dist, dtype: torch.dtype) -> nn.Module:
+    """The unpruned parent again, read from where :func:`load_parent` read it, directly in
+    ``dtype``, frozen in eval mode on the device: the same weights as the parent (a preset is
+    rebuilt from the job's seed), without a copy of the full fp32 parent ever sharing memory
+    with the one pruning worked on. The global RNG is left as it was."""
+    from engine.models import load_model
+
+    with torch.random.fork_rng(devices=[]):
+        teacher = load_model(prep.parent_source, dtype=dtype, vocab=data.vocab_size, seed=job.seed)
+    return teacher.to(dist.device).eval().requires_grad_(False)
 
 
 def _counts_meta(model: nn.Module) -> dict[str, Any]:
@@ -194,8 +218,9 @@ def _pruning_dtype(job: JobConfig, parent: nn.Module, seq_len: int, dist: Dist, 
 
 def prepare(job: JobConfig, data: TokenData, dist: Dist, fresh: bool) -> Prepared:
     """Steps 2-4 of the module docstring (every rank builds the same model: same seeds)."""
-    parent, source = load_parent(job, data)
-    parent = parent.to(dist.device)  # scoring, L0 and the teacher run on the device
+    parent, resolved = load_parent(job, data)
+    source = resolved.record()
+    parent = parent.to(dist.device)  # scoring and L0 run on the device
     if dist.is_main and source["kind"] == "hub":
         print(f"[engine.train] {job.run_id}: parent {source['hub_id']} at commit {source['commit']}", flush=True)
     elif dist.is_main and source["kind"] == "random":
@@ -213,14 +238,14 @@ def prepare(job: JobConfig, data: TokenData, dist: Dist, fresh: bool) -> Prepare
         record = store.read(job.run_id)
         meta["loss_before"] = record.get("meta", {}).get("loss_before")
         parent_losses = record.get("loss_before_domains", {})
-    teacher = copy.deepcopy(parent) if job.objective in ("kd", "recon", "recon+kd") else None
-    # A reconstructed start needs the parent's layers after pruning: taken now (on resume the
-    # checkpoint already holds the reconstructed weights, so nothing is redone).
+    # A reconstructed start needs the parent's layers after pruning: saved now, read back one
+    # at a time (on resume the checkpoint already holds the reconstructed weights).
     folder = job.run_dir / f"recon-start.rank{dist.rank}"
-    source = recon_source(parent, teacher, folder) if fresh and job.objective in RECON_START else None
+    source = recon_source(parent, folder) if fresh and job.objective in RECON_START else None
     forward = _pruning_dtype(job, parent, data.seq_len, dist, fresh) if job.method in NEEDS_CALIB else ("fp32", "")
     with forward_precision(forward[0], dist.device.type):
         model, masks, counts, choices = prune(job, parent, data, parent_losses)
+    del parent  # a method that built a new model leaves the full parent unreferenced here
     choices = {**choices, "forward": {"dtype": forward[0], "why": forward[1]}} if forward[1] else choices
     meta.update(counts)
     if job.init == "random":
@@ -230,7 +255,7 @@ def prepare(job: JobConfig, data: TokenData, dist: Dist, fresh: bool) -> Prepare
         calib = data.calibration(job.recon.calib_sequences, job.seed).to(dist.device)
         with forward_precision(forward[0], dist.device.type):
             recon = reconstruct_start(job, model, source, calib, masks, choices, folder)
-    return Prepared(model, teacher, masks, meta, choices, parent_losses, recon)
+    return Prepared(model, resolved, masks, meta, choices, parent_losses, recon)
 
 
 def _evaluate(model: nn.Module, job: JobConfig, data: TokenData, dist: Dist, shard: bool = True) -> dict[str, float]:
@@ -368,6 +393,23 @@ def train(engine: Any, job: JobConfig, data: TokenData, objective: Objective, ma
     return state
 
 
+def with_resolved_zero_stage(job: JobConfig, dist: Dist, fresh: bool) -> tuple[JobConfig, str]:
+    """(the job with ``zero_stage: auto`` replaced by the stage this device trains with, why).
+
+    A resumed run keeps the stage its first attempt recorded (its checkpoint's optimizer state
+    is partitioned that way); a run recorded before ``auto`` existed has 0 there, what its
+    unset stage meant then. Every rank decides alike: the device type and the store agree."""
+    ds = job.deepspeed
+    if ds.zero_stage == ZERO_AUTO and not fresh:
+        kept = int(RunStore(job.runs_dir).read(job.run_id)["config"]["deepspeed"]["zero_stage"])
+        stage, why = kept, f"auto: {kept}, as this run's first attempt chose (its checkpoint is in it)"
+    else:
+        stage, why = resolve_zero_stage(ds, dist.device.type)
+    if dist.is_main and ds.zero_stage == ZERO_AUTO:
+        print(f"[engine.train] {job.run_id}: ZeRO stage {why}", flush=True)
+    return dataclasses.replace(job, deepspeed=dataclasses.replace(ds, zero_stage=stage)), why
+
+
 def with_resolved_precision(job: JobConfig, model: nn.Module, seq_len: int, dist: Dist,
                             fresh: bool) -> tuple[JobConfig, str]:
     """(the job with ``precision: auto`` replaced by what this device trains ``model`` in, why).
@@ -375,8 +417,6 @@ def with_resolved_precision(job: JobConfig, model: nn.Module, seq_len: int, dist
     Rank 0 decides (on a CPU by timing both dtypes at the model's shape) and every rank
     follows: ranks that measured apart could disagree. A resumed run keeps the precision its
     first attempt recorded: its checkpoint's optimizer state is in that layout."""
-    import dataclasses
-
     from engine.probe import Workload, resolve_precision
 
     ds = job.deepspeed
@@ -459,11 +499,17 @@ def run_job(job: JobConfig, dist: Dist, data: TokenData | None = None) -> str:
     data = data if data is not None else open_shards(job.data)
     check_seq_len(job, data.seq_len)
     check_budget(job, dist.world, data.seq_len)
+    job, zero_reason = with_resolved_zero_stage(job, dist, mode == "fresh")
     prep = prepare(job, data, dist, fresh=mode == "fresh")
+    prep.meta["zero_stage_reason"] = zero_reason
     job, prep.meta["precision_reason"] = with_resolved_precision(job, prep.model, data.seq_len, dist, mode == "fresh")
+    gc.collect()  # the parent's pieces a pruning method left in reference cycles go before the engine
     engine, ds_json = build_engine(job, prep.model, dist, data.seq_len)
     monitor.announce(job, dist.is_main)
-    objective = make_objective(job, prep.teacher, engine.module, prep.choices)
+    teacher = None
+    if job.objective in TEACHER_OBJECTIVES:  # after initialize: the student's fp32 copy is gone by now
+        teacher = load_teacher(job, prep, data, dist, teacher_dtype(job, engine.module))
+    objective = make_objective(job, teacher, engine.module, prep.choices)
     stream = data.train_batches(job.deepspeed.micro_batch * dist.world, job.seed, prep.parent_losses)
     store = RunStore(job.runs_dir)
     try:
@@ -491,5 +537,5 @@ def run_job(job: JobConfig, dist: Dist, data: TokenData | None = None) -> str:
     finally:
         monitor.close(engine)
         engine.destroy() if hasattr(engine, "destroy") else None
-        del engine, prep
+        del engine, prep, teacher, objective
         gc.collect()
