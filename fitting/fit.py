@@ -182,8 +182,11 @@ def _fit_section(data: FitData, config: FitConfig, n_starts: int, seconds: float
 
 
 def _data_section(data: FitData) -> dict:
-    return {"family": data.family, "method": data.method, "count_convention": COUNT_CONVENTION,
-            "source": data.source, "content_hash": data.content_hash()}
+    out = {"family": data.family, "method": data.method, "count_convention": COUNT_CONVENTION,
+           "source": data.source, "content_hash": data.content_hash()}
+    # Written only when known: a card from a store that records objectives names the one it
+    # was fitted on, so a check against a store (reports) reads the same runs again.
+    return out | ({"objective": data.objective} if data.objective is not None else {})
 
 
 # -- bootstrap ------------------------------------------------------------------------------

@@ -143,6 +143,8 @@ class DataInfo(Section):
     method: str | None = None
     source: str | None = None
     content_hash: str | None = None
+    objective: str | None = None
+    """Post-training objective of the runs it was fitted on (absent on older cards)."""
 
     @classmethod
     def fields(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,7 +153,7 @@ class DataInfo(Section):
         # version 1 cards named the content hash "hash"
         content = raw.get("content_hash", raw.get("hash"))
         return {"family": text("family"), "method": text("method"), "source": text("source"),
-                "content_hash": None if content is None else str(content)}
+                "content_hash": None if content is None else str(content), "objective": text("objective")}
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ class FitData:
     source: str
     family: str | None = None
     method: str | None = None
+    objective: str | None = None
+    """Post-training objective of the runs (kd, lm; None for a table without the column)."""
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -113,7 +115,8 @@ def load_data(path: str | Path, law: str | Law, *, method: str | None = None,
             frame = _only_method(frame, method)
     data = _checked(law, frame, str(path), notes)
     family = _single(frame, "family")
-    return replace(data, family=family, method=method or _single(frame, "method"))
+    return replace(data, family=family, method=method or _single(frame, "method"),
+                   objective=objective or _single(frame, "objective"))
 
 
 def _read_table(path: Path) -> "pd.DataFrame":

@@ -93,7 +93,8 @@ def _fitted_on(card: "LawCard", runs: Path) -> bool:
     from fitting.table import load_data
 
     try:
-        data = load_data(runs, card.law, method=card.data.method or None, family=card.family)
+        data = load_data(runs, card.law, method=card.data.method or None, family=card.family,
+                         objective=card.data.objective)
     except BadInput:
         return False
     return data.content_hash() == card.data.content_hash
@@ -225,7 +226,8 @@ def heldout(frame: pd.DataFrame, card: "LawCard", by: str, runs: Path) -> HeldOu
     rows = card_rows(frame.loc[frame["status"] == "done"], card)
     if rows.empty:
         return HeldOut(by, "", pd.DataFrame(), {}, "no finished runs the card describes")
-    data = load_data(runs, law, method=card.data.method or None, family=card.family)
+    data = load_data(runs, law, method=card.data.method or None, family=card.family,
+                     objective=card.data.objective)
     if split_axis(law, by) is None:
         return HeldOut(by, "", pd.DataFrame(), {}, f"law {card.law.name!r} has no {by} axis")
     train, label = split(data, by)

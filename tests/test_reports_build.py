@@ -36,7 +36,7 @@ def _fit_card(runs: Path, method: str, out: Path, bootstrap: int) -> Path:
     from fitting.fit import FitConfig, fit
     from fitting.table import load_data
 
-    result = fit(load_data(runs, "p2", method=method), FitConfig(n_bootstrap=bootstrap))
+    result = fit(load_data(runs, "p2", method=method, objective="lm"), FitConfig(n_bootstrap=bootstrap))
     return save_card(result, out)
 
 
