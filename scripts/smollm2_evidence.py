@@ -97,17 +97,12 @@ def card_betas(names: list[str]) -> dict:
     return out
 
 
-def eval_noise(parent: Path, shards: Path, max_sequences: int = 48, seed: int = 0) -> dict:
-    """Bootstrap standard error of the parent's token-weighted eval loss over the eval sequences
-    (the fixed eval set every run of the grid is scored on)."""
+def sequence_losses(model, shard_set, max_sequences: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """(summed token CE, predicted tokens) per eval sequence, in the engine's eval order."""
     import torch
 
     from data.loader import eval_batches
-    from data.shards import ShardSet
-    from engine.models import load_model
 
-    model = load_model(str(parent)).eval()
-    shard_set = ShardSet(str(shards))
     sums, counts = [], []
     with torch.no_grad():
         for domain in shard_set.split_domains("eval"):
@@ -116,12 +111,42 @@ def eval_noise(parent: Path, shards: Path, max_sequences: int = 48, seed: int = 
                 ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
                 sums += ce.sum(1).tolist()
                 counts += [ids.shape[1] - 1] * ids.shape[0]
-    s, n = np.array(sums), np.array(counts, float)
+    return np.array(sums), np.array(counts, float)
+
+
+def _bootstrap_se(stat, n: int, seed: int = 0, draws: int = 2000) -> float:
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(s), size=(2000, len(s)))
-    boot = s[draws].sum(1) / n[draws].sum(1)
-    return {"sequences": len(s), "tokens": int(n.sum()), "loss": float(s.sum() / n.sum()),
-            "se": float(boot.std(ddof=1))}
+    return float(np.std([stat(rng.integers(0, n, n)) for _ in range(draws)], ddof=1))
+
+
+def eval_noise(parent: Path, shards: Path, ratio: float = 0.25) -> dict:
+    """How much of a reported loss is the eval set's sampling (bootstrap over its sequences):
+    ``se`` of one model's token-weighted loss, and ``paired_se`` of the difference between two
+    models scored on the same sequences (the parent and its depth-pruned child before any
+    training, a difference of the size this grid reports), which is what a comparison of two
+    runs on this fixed eval set carries."""
+    from data.methods import METHODS
+    from data.shards import ShardSet
+    from engine.models import load_model
+
+    shard_set = ShardSet(str(shards))
+    model = load_model(str(parent)).eval()
+    s0, n = sequence_losses(model, shard_set)
+    calib = _calibration(shard_set)
+    METHODS["depth"].function()(model, ratio, calib)
+    s1, _ = sequence_losses(model.eval(), shard_set)
+    idx = np.arange(len(s0))
+    mean = lambda s, i: s[i].sum() / n[i].sum()  # noqa: E731 - a one-line statistic
+    return {"sequences": len(s0), "tokens": int(n.sum()), "loss": float(mean(s0, idx)),
+            "se": _bootstrap_se(lambda i: mean(s0, i), len(s0)),
+            "pruned_depth_ratio": ratio, "pruned_loss": float(mean(s1, idx)),
+            "paired_se": _bootstrap_se(lambda i: mean(s1, i) - mean(s0, i), len(s0))}
+
+
+def _calibration(shard_set, n: int = 32) -> "object":
+    from data.calib import sample_calibration
+
+    return sample_calibration(shard_set.path, n, int(shard_set.seq_len), split="train", seed=0)
 
 
 def main(argv: list[str] | None = None) -> int:
