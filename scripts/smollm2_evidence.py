@@ -92,7 +92,7 @@ def card_betas(names: list[str]) -> dict:
         if not path.is_file():
             continue
         card = json.loads(path.read_text())
-        ci = card.get("ci", {}).get("beta")
+        ci = card.get("ci", {}).get("params", {}).get("beta")
         out[name] = {"beta": card["params"]["beta"], "ci": ci}
     return out
 
