@@ -105,7 +105,7 @@ def _kd(student: nn.Module, teacher: nn.Module, a: SearchArgs, calib: torch.Tens
     stream, seq_len = training_stream(a, calib, a.micro_batch * dist.world)
     steps = max(1, a.tokens // (a.micro_batch * dist.world * seq_len))
     opt = torch.optim.AdamW(list(student.parameters()), lr=a.lr, weight_decay=0.0)
-    engine, _, _, _ = deepspeed.initialize(model=student, optimizer=opt, config=ds_config(a, steps, dist.world, seq_len))
+    engine, _, _, _ = deepspeed.initialize(model=student, optimizer=opt, config=ds_config(a, steps, dist.world))
     teacher.eval()  # not requires_grad_(False): the teacher is the parent every later candidate is cut from
     losses = []
     try:

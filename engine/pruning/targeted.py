@@ -123,19 +123,16 @@ def _param_groups(h: _Harness, a: TargetedArgs) -> list[dict[str, Any]]:
             {"params": list(h.masks.lambdas.values()), "weight_decay": 0.0, "lr": a.mask_lr}]
 
 
-def ds_config(a: Any, steps: int, world: int, seq_len: int) -> dict[str, Any]:
+def ds_config(a: Any, steps: int, world: int) -> dict[str, Any]:
     """DeepSpeed JSON from the engine's one builder (WarmupCosineLR scales every group's own lr).
 
     ``a``: the method's args (``micro_batch``, ``lr``, ``warmup_frac``, ``zero_stage``, ``precision``).
     """
-    from engine.train.config import DataConfig, DeepSpeedConfig, JobConfig, OptimConfig
-    from engine.train.dsconfig import build_ds_config
+    from engine.train.config import DeepSpeedConfig, OptimConfig
+    from engine.train.dsconfig import ds_config as build
 
-    job = JobConfig(parent="targeted-pruning", tokens=steps * a.micro_batch * world * seq_len,
-                    data=DataConfig(shards=""), run_id="targeted-pruning", checkpoint=False,
-                    optim=OptimConfig(lr=a.lr, weight_decay=0.0, warmup_frac=a.warmup_frac),
-                    deepspeed=DeepSpeedConfig(zero_stage=a.zero_stage, precision=a.precision, micro_batch=a.micro_batch))
-    return build_ds_config(job, world, seq_len)
+    return build(DeepSpeedConfig(zero_stage=a.zero_stage, precision=a.precision, micro_batch=a.micro_batch),
+                 OptimConfig(lr=a.lr, weight_decay=0.0, warmup_frac=a.warmup_frac), steps, world)
 
 
 class CalibStream:
@@ -220,7 +217,7 @@ def _train_masks(model: nn.Module, masks: MaskSet, a: TargetedArgs, calib: torch
         (Path(a.state_dir) / "target.json").write_text(json.dumps(masks.target.to_dict()))
     optimizer = torch.optim.AdamW(_param_groups(harness, a), lr=a.lr)
     engine, _, _, _ = deepspeed.initialize(model=harness, optimizer=optimizer,
-                                           config=ds_config(a, steps, dist.world, seq_len))
+                                           config=ds_config(a, steps, dist.world))
     handles = attach(model, masks, Parent.of(model).head_dim)
     state, root = _Progress(), Path(a.state_dir) if a.state_dir else None
     if root is not None and checkpoint.has_checkpoint(root):
