@@ -219,7 +219,7 @@ def test_zero_stage_auto_is_resolved_recorded_and_kept_on_resume(tmp_path, dist,
 
     job = make_job(tmp_path, tokens=4 * STEP_TOKENS)
     gpu = dataclasses.replace(dist, device=torch.device("cuda", 0))
-    resolved, why = with_resolved_zero_stage(job, gpu, fresh=True)
+    resolved, why = with_resolved_zero_stage(job, gpu, None)
     assert resolved.deepspeed.zero_stage == 1 and why.startswith("auto: 1 on cuda")
     assert resolved.run_id == job.run_id
     assert run_job(job, dist, data) == "done"
@@ -227,7 +227,7 @@ def test_zero_stage_auto_is_resolved_recorded_and_kept_on_resume(tmp_path, dist,
     assert record["config"]["deepspeed"]["zero_stage"] == 0
     assert record["deepspeed_json"]["zero_optimization"]["stage"] == 0
     assert record["meta"]["zero_stage_reason"] == "auto: 0 on CPU (precision auto trains fp32 there)"
-    kept, why = with_resolved_zero_stage(job, gpu, fresh=False)  # its checkpoint is laid out for 0
+    kept, why = with_resolved_zero_stage(job, gpu, record)  # its checkpoint is laid out for 0
     assert kept.deepspeed.zero_stage == 0 and "first attempt" in why
 
 
@@ -352,3 +352,22 @@ def test_a_kd_job_never_holds_two_copies_of_the_parent(tmp_path, parent, dist, d
     # the fp32 parent sat next to it: pruning 2.0x, initialize 1.69x, training 1.56x; now 1.0x,
     # 0.69x (the pruned student alone) and 1.56x (its bf16 weights, fp32 masters, a bf16 teacher).
     assert grown["pruning"] < 1.1 and grown["initialize"] < 1.0 and max(grown.values()) < 1.8
+
+
+def test_a_failure_is_recorded_once_and_before_run_json_exists(tmp_path, dist, data, monkeypatch):
+    """A job that cannot start (a missing run:<id> parent) gets a run.json saying why, written
+    once by its run log; the worker reports it without writing the run again."""
+    from data.cli import BadInput
+    from engine.train import worker
+
+    job = make_job(tmp_path, parent="run:nowhere", tokens=4 * STEP_TOKENS)
+    writes = []
+    real_write = RunStore.write
+    monkeypatch.setattr(RunStore, "write", lambda self, run_id, record: (writes.append(record["status"]),
+                                                                        real_write(self, run_id, record)))
+    with pytest.raises(BadInput):
+        run_job(job, dist, data)
+    record = RunStore(tmp_path).read(job.run_id)
+    assert writes == ["failed"] and record["failure"] and record["config"]["parent"] == "run:nowhere"
+    monkeypatch.setattr("engine.train.recipe.run_job", lambda job, dist: (_ for _ in ()).throw(BadInput("no")))
+    assert worker._run_one(job, dist) == "failed" and writes == ["failed"]

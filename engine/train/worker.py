@@ -136,23 +136,11 @@ def _run_one(job: JobConfig, dist: Any) -> str:
         # One process: a job that cannot run (bad ratio for its method, missing parent)
         # must not take the rest of the list down. Several processes: a failure may be on
         # one rank only, the others would wait in a collective forever: stop them all.
+        # run_job has recorded the failure in the run's run.json already.
         if dist.world > 1:
             raise
-        record_failure(job, exc)
+        print(f"[engine.train] {job.run_id}: failed: {type(exc).__name__}: {exc}", flush=True)
         return "failed"
-
-
-def record_failure(job: JobConfig, exc: Exception) -> None:
-    """Mark ``job`` failed with the reason (creating its run.json if it never got one)."""
-    from data.runs import RunStore, failure_kind
-
-    store = RunStore(job.runs_dir)
-    reason, kind = f"{type(exc).__name__}: {exc}", failure_kind(exc).value
-    if store.exists(job.run_id):
-        store.update(job.run_id, status="failed", reason=reason, failure=kind)
-    else:
-        store.write(job.run_id, {"status": "failed", "reason": reason, "failure": kind, "config": job.to_dict()})
-    print(f"[engine.train] {job.run_id}: failed: {reason}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
