@@ -371,3 +371,38 @@ def test_a_failure_is_recorded_once_and_before_run_json_exists(tmp_path, dist, d
     assert writes == ["failed"] and record["failure"] and record["config"]["parent"] == "run:nowhere"
     monkeypatch.setattr("engine.train.recipe.run_job", lambda job, dist: (_ for _ in ()).throw(BadInput("no")))
     assert worker._run_one(job, dist) == "failed" and writes == ["failed"]
+
+
+def test_a_kill_between_eval_points_resumes_from_the_wall_clock_checkpoint(tmp_path, parent, dist, data, monkeypatch):
+    """``checkpoint_every_s`` saves between the log-spaced eval points; a run killed there
+    resumes from that step and its curve is the uninterrupted run's, row for row."""
+    from engine.train import checkpoint, recipe
+    from engine.train.schedule import eval_steps
+
+    runs, pre = parent
+    over = dict(parent=str(runs / pre.run_id / "model"), method="width", ratio=0.3, tokens=24 * STEP_TOKENS,
+                eval={"points": 4})
+    job = make_job(tmp_path, checkpoint_every_s=1e-6, **over)  # due at every step boundary
+    assert job.run_id == make_job(tmp_path, **over).run_id  # when it saves is not part of the run id
+    real_step, calls = recipe._train_step, {"n": 0}
+
+    def dying_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "_train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job, dist, data)
+    assert 19 not in eval_steps(24, 4)
+    assert checkpoint.resume_tag(job.run_dir) == "step00000019"
+    monkeypatch.setattr(recipe, "_train_step", real_step)
+    assert run_job(job, dist, data) == "done"
+    reference = make_job(tmp_path / "ref", **over)
+    assert run_job(reference, dist, data) == "done"
+    curve = RunStore(tmp_path).read_curve(job.run_id)
+    ref = RunStore(tmp_path / "ref").read_curve(reference.run_id)
+    assert curve["step"].tolist() == ref["step"].tolist() and curve["step"].is_unique
+    pd.testing.assert_series_equal(curve["eval_loss"], ref["eval_loss"], rtol=1e-4)
+    pd.testing.assert_series_equal(curve["train_loss"], ref["train_loss"], rtol=1e-4)

@@ -38,18 +38,19 @@ from data.cli import BadInput
 from data.runs import CORRUPT, Failure, failure_kind
 from engine.pruning import NEEDS_CALIB
 from engine.pruning.common import forward_precision
-from engine.train import checkpoint
+from engine.train import checkpoint, loop
 from engine.train import monitor
 from engine.train import stop as online_stop
 from engine.train.config import NO_PRUNING, RUN_PREFIX, ZERO_AUTO, JobConfig, parent_label
 from engine.train.dsconfig import build_ds_config, optimizer_steps, resolve_zero_stage, tokens_per_step
 from engine.train.evaluate import evaluate
+from engine.train.loop import Engine
 from engine.train.objectives import (RECON_START, TEACHER_OBJECTIVES, Objective, make_objective,
                                      reconstruct_start, recon_source, teacher_dtype)
 from engine.train.runlog import RunLog
 from engine.train.runtime import Dist, broadcast, mean_across_ranks
 from engine.train.schedule import eval_steps
-from engine.train.sources import TokenData, check_budget, check_parent, check_seq_len, open_shards, resolve_parent
+from engine.train.sources import Stream, TokenData, check_budget, check_parent, check_seq_len, open_shards, resolve_parent
 
 
 PRUNE_STAGE = "prune_stage"
@@ -347,9 +348,10 @@ def _check_divergence(row: dict[str, Any], state: State, factor: float) -> None:
                        f"post-pruning loss {state.start_loss:.4g}")
 
 
-def train(engine: Any, job: JobConfig, data: TokenData, objective: Objective, masks: dict,
-          state: State, dist: Dist, stream: Any, log: RunLog) -> State:
-    """Train to the token budget, evaluating, logging and checkpointing on the schedule.
+def train(engine: Engine, job: JobConfig, data: TokenData, objective: Objective, masks: dict,
+          state: State, dist: Dist, stream: Stream, log: RunLog) -> State:
+    """Train to the token budget, evaluating, logging and checkpointing on the schedule
+    (eval points, and the wall clock's ``checkpoint_every_s``) through :func:`loop.run`.
 
     Raises:
         Diverged: NaN/inf train loss, or an eval loss beyond the divergence factor.
@@ -357,8 +359,8 @@ def train(engine: Any, job: JobConfig, data: TokenData, objective: Objective, ma
     total = optimizer_steps(job, dist.world, data.seq_len)
     per_step = tokens_per_step(job, dist.world, data.seq_len)
     at = set(eval_steps(total, job.eval.points))
-    engine.train()
-    while state.step < total:
+
+    def step() -> None:
         t0 = time.perf_counter()
         lr = float(engine.get_lr()[0])  # the lr this step uses
         state.moved = state.moved or lr > 0.0
@@ -372,23 +374,30 @@ def train(engine: Any, job: JobConfig, data: TokenData, objective: Objective, ma
         state.loss_sum += loss
         state.loss_count += 1
         monitor.write_step(engine, state.tokens, loss, lr)
+
+    def after(step: int) -> loop.Mark:
         if getattr(stream, "update_due", False):  # dynamic loading: same decision on every rank
             losses = _evaluate(engine, job, data, dist, shard=job.deepspeed.zero_stage < 3)
             stream.update_domain_losses({d: losses[f"eval_loss.{d}"] for d in data.domains})
-        if state.step not in at:
-            continue
-        if not state.moved and state.step < total:
-            at.add(state.step + 1)  # no fake flat point: evaluate once the weights have moved
-            continue
+        if step not in at:  # no checkpoint before the weights move: it could not carry a deferred point
+            return loop.Mark.PLAIN if state.moved else loop.Mark.HOLD
+        if not state.moved and step < total:
+            at.add(step + 1)  # no fake flat point: evaluate once the weights have moved
+            return loop.Mark.HOLD
         row = _eval_row(engine, job, data, state, dist)
         log.append(row)  # the row first, then its checkpoint
         monitor.write_eval(engine, row)
         _check_divergence(row, state, job.eval.divergence_factor)
         if job.stop is not None and broadcast(online_stop.should_stop(job, log, state.step, state.tokens), dist):
-            break  # the online budget is reached: the run ends done, at this row
-        if job.checkpoint and state.step < total:
-            state.stream = stream.state_dict()
-            checkpoint.save(engine, job.run_dir, state.step, {"state": vars(state)}, dist.is_main)
+            return loop.Mark.STOP  # the online budget is reached: the run ends done, at this row
+        return loop.Mark.POINT
+
+    def save(step: int) -> None:
+        state.stream = stream.state_dict()
+        checkpoint.save(engine, job.run_dir, step, {"state": vars(state)}, dist.is_main)
+
+    loop.run(engine, total, lambda: state.step, step, after, save if job.checkpoint else None,
+             loop.SaveClock(job.checkpoint_every_s, dist))
     return state
 
 
