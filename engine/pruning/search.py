@@ -98,6 +98,7 @@ def _kd(student: nn.Module, teacher: nn.Module, a: SearchArgs, calib: torch.Tens
     import deepspeed
 
     from engine.pruning.targeted import ds_config, training_stream
+    from engine.train import loop
     from engine.train.objectives import kd_loss
     from engine.train.runtime import init_distributed
 
@@ -107,17 +108,19 @@ def _kd(student: nn.Module, teacher: nn.Module, a: SearchArgs, calib: torch.Tens
     opt = torch.optim.AdamW(list(student.parameters()), lr=a.lr, weight_decay=0.0)
     engine, _, _, _ = deepspeed.initialize(model=student, optimizer=opt, config=ds_config(a, steps, dist.world))
     teacher.eval()  # not requires_grad_(False): the teacher is the parent every later candidate is cut from
-    losses = []
+    losses: list[float] = []
+
+    def step() -> None:
+        ids = next(stream)[:, :seq_len][dist.rank * a.micro_batch:(dist.rank + 1) * a.micro_batch].to(dist.device)
+        with torch.no_grad():
+            t_logits = teacher(input_ids=ids, use_cache=False).logits  # [B, T, V]
+        loss = kd_loss(engine(input_ids=ids, use_cache=False).logits, t_logits, a.temperature)
+        engine.backward(loss)
+        engine.step()
+        losses.append(float(loss.detach()))
+
     try:
-        engine.train()
-        for _ in range(steps):
-            ids = next(stream)[:, :seq_len][dist.rank * a.micro_batch:(dist.rank + 1) * a.micro_batch].to(dist.device)
-            with torch.no_grad():
-                t_logits = teacher(input_ids=ids, use_cache=False).logits  # [B, T, V]
-            loss = kd_loss(engine(input_ids=ids, use_cache=False).logits, t_logits, a.temperature)
-            engine.backward(loss)
-            engine.step()
-            losses.append(float(loss.detach()))
+        loop.run(engine, steps, lambda: len(losses), step)
     finally:
         engine.destroy() if hasattr(engine, "destroy") else None
     student.eval()

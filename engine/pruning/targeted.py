@@ -201,7 +201,7 @@ def _train_masks(model: nn.Module, masks: MaskSet, a: TargetedArgs, calib: torch
     import deepspeed
 
     from engine.pruning.progress import counter
-    from engine.train import checkpoint
+    from engine.train import checkpoint, loop
     from engine.train.runtime import init_distributed
 
     dist = init_distributed()
@@ -228,26 +228,31 @@ def _train_masks(model: nn.Module, masks: MaskSet, a: TargetedArgs, calib: torch
     log_at = {round(steps * (k + 1) / a.log_points) for k in range(a.log_points)} | {steps}
     bar = counter(steps, "targeted pruning", unit="step")
     bar.update(state.step)
+
+    def step() -> None:
+        rows = next(stream)[:, :seq_len]
+        ids = rows[dist.rank * a.micro_batch:(dist.rank + 1) * a.micro_batch].to(dist.device)
+        masks.generator = torch.Generator().manual_seed(a.seed * 1_000_003 + state.step)
+        loss = engine(ids, state.step / warm)
+        engine.backward(loss)
+        engine.step()
+        masks.constrain()
+        state.step += 1
+        bar.update(1)
+        if not math.isfinite(float(loss.detach())):
+            raise RuntimeError(f"targeted pruning: loss is {float(loss)} at step {state.step}")
+
+    def after(step: int) -> loop.Mark:
+        if step in log_at:
+            state.trajectory.append(_record(harness, model, step, step * per_step, (step - 1) / warm))
+        return loop.Mark.POINT if step % a.checkpoint_every == 0 else loop.Mark.PLAIN
+
+    def save(step: int) -> None:
+        checkpoint.save(engine, root, step, {"step": step, "trajectory": state.trajectory,
+                                             "stream": stream.state_dict()}, dist.is_main)
+
     try:
-        engine.train()
-        while state.step < steps:
-            rows = next(stream)[:, :seq_len]
-            ids = rows[dist.rank * a.micro_batch:(dist.rank + 1) * a.micro_batch].to(dist.device)
-            masks.generator = torch.Generator().manual_seed(a.seed * 1_000_003 + state.step)
-            progress = state.step / warm
-            loss = engine(ids, progress)
-            engine.backward(loss)
-            engine.step()
-            masks.constrain()
-            state.step += 1
-            bar.update(1)
-            if not math.isfinite(float(loss.detach())):
-                raise RuntimeError(f"targeted pruning: loss is {float(loss)} at step {state.step}")
-            if state.step in log_at:
-                state.trajectory.append(_record(harness, model, state.step, state.step * per_step, progress))
-            if root is not None and state.step % a.checkpoint_every == 0 and state.step < steps:
-                checkpoint.save(engine, root, state.step, {"step": state.step, "trajectory": state.trajectory,
-                                                           "stream": stream.state_dict()}, dist.is_main)
+        loop.run(engine, steps, lambda: state.step, step, after, save if root is not None else None)
     finally:
         bar.close()
         detach(handles)
