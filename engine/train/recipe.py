@@ -165,8 +165,10 @@ def prune(job: JobConfig, parent: nn.Module, data: TokenData,
     torch.manual_seed(job.seed)
     args = dict(job.prune_args)
     if job.method in TRAINED:  # trains on the job's own mixture stream; its stage resumes from the run dir
+        from engine.train.stage import StageTrainer
+
         args.update(stream_factory=lambda rows, seed: data.train_batches(rows, seed, reference),
-                    seq_len=data.seq_len, state_dir=str(job.run_dir / PRUNE_STAGE))
+                    seq_len=data.seq_len, state_dir=str(job.run_dir / PRUNE_STAGE), trainer=StageTrainer())
         args.setdefault("seed", job.seed)  # a grid's seeds must vary the pruning stage too
     report = get_method(job.method)(parent, job.ratio, calib, args=args or None)
     meta = {k: getattr(report, k) for k in ("ratio_target", "ratio", "params_before", "params_after",
