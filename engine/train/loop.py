@@ -16,31 +16,9 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
+from engine.train.protocols import Engine
 from engine.train.runtime import Dist, broadcast
-
-
-class Engine(Protocol):
-    """What the training stages use of a ``deepspeed.DeepSpeedEngine``."""
-
-    module: Any
-    global_rank: int
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
-
-    def train(self, mode: bool = True) -> Any: ...
-
-    def backward(self, loss: Any) -> Any: ...
-
-    def step(self) -> None: ...
-
-    def get_lr(self) -> list[float]: ...
-
-    def save_checkpoint(self, save_dir: str, tag: str | None = None, client_state: dict[str, Any] | None = None,
-                        save_latest: bool = True) -> Any: ...
-
-    def load_checkpoint(self, load_dir: str, tag: str | None = None) -> tuple[Any, Any]: ...
 
 
 class Mark(enum.Enum):

@@ -29,7 +29,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -44,13 +44,16 @@ from engine.train import stop as online_stop
 from engine.train.config import NO_PRUNING, RUN_PREFIX, ZERO_AUTO, JobConfig, parent_label
 from engine.train.dsconfig import build_ds_config, optimizer_steps, resolve_zero_stage, tokens_per_step
 from engine.train.evaluate import evaluate
-from engine.train.loop import Engine
+from engine.train.protocols import Engine
 from engine.train.objectives import (RECON_START, TEACHER_OBJECTIVES, Objective, make_objective,
                                      reconstruct_start, recon_source, teacher_dtype)
 from engine.train.runlog import RunLog
 from engine.train.runtime import Dist, broadcast, mean_across_ranks
 from engine.train.schedule import eval_steps
 from engine.train.sources import Stream, TokenData, check_budget, check_parent, check_seq_len, open_shards, resolve_parent
+
+if TYPE_CHECKING:
+    from engine.models import ResolvedModel
 
 
 PRUNE_STAGE = "prune_stage"
@@ -67,7 +70,7 @@ class Prepared:
     """Everything built before DeepSpeed wraps the model."""
 
     model: nn.Module
-    parent_source: Any
+    parent_source: ResolvedModel
     """Where the parent was loaded from (``engine.models.ResolvedModel``): the teacher is
     read from there again (:func:`load_teacher`)."""
     masks: dict[str, torch.Tensor]
@@ -114,7 +117,7 @@ def decide(job: JobConfig, log: RunLog, dist: Dist) -> str:
     return broadcast(choice, dist)
 
 
-def load_parent(job: JobConfig, data: TokenData) -> tuple[nn.Module, Any]:
+def load_parent(job: JobConfig, data: TokenData) -> tuple[nn.Module, ResolvedModel]:
     """The parent model and where it came from (``engine.models.ResolvedModel``: its
     ``record()`` is run.json's ``meta.source``, a hub model's commit); a preset parent is built
     at the corpus vocabulary (pretraining)."""
@@ -287,7 +290,7 @@ def _checkpoint_activations(model: nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def build_engine(job: JobConfig, model: nn.Module, dist: Dist, seq_len: int) -> tuple[Any, dict]:
+def build_engine(job: JobConfig, model: nn.Module, dist: Dist, seq_len: int) -> tuple[Engine, dict]:
     """``deepspeed.initialize`` with a torch AdamW; returns (engine, the DeepSpeed JSON)."""
     import deepspeed
 
@@ -303,7 +306,7 @@ def build_engine(job: JobConfig, model: nn.Module, dist: Dist, seq_len: int) -> 
 
 # -- the loop ----------------------------------------------------------------------------------
 
-def apply_masks(engine: Any, masks: dict[str, torch.Tensor], zero_stage: int) -> None:
+def apply_masks(engine: Engine, masks: dict[str, torch.Tensor], zero_stage: int) -> None:
     """Re-impose sparsity: an optimizer step moves pruned weights off zero."""
     if not masks:
         return
@@ -319,7 +322,7 @@ def apply_masks(engine: Any, masks: dict[str, torch.Tensor], zero_stage: int) ->
             _mask_inplace(engine.module, masks)
 
 
-def _train_step(engine: Any, stream: Any, objective: Objective, job: JobConfig, dist: Dist) -> float:
+def _train_step(engine: Engine, stream: Stream, objective: Objective, job: JobConfig, dist: Dist) -> float:
     """One optimizer step over grad_accum micro-batches; returns the mean loss over all ranks."""
     mb = job.deepspeed.micro_batch
     total = 0.0
@@ -333,7 +336,7 @@ def _train_step(engine: Any, stream: Any, objective: Objective, job: JobConfig, 
     return mean_across_ranks(total / job.deepspeed.grad_accum, dist)
 
 
-def _eval_row(engine: Any, job: JobConfig, data: TokenData, state: State, dist: Dist) -> dict[str, Any]:
+def _eval_row(engine: Engine, job: JobConfig, data: TokenData, state: State, dist: Dist) -> dict[str, Any]:
     losses = _evaluate(engine, job, data, dist, shard=job.deepspeed.zero_stage < 3)
     train_loss = state.loss_sum / state.loss_count if state.loss_count else math.nan
     state.loss_sum, state.loss_count = 0.0, 0
@@ -445,7 +448,7 @@ def with_resolved_precision(job: JobConfig, model: nn.Module, seq_len: int, dist
 
 # -- one job -----------------------------------------------------------------------------------
 
-def _start_fresh(engine: Any, job: JobConfig, data: TokenData, prep: Prepared, ds_json: dict,
+def _start_fresh(engine: Engine, job: JobConfig, data: TokenData, prep: Prepared, ds_json: dict,
                  dist: Dist, log: RunLog) -> State:
     """Write run.json (status running) and the step-0 row: the loss right after pruning."""
     log.start({"status": "running", "reason": None, "meta": {"run_id": job.run_id, **prep.meta},
@@ -462,7 +465,7 @@ def _start_fresh(engine: Any, job: JobConfig, data: TokenData, prep: Prepared, d
     return state
 
 
-def _resume(engine: Any, job: JobConfig, stream: Any, dist: Dist, log: RunLog) -> State:
+def _resume(engine: Engine, job: JobConfig, stream: Stream, dist: Dist, log: RunLog) -> State:
     client = checkpoint.load(engine, job.run_dir)
     state = State(**client["state"])
     stream.load_state_dict(state.stream)
@@ -472,7 +475,7 @@ def _resume(engine: Any, job: JobConfig, stream: Any, dist: Dist, log: RunLog) -
     return state
 
 
-def _save_final(engine: Any, job: JobConfig, dist: Dist) -> None:
+def _save_final(engine: Engine, job: JobConfig, dist: Dist) -> None:
     """``save_pretrained`` of the trained model into ``<run dir>/model`` (grid parents).
 
     Built aside and swapped in (``data.runs.atomic_dir``): a kill mid-save leaves no half

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.pruning.stage import Settings, StageEngine
+from engine.pruning.stage import Settings
 from engine.train import checkpoint, loop
 from engine.train.config import DataConfig, DeepSpeedConfig, OptimConfig
 from engine.train.dsconfig import ds_config
+from engine.train.protocols import Engine
 from engine.train.runtime import Dist, init_distributed
 
 
@@ -36,7 +37,7 @@ class StageTrainer:
         self.dist: Dist = init_distributed()
 
     def initialize(self, module: nn.Module, param_groups: list[dict[str, Any]], settings: Settings,
-                   steps: int) -> StageEngine:
+                   steps: int) -> Engine:
         import deepspeed
 
         optimizer = torch.optim.AdamW(param_groups, lr=settings.lr)
@@ -50,10 +51,10 @@ class StageTrainer:
         data = open_shards(DataConfig(shards=shards, seq_len=seq_len))
         return data.train_batches(rows, seed), data.seq_len
 
-    def resume(self, engine: StageEngine, state_dir: Path) -> dict[str, Any] | None:
+    def resume(self, engine: Engine, state_dir: Path) -> dict[str, Any] | None:
         return checkpoint.load(engine, state_dir) if checkpoint.has_checkpoint(state_dir) else None
 
-    def run(self, engine: StageEngine, steps: int, position: Callable[[], int], step: Callable[[], None], *,
+    def run(self, engine: Engine, steps: int, position: Callable[[], int], step: Callable[[], None], *,
             after: Callable[[int], None] | None = None, save_at: Callable[[int], bool] | None = None,
             state: Callable[[], dict[str, Any]] | None = None, state_dir: Path | None = None) -> None:
         def mark(at: int) -> loop.Mark:

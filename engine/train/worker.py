@@ -19,10 +19,14 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from data.cli import run_cli
 from engine.train.config import JobConfig, load_job
+
+if TYPE_CHECKING:  # torch, on the type checker's time only: --help stays fast
+    from engine.grid.lock import Lock
+    from engine.train.runtime import Dist
 
 WATCH_EVERY_S = 1.0
 """How often the watchdog looks at the launch: a second of orphaned training at most."""
@@ -83,7 +87,7 @@ def watch_launch(value: str | None = None) -> threading.Thread | None:
     return thread
 
 
-def hold_run(job: JobConfig, dist: Any) -> tuple[Any, str]:
+def hold_run(job: JobConfig, dist: Dist) -> tuple[Lock | None, str]:
     """(the run's writer lock on rank 0, else None; who writes it instead, '' when nobody).
 
     Every rank gets the same answer (rank 0 decides), so all of them skip a busy run.
@@ -127,7 +131,7 @@ def run_jobs(jobs: Sequence[JobConfig]) -> dict[str, str]:
     return results
 
 
-def _run_one(job: JobConfig, dist: Any) -> str:
+def _run_one(job: JobConfig, dist: Dist) -> str:
     from engine.train.recipe import run_job
 
     try:
