@@ -231,11 +231,10 @@ def prepare(job: JobConfig, data: TokenData, dist: Dist, log: RunLog, earlier: d
     parent, resolved = load_parent(job, data)
     source = resolved.record()
     parent = parent.to(dist.device)  # scoring and L0 run on the device
-    if dist.is_main and source["kind"] == "hub":
-        print(f"[engine.train] {job.run_id}: parent {source['hub_id']} at commit {source['commit']}", flush=True)
-    elif dist.is_main and source["kind"] == "random":
-        print(f"[engine.train] {job.run_id}: parent is a random init of {source['preset']} (no pretrained weights)",
-              flush=True)
+    if source["kind"] == "hub":
+        log.say(f"parent {source['hub_id']} at commit {source['commit']}")
+    elif source["kind"] == "random":
+        log.say(f"parent is a random init of {source['preset']} (no pretrained weights)")
     family, label = _family(job, log)
     meta: dict[str, Any] = {"family": family, "parent": label, "init": job.init, "source": source,
                             "objective": job.objective, "seed": job.seed, "method": job.method}
@@ -419,8 +418,6 @@ def with_resolved_zero_stage(job: JobConfig, dist: Dist, earlier: dict[str, Any]
         stage, why = kept, f"auto: {kept}, as this run's first attempt chose (its checkpoint is in it)"
     else:
         stage, why = resolve_zero_stage(ds, dist.device.type)
-    if dist.is_main and ds.zero_stage == ZERO_AUTO:
-        print(f"[engine.train] {job.run_id}: ZeRO stage {why}", flush=True)
     return dataclasses.replace(job, deepspeed=dataclasses.replace(ds, zero_stage=stage)), why
 
 
@@ -441,8 +438,6 @@ def with_resolved_precision(job: JobConfig, model: nn.Module, seq_len: int, dist
         choice = resolve_precision(ds.precision, dist.device.type, ds.zero_stage,
                                    Workload.of(model.config, seq_len, ds.micro_batch, "train")) if dist.is_main else None
     precision, why = broadcast(choice, dist)
-    if dist.is_main:
-        print(f"[engine.train] {job.run_id}: precision {why}", flush=True)
     return dataclasses.replace(job, deepspeed=dataclasses.replace(ds, precision=precision)), why
 
 
@@ -525,10 +520,14 @@ def _run(job: JobConfig, dist: Dist, data: TokenData | None, log: RunLog) -> str
     check_seq_len(job, data.seq_len)
     check_budget(job, dist.world, data.seq_len)
     earlier = log.earlier() if mode == "resume" else None  # every rank keeps its first attempt's choices
+    auto_stage = job.deepspeed.zero_stage == ZERO_AUTO
     job, zero_reason = with_resolved_zero_stage(job, dist, earlier)
+    if auto_stage:
+        log.say(f"ZeRO stage {zero_reason}")
     prep = prepare(job, data, dist, log, earlier)
     prep.meta["zero_stage_reason"] = zero_reason
     job, prep.meta["precision_reason"] = with_resolved_precision(job, prep.model, data.seq_len, dist, earlier)
+    log.say(f"precision {prep.meta['precision_reason']}")
     gc.collect()  # the parent's pieces a pruning method left in reference cycles go before the engine
     engine, ds_json = build_engine(job, prep.model, dist, data.seq_len)
     teacher = objective = None

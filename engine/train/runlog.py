@@ -54,6 +54,11 @@ class RunLog:
 
     # -- writing ------------------------------------------------------------------------------
 
+    def say(self, message: str) -> None:
+        """One line of the run's progress on stdout, from rank 0 (``[engine.train] <run_id>: ...``)."""
+        if self.is_main:
+            print(f"[engine.train] {self.run_id}: {message}", flush=True)
+
     def start(self, record: Mapping[str, Any]) -> None:
         """A fresh attempt: run.json is ``record``; a stale curve of an earlier attempt goes."""
         self.rows = []
