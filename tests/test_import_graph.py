@@ -105,3 +105,11 @@ def test_no_import_cycles_between_modules():
 
 def test_the_cycle_finder_sees_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_pruning_package_never_imports_the_training_engine():
+    """engine.pruning keeps scores, masks and surgery; its trained stages get the training
+    engine's loop as a ``trainer`` (engine.pruning.stage.Trainer), so the edge runs one way."""
+    bad = sorted(f"{module} -> {target}" for module, targets in _module_edges().items()
+                 if module.startswith("engine.pruning") for target in targets if target.startswith("engine.train"))
+    assert not bad, "\n".join(bad)

@@ -19,6 +19,7 @@ from engine.models import build_model, save_model
 from engine.pruning import targeted
 from engine.pruning.targeted_masks import MaskSet, attach, detach
 from engine.pruning.targeted_shape import Parent, parse_target
+from engine.train.stage import StageTrainer
 from train_fakes import MemData, MemStream
 
 VOCAB, SEQ = 96, 32
@@ -104,7 +105,7 @@ def test_lagrangian_drives_the_expected_shape_to_the_target(data):
     steps = 40
     report = targeted.prune(model, None, data.train[:64], args={
         "target": "heads=2,kv_heads=2,ffn=64,hidden=48", "tokens": steps * 2 * SEQ, "micro_batch": 2, "lr": 1e-3,
-        "log_points": 8})
+        "log_points": 8, "trainer": StageTrainer()})
     run = report.choices["targeted"]
     first, last = run["trajectory"][0], run["trajectory"][-1]
     target = {"heads": 2, "ffn": 64, "hidden": 48}
@@ -135,7 +136,8 @@ class _Killed(MemStream):
 def _resumable(data, state_dir, factory):
     model = build_model("tiny-llama", vocab=VOCAB)
     args = {"target": "heads=2,kv_heads=2,ffn=64", "tokens": 10 * 2 * SEQ, "micro_batch": 2, "lr": 1e-3,
-            "checkpoint_every": 3, "state_dir": str(state_dir), "stream_factory": factory, "seq_len": SEQ}
+            "checkpoint_every": 3, "state_dir": str(state_dir), "stream_factory": factory, "seq_len": SEQ,
+            "trainer": StageTrainer()}
     return targeted.prune(model, None, None, args=args)
 
 
@@ -164,7 +166,15 @@ def _search(data, state_dir=None, factory=None, model=None):
     model = model if model is not None else build_model("tiny-llama-m", vocab=VOCAB)
     extra = {"state_dir": str(state_dir), "stream_factory": factory, "seq_len": SEQ} if factory else {}
     return search.prune(model, 0.4, data.train[:48], args={"candidates": 3, "tokens": 6 * 4 * SEQ, "lr": 1e-3,
-                                                            **extra})
+                                                            "trainer": StageTrainer(), **extra})
+
+
+def test_a_trained_method_without_a_trainer_says_what_to_pass(data):
+    from data.cli import BadInput
+
+    with pytest.raises(BadInput, match="StageTrainer"):
+        targeted.prune(build_model("tiny-llama", vocab=VOCAB), None, data.train[:8],
+                       args={"target": "heads=2,kv_heads=2,ffn=64", "tokens": 2 * SEQ, "micro_batch": 2})
 
 
 def test_search_ranks_same_size_shapes_and_keeps_the_best(data):

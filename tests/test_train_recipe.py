@@ -219,7 +219,7 @@ def test_zero_stage_auto_is_resolved_recorded_and_kept_on_resume(tmp_path, dist,
 
     job = make_job(tmp_path, tokens=4 * STEP_TOKENS)
     gpu = dataclasses.replace(dist, device=torch.device("cuda", 0))
-    resolved, why = with_resolved_zero_stage(job, gpu, fresh=True)
+    resolved, why = with_resolved_zero_stage(job, gpu, None)
     assert resolved.deepspeed.zero_stage == 1 and why.startswith("auto: 1 on cuda")
     assert resolved.run_id == job.run_id
     assert run_job(job, dist, data) == "done"
@@ -227,7 +227,7 @@ def test_zero_stage_auto_is_resolved_recorded_and_kept_on_resume(tmp_path, dist,
     assert record["config"]["deepspeed"]["zero_stage"] == 0
     assert record["deepspeed_json"]["zero_optimization"]["stage"] == 0
     assert record["meta"]["zero_stage_reason"] == "auto: 0 on CPU (precision auto trains fp32 there)"
-    kept, why = with_resolved_zero_stage(job, gpu, fresh=False)  # its checkpoint is laid out for 0
+    kept, why = with_resolved_zero_stage(job, gpu, record)  # its checkpoint is laid out for 0
     assert kept.deepspeed.zero_stage == 0 and "first attempt" in why
 
 
@@ -352,3 +352,57 @@ def test_a_kd_job_never_holds_two_copies_of_the_parent(tmp_path, parent, dist, d
     # the fp32 parent sat next to it: pruning 2.0x, initialize 1.69x, training 1.56x; now 1.0x,
     # 0.69x (the pruned student alone) and 1.56x (its bf16 weights, fp32 masters, a bf16 teacher).
     assert grown["pruning"] < 1.1 and grown["initialize"] < 1.0 and max(grown.values()) < 1.8
+
+
+def test_a_failure_is_recorded_once_and_before_run_json_exists(tmp_path, dist, data, monkeypatch):
+    """A job that cannot start (a missing run:<id> parent) gets a run.json saying why, written
+    once by its run log; the worker reports it without writing the run again."""
+    from data.cli import BadInput
+    from engine.train import worker
+
+    job = make_job(tmp_path, parent="run:nowhere", tokens=4 * STEP_TOKENS)
+    writes = []
+    real_write = RunStore.write
+    monkeypatch.setattr(RunStore, "write", lambda self, run_id, record: (writes.append(record["status"]),
+                                                                        real_write(self, run_id, record)))
+    with pytest.raises(BadInput):
+        run_job(job, dist, data)
+    record = RunStore(tmp_path).read(job.run_id)
+    assert writes == ["failed"] and record["failure"] and record["config"]["parent"] == "run:nowhere"
+    monkeypatch.setattr("engine.train.recipe.run_job", lambda job, dist: (_ for _ in ()).throw(BadInput("no")))
+    assert worker._run_one(job, dist) == "failed" and writes == ["failed"]
+
+
+def test_a_kill_between_eval_points_resumes_from_the_wall_clock_checkpoint(tmp_path, parent, dist, data, monkeypatch):
+    """``checkpoint_every_s`` saves between the log-spaced eval points; a run killed there
+    resumes from that step and its curve is the uninterrupted run's, row for row."""
+    from engine.train import checkpoint, recipe
+    from engine.train.schedule import eval_steps
+
+    runs, pre = parent
+    over = dict(parent=str(runs / pre.run_id / "model"), method="width", ratio=0.3, tokens=24 * STEP_TOKENS,
+                eval={"points": 4})
+    job = make_job(tmp_path, checkpoint_every_s=1e-6, **over)  # due at every step boundary
+    assert job.run_id == make_job(tmp_path, **over).run_id  # when it saves is not part of the run id
+    real_step, calls = recipe._train_step, {"n": 0}
+
+    def dying_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "_train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job, dist, data)
+    assert 19 not in eval_steps(24, 4)
+    assert checkpoint.resume_tag(job.run_dir) == "step00000019"
+    monkeypatch.setattr(recipe, "_train_step", real_step)
+    assert run_job(job, dist, data) == "done"
+    reference = make_job(tmp_path / "ref", **over)
+    assert run_job(reference, dist, data) == "done"
+    curve = RunStore(tmp_path).read_curve(job.run_id)
+    ref = RunStore(tmp_path / "ref").read_curve(reference.run_id)
+    assert curve["step"].tolist() == ref["step"].tolist() and curve["step"].is_unique
+    pd.testing.assert_series_equal(curve["eval_loss"], ref["eval_loss"], rtol=1e-4)
+    pd.testing.assert_series_equal(curve["train_loss"], ref["train_loss"], rtol=1e-4)

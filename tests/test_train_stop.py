@@ -92,6 +92,24 @@ def test_decide_never_stops_below_the_minimum_fraction():
     assert few["decision"] == "continue" and "no fit yet" in few["reason"]
 
 
+def test_the_stop_decides_from_the_run_log_in_memory_and_records_through_it(tmp_path):
+    """The stop refits the rows the run log holds, not curve.parquet read back; its history
+    goes into run.json through the log."""
+    from engine.train.runlog import RunLog
+    from engine.train.stop import should_stop
+
+    job = make_job(tmp_path, at="optimum", min_fraction=0.5, recover=0.5)
+    log = RunLog(tmp_path, job.run_id, is_main=True)
+    log.start({"status": "running", "meta": {"loss_before": 2.0}})
+    tokens = [0, 256, 512, 1024, 2048, 4096]
+    for step, t in enumerate(tokens):
+        log.append({"step": step, "tokens": t, "eval_loss": 5.0 if t == 0 else 2.0 + 3.0 * t ** -0.5})
+    (tmp_path / job.run_id / "curve.parquet").unlink()  # nothing to read back: the rows are in memory
+    assert should_stop(job, log, 16, int(0.6 * TOTAL))
+    assert RunStore(tmp_path).read(job.run_id)["stop"]["decision"]["step"] == 16
+    assert not should_stop(job, RunLog(tmp_path, job.run_id, is_main=False), 16, int(0.6 * TOTAL))
+
+
 def test_the_forecaster_is_found_by_entry_point_not_import():
     import fitting.online
 

@@ -243,7 +243,7 @@ def run(job: PruneJob):
     """
     from engine.models import load_model, resolve_model, spec_of
     from engine.probe import set_torch_threads
-    from engine.pruning import NEEDS_CALIB, get_method
+    from engine.pruning import NEEDS_CALIB, TRAINED, get_method
     from engine.pruning.common import choose_forward_dtype, eval_loss, forward_precision
 
     set_torch_threads()  # measured once per machine: 2 threads can be slower than 1 on 2 vCPUs
@@ -273,8 +273,13 @@ def run(job: PruneJob):
     dtype, why = choose_forward_dtype(job.dtype, model, job.calib_seq_len if calib is not None else None,
                                       job.batch_size)
     print(f"[engine prune] {device.type}, forwards in {dtype}: {why}", flush=True)
+    args = _method_args(job)
+    if method in TRAINED:  # its stage trains in the training engine's loop
+        from engine.train.stage import StageTrainer
+
+        args = {**(args or {}), "trainer": StageTrainer()}
     with forward_precision(dtype, device.type):  # losses below are measured in fp32, outside it
-        report = get_method(method)(model, ratio, calib, args=_method_args(job))
+        report = get_method(method)(model, ratio, calib, args=args)
     report.choices["forward"] = {"device": device.type, "dtype": dtype, "why": why}
     report.loss_before = loss_before
     if evals is not None:

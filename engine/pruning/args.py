@@ -147,6 +147,9 @@ class SearchArgs:
     """A shard directory to train on (its mixture loader)."""
     state_dir: str | None = None
     """Ranked candidates and the best model so far live here (resume after a kill); None: no resume."""
+    trainer: Any = None
+    """In-process only: the training engine's ``StageTrainer`` (``engine.pruning.stage.Trainer``)
+    that runs each candidate's distillation; the recipe and ``engine prune`` pass it."""
 
     def __post_init__(self) -> None:
         if self.candidates < 2 or self.tokens < 1 or self.micro_batch < 1 or not 0 < self.holdout < 1:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from data.cli import BadInput
@@ -335,3 +336,16 @@ def depth_choices(model: nn.Module, keep: list[int], n_before: int, scores: list
     if scores is not None:
         out["scores"] = [round(float(s), 6) for s in scores]
     return out
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) per token at temperature T, scaled by T^2 (Hinton et al.).
+
+    Args:
+        student_logits: [B, T, V].
+        teacher_logits: [B, T, V], no grad.
+    """
+    vocab = student_logits.shape[-1]
+    s = F.log_softmax(student_logits.float().reshape(-1, vocab) / temperature, dim=-1)  # [B*T, V]
+    t = F.log_softmax(teacher_logits.float().reshape(-1, vocab) / temperature, dim=-1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature ** 2

@@ -34,6 +34,8 @@ from data.runs import replace_dir, write_json_atomic
 from engine.pruning import common, width
 from engine.pruning.args import SearchArgs
 from engine.pruning.report import PruneReport
+from engine.pruning.common import kd_loss
+from engine.pruning.stage import need_trainer
 from engine.pruning.targeted import stdout_to_stderr
 
 MIXES: tuple[tuple[str, ...], ...] = (
@@ -95,29 +97,27 @@ def _cut(parent: nn.Module, shape: dict[str, Any], influence: list[float] | None
 
 def _kd(student: nn.Module, teacher: nn.Module, a: SearchArgs, calib: torch.Tensor) -> dict[str, Any]:
     """``a.tokens`` of logit distillation from ``teacher`` into ``student`` under DeepSpeed."""
-    import deepspeed
+    from engine.pruning.targeted import training_stream
 
-    from engine.pruning.targeted import ds_config, training_stream
-    from engine.train.objectives import kd_loss
-    from engine.train.runtime import init_distributed
-
-    dist = init_distributed()
-    stream, seq_len = training_stream(a, calib, a.micro_batch * dist.world)
+    trainer = need_trainer(a.trainer, "width-search")
+    dist = trainer.dist
+    stream, seq_len = training_stream(a, calib, a.micro_batch * dist.world, trainer)
     steps = max(1, a.tokens // (a.micro_batch * dist.world * seq_len))
-    opt = torch.optim.AdamW(list(student.parameters()), lr=a.lr, weight_decay=0.0)
-    engine, _, _, _ = deepspeed.initialize(model=student, optimizer=opt, config=ds_config(a, steps, dist.world, seq_len))
+    engine = trainer.initialize(student, [{"params": list(student.parameters()), "weight_decay": 0.0}], a, steps)
     teacher.eval()  # not requires_grad_(False): the teacher is the parent every later candidate is cut from
-    losses = []
+    losses: list[float] = []
+
+    def step() -> None:
+        ids = next(stream)[:, :seq_len][dist.rank * a.micro_batch:(dist.rank + 1) * a.micro_batch].to(dist.device)
+        with torch.no_grad():
+            t_logits = teacher(input_ids=ids, use_cache=False).logits  # [B, T, V]
+        loss = kd_loss(engine(input_ids=ids, use_cache=False).logits, t_logits, a.temperature)
+        engine.backward(loss)
+        engine.step()
+        losses.append(float(loss.detach()))
+
     try:
-        engine.train()
-        for _ in range(steps):
-            ids = next(stream)[:, :seq_len][dist.rank * a.micro_batch:(dist.rank + 1) * a.micro_batch].to(dist.device)
-            with torch.no_grad():
-                t_logits = teacher(input_ids=ids, use_cache=False).logits  # [B, T, V]
-            loss = kd_loss(engine(input_ids=ids, use_cache=False).logits, t_logits, a.temperature)
-            engine.backward(loss)
-            engine.step()
-            losses.append(float(loss.detach()))
+        trainer.run(engine, steps, lambda: len(losses), step)
     finally:
         engine.destroy() if hasattr(engine, "destroy") else None
     student.eval()
@@ -127,7 +127,7 @@ def _kd(student: nn.Module, teacher: nn.Module, a: SearchArgs, calib: torch.Tens
 
 def _stamp_args(a: SearchArgs) -> dict[str, Any]:
     """What decides a search's result: a state dir left by other settings is stale."""
-    skip = {"stream_factory", "state_dir"}
+    skip = {"stream_factory", "state_dir", "trainer"}
     return {f.name: getattr(a, f.name) for f in dataclasses.fields(a) if f.name not in skip}
 
 

@@ -35,6 +35,7 @@ from torch import nn
 from data.cli import BadInput
 from engine.pruning import common, width
 from engine.pruning.report import PruneReport
+from engine.pruning.stage import Trainer, need_trainer
 from engine.pruning.targeted_masks import MaskSet, attach, detach
 from engine.pruning.targeted_shape import Parent, Shape, TargetedArgs, parse_target
 
@@ -123,21 +124,6 @@ def _param_groups(h: _Harness, a: TargetedArgs) -> list[dict[str, Any]]:
             {"params": list(h.masks.lambdas.values()), "weight_decay": 0.0, "lr": a.mask_lr}]
 
 
-def ds_config(a: Any, steps: int, world: int, seq_len: int) -> dict[str, Any]:
-    """DeepSpeed JSON from the engine's one builder (WarmupCosineLR scales every group's own lr).
-
-    ``a``: the method's args (``micro_batch``, ``lr``, ``warmup_frac``, ``zero_stage``, ``precision``).
-    """
-    from engine.train.config import DataConfig, DeepSpeedConfig, JobConfig, OptimConfig
-    from engine.train.dsconfig import build_ds_config
-
-    job = JobConfig(parent="targeted-pruning", tokens=steps * a.micro_batch * world * seq_len,
-                    data=DataConfig(shards=""), run_id="targeted-pruning", checkpoint=False,
-                    optim=OptimConfig(lr=a.lr, weight_decay=0.0, warmup_frac=a.warmup_frac),
-                    deepspeed=DeepSpeedConfig(zero_stage=a.zero_stage, precision=a.precision, micro_batch=a.micro_batch))
-    return build_ds_config(job, world, seq_len)
-
-
 class CalibStream:
     """Calibration rows cycled as an endless, checkpointable stream (text-file calibration)."""
 
@@ -160,18 +146,14 @@ class CalibStream:
         self.pos = int(state["pos"])
 
 
-def training_stream(a: Any, calib: torch.Tensor | None, rows: int) -> tuple[Any, int]:
+def training_stream(a: Any, calib: torch.Tensor | None, rows: int, trainer: Trainer) -> tuple[Any, int]:
     """(global batch stream, seq_len): the recipe's loader, a shard mixture, or cycled calibration."""
     if a.stream_factory is not None:
         if a.seq_len is None:
             raise BadInput("targeted: stream_factory needs seq_len")
         return a.stream_factory(rows, a.seed + 1), int(a.seq_len)
     if a.shards is not None:
-        from engine.train.config import DataConfig
-        from engine.train.sources import open_shards
-
-        data = open_shards(DataConfig(shards=a.shards, seq_len=a.seq_len))
-        return data.train_batches(rows, a.seed + 1), data.seq_len
+        return trainer.shard_stream(a.shards, a.seq_len, rows, a.seed + 1)
     ids = common.check_calib(calib, "targeted")
     return CalibStream(ids, rows, a.seed + 1), int(ids.shape[1])
 
@@ -201,15 +183,12 @@ def train_masks(model: nn.Module, masks: MaskSet, a: TargetedArgs, calib: torch.
 
 
 def _train_masks(model: nn.Module, masks: MaskSet, a: TargetedArgs, calib: torch.Tensor | None) -> dict[str, Any]:
-    import deepspeed
-
     from engine.pruning.progress import counter
-    from engine.train import checkpoint
-    from engine.train.runtime import init_distributed
 
-    dist = init_distributed()
+    trainer = need_trainer(a.trainer, "targeted")
+    dist = trainer.dist
     harness = _Harness(model, masks.to(next(model.parameters()).device))
-    stream, seq_len = training_stream(a, calib, a.micro_batch * dist.world)
+    stream, seq_len = training_stream(a, calib, a.micro_batch * dist.world, trainer)
     per_step = a.micro_batch * dist.world * seq_len
     steps = a.tokens // per_step
     if steps < 1:
@@ -218,39 +197,39 @@ def _train_masks(model: nn.Module, masks: MaskSet, a: TargetedArgs, calib: torch
     if a.state_dir:  # written once the inputs are known good: a bad input leaves nothing behind
         Path(a.state_dir).mkdir(parents=True, exist_ok=True)
         (Path(a.state_dir) / "target.json").write_text(json.dumps(masks.target.to_dict()))
-    optimizer = torch.optim.AdamW(_param_groups(harness, a), lr=a.lr)
-    engine, _, _, _ = deepspeed.initialize(model=harness, optimizer=optimizer,
-                                           config=ds_config(a, steps, dist.world, seq_len))
+    engine = trainer.initialize(harness, _param_groups(harness, a), a, steps)
     handles = attach(model, masks, Parent.of(model).head_dim)
     state, root = _Progress(), Path(a.state_dir) if a.state_dir else None
-    if root is not None and checkpoint.has_checkpoint(root):
-        client = checkpoint.load(engine, root)
+    client = trainer.resume(engine, root) if root is not None else None
+    if client is not None:
         state = _Progress(int(client["step"]), list(client["trajectory"]))
         stream.load_state_dict(client["stream"])
     warm = max(1, round(a.warmup_frac * steps))
     log_at = {round(steps * (k + 1) / a.log_points) for k in range(a.log_points)} | {steps}
     bar = counter(steps, "targeted pruning", unit="step")
     bar.update(state.step)
+
+    def step() -> None:
+        rows = next(stream)[:, :seq_len]
+        ids = rows[dist.rank * a.micro_batch:(dist.rank + 1) * a.micro_batch].to(dist.device)
+        masks.generator = torch.Generator().manual_seed(a.seed * 1_000_003 + state.step)
+        loss = engine(ids, state.step / warm)
+        engine.backward(loss)
+        engine.step()
+        masks.constrain()
+        state.step += 1
+        bar.update(1)
+        if not math.isfinite(float(loss.detach())):
+            raise RuntimeError(f"targeted pruning: loss is {float(loss)} at step {state.step}")
+
+    def after(step: int) -> None:
+        if step in log_at:
+            state.trajectory.append(_record(harness, model, step, step * per_step, (step - 1) / warm))
+
     try:
-        engine.train()
-        while state.step < steps:
-            rows = next(stream)[:, :seq_len]
-            ids = rows[dist.rank * a.micro_batch:(dist.rank + 1) * a.micro_batch].to(dist.device)
-            masks.generator = torch.Generator().manual_seed(a.seed * 1_000_003 + state.step)
-            progress = state.step / warm
-            loss = engine(ids, progress)
-            engine.backward(loss)
-            engine.step()
-            masks.constrain()
-            state.step += 1
-            bar.update(1)
-            if not math.isfinite(float(loss.detach())):
-                raise RuntimeError(f"targeted pruning: loss is {float(loss)} at step {state.step}")
-            if state.step in log_at:
-                state.trajectory.append(_record(harness, model, state.step, state.step * per_step, progress))
-            if root is not None and state.step % a.checkpoint_every == 0 and state.step < steps:
-                checkpoint.save(engine, root, state.step, {"step": state.step, "trajectory": state.trajectory,
-                                                           "stream": stream.state_dict()}, dist.is_main)
+        trainer.run(engine, steps, lambda: state.step, step, after=after,
+                    save_at=lambda step: step % a.checkpoint_every == 0, state_dir=root,
+                    state=lambda: {"step": state.step, "trajectory": state.trajectory, "stream": stream.state_dict()})
     finally:
         bar.close()
         detach(handles)
@@ -316,14 +295,13 @@ def _reuse(state_dir: str | None, target: Shape) -> tuple[nn.Module, dict[str, A
     return load_model(done), json.loads((done / "targeted.json").read_text())
 
 
-def _finish_stage(model: nn.Module, state_dir: str | None, choices: dict[str, Any]) -> None:
+def _finish_stage(model: nn.Module, state_dir: str | None, choices: dict[str, Any], trainer: Trainer) -> None:
     if not state_dir:
         return
     from engine.models import save_model
-    from engine.train import checkpoint
 
     save_model(model, Path(state_dir) / DONE_DIR, {"targeted.json": choices})
-    checkpoint.remove(Path(state_dir))  # the stage is done: its optimizer state is dead weight
+    trainer.discard(Path(state_dir))  # the stage is done: its optimizer state is dead weight
 
 
 def prune(model: nn.Module, ratio: float | None, calib: torch.Tensor | None, *,
@@ -355,7 +333,7 @@ def prune(model: nn.Module, ratio: float | None, calib: torch.Tensor | None, *,
                                                      "final_log_alpha_mean": {g: round(float(v.detach().mean()), 4)
                                                                               for g, v in masks.log_alpha.items()}}}
         choices["prune_tokens"] = run["tokens"]
-        _finish_stage(model, a.state_dir, choices)
+        _finish_stage(model, a.state_dir, choices, a.trainer)
     notes = [f"learned masks over {choices['targeted']['steps']} steps ({choices['prune_tokens']} tokens) "
              f"to shape {target.to_dict()}"]
     return common.finish("targeted", ratio_target, model, before, choices, notes)

@@ -197,6 +197,9 @@ class TargetedArgs:
     with ``data.dynamic`` its weights stay at their start during pruning: no per-domain evals here)."""
     shards: str | None = None
     """A ``data prepare`` shard directory: train on its mixture loader (``engine prune --calib DIR``)."""
+    trainer: Any = None
+    """In-process only: the training engine's ``StageTrainer`` (``engine.pruning.stage.Trainer``)
+    that runs the mask training; the recipe and ``engine prune`` pass it."""
 
     def __post_init__(self) -> None:
         checks = {"tokens": self.tokens, "micro_batch": self.micro_batch, "checkpoint_every": self.checkpoint_every,

@@ -22,6 +22,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from engine.train.protocols import Engine
+
 CHECKPOINT_DIR = "checkpoint"
 LATEST = "latest"
 MANIFEST = "complete.json"
@@ -84,7 +86,7 @@ def has_checkpoint(run_dir: Path) -> bool:
     return resume_tag(run_dir) is not None
 
 
-def save(engine: Any, run_dir: Path, step: int, client_state: dict[str, Any], is_main: bool) -> None:
+def save(engine: Engine, run_dir: Path, step: int, client_state: dict[str, Any], is_main: bool) -> None:
     """Collective: every rank calls it. ``latest`` moves to the new tag only once its files
     are all written; older tags are removed after that."""
     root = checkpoint_dir(run_dir)
@@ -102,7 +104,7 @@ def save(engine: Any, run_dir: Path, step: int, client_state: dict[str, Any], is
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load(engine: Any, run_dir: Path) -> dict[str, Any]:
+def load(engine: Engine, run_dir: Path) -> dict[str, Any]:
     """Restore model, optimizer, scheduler from :func:`resume_tag`'s checkpoint and return the
     client state saved with them."""
     tag = resume_tag(run_dir)

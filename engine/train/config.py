@@ -281,6 +281,11 @@ class JobConfig:
     """Save the final model with ``save_pretrained`` to ``<run dir>/model`` (parents of a grid)."""
     checkpoint: bool = True
     """Save a DeepSpeed checkpoint at every eval point (only the latest is kept) for resume."""
+    checkpoint_every_s: float = 1800.0
+    """With ``checkpoint``, also save one at the first step boundary after this many seconds of
+    wall time since the last save (eval points are log-spaced: late in a long run they are far
+    apart); 0 saves at eval points only. When a run saves does not change its curve, so this
+    is not part of the run id."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -302,6 +307,7 @@ class JobConfig:
                f"objective={self.objective!r} reconstructs the pruned weights; init 'random' would discard them")
         _check(pruning or self.objective == "lm",
                f"objective={self.objective!r} needs a pruned model; with method 'none' use objective 'lm'")
+        _check(self.checkpoint_every_s >= 0, f"checkpoint_every_s={self.checkpoint_every_s} must be >= 0")
         _check(self.calib_sequences >= 1, f"calib_sequences={self.calib_sequences} must be >= 1")
         if pruning:
             _one_of("method", self.method, (NO_PRUNING, *METHODS))
@@ -336,6 +342,7 @@ def config_hash(job: JobConfig) -> str:
     payload = job.to_dict()
     for key in ("run_id", "runs_dir", "monitor"):  # where it lives and what watches it: same run
         payload.pop(key)
+    payload.pop("checkpoint_every_s")  # when it saves, not what it trains: same run
     payload["deepspeed"].pop("activation_checkpointing")  # memory, not result: same run
     if payload["deepspeed"]["zero_stage"] == ZERO_AUTO:  # the default it replaced: ids stay
         payload["deepspeed"]["zero_stage"] = 0

@@ -10,7 +10,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from engine.train.config import ZERO_AUTO, DeepSpeedConfig, JobConfig
+from engine.train.config import ZERO_AUTO, DeepSpeedConfig, JobConfig, OptimConfig
 
 MONITOR_DIR = "monitor"
 """Run-dir folder of DeepSpeed's monitor outputs when ``monitor.dir`` is empty."""
@@ -27,9 +27,8 @@ def tokens_per_step(job: JobConfig, world_size: int, seq_len: int) -> int:
     return ds.micro_batch * ds.grad_accum * world_size * seq_len
 
 
-def _scheduler(job: JobConfig, total_steps: int) -> dict[str, Any]:
+def _scheduler(opt: OptimConfig, total_steps: int) -> dict[str, Any]:
     """DeepSpeed's own warm-up schedulers: their state rides in the checkpoint for free."""
-    opt = job.optim
     warmup = max(1, round(opt.warmup_frac * total_steps))
     # DeepSpeed's warm-up starts AT its minimum: a minimum of 0 would make step 1 a no-op
     start = 1.0 / (warmup + 1)
@@ -104,28 +103,36 @@ def _monitor(job: JobConfig) -> dict[str, Any]:
 
 
 def build_ds_config(job: JobConfig, world_size: int, seq_len: int, device_type: str = "cpu") -> dict[str, Any]:
-    """DeepSpeed config for ``job`` on ``world_size`` ranks.
+    """DeepSpeed config for ``job`` on ``world_size`` ranks: :func:`ds_config` of its settings,
+    its step count and its monitor sections.
 
     A ``zero_stage: auto`` still in ``job`` is resolved for ``device_type``
     (:func:`resolve_zero_stage`); the recipe passes a job whose stage is already resolved.
+    """
+    return ds_config(job.deepspeed, job.optim, optimizer_steps(job, world_size, seq_len), world_size,
+                     device_type, _monitor(job))
 
-    The optimizer is NOT in the JSON: the recipe passes ``torch.optim.AdamW`` to
+
+def ds_config(ds: DeepSpeedConfig, opt: OptimConfig, total_steps: int, world_size: int,
+              device_type: str = "cpu", monitor: dict[str, Any] | None = None) -> dict[str, Any]:
+    """DeepSpeed JSON of a training stage from its DeepSpeed and optimiser settings alone:
+    ``total_steps`` optimizer steps on ``world_size`` ranks, plus DeepSpeed ``monitor`` sections.
+
+    The optimizer is NOT in the JSON: the caller passes ``torch.optim.AdamW`` to
     ``deepspeed.initialize`` so that nothing JIT-compiles (DeepSpeed's fused/CPU Adam takes
     35-80 s to build on first use).
     """
-    ds = job.deepspeed
-    total_steps = optimizer_steps(job, world_size, seq_len)
     config: dict[str, Any] = {
         "train_batch_size": ds.micro_batch * ds.grad_accum * world_size,
         "train_micro_batch_size_per_gpu": ds.micro_batch,
         "gradient_accumulation_steps": ds.grad_accum,
-        "gradient_clipping": job.optim.grad_clip,
+        "gradient_clipping": opt.grad_clip,
         "zero_optimization": _zero(resolve_zero_stage(ds, device_type)[0]),
-        "scheduler": _scheduler(job, total_steps),
+        "scheduler": _scheduler(opt, total_steps),
         "steps_per_print": 10**9,  # the recipe logs; DeepSpeed's own prints would flood stdout
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,  # torch AdamW under ZeRO is fine (docs/deepspeed-cpu.md)
-        **_monitor(job),
+        **(monitor or {}),
     }
     if ds.precision == "bf16":
         config["bf16"] = {"enabled": True}

@@ -21,6 +21,7 @@ from typing import Any
 from data.runs import DOMAIN_PREFIX
 from engine.train.config import JobConfig
 from engine.train.dsconfig import monitor_dir, wandb_installed
+from engine.train.protocols import Engine
 
 Event = tuple[str, float, int]
 """DeepSpeed's event: (tag, value, x); x is the run's consumed tokens here."""
@@ -37,24 +38,24 @@ def announce(job: JobConfig, is_main: bool) -> None:
         print(f"[engine.train] {job.run_id}: monitor files in {monitor_dir(job)}", flush=True)
 
 
-def _write(engine: Any, events: list[Event]) -> None:
+def _write(engine: Engine, events: list[Event]) -> None:
     monitor = getattr(engine, "monitor", None)
     if monitor is not None and monitor.enabled:
         monitor.write_events(events)
 
 
-def write_step(engine: Any, tokens: int, train_loss: float, lr: float) -> None:
+def write_step(engine: Engine, tokens: int, train_loss: float, lr: float) -> None:
     """The train loss of one optimizer step and the lr it used."""
     _write(engine, [("Train/Tokens/train_loss", train_loss, tokens), ("Train/Tokens/lr", lr, tokens)])
 
 
-def write_eval(engine: Any, row: Mapping[str, Any]) -> None:
+def write_eval(engine: Engine, row: Mapping[str, Any]) -> None:
     """An eval row of the curve: the mean eval loss and one curve per domain."""
     tags = [key for key in row if key == "eval_loss" or key.startswith(DOMAIN_PREFIX)]
     _write(engine, [(f"Eval/Tokens/{key}", float(row[key]), int(row["tokens"])) for key in tags])
 
 
-def rewind_csv(engine: Any, tokens: int) -> None:
+def rewind_csv(engine: Engine, tokens: int) -> None:
     """A resumed run's CSV files continue where its checkpoint was, as the curve does.
 
     The killed process wrote rows past the checkpoint, which the resumed one writes again; and
@@ -83,7 +84,7 @@ def rewind_csv(engine: Any, tokens: int) -> None:
             csv_monitor.filenames.append(path.stem)
 
 
-def close(engine: Any) -> None:
+def close(engine: Engine) -> None:
     """Flush and close the writers: several jobs share one process (``engine train`` lists,
     grid workers), and each job's TensorBoard file and W&B run must end with the job."""
     monitor = getattr(engine, "monitor", None)

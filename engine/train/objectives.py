@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from data.cli import BadInput
+from engine.pruning.common import kd_loss
 from engine.train.config import JobConfig, KDConfig
 
 Objective = Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -33,19 +34,6 @@ def teacher_dtype(job: JobConfig, student: nn.Module) -> torch.dtype:
 def lm_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy (transformers shifts the labels itself). ids: [B, T]."""
     return model(input_ids=ids, labels=ids, use_cache=False).loss.float()
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) per token at temperature T, scaled by T^2 (Hinton et al.).
-
-    Args:
-        student_logits: [B, T, V].
-        teacher_logits: [B, T, V], no grad.
-    """
-    vocab = student_logits.shape[-1]
-    s = F.log_softmax(student_logits.float().reshape(-1, vocab) / temperature, dim=-1)  # [B*T, V]
-    t = F.log_softmax(teacher_logits.float().reshape(-1, vocab) / temperature, dim=-1)
-    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature ** 2
 
 
 def make_kd(teacher: nn.Module, cfg: KDConfig, dtype: torch.dtype = torch.float32) -> Objective:

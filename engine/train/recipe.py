@@ -29,26 +29,31 @@ import math
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from data.cli import BadInput
-from data.runs import CORRUPT, Failure, RunStore, failure_kind
+from data.runs import CORRUPT, Failure, failure_kind
 from engine.pruning import NEEDS_CALIB
 from engine.pruning.common import forward_precision
-from engine.train import checkpoint
+from engine.train import checkpoint, loop
 from engine.train import monitor
 from engine.train import stop as online_stop
 from engine.train.config import NO_PRUNING, RUN_PREFIX, ZERO_AUTO, JobConfig, parent_label
 from engine.train.dsconfig import build_ds_config, optimizer_steps, resolve_zero_stage, tokens_per_step
 from engine.train.evaluate import evaluate
+from engine.train.protocols import Engine
 from engine.train.objectives import (RECON_START, TEACHER_OBJECTIVES, Objective, make_objective,
                                      reconstruct_start, recon_source, teacher_dtype)
+from engine.train.runlog import RunLog
 from engine.train.runtime import Dist, broadcast, mean_across_ranks
 from engine.train.schedule import eval_steps
-from engine.train.sources import TokenData, check_budget, check_parent, check_seq_len, open_shards, resolve_parent
+from engine.train.sources import Stream, TokenData, check_budget, check_parent, check_seq_len, open_shards, resolve_parent
+
+if TYPE_CHECKING:
+    from engine.models import ResolvedModel
 
 
 PRUNE_STAGE = "prune_stage"
@@ -65,7 +70,7 @@ class Prepared:
     """Everything built before DeepSpeed wraps the model."""
 
     model: nn.Module
-    parent_source: Any
+    parent_source: ResolvedModel
     """Where the parent was loaded from (``engine.models.ResolvedModel``): the teacher is
     read from there again (:func:`load_teacher`)."""
     masks: dict[str, torch.Tensor]
@@ -96,25 +101,23 @@ class State:
 
 # -- setup -------------------------------------------------------------------------------------
 
-def decide(job: JobConfig, dist: Dist) -> str:
+def decide(job: JobConfig, log: RunLog, dist: Dist) -> str:
     """``skip`` (done), ``resume`` (a checkpoint exists) or ``fresh``; rank 0 decides for all."""
     choice = None
     if dist.is_main:
-        store = RunStore(job.runs_dir)
-        status = store.status(job.run_id)
-        if status == CORRUPT:  # torn run.json/curve: keep the pieces aside, run it again from scratch
-            store.quarantine(job.run_id)
+        status = log.status()
+        if status == CORRUPT:  # torn run.json/curve (set aside by the log): run it again from scratch
             checkpoint.remove(job.run_dir)
         if status == "done":
             choice = "skip"
-        elif store.exists(job.run_id) and checkpoint.has_checkpoint(job.run_dir):
+        elif log.exists() and checkpoint.has_checkpoint(job.run_dir):
             choice = "resume"
         else:
             choice = "fresh"
     return broadcast(choice, dist)
 
 
-def load_parent(job: JobConfig, data: TokenData) -> tuple[nn.Module, Any]:
+def load_parent(job: JobConfig, data: TokenData) -> tuple[nn.Module, ResolvedModel]:
     """The parent model and where it came from (``engine.models.ResolvedModel``: its
     ``record()`` is run.json's ``meta.source``, a hub model's commit); a preset parent is built
     at the corpus vocabulary (pretraining)."""
@@ -165,8 +168,10 @@ def prune(job: JobConfig, parent: nn.Module, data: TokenData,
     torch.manual_seed(job.seed)
     args = dict(job.prune_args)
     if job.method in TRAINED:  # trains on the job's own mixture stream; its stage resumes from the run dir
+        from engine.train.stage import StageTrainer
+
         args.update(stream_factory=lambda rows, seed: data.train_batches(rows, seed, reference),
-                    seq_len=data.seq_len, state_dir=str(job.run_dir / PRUNE_STAGE))
+                    seq_len=data.seq_len, state_dir=str(job.run_dir / PRUNE_STAGE), trainer=StageTrainer())
         args.setdefault("seed", job.seed)  # a grid's seeds must vary the pruning stage too
     report = get_method(job.method)(parent, job.ratio, calib, args=args or None)
     meta = {k: getattr(report, k) for k in ("ratio_target", "ratio", "params_before", "params_after",
@@ -192,10 +197,11 @@ def _mask_inplace(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
             params[name].mul_(mask.to(params[name].device, params[name].dtype))
 
 
-def _family(job: JobConfig, store: RunStore) -> tuple[str, str]:
+def _family(job: JobConfig, log: RunLog) -> tuple[str, str]:
     """(family, parent label) for the metadata; a run:<id> parent inherits its run's."""
-    if job.parent.startswith(RUN_PREFIX) and store.exists(job.parent[len(RUN_PREFIX):]):
-        meta = store.read(job.parent[len(RUN_PREFIX):]).get("meta", {})
+    parent_run = log.other(job.parent[len(RUN_PREFIX):]) if job.parent.startswith(RUN_PREFIX) else None
+    if parent_run is not None:
+        meta = parent_run.get("meta", {})
         return job.family or meta.get("family", ""), meta.get("parent") or parent_label(job.parent)
     from data.hub import parse_model_source
 
@@ -204,30 +210,32 @@ def _family(job: JobConfig, store: RunStore) -> tuple[str, str]:
     return family, parent_label(job.parent)
 
 
-def _pruning_dtype(job: JobConfig, parent: nn.Module, seq_len: int, dist: Dist, fresh: bool) -> tuple[str, str]:
+def _pruning_dtype(job: JobConfig, parent: nn.Module, seq_len: int, dist: Dist,
+                   earlier: dict[str, Any] | None) -> tuple[str, str]:
     """The dtype of the pruning forwards (engine.pruning.common), decided on rank 0 for all; a
     resumed run re-prunes in the dtype it recorded, so that its masks match its checkpoint."""
     from engine.pruning.common import choose_forward_dtype
 
-    if not fresh:
-        stored = RunStore(job.runs_dir).read(job.run_id).get("pruning", {}).get("choices", {}).get("forward")
+    if earlier is not None:
+        stored = earlier.get("pruning", {}).get("choices", {}).get("forward")
         return (stored["dtype"], stored["why"]) if stored else ("fp32", "fp32: recorded before the dtype was chosen")
     batch = int(job.prune_args.get("batch_size", 4))
     return broadcast(choose_forward_dtype("auto", parent, seq_len, batch) if dist.is_main else None, dist)
 
 
-def prepare(job: JobConfig, data: TokenData, dist: Dist, fresh: bool) -> Prepared:
-    """Steps 2-4 of the module docstring (every rank builds the same model: same seeds)."""
+def prepare(job: JobConfig, data: TokenData, dist: Dist, log: RunLog, earlier: dict[str, Any] | None) -> Prepared:
+    """Steps 2-4 of the module docstring (every rank builds the same model: same seeds).
+
+    ``earlier``: run.json of the attempt a resume continues (None: a fresh run)."""
+    fresh = earlier is None
     parent, resolved = load_parent(job, data)
     source = resolved.record()
     parent = parent.to(dist.device)  # scoring and L0 run on the device
-    if dist.is_main and source["kind"] == "hub":
-        print(f"[engine.train] {job.run_id}: parent {source['hub_id']} at commit {source['commit']}", flush=True)
-    elif dist.is_main and source["kind"] == "random":
-        print(f"[engine.train] {job.run_id}: parent is a random init of {source['preset']} (no pretrained weights)",
-              flush=True)
-    store = RunStore(job.runs_dir)
-    family, label = _family(job, store)
+    if source["kind"] == "hub":
+        log.say(f"parent {source['hub_id']} at commit {source['commit']}")
+    elif source["kind"] == "random":
+        log.say(f"parent is a random init of {source['preset']} (no pretrained weights)")
+    family, label = _family(job, log)
     meta: dict[str, Any] = {"family": family, "parent": label, "init": job.init, "source": source,
                             "objective": job.objective, "seed": job.seed, "method": job.method}
     if fresh:
@@ -235,14 +243,13 @@ def prepare(job: JobConfig, data: TokenData, dist: Dist, fresh: bool) -> Prepare
         meta["loss_before"] = losses.pop("eval_loss")
         parent_losses = {k.split(".", 1)[1]: v for k, v in losses.items()}
     else:
-        record = store.read(job.run_id)
-        meta["loss_before"] = record.get("meta", {}).get("loss_before")
-        parent_losses = record.get("loss_before_domains", {})
+        meta["loss_before"] = earlier.get("meta", {}).get("loss_before")
+        parent_losses = earlier.get("loss_before_domains", {})
     # A reconstructed start needs the parent's layers after pruning: saved now, read back one
     # at a time (on resume the checkpoint already holds the reconstructed weights).
     folder = job.run_dir / f"recon-start.rank{dist.rank}"
     source = recon_source(parent, folder) if fresh and job.objective in RECON_START else None
-    forward = _pruning_dtype(job, parent, data.seq_len, dist, fresh) if job.method in NEEDS_CALIB else ("fp32", "")
+    forward = _pruning_dtype(job, parent, data.seq_len, dist, earlier) if job.method in NEEDS_CALIB else ("fp32", "")
     with forward_precision(forward[0], dist.device.type):
         model, masks, counts, choices = prune(job, parent, data, parent_losses)
     del parent  # a method that built a new model leaves the full parent unreferenced here
@@ -282,7 +289,7 @@ def _checkpoint_activations(model: nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def build_engine(job: JobConfig, model: nn.Module, dist: Dist, seq_len: int) -> tuple[Any, dict]:
+def build_engine(job: JobConfig, model: nn.Module, dist: Dist, seq_len: int) -> tuple[Engine, dict]:
     """``deepspeed.initialize`` with a torch AdamW; returns (engine, the DeepSpeed JSON)."""
     import deepspeed
 
@@ -298,7 +305,7 @@ def build_engine(job: JobConfig, model: nn.Module, dist: Dist, seq_len: int) -> 
 
 # -- the loop ----------------------------------------------------------------------------------
 
-def apply_masks(engine: Any, masks: dict[str, torch.Tensor], zero_stage: int) -> None:
+def apply_masks(engine: Engine, masks: dict[str, torch.Tensor], zero_stage: int) -> None:
     """Re-impose sparsity: an optimizer step moves pruned weights off zero."""
     if not masks:
         return
@@ -314,7 +321,7 @@ def apply_masks(engine: Any, masks: dict[str, torch.Tensor], zero_stage: int) ->
             _mask_inplace(engine.module, masks)
 
 
-def _train_step(engine: Any, stream: Any, objective: Objective, job: JobConfig, dist: Dist) -> float:
+def _train_step(engine: Engine, stream: Stream, objective: Objective, job: JobConfig, dist: Dist) -> float:
     """One optimizer step over grad_accum micro-batches; returns the mean loss over all ranks."""
     mb = job.deepspeed.micro_batch
     total = 0.0
@@ -328,7 +335,7 @@ def _train_step(engine: Any, stream: Any, objective: Objective, job: JobConfig, 
     return mean_across_ranks(total / job.deepspeed.grad_accum, dist)
 
 
-def _eval_row(engine: Any, job: JobConfig, data: TokenData, state: State, dist: Dist) -> dict[str, Any]:
+def _eval_row(engine: Engine, job: JobConfig, data: TokenData, state: State, dist: Dist) -> dict[str, Any]:
     losses = _evaluate(engine, job, data, dist, shard=job.deepspeed.zero_stage < 3)
     train_loss = state.loss_sum / state.loss_count if state.loss_count else math.nan
     state.loss_sum, state.loss_count = 0.0, 0
@@ -345,19 +352,19 @@ def _check_divergence(row: dict[str, Any], state: State, factor: float) -> None:
                        f"post-pruning loss {state.start_loss:.4g}")
 
 
-def train(engine: Any, job: JobConfig, data: TokenData, objective: Objective, masks: dict,
-          state: State, dist: Dist, stream: Any) -> State:
-    """Train to the token budget, evaluating, logging and checkpointing on the schedule.
+def train(engine: Engine, job: JobConfig, data: TokenData, objective: Objective, masks: dict,
+          state: State, dist: Dist, stream: Stream, log: RunLog) -> State:
+    """Train to the token budget, evaluating, logging and checkpointing on the schedule
+    (eval points, and the wall clock's ``checkpoint_every_s``) through :func:`loop.run`.
 
     Raises:
         Diverged: NaN/inf train loss, or an eval loss beyond the divergence factor.
     """
-    store = RunStore(job.runs_dir)
     total = optimizer_steps(job, dist.world, data.seq_len)
     per_step = tokens_per_step(job, dist.world, data.seq_len)
     at = set(eval_steps(total, job.eval.points))
-    engine.train()
-    while state.step < total:
+
+    def step() -> None:
         t0 = time.perf_counter()
         lr = float(engine.get_lr()[0])  # the lr this step uses
         state.moved = state.moved or lr > 0.0
@@ -371,47 +378,51 @@ def train(engine: Any, job: JobConfig, data: TokenData, objective: Objective, ma
         state.loss_sum += loss
         state.loss_count += 1
         monitor.write_step(engine, state.tokens, loss, lr)
+
+    def after(step: int) -> loop.Mark:
         if getattr(stream, "update_due", False):  # dynamic loading: same decision on every rank
             losses = _evaluate(engine, job, data, dist, shard=job.deepspeed.zero_stage < 3)
             stream.update_domain_losses({d: losses[f"eval_loss.{d}"] for d in data.domains})
-        if state.step not in at:
-            continue
-        if not state.moved and state.step < total:
-            at.add(state.step + 1)  # no fake flat point: evaluate once the weights have moved
-            continue
+        if step not in at:  # no checkpoint before the weights move: it could not carry a deferred point
+            return loop.Mark.PLAIN if state.moved else loop.Mark.HOLD
+        if not state.moved and step < total:
+            at.add(step + 1)  # no fake flat point: evaluate once the weights have moved
+            return loop.Mark.HOLD
         row = _eval_row(engine, job, data, state, dist)
-        if dist.is_main:
-            store.append_curve(job.run_id, [row])  # the row first, then its checkpoint
+        log.append(row)  # the row first, then its checkpoint
         monitor.write_eval(engine, row)
         _check_divergence(row, state, job.eval.divergence_factor)
-        if job.stop is not None and broadcast(online_stop.should_stop(job, store, state.step, state.tokens,
-                                                                      dist.is_main), dist):
-            break  # the online budget is reached: the run ends done, at this row
-        if job.checkpoint and state.step < total:
-            state.stream = stream.state_dict()
-            checkpoint.save(engine, job.run_dir, state.step, {"state": vars(state)}, dist.is_main)
+        if job.stop is not None and broadcast(online_stop.should_stop(job, log, state.step, state.tokens), dist):
+            return loop.Mark.STOP  # the online budget is reached: the run ends done, at this row
+        return loop.Mark.POINT
+
+    def save(step: int) -> None:
+        state.stream = stream.state_dict()
+        checkpoint.save(engine, job.run_dir, step, {"state": vars(state)}, dist.is_main)
+
+    loop.run(engine, total, lambda: state.step, step, after, save if job.checkpoint else None,
+             loop.SaveClock(job.checkpoint_every_s, dist))
     return state
 
 
-def with_resolved_zero_stage(job: JobConfig, dist: Dist, fresh: bool) -> tuple[JobConfig, str]:
+def with_resolved_zero_stage(job: JobConfig, dist: Dist, earlier: dict[str, Any] | None) -> tuple[JobConfig, str]:
     """(the job with ``zero_stage: auto`` replaced by the stage this device trains with, why).
 
     A resumed run keeps the stage its first attempt recorded (its checkpoint's optimizer state
     is partitioned that way); a run recorded before ``auto`` existed has 0 there, what its
-    unset stage meant then. Every rank decides alike: the device type and the store agree."""
+    unset stage meant then. Every rank decides alike: the device type and the store agree.
+    ``earlier``: run.json of the attempt a resume continues (None: a fresh run)."""
     ds = job.deepspeed
-    if ds.zero_stage == ZERO_AUTO and not fresh:
-        kept = int(RunStore(job.runs_dir).read(job.run_id)["config"]["deepspeed"]["zero_stage"])
+    if ds.zero_stage == ZERO_AUTO and earlier is not None:
+        kept = int(earlier["config"]["deepspeed"]["zero_stage"])
         stage, why = kept, f"auto: {kept}, as this run's first attempt chose (its checkpoint is in it)"
     else:
         stage, why = resolve_zero_stage(ds, dist.device.type)
-    if dist.is_main and ds.zero_stage == ZERO_AUTO:
-        print(f"[engine.train] {job.run_id}: ZeRO stage {why}", flush=True)
     return dataclasses.replace(job, deepspeed=dataclasses.replace(ds, zero_stage=stage)), why
 
 
 def with_resolved_precision(job: JobConfig, model: nn.Module, seq_len: int, dist: Dist,
-                            fresh: bool) -> tuple[JobConfig, str]:
+                            earlier: dict[str, Any] | None) -> tuple[JobConfig, str]:
     """(the job with ``precision: auto`` replaced by what this device trains ``model`` in, why).
 
     Rank 0 decides (on a CPU by timing both dtypes at the model's shape) and every rank
@@ -420,53 +431,46 @@ def with_resolved_precision(job: JobConfig, model: nn.Module, seq_len: int, dist
     from engine.probe import Workload, resolve_precision
 
     ds = job.deepspeed
-    if ds.precision == "auto" and not fresh:
-        kept = RunStore(job.runs_dir).read(job.run_id)["config"]["deepspeed"]["precision"]
+    if ds.precision == "auto" and earlier is not None:
+        kept = earlier["config"]["deepspeed"]["precision"]
         choice = (kept, f"auto: {kept}, as this run's first attempt chose (its checkpoint is in it)")
     else:
         choice = resolve_precision(ds.precision, dist.device.type, ds.zero_stage,
                                    Workload.of(model.config, seq_len, ds.micro_batch, "train")) if dist.is_main else None
     precision, why = broadcast(choice, dist)
-    if dist.is_main:
-        print(f"[engine.train] {job.run_id}: precision {why}", flush=True)
     return dataclasses.replace(job, deepspeed=dataclasses.replace(ds, precision=precision)), why
 
 
 # -- one job -----------------------------------------------------------------------------------
 
-def _start_fresh(engine: Any, job: JobConfig, data: TokenData, prep: Prepared, ds_json: dict,
-                 dist: Dist) -> State:
+def _start_fresh(engine: Engine, job: JobConfig, data: TokenData, prep: Prepared, ds_json: dict,
+                 dist: Dist, log: RunLog) -> State:
     """Write run.json (status running) and the step-0 row: the loss right after pruning."""
-    store = RunStore(job.runs_dir)
-    if dist.is_main:
-        store.write(job.run_id, {"status": "running", "reason": None, "meta": {"run_id": job.run_id, **prep.meta},
-                                 "config": job.to_dict(), "deepspeed_json": ds_json,
-                                 "pruning": {"choices": prep.choices, **({"recon": prep.recon} if prep.recon else {})}, "world_size": dist.world,
-                                 "loss_before_domains": prep.parent_losses})
-        store.truncate_curve(job.run_id, -1)  # a stale curve of an earlier attempt goes
+    log.start({"status": "running", "reason": None, "meta": {"run_id": job.run_id, **prep.meta},
+               "config": job.to_dict(), "deepspeed_json": ds_json,
+               "pruning": {"choices": prep.choices, **({"recon": prep.recon} if prep.recon else {})},
+               "world_size": dist.world, "loss_before_domains": prep.parent_losses})
     state = State(tokens=int(prep.meta.get("prune_tokens", 0)))
     row = _eval_row(engine, job, data, state, dist)
     state.start_loss = row["eval_loss"]
-    if dist.is_main:
-        store.append_curve(job.run_id, [row])
+    log.append(row)
     monitor.write_eval(engine, row)
     if not math.isfinite(state.start_loss):
         raise Diverged(f"eval_loss is {state.start_loss} right after pruning")
     return state
 
 
-def _resume(engine: Any, job: JobConfig, stream: Any, dist: Dist) -> State:
+def _resume(engine: Engine, job: JobConfig, stream: Stream, dist: Dist, log: RunLog) -> State:
     client = checkpoint.load(engine, job.run_dir)
     state = State(**client["state"])
     stream.load_state_dict(state.stream)
+    log.resume(state.step)
     if dist.is_main:
-        RunStore(job.runs_dir).truncate_curve(job.run_id, state.step)
         monitor.rewind_csv(engine, state.tokens)
-        RunStore(job.runs_dir).update(job.run_id, status="running", reason=None)
     return state
 
 
-def _save_final(engine: Any, job: JobConfig, dist: Dist) -> None:
+def _save_final(engine: Engine, job: JobConfig, dist: Dist) -> None:
     """``save_pretrained`` of the trained model into ``<run dir>/model`` (grid parents).
 
     Built aside and swapped in (``data.runs.atomic_dir``): a kill mid-save leaves no half
@@ -492,48 +496,59 @@ def _save_final(engine: Any, job: JobConfig, dist: Dist) -> None:
 
 
 def run_job(job: JobConfig, dist: Dist, data: TokenData | None = None) -> str:
-    """Run one job to completion; returns its final status (``done``, ``failed``, ``skipped``)."""
-    mode = decide(job, dist)
+    """Run one job to completion; returns its final status (``done``, ``failed``, ``skipped``).
+
+    The run's one :class:`RunLog` records a failure here, once; the exception goes on up
+    (a diverged run ends ``failed`` without one)."""
+    log = RunLog(job.runs_dir, job.run_id, dist.is_main)
+    try:
+        return _run(job, dist, data, log)
+    except Diverged as exc:
+        log.fail(f"diverged: {exc}", Failure.DIVERGED.value, job.to_dict())
+        return "failed"
+    except BaseException as exc:
+        if isinstance(exc, Exception) or log.exists():  # an interrupt before run.json leaves none
+            log.fail(f"{type(exc).__name__}: {exc}", failure_kind(exc).value, job.to_dict())
+        raise
+
+
+def _run(job: JobConfig, dist: Dist, data: TokenData | None, log: RunLog) -> str:
+    mode = decide(job, log, dist)
     if mode == "skip":
         return "skipped"
     data = data if data is not None else open_shards(job.data)
     check_seq_len(job, data.seq_len)
     check_budget(job, dist.world, data.seq_len)
-    job, zero_reason = with_resolved_zero_stage(job, dist, mode == "fresh")
-    prep = prepare(job, data, dist, fresh=mode == "fresh")
+    earlier = log.earlier() if mode == "resume" else None  # every rank keeps its first attempt's choices
+    auto_stage = job.deepspeed.zero_stage == ZERO_AUTO
+    job, zero_reason = with_resolved_zero_stage(job, dist, earlier)
+    if auto_stage:
+        log.say(f"ZeRO stage {zero_reason}")
+    prep = prepare(job, data, dist, log, earlier)
     prep.meta["zero_stage_reason"] = zero_reason
-    job, prep.meta["precision_reason"] = with_resolved_precision(job, prep.model, data.seq_len, dist, mode == "fresh")
+    job, prep.meta["precision_reason"] = with_resolved_precision(job, prep.model, data.seq_len, dist, earlier)
+    log.say(f"precision {prep.meta['precision_reason']}")
     gc.collect()  # the parent's pieces a pruning method left in reference cycles go before the engine
     engine, ds_json = build_engine(job, prep.model, dist, data.seq_len)
-    monitor.announce(job, dist.is_main)
-    teacher = None
-    if job.objective in TEACHER_OBJECTIVES:  # after initialize: the student's fp32 copy is gone by now
-        teacher = load_teacher(job, prep, data, dist, teacher_dtype(job, engine.module))
-    objective = make_objective(job, teacher, engine.module, prep.choices)
-    stream = data.train_batches(job.deepspeed.micro_batch * dist.world, job.seed, prep.parent_losses)
-    store = RunStore(job.runs_dir)
+    teacher = objective = None
     try:
+        monitor.announce(job, dist.is_main)
+        if job.objective in TEACHER_OBJECTIVES:  # after initialize: the student's fp32 copy is gone by now
+            teacher = load_teacher(job, prep, data, dist, teacher_dtype(job, engine.module))
+        objective = make_objective(job, teacher, engine.module, prep.choices)
+        stream = data.train_batches(job.deepspeed.micro_batch * dist.world, job.seed, prep.parent_losses)
         if mode == "resume":
-            state = _resume(engine, job, stream, dist)
+            state = _resume(engine, job, stream, dist, log)
         else:
-            state = _start_fresh(engine, job, data, prep, ds_json, dist)
-        train(engine, job, data, objective, prep.masks, state, dist, stream)
+            state = _start_fresh(engine, job, data, prep, ds_json, dist, log)
+        train(engine, job, data, objective, prep.masks, state, dist, stream, log)
         if job.save_model:
             _save_final(engine, job, dist)
+        log.done()
         if dist.is_main:
-            store.update(job.run_id, status="done", reason=None)
             checkpoint.remove(job.run_dir)
             shutil.rmtree(job.run_dir / PRUNE_STAGE, ignore_errors=True)  # a trained pruning stage's resume point
         return "done"
-    except Diverged as exc:
-        if dist.is_main:
-            store.update(job.run_id, status="failed", reason=f"diverged: {exc}", failure=Failure.DIVERGED.value)
-        return "failed"
-    except BaseException as exc:
-        if dist.is_main and store.exists(job.run_id):
-            store.update(job.run_id, status="failed", reason=f"{type(exc).__name__}: {exc}",
-                         failure=failure_kind(exc).value)
-        raise
     finally:
         monitor.close(engine)
         engine.destroy() if hasattr(engine, "destroy") else None

@@ -24,15 +24,15 @@ so a killed and resumed run records each evaluation once. Rank 0 decides; every 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
 import numpy as np
 
 from data.cli import BadInput
-from data.runs import RunStore
 from engine.train.config import JobConfig
+from engine.train.runlog import RunLog
 
 FORECASTERS = "prunelaw.stop_forecasters"
 """Entry-point group of the online stop's forecasters."""
@@ -94,14 +94,12 @@ def decide(job: JobConfig, curve: Any, step: int, tokens: int, loss_before: floa
     return entry
 
 
-def record(store: RunStore, job: JobConfig, entry: dict[str, Any]) -> dict[str, Any]:
-    """Append ``entry`` to run.json's stop history (replacing entries at or after its step)."""
-    run = store.read(job.run_id)
-    stop = dict(run.get("stop") or {})
+def record(stop: Mapping[str, Any] | None, job: JobConfig, entry: dict[str, Any]) -> dict[str, Any]:
+    """run.json's ``stop`` after ``entry``: its history with entries at or after its step replaced."""
+    stop = dict(stop or {})
     history = [h for h in stop.get("history", []) if h["step"] < entry["step"]]
     stop.update(config=job.to_dict()["stop"], history=history + [_jsonable(entry)],
                 decision=_jsonable(entry) if entry["decision"] == "stop" else None)
-    store.update(job.run_id, stop=stop)
     return stop
 
 
@@ -109,13 +107,13 @@ def _jsonable(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in entry.items()}
 
 
-def should_stop(job: JobConfig, store: RunStore, step: int, tokens: int, is_main: bool) -> bool:
-    """Rank 0: refit, record, and say whether to end the run now (others get False: broadcast)."""
-    if job.stop is None or not is_main:
+def should_stop(job: JobConfig, log: RunLog, step: int, tokens: int) -> bool:
+    """Rank 0: refit on the log's curve so far, record, and say whether to end the run now
+    (other ranks get False: broadcast)."""
+    if job.stop is None or not log.is_main:
         return False
-    curve = store.read_curve(job.run_id)
-    meta = store.read(job.run_id).get("meta") or {}
+    meta = log.meta
     loss_before = meta.get("loss_before") if job.method != "none" else None
-    entry = decide(job, curve, step, tokens, loss_before, meta)
-    record(store, job, entry)
+    entry = decide(job, log.curve(), step, tokens, loss_before, meta)
+    log.update(stop=record(log.record.get("stop"), job, entry))
     return entry["decision"] == "stop"

@@ -19,10 +19,14 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from data.cli import run_cli
 from engine.train.config import JobConfig, load_job
+
+if TYPE_CHECKING:  # torch, on the type checker's time only: --help stays fast
+    from engine.grid.lock import Lock
+    from engine.train.runtime import Dist
 
 WATCH_EVERY_S = 1.0
 """How often the watchdog looks at the launch: a second of orphaned training at most."""
@@ -83,7 +87,7 @@ def watch_launch(value: str | None = None) -> threading.Thread | None:
     return thread
 
 
-def hold_run(job: JobConfig, dist: Any) -> tuple[Any, str]:
+def hold_run(job: JobConfig, dist: Dist) -> tuple[Lock | None, str]:
     """(the run's writer lock on rank 0, else None; who writes it instead, '' when nobody).
 
     Every rank gets the same answer (rank 0 decides), so all of them skip a busy run.
@@ -127,7 +131,7 @@ def run_jobs(jobs: Sequence[JobConfig]) -> dict[str, str]:
     return results
 
 
-def _run_one(job: JobConfig, dist: Any) -> str:
+def _run_one(job: JobConfig, dist: Dist) -> str:
     from engine.train.recipe import run_job
 
     try:
@@ -136,23 +140,11 @@ def _run_one(job: JobConfig, dist: Any) -> str:
         # One process: a job that cannot run (bad ratio for its method, missing parent)
         # must not take the rest of the list down. Several processes: a failure may be on
         # one rank only, the others would wait in a collective forever: stop them all.
+        # run_job has recorded the failure in the run's run.json already.
         if dist.world > 1:
             raise
-        record_failure(job, exc)
+        print(f"[engine.train] {job.run_id}: failed: {type(exc).__name__}: {exc}", flush=True)
         return "failed"
-
-
-def record_failure(job: JobConfig, exc: Exception) -> None:
-    """Mark ``job`` failed with the reason (creating its run.json if it never got one)."""
-    from data.runs import RunStore, failure_kind
-
-    store = RunStore(job.runs_dir)
-    reason, kind = f"{type(exc).__name__}: {exc}", failure_kind(exc).value
-    if store.exists(job.run_id):
-        store.update(job.run_id, status="failed", reason=reason, failure=kind)
-    else:
-        store.write(job.run_id, {"status": "failed", "reason": reason, "failure": kind, "config": job.to_dict()})
-    print(f"[engine.train] {job.run_id}: failed: {reason}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
