@@ -102,6 +102,40 @@ class Selection:
     reason: str
 
 
+@dataclass(frozen=True)
+class _Header:
+    """What the lookup needs of a card, read from its JSON without building it: only the
+    card chosen is loaded in full (the planner's cold start reads one card, not all)."""
+
+    path: Path
+    law: str
+    family: str | None
+    method: str | None
+    size_range: tuple[float, float] | None
+
+    @classmethod
+    def read(cls, path: Path) -> "_Header | None":
+        try:
+            raw = json.loads(path.read_text())
+            data, law = raw.get("data") or {}, LAWS.get(str(raw.get("law")))
+        except (OSError, ValueError, AttributeError):
+            return None
+        if law is None:
+            return None
+        span = (raw.get("range") or {}).get(law.size_axis) if law.size_axis else None
+        size = (float(span["min"]), float(span["max"])) if isinstance(span, dict) else None
+        family, method = data.get("family"), data.get("method")
+        return cls(path, law.name, str(family) if family else None, str(method) if method else None, size)
+
+    def wanted(self, law: str | None) -> bool:
+        return self.law == law if law is not None else LAWS[self.law].plans_budgets
+
+
+def _headers(directory: Path) -> list[_Header]:
+    paths = sorted(directory.glob("*.json")) if directory.is_dir() else []
+    return [h for h in (_Header.read(p) for p in paths if p.name != INDEX_FILE) if h is not None]
+
+
 def select_card(law: str | None, family: str, method: str | None, n0: float,
                 directory: Path | None = None) -> Selection:
     """Pick the bundled card for ``(law, family, method)`` by the lookup order above.
@@ -113,15 +147,15 @@ def select_card(law: str | None, family: str, method: str | None, n0: float,
         BadInput: when no card fits, naming how to get one.
     """
     directory = cards_dir() if directory is None else directory
-    cards = [c for _, c, _ in scan(directory) if c is not None and _wanted(c, law)]
-    exact = [c for c in cards if c.family == family and (method is None or c.method == method)]
+    headers = [h for h in _headers(directory) if h.wanted(law)]
+    exact = [h for h in headers if h.family == family and (method is None or h.method == method)]
     if exact:
-        card = _closest(exact, n0)
+        card = load_card(_closest(exact, n0).path)
         return Selection(card, f"bundled {card.law.name} card for family {family}"
                          + (f", method {method}" if method else ""))
-    same_method = [c for c in cards if method is not None and c.method == method]
+    same_method = [h for h in headers if method is not None and h.method == method]
     if same_method:
-        card = _closest(same_method, n0)
+        card = load_card(_closest(same_method, n0).path)
         return Selection(card, f"no bundled {card.law.name} card for family {family}; using method {method} "
                                f"fitted on family {card.family} (parents closest in size)")
     default = _default_card(directory, law)
@@ -138,13 +172,12 @@ def _wanted(card: LawCard, law: str | None) -> bool:
     return card.law.name == law if law is not None else card.law.plans_budgets
 
 
-def _closest(cards: list[LawCard], n0: float) -> LawCard:
+def _closest(headers: list[_Header], n0: float) -> _Header:
     """The card whose fitted parent sizes are nearest ``n0`` in log space (ties: by path)."""
-    def distance(card: LawCard) -> float:
-        span = card.axis_range(card.law.size_axis) or (n0, n0)
-        lo, hi = span
+    def distance(header: _Header) -> float:
+        lo, hi = header.size_range or (n0, n0)
         return 0.0 if lo <= n0 <= hi else min(abs(math.log(n0 / lo)), abs(math.log(n0 / hi)))
-    return min(cards, key=lambda c: (distance(c), str(c.path)))
+    return min(headers, key=lambda h: (distance(h), str(h.path)))
 
 
 def _default_card(directory: Path, law: str | None) -> LawCard | None:
