@@ -4,7 +4,7 @@ A model source (``data.hub``: directory, hub id, ``random:PRESET``) is checked w
 weights, then resolved (a hub model fetched into huggingface_hub's cache) and loaded through
 ``AutoModelForCausalLM.from_pretrained`` with no custom code. Presets become transformers' own
 ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` with a config whose parameter count equals the
-table's exact count (``tests/test_engine_models.py`` checks this), always as a random init.
+table's exact count (``tests/engine/test_engine_models.py`` checks this), always as a random init.
 """
 
 from __future__ import annotations

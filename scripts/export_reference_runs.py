@@ -1,7 +1,7 @@
 """Copy a run store's curves into the repository (run.json + curve.parquet per done run).
 
 The bundled cards are fitted from what this writes (docs/reference_runs/), so a clean clone
-can refit and check every card (tests/test_bundled_cards.py). Machine paths in run.json (the
+can refit and check every card (tests/planner/test_bundled_cards.py). Machine paths in run.json (the
 store and shard directories a job was given) are rewritten relative to the repository root,
 and nothing else is copied: no checkpoints, no job files; the grid's pretrained parents keep
 their small ``model/`` directory (save_pretrained, a few MB in all) so later work can prune

@@ -132,7 +132,7 @@ def layer_activation_bytes(spec: ModelSpec, tokens: int, bits: int) -> float:
     (2 q + 2 kv values), gate, up, SiLU(gate) and the down projection's input (4 ffn); per
     RMSNorm its fp32 input (transformers upcasts inside the norm), 1/rms, and two 16-bit
     copies (the normalised value and the product with the weight, the next linear's input);
-    and SDPA's fp32 log-sum-exp per head. ``tests/test_grid_estimate.py`` checks this against
+    and SDPA's fp32 log-sum-exp per head. ``tests/engine/test_grid_estimate.py`` checks this against
     the tensors transformers' Llama and Qwen2 layers really save.
     """
     a = bits // 8

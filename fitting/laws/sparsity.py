@@ -1,7 +1,7 @@
 """Frantar et al. (ICLR 2024): the sparsity scaling law, ``L(S, N, D)``.
 
 Added as one file to show that a law is one object: nothing else in the project names it.
-Reproduces the authors' ViT/JFT optimum (tests/test_fitting_sparsity.py) with their
+Reproduces the authors' ViT/JFT optimum (tests/fitting/test_fitting_sparsity.py) with their
 normalisation (N = non-zero parameters / 1e6, D = examples / 1e9), Huber delta 0.01 on the
 loss itself (``--space linear``).
 """

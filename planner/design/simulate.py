@@ -9,7 +9,7 @@ single-threaded in each), with a progress bar on stderr.
 Simulation refits use a lighter multi-start than a card's fit (``SIM_FIT``): one polished
 exponent-grid point instead of three and 16 random starts instead of 64. The curves are the
 law itself plus noise, so the global search only has to find the basin: on simulated worlds
-the two settings give the same D* within 1% (``tests/test_planner_design.py``).
+the two settings give the same D* within 1% (``tests/planner/test_planner_design.py``).
 """
 
 from __future__ import annotations

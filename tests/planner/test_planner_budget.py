@@ -170,7 +170,7 @@ def test_the_bundled_card_at_8b_recommends_no_budget_but_a_pilot():
     budget is a tenth of the nearest published depth recipe per parameter, priced like D*."""
     from pathlib import Path
 
-    bundled = load_card(Path(__file__).resolve().parents[1] / "planner" / "cards" / "p2_llama3_depth.json", law="p2")
+    bundled = load_card(Path(__file__).resolve().parents[2] / "planner" / "cards" / "p2_llama3_depth.json", law="p2")
     rec = run(bundled, Criterion.of("recover", 0.9), loss_before=None)
     assert not rec.credible and rec.verdict.startswith("verdict: not credible") and "ln V" in rec.doubt
     assert rec.tokens is not None and rec.reach is None  # the formula's D*, kept for --show-extrapolation

@@ -103,7 +103,7 @@ def test_scan_reports_unreadable_cards_without_failing(tmp_path):
 
 def test_no_card_committed_without_provenance():
     """Bundled cards (if any) must be real fitting output: readable, with a source and a hash."""
-    for path, card, problem in scan(Path(__file__).resolve().parents[1] / "planner" / "cards"):
+    for path, card, problem in scan(Path(__file__).resolve().parents[2] / "planner" / "cards"):
         assert card is not None, problem
         prov = card.provenance()
         assert prov["source"] and prov["content_hash"], path

@@ -15,7 +15,7 @@ from data.runs import RunStore, load
 from engine.grid.lock import process_alive, process_start, writer_state
 from train_fakes import MemData, write_shards
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def clean_env():

@@ -14,7 +14,7 @@ from data.runs import RunStore
 from engine.train.config import job_from_dict
 from train_fakes import MemData, write_shards
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEQ = 32
 
 

@@ -16,7 +16,7 @@ from fitting.laws import CHINCHILLA
 from fitting.solve import solve
 from fitting.table import from_arrays
 
-CSV = Path(__file__).resolve().parent / "fixtures/epoch_chinchilla_svg_extracted_data.csv"
+CSV = Path(__file__).resolve().parents[1] / "fixtures/epoch_chinchilla_svg_extracted_data.csv"
 
 
 @pytest.fixture(scope="module")

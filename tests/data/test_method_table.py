@@ -20,7 +20,7 @@ import yaml
 from data.cli import BadInput
 from data.methods import METHODS, NEEDS_CALIB, SPARSE, TRAINED, MethodSpec, display_order
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from engine.grid.local import (
 from engine.grid.lock import WRITER_FILE, Lock, process_start, try_hold, writer_state
 from engine.grid.progress import Progress, count
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 HOLDER = """
 import sys, time

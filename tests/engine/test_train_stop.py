@@ -121,7 +121,7 @@ def test_the_forecaster_is_found_by_entry_point_not_import():
 def test_a_card_prior_is_placed_at_the_run_s_own_parent_and_ratio():
     from pathlib import Path
 
-    card = Path(__file__).resolve().parents[1] / "planner" / "cards" / "p2_llama3_depth.json"
+    card = Path(__file__).resolve().parents[2] / "planner" / "cards" / "p2_llama3_depth.json"
     job = make_job("unused", at="optimum", min_fraction=0.5, recover=0.5, card=str(card))
     tokens = [0, 256, 512, 1024, 2048, 4096]
     curve = pd.DataFrame({"tokens": tokens, "eval_loss": [5.0] + [2.0 + 3.0 * t ** -0.5 for t in tokens[1:]]})

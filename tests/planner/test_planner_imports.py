@@ -17,7 +17,7 @@ import numpy as np
 
 HEAVY = ("torch", "pandas", "scipy", "matplotlib", "transformers", "statsmodels", "deepspeed",
          "datasets", "pyarrow", "yaml")
-BUNDLED = Path(__file__).resolve().parents[1] / "planner" / "cards"
+BUNDLED = Path(__file__).resolve().parents[2] / "planner" / "cards"
 
 PROBE = """
 import contextlib, io, json, sys

@@ -19,7 +19,7 @@ from planner.design.grid import write_grid
 from planner.design.prior import to_coordinates, from_coordinates, weak_prior
 from planner.query import parse_parent
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CARDS = ROOT / "planner" / "cards"
 THETA = np.array([TRUE_P2[n] for n in P2.params])
 AXES = {"params_before": np.array([1.2e9, 3.2e9, 8e9]), "ratio": np.array([0.2, 0.35, 0.5]),

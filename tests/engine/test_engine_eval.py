@@ -214,7 +214,7 @@ def test_a_hub_task_not_cached_offline_is_refused_before_the_model_loads(assets,
 
     save_file({"not_a_weight": torch.zeros(1)}, str(broken / "model.safetensors"))
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-m", "engine", "eval", str(broken), "--tasks", "hellaswag"],
                           capture_output=True, text=True, env=env, timeout=300)
     err = done.stderr.strip().splitlines()

@@ -11,7 +11,7 @@ from data.cli import BadInput
 from engine.grid.spec import job_command, load_grid, validate, write_job_files
 from engine.train.config import load_job
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRID = {"name": "t", "data": {"shards": "shards/none", "seq_len": 32},
         "parents": [{"name": "p", "preset": "tiny-llama", "tokens": "20K"}],
         "methods": ["width", "depth"], "ratios": [0.25, 0.5], "objectives": ["lm", "kd"],

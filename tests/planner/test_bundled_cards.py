@@ -17,7 +17,7 @@ from fitting.card import LawCard
 from fitting.fit import FitConfig, fit
 from fitting.table import load_data
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "docs" / "reference_runs"
 CARDS = sorted((ROOT / "planner" / "cards").glob("p2_*.json"))
 

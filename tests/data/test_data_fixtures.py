@@ -1,4 +1,4 @@
-"""Shared, session-cached data for the tests/test_data_*.py files (no tests in here).
+"""Shared, session-cached data for the tests/data/test_data_*.py files (no tests in here).
 
 The corpus, tokenizer and shards are built once per pytest session under the session's base
 temp dir and reused by every data test module. Network-free: the ``code`` domain is the

@@ -10,7 +10,7 @@ import yaml
 
 from data.cli import BadInput
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GIB = 2.0 ** 30
 # Qwen2.5-0.5B's config.json shape fields (the hub file's values): planning reads nothing else.
 QWEN_05B = {"model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,

@@ -240,7 +240,7 @@ def test_recommend_repeats_the_card_s_identifiability_notes(capsys):
     planner says which simpler law that is, in the text and in --json."""
     from pathlib import Path
 
-    card = Path(__file__).resolve().parents[1] / "planner" / "cards" / "p2_llama3_width.json"
+    card = Path(__file__).resolve().parents[2] / "planner" / "cards" / "p2_llama3_width.json"
     argv = ["recommend", "--params", "400K", "--ratio", "0.5", "--law", str(card)]
     assert main(argv) == 0
     out = capsys.readouterr().out

@@ -21,7 +21,7 @@ import yaml
 from data.runs import RunStore
 from engine.grid.lock import LOCK_FILE, acquire, owner_state
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 FAKE_LAUNCHER = """#!{python}
 import json, os, sys, time

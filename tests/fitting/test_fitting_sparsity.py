@@ -15,7 +15,7 @@ import pytest
 from fitting.__main__ import main
 from fitting.laws import get_law
 
-DATA = Path(__file__).resolve().parent / "fixtures/frantar_vit_data.json"
+DATA = Path(__file__).resolve().parents[1] / "fixtures/frantar_vit_data.json"
 
 # The notebook's best of 25 random starts (printed in its output cell): objective (mean Huber)
 # and coefficients a, b, c, d, e, f, g of (a (1/(1-S))^-b + c) N^-d + e D^-f + g.

@@ -192,7 +192,7 @@ def test_the_headline_of_the_bundled_card_is_the_planners_answer():
     from data.runs import load
     from reports import build, laws
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     card = root / "planner" / "cards" / "p2_llama3_depth.json"
     frame = load(root / "docs" / "reference_runs")
     (opened,) = laws.open_cards([str(card)])
@@ -388,7 +388,7 @@ def test_the_demo_summary_prints_the_report_headline_d_star():
     from reports import build, laws
     from workflow.demo import planner_line
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     path = root / "planner" / "cards" / "p2_llama3_depth.json"
     frame = load(root / "docs" / "reference_runs")
     (card,) = laws.open_cards([str(path)])
