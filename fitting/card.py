@@ -20,7 +20,7 @@ is what a *new run* at that point should fall in.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import math
 import time
@@ -98,8 +98,18 @@ class LawCard:
     whose removal leaves the law unidentifiable): the second half of every interval."""
     path: Path | None = field(default=None, compare=False)
     """The file the card was read from (None: a fit's own result, or a card made in memory)."""
-    sha256: str | None = field(default=None, compare=False)
-    """sha256 of that file's bytes: which exact card an answer or a page came from."""
+    blob: bytes | None = field(default=None, compare=False, repr=False)
+    """That file's bytes, as read (hashed only when :attr:`sha256` is asked for)."""
+
+    @functools.cached_property
+    def sha256(self) -> str | None:
+        """sha256 of the file's bytes: which exact card an answer or a page came from.
+
+        Computed on first use: hashlib loads OpenSSL, a few ms of the planner's cold start,
+        which no planner answer needs (reports do)."""
+        import hashlib
+
+        return None if self.blob is None else hashlib.sha256(self.blob).hexdigest()
 
     def __post_init__(self) -> None:
         for name, section in (("ci", Intervals), ("fit", FitInfo), ("data", DataInfo), ("scatter", Scatter)):
@@ -462,8 +472,8 @@ def save_card(card: LawCard, path: str | Path, *, with_samples: bool = True,
     return path
 
 
-def _read_json(path: Path) -> tuple[Mapping, str]:
-    """The card's JSON object and the sha256 of its bytes."""
+def _read_json(path: Path) -> tuple[Mapping, bytes]:
+    """The card's JSON object and its bytes."""
     try:
         blob = path.read_bytes()
         raw = json.loads(blob.decode())
@@ -473,7 +483,7 @@ def _read_json(path: Path) -> tuple[Mapping, str]:
         raise BadInput(f"law card {str(path)!r} is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise BadInput(f"law card {str(path)!r} is not a JSON object")
-    return raw, hashlib.sha256(blob).hexdigest()
+    return raw, blob
 
 
 def _with_bounds(law: Law, raw: Mapping) -> dict[str, dict]:
@@ -495,7 +505,7 @@ def load_card(path: str | Path) -> LawCard:
     """Read a card written by :func:`save_card` (or a version 1 card); ``BadInput`` names
     what is wrong."""
     path = Path(path)
-    raw, sha256 = _read_json(path)
+    raw, blob = _read_json(path)
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
         raise BadInput(f"law card {str(path)!r} lacks {missing}; is it a prunelaw card?")
@@ -519,7 +529,7 @@ def load_card(path: str | Path) -> LawCard:
                    objective=math.nan if objective is None else float(objective),
                    notes=tuple(raw.get("notes") or ()), runs=tuple(raw.get("runs") or ()),
                    scatter=scatter, diagnosis=tuple(raw.get("diagnosis") or ()),
-                   bootstrap_params=boot, jackknife_params=jack, path=path, sha256=sha256)
+                   bootstrap_params=boot, jackknife_params=jack, path=path, blob=blob)
 
 
 def _samples(section: Mapping | None, law: Law) -> np.ndarray | None:
