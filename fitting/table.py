@@ -194,27 +194,25 @@ def _from_store(path: Path, law: Law, method: str | None, statuses: tuple[str, .
 
 
 def _only_objective(frame: "pd.DataFrame", objective: str | None) -> "pd.DataFrame":
-    present = sorted(map(str, frame["objective"].dropna().unique())) if "objective" in frame.columns else []
-    if objective is None:
-        if len(present) > 1:
-            raise BadInput(f"the runs mix post-training objectives {present}; choose one with --objective "
-                           "(a KD curve and an LM-loss curve follow different laws)")
-        return frame
-    if objective not in present:
-        raise BadInput(f"--objective {objective!r} not in the input; allowed: {', '.join(present) or '(none)'}")
-    return frame[frame["objective"] == objective]
+    return _only(frame, "objective", objective, "post-training objectives",
+                 "a KD curve and an LM-loss curve follow different laws")
 
 
 def _only_method(frame: "pd.DataFrame", method: str | None) -> "pd.DataFrame":
-    methods = sorted(map(str, frame["method"].dropna().unique()))
-    if method is None:
-        if len(methods) > 1:
-            raise BadInput(f"the input mixes pruning methods {methods}; choose one with --method "
-                           "(each method has its own law)")
+    return _only(frame, "method", method, "pruning methods", "each method has its own law")
+
+
+def _only(frame: "pd.DataFrame", column: str, value: str | None, what: str, why: str) -> "pd.DataFrame":
+    """The rows whose ``column`` is ``value``; with no value, the input must hold one (a law is
+    fitted to one kind of curve)."""
+    present = sorted(map(str, frame[column].dropna().unique())) if column in frame.columns else []
+    if value is None:
+        if len(present) > 1:
+            raise BadInput(f"the input mixes {what} {present}; choose one with --{column} ({why})")
         return frame
-    if method not in methods:
-        raise BadInput(f"method {method!r} not in the input; allowed: {', '.join(methods) or '(none)'}")
-    return frame[frame["method"] == method]
+    if value not in present:
+        raise BadInput(f"{column} {value!r} not in the input; allowed: {', '.join(present) or '(none)'}")
+    return frame[frame[column] == value]
 
 
 def _single(frame: "pd.DataFrame", column: str) -> str | None:

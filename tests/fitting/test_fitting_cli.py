@@ -132,9 +132,9 @@ def _bad(tmp_path, store):
     _write_store(both, p2_curves(points=4), objective="kd")
     _write_store(both, p2_curves(points=4), objective="lm", prefix="lm-")
     return {
-        "the runs mix post-training objectives ['kd', 'lm']; choose one with --objective": [
+        "the input mixes post-training objectives ['kd', 'lm']; choose one with --objective": [
             "fit", str(both), "--law", "p2"],
-        "--objective 'mse' not in the input; allowed: kd, lm": [
+        "objective 'mse' not in the input; allowed: kd, lm": [
             "fit", str(both), "--law", "p2", "--objective", "mse"],
         "bootstrap needs at least 2 runs; the input has 1": [
             "fit", _csv(tmp_path, one_run, "one.csv"), "--law", "p2", "--bootstrap", "5"],
