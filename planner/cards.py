@@ -128,7 +128,7 @@ class _Header:
         return cls(path, law.name, str(family) if family else None, str(method) if method else None, size)
 
     def wanted(self, law: str | None) -> bool:
-        return self.law == law if law is not None else LAWS[self.law].plans_budgets
+        return _wanted(self.law, law)
 
 
 def _headers(directory: Path) -> list[_Header]:
@@ -168,8 +168,9 @@ def select_card(law: str | None, family: str, method: str | None, n0: float,
                    + f" (looked in {directory}); {HOW_TO_GET_A_CARD}")
 
 
-def _wanted(card: LawCard, law: str | None) -> bool:
-    return card.law.name == law if law is not None else card.law.plans_budgets
+def _wanted(name: str, law: str | None) -> bool:
+    """A card of law ``name`` answers a query for ``law`` (None: any law that plans budgets)."""
+    return name == law if law is not None else LAWS[name].plans_budgets
 
 
 def _closest(headers: list[_Header], n0: float) -> _Header:
@@ -194,6 +195,6 @@ def _default_card(directory: Path, law: str | None) -> LawCard | None:
     for key, name in named.items():
         if name and (key == law or law is None):
             card = load_card(directory / str(name))
-            if _wanted(card, law):
+            if _wanted(card.law.name, law):
                 return card
     return None

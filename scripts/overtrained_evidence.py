@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from export_reference_runs import export  # noqa: E402 - a sibling script, not a package
+from smollm2_evidence import finals  # noqa: E402 - the same per-run first/last points
 
 STORE = Path("work/overtrained/runs")
 RUNS = Path("docs/overtrained_runs")
@@ -71,14 +72,10 @@ def gaps(store: Path) -> list[dict]:
     """Per finished pruned run: parent L0, the loss right after pruning and at the end."""
     from data.runs import load
 
-    frame = load(store)
-    done = frame[(frame["status"] == "done") & (frame["method"] != "none")].sort_values("tokens")
-    first, last = done.groupby("run_id").first(), done.groupby("run_id").last()
-    return [{"run_id": r, "method": last.at[r, "method"], "ratio": round(float(last.at[r, "ratio"]), 3),
-             "params_before": int(last.at[r, "params_before"]), "loss_before": round(float(last.at[r, "loss_before"]), 4),
-             "gap_pruned": round(float(first.at[r, "eval_loss"] - last.at[r, "loss_before"]), 4),
-             "gap_final": round(float(last.at[r, "eval_loss"] - last.at[r, "loss_before"]), 4)}
-            for r in last.index]
+    return [{"run_id": r.run_id, "method": r.method, "ratio": round(float(r.ratio), 3),
+             "params_before": int(r.params_before), "loss_before": round(float(r.loss_before), 4),
+             "gap_pruned": round(float(r.loss_pruned - r.loss_before), 4), "gap_final": round(float(r.dl), 4)}
+            for r in finals(load(store)).itertuples()]
 
 
 def main(argv: list[str] | None = None) -> int:
