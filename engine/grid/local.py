@@ -406,10 +406,12 @@ def _drive(sched: _Scheduler, state: _Run, slots: int) -> None:
         active: dict[Future, list[Job]] = {}
         try:
             while True:
+                # Foreign writers first: one that ends after next_batch passed its run over is
+                # still in this snapshot, so the loop polls again instead of ending with it unrun.
+                foreign = sched.foreign()
                 while len(active) < slots and (batch := sched.next_batch(slots - len(active))):
                     active[pool.submit(_run_batch, state, lock, batch)] = batch
                     state.refresh()
-                foreign = sched.foreign()
                 for run_id in sorted(set(foreign) - told):
                     who = foreign[run_id].process() if foreign[run_id] else "another process"
                     state.progress.say(f"{run_id}: {who} still writes this run; waiting for it (not started twice)")

@@ -30,6 +30,10 @@ from data.cli import BadInput
 
 LOCK_FILE = "_lock.json"
 WRITER_FILE = "_writer.json"
+PROBE_GRACE_S = 0.25
+"""How long a refused flock is retried before the holder counts as live: a probe
+(:func:`file_state`, run by every status poll) holds a lock file for microseconds, and a writer
+starting at that instant must not take the probe for a rival."""
 LAUNCH_ENV = "PRUNELAW_LAUNCH"
 """Names, to each training process, the grid launch it must not outlive (:func:`process_token`)."""
 
@@ -90,6 +94,15 @@ def _try_flock(fd: int) -> bool:
     return True
 
 
+def _flock_within(fd: int, grace_s: float) -> bool:
+    deadline = time.monotonic() + grace_s
+    while not _try_flock(fd):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def file_state(path: Path) -> tuple[str, LockOwner | None]:
     """``("none"|"live"|"stale", holder)`` of the lock file ``path``.
 
@@ -125,7 +138,7 @@ def try_hold(path: Path, label: str) -> Lock | LockOwner | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        if not _try_flock(fd):
+        if not _flock_within(fd, PROBE_GRACE_S):
             os.close(fd)
             return _read(path)
         try:  # the holder we waited on may have unlinked the file: lock the file that is there now

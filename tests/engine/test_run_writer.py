@@ -290,6 +290,56 @@ def test_a_launch_waits_for_a_run_another_process_still_writes(fake_grid, tmp_pa
     assert progress[-1] == "progress: 2/2 done, 0 running, 0 failed, 0 waiting; about 00:00 left"
 
 
+class _WriterEndsMidPass:
+    """A scheduler whose one job's foreign writer exits right after ``next_batch`` passed the
+    job over: the interleaving that once ended a launch with the job never run."""
+
+    def __init__(self) -> None:
+        self.live, self.launched = True, False
+
+    def foreign(self) -> dict:
+        return {"p": None} if self.live else {}
+
+    def next_batch(self, free_slots: int) -> list:
+        if self.live:
+            self.live = False  # the writer exits now, after this pass saw it live
+            return []
+        if self.launched:
+            return []
+        self.launched = True
+        return [SimpleNamespace(run_id="p")]
+
+    def finished(self, batch: list) -> None:
+        pass
+
+
+def test_a_launch_runs_a_job_whose_other_writer_ends_mid_pass(monkeypatch):
+    import engine.grid.local as local
+
+    ran: list[str] = []
+    monkeypatch.setattr(local, "WRITER_POLL_S", 0.01)
+    monkeypatch.setattr(local, "_run_batch", lambda state, lock, batch: ran.extend(j.run_id for j in batch))
+    said: list[str] = []
+    state = SimpleNamespace(refresh=lambda: None, progress=SimpleNamespace(say=said.append))
+    local._drive(_WriterEndsMidPass(), state, slots=1)
+    assert ran == ["p"] and "waiting for it" in said[0]
+
+
+def test_a_writer_is_not_refused_because_a_status_probe_held_its_lock_for_a_moment(tmp_path):
+    import fcntl
+    import threading
+    import time
+
+    path = tmp_path / "r" / WRITER_FILE
+    path.parent.mkdir()
+    probe = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what file_state does, for microseconds
+    threading.Thread(target=lambda: (time.sleep(0.05), os.close(probe))).start()
+    lock = try_hold(path, "r")
+    assert isinstance(lock, Lock)
+    lock.release()
+
+
 def test_the_demo_grid_step_prints_progress_as_it_goes(fake_grid, capsys):
     from workflow.demo import Timings, grid_step
 
