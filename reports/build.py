@@ -500,6 +500,8 @@ def dstar_page(ctx: Context, pdf: "PdfPages", i: int, card: LawCard, rows: pd.Da
                                          f"interval; shaded: extrapolation)",
                      fitted_ratios=card.axis_range(card.law.ratio_axis),
                      observed_tokens=None if tokens is None else tokens[1])
+    if note := laws.ratio_free_note(table):
+        fig.supxlabel(note, fontsize=7, x=0.02, ha="left", wrap=True)
     _save(ctx, pdf, fig, title)
 
 

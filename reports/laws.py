@@ -197,6 +197,19 @@ def dstar_table(card: "LawCard", parents: dict[str, float], ratios: np.ndarray |
     return pd.DataFrame(rows, columns=["label", "params_before", "ratio", "dstar", "lo", "hi"])
 
 
+def ratio_free_note(table: pd.DataFrame) -> str:
+    """Why every parent's D* line is flat, when it is ('' otherwise): under a token term that is
+    a power of D alone, closing a fraction F of the gap takes D_ref * (1 - F)^(-1/beta) at any
+    ratio; the ratio only sets how large the gap is. A reader who sees flat lines should be told
+    it is the criterion, not a plotting fault, and which criterion does compare ratios."""
+    spans = table.dropna(subset=["dstar"]).groupby("label")["dstar"].agg(["min", "max"])
+    if spans.empty or not np.allclose(spans["min"], spans["max"], rtol=1e-9):
+        return ""
+    return ("D* is the same at every ratio: this law's token term is a power of D alone, so closing a fixed "
+            "fraction of the gap costs the same tokens whatever the ratio (the ratio sets the gap's size: see the "
+            "loss pages); planner recommend --target-loss compares ratios by the loss they reach")
+
+
 @dataclass(frozen=True)
 class HeldOut:
     """One held-out extrapolation: which split, its points, its metrics, or why it is absent."""

@@ -359,6 +359,26 @@ def test_dstar_page_marks_what_lies_outside_the_fit(report):
     assert "outside the fitted ratios" in page and "largest budget observed" in page
 
 
+def test_a_flat_dstar_page_says_it_is_the_criterion_not_a_fault(report):
+    """Recover D* of a power-law token term does not move with the ratio: the page says why."""
+    _, text = report
+    page = next(p for p in text.split("\f") if "Recommended post-training tokens D*" in p)
+    assert "D* is the same at every ratio" in " ".join(page.split())
+
+
+def test_the_flat_dstar_note_is_only_for_flat_lines():
+    import pandas as pd
+
+    from fitting.card import LawCard
+    from reports import laws
+
+    flat = pd.DataFrame({"label": ["a"] * 3, "ratio": [0.2, 0.5, 0.8], "dstar": [4e5] * 3})
+    assert laws.ratio_free_note(flat).startswith("D* is the same at every ratio")
+    assert laws.ratio_free_note(flat.assign(dstar=[4e5, 5e5, 6e5])) == ""
+    bundled = LawCard.load(Path(__file__).resolve().parents[2] / "planner" / "cards" / "p2_llama3_width.json")
+    assert laws.ratio_free_note(laws.dstar_table(bundled, {"8B": 8e9})) != ""  # what the 8B page shows
+
+
 def test_parents_pretraining_has_its_own_page_not_a_panel_among_the_pruned(small_store, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(small_store, runs)
