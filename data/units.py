@@ -47,3 +47,8 @@ def format_count(value: float, digits: int = 3) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.{digits}g}{suffix}"
     return f"{value:.{digits}g}"
+
+
+def format_amount(x: float) -> str:
+    """Hours or dollars, readable at every scale: 12,345 / 12.3 / 0.012 (never a bare "0")."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2g}"

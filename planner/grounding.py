@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from data.units import format_count
+from data.units import format_amount, format_count
 from data.compute import Compute
 from planner.query import Parent
 from fitting.criteria import MIN_TOKENS_PER_PARAM
@@ -102,7 +102,7 @@ def render_recipe(recipe: PilotRecipe) -> list[str]:
     return [
         "a grounded answer, from your own data:",
         f"  1. pilot: post-train this very model for {job['tokens']} tokens ({recipe.basis}), "
-        f"~{c.gpu_hours:,.0f} {c.gpu.upper()} GPU-hours (${c.cost_usd:,.0f}), then fit its curve",
+        f"~{format_amount(c.gpu_hours)} {c.gpu.upper()} GPU-hours (${format_amount(c.cost_usd)}), then fit its curve",
         "     pilot.yaml (engine train prunes the parent itself, so the run records N0, ratio and L0):",
         "       parent: PARENT_DIR            # the local Hugging Face directory of your parent",
         f"       method: {job['method']}",

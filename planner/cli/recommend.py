@@ -50,7 +50,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from data.cli import BadInput
-from data.units import format_count
+from data.units import format_amount, format_count
 from planner.grounding import render_recipe
 from planner.cli.common import (add_cost_options, add_parent_options, check_loss_before, new_parser,
                                 law_card, print_json)
@@ -157,11 +157,6 @@ def _est(e: Estimate, fmt) -> str:
     return f"{fmt(e.value)} [{fmt(e.low)}, {fmt(e.high)}]"
 
 
-def _amount(x: float) -> str:
-    """Readable at every scale: 12,345 / 12.3 / 0.012."""
-    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2g}"
-
-
 def _header(r: Recommendation) -> list[str]:
     lines = [r.verdict,
              f"parent     {r.parent.describe()}, family {r.parent.family}",
@@ -240,15 +235,15 @@ def _numbers(r: Recommendation) -> list[str]:
     lines = [
         f"tokens D*  {_est(r.tokens, format_count)}   ({level})",
         f"loss @ D*  {_est(r.loss, loss)}{scale}   (asymptote {_est(r.asymptote, loss)})",
-        f"compute    {c.flops:.3g} FLOPs ({c.formula}) = {_amount(c.gpu_hours)} {c.gpu.upper()} GPU-hours at MFU "
-        f"{c.mfu:g} = ${_amount(c.cost_usd)} at ${c.price_per_gpu_hour:.2f}/GPU-h",
+        f"compute    {c.flops:.3g} FLOPs ({c.formula}) = {format_amount(c.gpu_hours)} {c.gpu.upper()} GPU-hours at MFU "
+        f"{c.mfu:g} = ${format_amount(c.cost_usd)} at ${c.price_per_gpu_hour:.2f}/GPU-h",
     ]
     if r.card_only is not None:
         lines.append(f"card only  {r.card_only['moved']}")
     lines += ["", f"  {'budget':>8}  {'tokens':>8}  {'predicted loss' + scale:<28}  {'GPU-hours':>10}  {'cost':>10}"]
     for b in r.budgets:
         lines.append(f"  {b.multiple:>7g}x  {format_count(b.tokens):>8}  {_est(b.loss, loss):<28}  "
-                     f"{_amount(b.compute.gpu_hours):>10}  {'$' + _amount(b.compute.cost_usd):>10}")
+                     f"{format_amount(b.compute.gpu_hours):>10}  {'$' + format_amount(b.compute.cost_usd):>10}")
     return lines
 
 

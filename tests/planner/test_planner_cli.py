@@ -295,6 +295,16 @@ def test_the_not_credible_screen_leads_with_the_verdict_then_practice_then_the_p
     assert shown.index("tokens D*") > head > shown.index("a grounded answer")
 
 
+def test_a_small_parents_pilot_costs_a_fraction_of_an_hour_not_zero(capsys):
+    """SmolLM2-135M's pilot (160M tokens) is minutes of an H100: the line gives the amount."""
+    assert main(["recommend", "--params", "135M", "--ratio", "0.25", "--method", "depth", "--family", "smollm2",
+                 "--loss-before", "3.2"]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("1. pilot:")]
+    assert "~0 " not in line and "($0)" not in line
+    hours = float(line.split("~")[1].split()[0])
+    assert 0.01 < hours < 1
+
+
 def test_readme_target_loss_query_answers_with_the_screen(capsys):
     """A target loss the card puts at 2,000T tokens at 8B is no reason to exit 2 when the card
     does not describe 8B models at all: the screen says so and what to run instead."""
