@@ -317,8 +317,8 @@ class LawCard:
         the jackknife-t interval widened by the same scatter.
         """
         sigma = self.scatter.sigma_new_run
-        if sigma is None:
-            return None
+        if sigma is None or (self.bootstrap_params is not None and len(self.bootstrap_params) == 0):
+            return None  # a bootstrap that could not vary: the mean law's spread is unknown
         space = self.scatter.space
         samples = self.bootstrap_params if self.bootstrap_params is not None else self.params_array[None]
         with np.errstate(all="ignore"):

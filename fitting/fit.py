@@ -49,6 +49,10 @@ few-run regime, where a run bootstrap has too few distinct run mixtures (9-16 ru
 ``benchmarks/fit_coverage.py``); with many units the expanded percentile interval alone is
 right, and a leave-one-out jackknife of a Huber fit, a non-smooth statistic, is not (on
 Chinchilla's 240 points it widened alpha's interval to 0.395 against Epoch's 0.373)."""
+MIN_MIXTURES = 3
+"""Distinct run mixtures a run bootstrap needs before its spread is an interval. Two runs of
+two ratios identify a ratio exponent only together, so every kept resample is the data itself
+and the percentiles collapse onto the point: a zero-width interval that looks like certainty."""
 _DISCOVERED = frozenset(LAWS)
 """Laws a worker process can import by name (laws registered at run time refit in-process)."""
 
@@ -204,13 +208,22 @@ class Bootstrap:
     left_out: int
     workers: int
     seconds: float
+    mixtures: int
+    """Distinct run multisets among the kept resamples: one means every sample is the data."""
 
 
 def _boot_notes(boot: Bootstrap | None) -> tuple[str, ...]:
-    if boot is None or not boot.left_out:
+    if boot is None:
         return ()
-    return (f"{boot.left_out} bootstrap resamples could not identify the law after {REDRAWS} "
-            f"redraws each and were left out; intervals use {len(boot.samples)}",)
+    notes = []
+    if boot.left_out:
+        notes.append(f"{boot.left_out} bootstrap resamples could not identify the law after {REDRAWS} "
+                     f"redraws each and were left out; intervals use {len(boot.samples)}")
+    if boot.mixtures < MIN_MIXTURES:
+        notes.append(f"no intervals: of the run resamples only {boot.mixtures} distinct mixture(s) of runs "
+                     f"identify the law (each run is needed, e.g. one run per ratio), so the run bootstrap "
+                     f"cannot vary; more runs per cell or more cells give it one")
+    return tuple(notes)
 
 
 def resample_weights(law: Law, data: FitData, ident: Identifiability,
@@ -284,9 +297,10 @@ def bootstrap(law: Law, data: FitData, weights: Array, ident: Identifiability, p
         workers = 1
         results = [_refit(i, m, {**state, "law": law}) for i, m in jobs]
     boot, jack = results[:len(mults)], results[len(mults):]
-    samples = np.array([p for p, _ in boot]) if boot else np.zeros((0, len(law.params)))
+    mixtures = len({m.tobytes() for m in mults})
+    samples = np.array([p for p, _ in boot]) if boot and mixtures >= MIN_MIXTURES else np.zeros((0, len(law.params)))
     return Bootstrap(samples, np.array([p for p, _ in jack]) if jack else None,
-                     sum(c for _, c in boot), redraws, left_out, workers, time.perf_counter() - start)
+                     sum(c for _, c in boot), redraws, left_out, workers, time.perf_counter() - start, mixtures)
 
 
 def leave_one_run_out(law: Law, data: FitData, ident: Identifiability) -> list[Array]:

@@ -238,3 +238,22 @@ def test_every_law_owns_its_decisions():
     assert float(P2.predict(params, tokens=d, **x)) == pytest.approx(target, rel=1e-10)
     for name in LAWS:
         assert get_law(name).formula and get_law(name).target
+
+
+def test_two_runs_that_each_hold_a_ratio_give_no_interval_not_a_zero_width_one():
+    """SmolLM2-135M depth at two ratios (the committed real-parent curves): a run bootstrap may
+    keep only resamples holding both runs (one run alone cannot identify gamma), so every kept
+    sample is the data itself. The card says so and carries no interval, where it once
+    printed [x, x] around every parameter, D* and loss."""
+    from pathlib import Path
+
+    from fitting.table import load_data
+
+    runs = Path(__file__).resolve().parents[2] / "docs" / "smollm2_runs"
+    data = load_data(runs, "p2", method="depth", family="smollm2", objective="kd")
+    assert data.n_runs == 2
+    card = fit(data, FitConfig(n_bootstrap=12, workers=1))
+    assert all(card.ci["params"][n] is None for n in ("beta", "gamma", "D_C"))
+    assert any("no intervals" in note and "cannot vary" in note for note in card.notes)
+    query = {"params_before": 134515008.0, "ratio": 0.5, "tokens": 5e5, "loss_before": 3.2}
+    assert card.band(**query) is None and card.prediction_band(**query) is None
