@@ -90,8 +90,11 @@ def write_synthetic(root: Path, seed: int = 0) -> Path:
 
 
 def runs_of(store: Path):
-    """(run_id, meta, tokens, loss) of every pruned run with a step-0 row and >= 6 points."""
+    """(run_id, meta, tokens, loss) of every pruned run with a step-0 row and >= 6 points;
+    points inside the run's learning-rate warm-up are dropped, as every pilot fit drops them
+    (``fitting.pilot.fit_points``)."""
     from data.runs import load
+    from fitting.pilot import fit_points
 
     table = load(store)
     table = table[(table["init"].fillna("pruned") == "pruned") & (table["ratio"].fillna(0) > 0)]
@@ -100,7 +103,8 @@ def runs_of(store: Path):
         tokens, loss = g["tokens"].to_numpy(float), g["eval_loss"].to_numpy(float)
         if len(tokens) < 6 or tokens[0] != 0 or not np.all(np.isfinite(loss)):
             continue
-        yield run_id, g.iloc[0], tokens, loss
+        keep = fit_points(tokens, g["lr"].to_numpy(float) if "lr" in g else None)[0] | (tokens == 0)
+        yield run_id, g.iloc[0], tokens[keep], loss[keep]
 
 
 def card_for(meta, cards_dir: Path | None):

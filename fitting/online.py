@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from data.cli import BadInput
-from fitting.pilot import CardPrior, Pilot, card_prior, fit_pilot, pilot_reference
+from fitting.pilot import CardPrior, Pilot, card_prior, fit_pilot, fit_points, pilot_reference, too_few_points
 from fitting.criteria import Criterion
 
 KEYS = ("d_star", "low", "high", "final_loss", "final_low", "final_high")
@@ -29,7 +29,8 @@ KEYS = ("d_star", "low", "high", "final_loss", "final_low", "final_high")
 
 def forecast(tokens: np.ndarray, loss: np.ndarray, *, criterion: str, value: float, budget: float,
              loss_before: float | None = None, card: str | None = None,
-             meta: Mapping[str, Any] | None = None, level: float = 0.95) -> dict[str, float | None]:
+             meta: Mapping[str, Any] | None = None, level: float = 0.95,
+             lr: np.ndarray | None = None) -> dict[str, float | None]:
     """D* under ``criterion`` with its interval, and the loss predicted at ``budget`` tokens.
 
     Parameters
@@ -48,6 +49,9 @@ def forecast(tokens: np.ndarray, loss: np.ndarray, *, criterion: str, value: flo
     meta : mapping or None
         The run's metadata (run-store names, e.g. ``params_before``, ``ratio``): places the
         card at the run's own parent and ratio.
+    lr : array or None
+        The learning rate at each point: points inside the warm-up are left out of the fit
+        (``fitting.pilot.fit_points``).
 
     Raises
     ------
@@ -57,10 +61,10 @@ def forecast(tokens: np.ndarray, loss: np.ndarray, *, criterion: str, value: flo
     """
     tokens, loss = np.asarray(tokens, dtype=float), np.asarray(loss, dtype=float)
     start = float(loss[0]) if len(tokens) and tokens[0] == 0 else None
-    keep = tokens > 0
-    if int(keep.sum()) < 3:
-        raise BadInput(f"{int(keep.sum())} point(s) after step 0; the fit needs 3")
-    pilot = Pilot("curve so far", tokens[keep], loss[keep], start, loss_before, None, None)
+    keep, warm = fit_points(tokens, None if lr is None else np.asarray(lr, dtype=float))
+    if why := too_few_points(int(keep.sum()), warm):
+        raise BadInput(why)
+    pilot = Pilot("curve so far", tokens[keep], loss[keep], start, loss_before, None, None, warm)
     term = fit_pilot(pilot, prior=_prior(card, meta or {}), loss_before=loss_before, level=level)
     d = term.tokens(Criterion.of(criterion, value), pilot_reference(pilot))
     final = term.loss(float(budget))

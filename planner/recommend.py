@@ -402,7 +402,8 @@ def _card_only(cterm: TokenTerm, criterion: Criterion, card: LawCard, n0: float,
 
 
 def _pilot_dict(pilot: Pilot, term: TokenTerm) -> dict[str, Any]:
-    return {"path": pilot.path, "points": int(len(pilot.tokens)), "max_tokens": pilot.max_tokens,
+    return {"path": pilot.path, "points": int(len(pilot.tokens)), "warmup_left_out": pilot.warmup_left_out,
+            "max_tokens": pilot.max_tokens,
             "loss_start": pilot.loss_start, "last_loss": float(pilot.loss[-1]),
             "fit": {"a": term.a, "k": term.k, "beta": term.beta, "samples": int(len(term.samples)),
                     "card_weight": term.card_weight}}

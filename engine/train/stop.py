@@ -12,7 +12,8 @@ the fit lives in ``fitting``. It is looked up by name (``law``) in the entry-poi
 ``prunelaw.stop_forecasters``; prunelaw registers ``fitting.online:forecast`` there
 (``pyproject.toml``), the same torch-free pilot fit ``planner recommend --pilot`` uses (a few
 ms). The contract: ``forecast(tokens, loss, *, criterion, value, budget, loss_before, card,
-meta) -> {d_star, low, high, final_loss, final_low, final_high}``, raising
+meta, lr) -> {d_star, low, high, final_loss, final_low, final_high}`` (``lr``: the learning rate
+at each point, None where the curve lacks it; the fit leaves the warm-up out), raising
 ``data.cli.BadInput`` when it has no forecast yet.
 
 Every decision is appended to ``run.json`` under ``stop`` (``history``: step, tokens, fraction,
@@ -68,7 +69,8 @@ def predict(job: JobConfig, curve: Any, loss_before: float | None,
     kind, value = ("target_loss", stop.target_loss) if stop.target_loss is not None else ("recover", stop.recover)
     return forecaster()(curve["tokens"].to_numpy(dtype=float), curve["eval_loss"].to_numpy(dtype=float),
                         criterion=kind, value=float(value), budget=float(job.tokens + int((meta or {}).get("prune_tokens", 0))),
-                        loss_before=loss_before, card=stop.card, meta=meta or {})
+                        loss_before=loss_before, card=stop.card, meta=meta or {},
+                        lr=curve["lr"].to_numpy(dtype=float) if "lr" in curve else None)
 
 
 def decide(job: JobConfig, curve: Any, step: int, tokens: int, loss_before: float | None,

@@ -22,7 +22,8 @@ samples; pilot: posterior samples)::
                     (the card's notes, as the text prints them: the collapsed law, parameters
                     at a bound, weak ones, sloppy directions), outlier_runs: [run ids],
                     selected_because} or null
-    pilot          {path, points, max_tokens, loss_start, last_loss, fit: {a, k, beta, samples}} or null
+    pilot          {path, points, warmup_left_out, max_tokens, loss_start, last_loss,
+                    fit: {a, k, beta, samples}} or null
     assumptions    {loss_before (null: unknown), loss_before_source, loss_scale, parent,
                     recover_reference}
     criterion      {kind: recover|slope|target_loss, value, description}
@@ -171,7 +172,8 @@ def _header(r: Recommendation) -> list[str]:
         lines.append(f"card       none ({r.card_reason})")
     if r.pilot is not None:
         p = r.pilot
-        lines.append(f"pilot      {p['path']}: {p['points']} points up to {format_count(p['max_tokens'])} tokens, "
+        warm = f" (+{p['warmup_left_out']} inside the LR warm-up, left out)" if p["warmup_left_out"] else ""
+        lines.append(f"pilot      {p['path']}: {p['points']} points{warm} up to {format_count(p['max_tokens'])} tokens, "
                      f"fitted beta {p['fit']['beta']:.3g} (mode {r.mode})")
     l0 = "unknown" if r.loss_before is None else f"{r.loss_before:.4f} nats"
     lines += [f"L0         {l0} ({r.loss_before_source})", f"criterion  {r.criterion.describe()}"]

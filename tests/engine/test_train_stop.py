@@ -92,6 +92,20 @@ def test_decide_never_stops_below_the_minimum_fraction():
     assert few["decision"] == "continue" and "no fit yet" in few["reason"]
 
 
+def test_the_online_stop_fits_the_curve_after_its_lr_warm_up():
+    """Evaluations on the warm-up ramp (lr below its peak) are left out of the stop's fit, as
+    of a pilot's: the forecast equals the one from the curve without them."""
+    job = make_job("unused", at="optimum", min_fraction=0.5, recover=0.9)
+    tokens = [0, 128, 256, 512, 1024, 2048, 4096]
+    loss = [5.0, 4.99, 4.9] + [2.0 + 3.0 * t ** -0.5 for t in tokens[3:]]
+    lr = [1e-4, 1e-4, 5e-4, 1e-3, 1e-3, 1e-3, 1e-3]
+    with_ramp = pd.DataFrame({"tokens": tokens, "eval_loss": loss, "lr": lr})
+    without = with_ramp.drop(index=[1, 2]).drop(columns="lr")
+    got, want = decide(job, with_ramp, 16, 4096, None), decide(job, without, 16, 4096, None)
+    assert got["d_star"] == pytest.approx(want["d_star"]) and got["final_loss"] == pytest.approx(want["final_loss"])
+    assert decide(job, with_ramp.drop(columns="lr"), 16, 4096, None)["d_star"] != pytest.approx(want["d_star"])
+
+
 def test_the_stop_decides_from_the_run_log_in_memory_and_records_through_it(tmp_path):
     """The stop refits the rows the run log holds, not curve.parquet read back; its history
     goes into run.json through the log."""

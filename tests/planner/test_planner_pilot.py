@@ -272,3 +272,31 @@ def test_pilot_path_imports_no_pandas_or_scipy(tmp_path):
              "print(code, sorted(m for m in sys.modules if m.split('.')[0] in heavy))")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "0 []", proc.stdout + proc.stderr
+
+
+SMOLLM2_DEPTH_05 = "smollm2_depth_r0.5_kd_pruned_s0_17a9e759"
+
+
+def test_a_pilot_leaves_its_lr_warm_up_out_of_the_fit(capsys):
+    """A real run's first evaluations (SmolLM2-135M depth 0.5, 2% warm-up: 2K, 4K, 6K tokens)
+    sit on the learning-rate ramp, where the loss follows no power law; the fit starts at the
+    first point at the peak rate and the answer says how many it left out."""
+    from pathlib import Path
+
+    run = Path(__file__).resolve().parents[2] / "docs" / "smollm2_runs" / SMOLLM2_DEPTH_05
+    pilot = read_pilot(run)
+    assert pilot.warmup_left_out == 3 and pilot.tokens[0] == 12288 and pilot.loss_start > 10
+    assert main(["recommend", "--params", "135M", "--ratio", "0.5", "--method", "depth", "--family", "smollm2",
+                 "--pilot", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pilot"]["warmup_left_out"] == 3
+
+
+def test_a_pilot_still_in_its_warm_up_is_refused_with_the_reason(tmp_path, capsys):
+    tokens = np.array([0, 1000, 2000, 3000, 4000, 6000])
+    lr = np.array([0.1, 0.2, 0.4, 0.6, 0.8, 1.0]) * 1e-4  # the peak is reached at the last point
+    path = tmp_path / "pilot.csv"
+    rows = ["tokens,loss,lr"] + [f"{t},{5 - 0.1 * i},{r}" for i, (t, r) in enumerate(zip(tokens, lr))]
+    path.write_text("\n".join(rows) + "\n")
+    assert main(["recommend", "--params", "135M", "--ratio", "0.5", "--pilot", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "4 more inside the learning-rate warm-up" in err
