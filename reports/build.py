@@ -329,7 +329,9 @@ def _card_lines(ctx: Context) -> list[str]:
                 f"       criterion: {fit.get('loss', '?')} (delta {fit.get('delta', '?')}) on "
                 f"{fit.get('residuals', 'log loss')}, "
                 f"{fit.get('weighting', 'point')} weights, {fit.get('n_points', '?')} points / "
-                f"{fit.get('n_runs', '?')} runs, {fit.get('n_bootstrap', 0)} run-bootstrap refits",
+                f"{fit.get('n_runs', '?')} runs, {fit.get('n_bootstrap', 0)} run-bootstrap refits"
+                + ("" if card.bootstrap_params is None or len(card.bootstrap_params) else
+                   ", none varies: no interval"),
                 "       " + ("fitted on this store's runs (fitting reads them to the card's data hash)" if ctx.here.get(str(card.sha256))
                              else f"NOT fitted on this store: fitted on {card.data.source!r} (another data "
                                   "hash); its curves are drawn as a reference law, not as the fit")]

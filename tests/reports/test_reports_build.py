@@ -420,3 +420,14 @@ def test_the_demo_summary_prints_the_report_headline_d_star():
     row = table.loc[table["ratio"] == 0.5].iloc[0]
     (line,) = planner_line(rec)
     assert f"D* = {format_count(row['dstar'])} [{format_count(row['lo'])}, {format_count(row['hi'])}] tokens" in line
+
+
+def test_the_real_parent_report_says_its_two_run_card_has_no_interval(tmp_path):
+    """The committed SmolLM2-135M curves and their bundled depth card (one parent, two ratios):
+    the report draws them and its title page says the bootstrap could not give an interval."""
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "smollm2.pdf"
+    assert main(["build", str(root / "docs" / "smollm2_runs"), "--law",
+                 str(root / "planner" / "cards" / "p2_smollm2_depth.json"), "--no-heldout", "--out", str(out)]) == 0
+    title = pdf_text(out).split("\f")[0]
+    assert "smollm2-135m (N0 = 135M)" in title and "none varies: no interval" in title
