@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from export_reference_runs import export  # noqa: E402 - a sibling script, not a package
 
-STORE = Path("work/smollm2/runs")
+STORES = (Path("work/smollm2/runs"), Path("work/smollm2/controls"))
+"""The main grid's store and the controls grid's (grids/smollm2-cpu*.yaml)."""
 RUNS = Path("docs/smollm2_runs")
 CARDS = Path("planner/cards")
 FAMILY = "smollm2"
@@ -151,7 +152,8 @@ def _calibration(shard_set, n: int = 32) -> "object":
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--store", type=Path, default=STORE, help="the grid's run store (default %(default)s)")
+    p.add_argument("--store", type=Path, action="append", help="a run store to export (repeatable; default: "
+                   + ", ".join(map(str, STORES)) + ")")
     p.add_argument("--parent", type=Path, default=Path("work/smollm2-135m"))
     p.add_argument("--shards", type=Path, default=Path("work/smollm2/shards"))
     p.add_argument("--skip-export", action="store_true")
@@ -161,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     from data.runs import load
 
     if not a.skip_export:
-        print(f"{export(ROOT / a.store, ROOT / RUNS)} runs exported to {RUNS}")
+        stores = [ROOT / s for s in a.store or STORES if (ROOT / s).is_dir()]
+        print(f"{sum(export(s, ROOT / RUNS) for s in stores)} runs exported to {RUNS}")
     frame = load(ROOT / RUNS)
     last = finals(frame)
     methods = kd_methods(last)
