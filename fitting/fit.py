@@ -190,7 +190,8 @@ def _data_section(data: FitData) -> dict:
            "source": data.source, "content_hash": data.content_hash()}
     # Written only when known: a card from a store that records objectives names the one it
     # was fitted on, so a check against a store (reports) reads the same runs again.
-    return out | ({"objective": data.objective} if data.objective is not None else {})
+    out |= {"objective": data.objective} if data.objective is not None else {}
+    return out | ({"after_warmup": True} if data.after_warmup else {})  # older cards stay byte-identical
 
 
 # -- bootstrap ------------------------------------------------------------------------------

@@ -145,6 +145,8 @@ class DataInfo(Section):
     content_hash: str | None = None
     objective: str | None = None
     """Post-training objective of the runs it was fitted on (absent on older cards)."""
+    after_warmup: bool = False
+    """Fitted without each run's learning-rate warm-up points (``fitting fit --after-warmup``)."""
 
     @classmethod
     def fields(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,7 +155,8 @@ class DataInfo(Section):
         # version 1 cards named the content hash "hash"
         content = raw.get("content_hash", raw.get("hash"))
         return {"family": text("family"), "method": text("method"), "source": text("source"),
-                "content_hash": None if content is None else str(content), "objective": text("objective")}
+                "content_hash": None if content is None else str(content), "objective": text("objective"),
+                "after_warmup": bool(raw.get("after_warmup", False))}
 
 
 @dataclass(frozen=True)

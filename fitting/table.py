@@ -39,6 +39,8 @@ class FitData:
     method: str | None = None
     objective: str | None = None
     """Post-training objective of the runs (kd, lm; None for a table without the column)."""
+    after_warmup: bool = False
+    """Points inside each run's learning-rate warm-up were left out (``load_data``)."""
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -91,7 +93,8 @@ def from_arrays(law: str | Law, axes: dict[str, Array], y: Array, run_ids: Array
 
 def load_data(path: str | Path, law: str | Law, *, method: str | None = None,
               statuses: tuple[str, ...] = DEFAULT_STATUSES, family: str | None = None,
-              allow_unordered: bool = False, objective: str | None = None) -> FitData:
+              allow_unordered: bool = False, objective: str | None = None,
+              after_warmup: bool = False) -> FitData:
     """Read a run-store directory or a .csv/.parquet table for ``law``.
 
     From a store: runs whose ``init`` matches the law (P2: pruned, Chinchilla: random), with a
@@ -99,6 +102,8 @@ def load_data(path: str | Path, law: str | Law, *, method: str | None = None,
     holds several: their laws differ), one post-training ``objective`` (required when the
     selected runs mix KD and LM loss: their curves differ too). A table needs the law's axis names as columns; an
     optional ``run_id`` column groups points into runs (else each row is its own run).
+    ``after_warmup``: leave out each run's points inside its learning-rate warm-up (before its
+    first point at the peak rate, from the ``lr`` column: ``fitting.pilot.fit_points``).
     """
     law = law if isinstance(law, Law) else get_law(law)
     path = Path(path)
@@ -113,10 +118,29 @@ def load_data(path: str | Path, law: str | Law, *, method: str | None = None,
                            "select from; add one or leave --method out")
         if method is not None:
             frame = _only_method(frame, method)
+    if after_warmup:
+        frame, n_warm = _drop_warmup(frame, str(path))
+        notes = [*notes, f"left out {n_warm} points inside their run's learning-rate warm-up (--after-warmup)"]
     data = _checked(law, frame, str(path), notes)
     family = _single(frame, "family")
     return replace(data, family=family, method=method or _single(frame, "method"),
-                   objective=objective or _single(frame, "objective"))
+                   objective=objective or _single(frame, "objective"), after_warmup=after_warmup)
+
+
+def _drop_warmup(frame: "pd.DataFrame", where: str) -> tuple["pd.DataFrame", int]:
+    """Each run's points before its first at the peak learning rate (one rule with the pilot's)."""
+    from fitting.pilot import fit_points
+
+    if "lr" not in frame.columns or frame["lr"].isna().all():
+        raise BadInput(f"--after-warmup: {where!r} records no 'lr' column to find the warm-up in")
+    keep = np.ones(len(frame), dtype=bool)
+    groups = frame.groupby("run_id").indices if "run_id" in frame.columns else {None: np.arange(len(frame))}
+    for rows in groups.values():
+        rows = rows[np.argsort(frame["tokens"].to_numpy(float)[rows], kind="stable")]
+        tokens = frame["tokens"].to_numpy(float)[rows]
+        inside = (tokens > 0) & ~fit_points(tokens, frame["lr"].to_numpy(float)[rows])[0]
+        keep[rows[inside]] = False
+    return frame[keep], int((~keep).sum())
 
 
 def _read_table(path: Path) -> "pd.DataFrame":

@@ -94,7 +94,7 @@ def _fitted_on(card: "LawCard", runs: Path) -> bool:
 
     try:
         data = load_data(runs, card.law, method=card.data.method or None, family=card.family,
-                         objective=card.data.objective)
+                         objective=card.data.objective, after_warmup=card.data.after_warmup)
     except BadInput:
         return False
     return data.content_hash() == card.data.content_hash
@@ -240,7 +240,7 @@ def heldout(frame: pd.DataFrame, card: "LawCard", by: str, runs: Path) -> HeldOu
     if rows.empty:
         return HeldOut(by, "", pd.DataFrame(), {}, "no finished runs the card describes")
     data = load_data(runs, law, method=card.data.method or None, family=card.family,
-                     objective=card.data.objective)
+                     objective=card.data.objective, after_warmup=card.data.after_warmup)
     if split_axis(law, by) is None:
         return HeldOut(by, "", pd.DataFrame(), {}, f"law {card.law.name!r} has no {by} axis")
     train, label = split(data, by)

@@ -32,6 +32,9 @@ def input_parser(prog: str, doc: str, epilog: str, law_help: str) -> Parser:
                    "required if the runs mix them)")
     p.add_argument("--allow-unordered", action="store_true",
                    help="fit parents whose pretrained loss does not fall with size (a warning, not a refusal)")
+    p.add_argument("--after-warmup", action="store_true",
+                   help="leave out each run's points inside its learning-rate warm-up (the pilot fit's rule; "
+                        "recorded in the card)")
     p.add_argument("--weighting", choices=("point", "run"), default="point",
                    help="'run' gives each run the same total weight (default point)")
     p.add_argument("--huber-delta", type=float, default=1e-3,
@@ -59,4 +62,5 @@ def load_input(args: argparse.Namespace, law) -> "FitData":
     from fitting.table import load_data
 
     return load_data(args.path, law, method=args.method, family=args.family,
-                     allow_unordered=args.allow_unordered, objective=args.objective)
+                     allow_unordered=args.allow_unordered, objective=args.objective,
+                     after_warmup=args.after_warmup)

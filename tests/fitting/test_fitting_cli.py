@@ -230,3 +230,28 @@ def test_chinchilla_table_fit_stays_torch_free(tmp_path):
     assert doc["rc"] == 0 and doc["heavy"] == []
     assert doc["card"]["params"]["beta"] == pytest.approx(0.37, abs=0.05)
     assert doc["card"]["range"]["N"] == {"min": 1e8, "max": 3e9}
+
+
+def test_after_warmup_leaves_the_ramp_out_and_the_card_records_it(tmp_path, capsys):
+    """The committed SmolLM2-135M depth curves (2% warm-up): --after-warmup fits fewer points,
+    says how many it left out, records it in the card, and the card's data hash is that of
+    the points it saw (a report or a refit reads the same points through the card)."""
+    from pathlib import Path
+
+    from fitting.table import load_data
+
+    runs = Path(__file__).resolve().parents[2] / "docs" / "smollm2_runs"
+    card_path = tmp_path / "card.json"
+    code, out, err = _run(capsys, "fit", str(runs), "--law", "p2", "--family", "smollm2", "--method", "depth",
+                          "--objective", "kd", "--after-warmup", "--out", str(card_path))
+    assert code == 0 and "inside their run's learning-rate warm-up (--after-warmup)" in out + err
+    card = load_card(card_path)
+    assert card.data.after_warmup
+    every = load_data(runs, "p2", method="depth", family="smollm2", objective="kd")
+    after = load_data(runs, "p2", method="depth", family="smollm2", objective="kd", after_warmup=True)
+    assert after.n_points < every.n_points and card.data.content_hash == after.content_hash()
+
+
+def test_after_warmup_needs_a_learning_rate_column(store, capsys):
+    code, _, err = _run(capsys, "fit", str(store), "--law", "p2", "--method", "depth", "--after-warmup")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "records no 'lr' column" in err

@@ -47,7 +47,7 @@ def test_card_is_refitted_from_the_committed_curves(path):
     source = ROOT / card.data["source"]
     assert source.parent == ROOT / "docs", card.data["source"]  # committed curves, not a work dir
     data = load_data(source, "p2", method=card.data["method"], family=card.data["family"],
-                     objective=card.data.get("objective"))
+                     objective=card.data.get("objective"), after_warmup=card.data.get("after_warmup", False))
     assert data.content_hash() == card.data["content_hash"]
     again = fit(data, FitConfig(seed=card.fit.get("seed", 0), n_bootstrap=0))
     # The same optimum: the objective and the fitted curves agree to rounding. Parameters the card
