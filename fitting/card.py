@@ -44,6 +44,9 @@ CARD_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 """Version 1 cards (before prediction intervals and run reports) still load."""
 REQUIRED = ("law", "version", "params", "fit", "range", "data")
+EDGE_SLACK = 0.01
+"""A query within 1% of the card's fitted edge is at the edge, not beyond it: a parent of
+134.5M parameters is asked about as "135M", its L0 of 3.19996 as 3.2."""
 CI_KIND = ("confidence interval of the mean law: hull of the run bootstrap's percentile interval "
            "(widened for the number of runs) and the leave-one-run-out jackknife-t interval")
 PI_KIND = ("prediction interval for a new run: bootstrap of the mean law plus the measured "
@@ -339,16 +342,16 @@ class LawCard:
         return None if not isinstance(span, dict) else (float(span["min"]), float(span["max"]))
 
     def outside_range(self, **axes: float) -> list[str]:
-        """One message per axis value outside what the fit saw, saying how far."""
+        """One message per axis value outside what the fit saw (beyond ``EDGE_SLACK``), saying how far."""
         out = []
         for axis, value in axes.items():
             span = self.range.get(axis)
             if span is None:
                 continue
             lo, hi = span["min"], span["max"]
-            if value > hi:
+            if value > hi * (1 + EDGE_SLACK):
                 out.append(f"{axis}={value:.4g} is {value / hi:.3g}x above the fitted max {hi:.4g}")
-            elif value < lo:
+            elif value < lo * (1 - EDGE_SLACK):
                 out.append(f"{axis}={value:.4g} is {lo / value:.3g}x below the fitted min {lo:.4g}")
         return out
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from data.cli import BadInput
 from data.units import format_count
-from fitting.card import LawCard
+from fitting.card import EDGE_SLACK, LawCard
 from fitting.intervals import defined_enough
 from fitting.pilot import Pilot, card_prior, fit_pilot, pilot_reference
 from fitting.criteria import Criterion, Reference
@@ -201,10 +201,10 @@ def range_warnings(card: LawCard, *, n0: float | None = None, ratio: float | Non
         if value is None or span is None:
             continue
         lo, hi = span
-        if value > hi * (1 + 1e-9):
+        if value > hi * (1 + EDGE_SLACK):
             how = f"{value / hi:.3g}x" if by_factor else f"{value - hi:.3g}"
             out.append(f"{label} is {how} above the largest {noun} in the card's fit ({fmt(hi)})")
-        elif value < lo * (1 - 1e-9):
+        elif value < lo * (1 - EDGE_SLACK):
             how = f"{lo / value:.3g}x" if by_factor else f"{lo - value:.3g}"
             out.append(f"{label} is {how} below the smallest {noun} in the card's fit ({fmt(lo)})")
     return out

@@ -334,3 +334,14 @@ def test_compare_gives_the_same_verdict(capsys):
     assert main(["recommend", "--params", "8B", "--ratio", "0.5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["verdict"] == doc["verdict"].replace(
         "its losses at this N0 are no prediction", "the card gives no budget here")
+
+
+def test_a_query_at_the_real_parents_own_size_and_loss_is_not_called_an_extrapolation(capsys):
+    """SmolLM2-135M has 134.5M parameters and L0 3.19996 on its eval set; a user types 135M and
+    3.2. The bundled smollm2 card's range warnings must not fire for that (they did, at 1.004x)."""
+    assert main(["recommend", "--params", "135M", "--ratio", "0.25", "--family", "smollm2", "--method", "depth",
+                 "--loss-before", "3.2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["card"]["family"] == "smollm2"
+    assert not any(w.startswith(("N0 = 135M", "L0 = 3.2")) for w in out["warnings"]), out["warnings"]
+    assert "N0 = 135M vs fitted" not in out["verdict"]
