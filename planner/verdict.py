@@ -64,7 +64,7 @@ def verdict(mode: str, card: LawCard | None, n0: float, ratio: float, tokens: fl
     assert card is not None
     factor, parts = card_factor(card, n0, tokens, what)
     span = card.axis_range(card.law.ratio_axis)
-    if span is not None and not span[0] - 1e-9 <= ratio <= span[1] + 1e-9:
+    if _factor(ratio, span) > 1.0:
         parts.append(f"ratio {ratio:g} outside fitted [{span[0]:.3g}, {span[1]:.3g}]")
     if not parts:
         return "verdict: in range (the card was fitted on this parent size, ratio and budget)"

@@ -345,3 +345,7 @@ def test_a_query_at_the_real_parents_own_size_and_loss_is_not_called_an_extrapol
     assert out["card"]["family"] == "smollm2"
     assert not any(w.startswith(("N0 = 135M", "L0 = 3.2")) for w in out["warnings"]), out["warnings"]
     assert "N0 = 135M vs fitted" not in out["verdict"]
+    # the width card's larger ratio is 0.4998 as achieved: a query for 0.5 is at its edge
+    assert main(["recommend", "--params", "135M", "--ratio", "0.5", "--family", "smollm2", "--method", "width",
+                 "--loss-before", "3.2", "--json"]) == 0
+    assert "outside fitted" not in json.loads(capsys.readouterr().out)["verdict"]
