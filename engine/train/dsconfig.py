@@ -27,9 +27,14 @@ def tokens_per_step(job: JobConfig, world_size: int, seq_len: int) -> int:
     return ds.micro_batch * ds.grad_accum * world_size * seq_len
 
 
+def warmup_steps(opt: OptimConfig, total_steps: int) -> int:
+    """Optimizer steps of the learning-rate warm-up (at least one)."""
+    return max(1, round(opt.warmup_frac * total_steps))
+
+
 def _scheduler(opt: OptimConfig, total_steps: int) -> dict[str, Any]:
     """DeepSpeed's own warm-up schedulers: their state rides in the checkpoint for free."""
-    warmup = max(1, round(opt.warmup_frac * total_steps))
+    warmup = warmup_steps(opt, total_steps)
     # DeepSpeed's warm-up starts AT its minimum: a minimum of 0 would make step 1 a no-op
     start = 1.0 / (warmup + 1)
     if opt.schedule == "cosine":

@@ -42,7 +42,9 @@ from engine.train import checkpoint, loop
 from engine.train import monitor
 from engine.train import stop as online_stop
 from engine.train.config import NO_PRUNING, RUN_PREFIX, ZERO_AUTO, JobConfig, parent_label
-from engine.train.dsconfig import build_ds_config, optimizer_steps, resolve_zero_stage, tokens_per_step
+from engine.train.dsconfig import (
+    build_ds_config, optimizer_steps, resolve_zero_stage, tokens_per_step, warmup_steps,
+)
 from engine.train.evaluate import evaluate
 from engine.train.protocols import Engine
 from engine.train.objectives import (RECON_START, TEACHER_OBJECTIVES, Objective, make_objective,
@@ -362,7 +364,8 @@ def train(engine: Engine, job: JobConfig, data: TokenData, objective: Objective,
     """
     total = optimizer_steps(job, dist.world, data.seq_len)
     per_step = tokens_per_step(job, dist.world, data.seq_len)
-    at = set(eval_steps(total, job.eval.points))
+    # the first log-spaced point is the first step taken at the peak rate
+    at = set(eval_steps(total, job.eval.points, start=warmup_steps(job.optim, total) + 1))
 
     def step() -> None:
         t0 = time.perf_counter()

@@ -77,6 +77,15 @@ def test_eval_schedule_is_log_then_linear():
     assert eval_steps(3, 12) == [0, 1, 2, 3]
 
 
+def test_the_log_spaced_evals_start_after_the_warm_up():
+    """A 10,000-step pilot with a 2% warm-up (the planner's recipe): no eval on the ramp but
+    step 0, the log-spaced half from the first step at the peak rate; a warm-up that reaches
+    the evenly spaced half leaves the schedule as it was."""
+    steps = eval_steps(10_000, 16, start=201)
+    assert steps[:2] == [0, 201] and len(steps) == 17 and steps[-8:] == [1250 * i for i in range(1, 9)]
+    assert eval_steps(1000, 8, start=400) == eval_steps(1000, 8)
+
+
 def test_zero_stage_auto_resolves_by_device_and_keeps_the_run_id():
     """An unset stage is ``auto``: ZeRO-1 on a GPU (where precision auto takes bf16, which needs
     it), 0 on a CPU (fp32 there, as before); the run id hashes it as the 0 it replaced."""
