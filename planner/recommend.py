@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,13 +36,15 @@ from data.cli import BadInput
 from data.units import format_count
 from fitting.card import EDGE_SLACK, LawCard
 from fitting.intervals import defined_enough
-from fitting.pilot import Pilot, card_prior, fit_pilot, pilot_reference
 from fitting.criteria import Criterion, Reference
 from fitting.term import Estimate, TokenTerm
 from planner.grounding import PilotRecipe, pilot_recipe
 from data.compute import Compute, Gpu, compute_cost
 from planner.query import SPARSE_METHODS, Parent
 from planner.verdict import card_factor, credibility, verdict
+
+if TYPE_CHECKING:  # pragma: no cover - the pilot fit loads only when a pilot is given (cold start)
+    from fitting.pilot import Pilot
 
 __all__ = ["Recommendation", "recommend", "DEFAULT_SLOPE"]
 
@@ -261,6 +263,8 @@ def recommend(parent: Parent, method: str, ratio: float, card: LawCard | None, r
         doubt = card_doubt(card, parent.family, n0, ratio, l0)
     else:
         mode = "pilot" if card is None else "pilot+card"
+        from fitting.pilot import card_prior, fit_pilot, pilot_reference
+
         prior = None if card is None else card_prior(card, **card.query(n0, ratio))
         term = fit_pilot(pilot, prior=prior, loss_before=l0)
         ref = pilot_reference(pilot)
@@ -389,6 +393,8 @@ def _card_only(cterm: TokenTerm, criterion: Criterion, card: LawCard, n0: float,
     """What the card alone says, and how far the pilot moved the answer from it."""
     ref = card.reference(n0) if criterion.needs_start else Reference()
     if criterion.needs_start and pilot.loss_start is not None and not cterm.relative:
+        from fitting.pilot import pilot_reference
+
         ref = pilot_reference(pilot)  # the same measured start: only the law differs
     try:
         d = cterm.tokens(criterion, ref)
