@@ -391,7 +391,10 @@ class LawCard:
                  f"{fit.n_points} points, {fit.n_runs} runs, objective "
                  f"{self.objective:.6g} (Huber delta={fit.delta or 0:g} on "
                  f"{fit.residuals}, summed)"]
-        if fit.n_bootstrap:
+        if fit.n_bootstrap and self.bootstrap_params is not None and not len(self.bootstrap_params):
+            lines.append(f"bootstrap: {fit.n_bootstrap} run resamples, too few distinct mixtures of runs to vary: "
+                         "none refitted, no intervals (see the note)")
+        elif fit.n_bootstrap:
             lines.append(f"bootstrap: {fit.n_bootstrap} run resamples, each refit by the "
                          f"full multi-start; {fit.get('bootstrap_basin_changes', 0)} changed basin")
             if self.units is not None:

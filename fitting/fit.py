@@ -286,20 +286,21 @@ def bootstrap(law: Law, data: FitData, weights: Array, ident: Identifiability, p
     """``[B, P]`` parameter samples from full multi-start refits on resampled runs."""
     start = time.perf_counter()
     mults, redraws, left_out = resample_weights(law, data, ident, config)
+    mixtures = len({m.tobytes() for m in mults})
+    refit = mults if mixtures >= MIN_MIXTURES else []  # refits of the data itself would only repeat the point
     jack_mults = leave_one_run_out(law, data, ident)
     state = {"law": law.name, "axes": data.axes, "y": data.y, "weights": weights,
              "fixed": ident.fixed, "point": point, "seed": config.seed,
              "kwargs": _solve_kwargs(config)}
-    jobs = list(enumerate(mults + jack_mults))
+    jobs = list(enumerate(refit + jack_mults))
     workers = min(config.workers or os.cpu_count() or 1, max(1, len(jobs) // 8))
     if workers > 1 and len(jobs) >= PARALLEL_MIN and law.name in _DISCOVERED:
         results = _parallel(jobs, state, workers)
     else:
         workers = 1
         results = [_refit(i, m, {**state, "law": law}) for i, m in jobs]
-    boot, jack = results[:len(mults)], results[len(mults):]
-    mixtures = len({m.tobytes() for m in mults})
-    samples = np.array([p for p, _ in boot]) if boot and mixtures >= MIN_MIXTURES else np.zeros((0, len(law.params)))
+    boot, jack = results[:len(refit)], results[len(refit):]
+    samples = np.array([p for p, _ in boot]) if boot else np.zeros((0, len(law.params)))
     return Bootstrap(samples, np.array([p for p, _ in jack]) if jack else None,
                      sum(c for _, c in boot), redraws, left_out, workers, time.perf_counter() - start, mixtures)
 
