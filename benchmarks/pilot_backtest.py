@@ -92,9 +92,9 @@ def write_synthetic(root: Path, seed: int = 0) -> Path:
 def runs_of(store: Path):
     """(run_id, meta, tokens, loss) of every pruned run with a step-0 row and >= 6 points;
     points inside the run's learning-rate warm-up are dropped, as every pilot fit drops them
-    (``fitting.pilot.fit_points``)."""
+    (``fitting.table.fit_points``)."""
     from data.runs import load
-    from fitting.pilot import fit_points
+    from fitting.table import fit_points
 
     table = load(store)
     table = table[(table["init"].fillna("pruned") == "pruned") & (table["ratio"].fillna(0) > 0)]

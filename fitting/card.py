@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from fitting.sections import (DataInfo, Derived, FitInfo, Identified, Intervals,
                                json_float, read_identifiable)
 from fitting.criteria import Reference
 from fitting.term import TokenTerm
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fitting.table import FitData
 
 CARD_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -333,6 +336,14 @@ class LawCard:
         draws = mean * np.exp(noise) if space == "log" else mean + noise
         return draw_bounds(draws.reshape(-1, mean.shape[-1]), self.level if level is None else level,
                            self.units, point=point, jack=jack, scale=space, extra_sd=sigma)
+
+    def points_in(self, runs: str | Path) -> "FitData":
+        """The points of run store ``runs`` that this card's fit reads (its law, method, family,
+        objective and warm-up rule): equal to the card's data hash when it was fitted there."""
+        from fitting.table import load_data
+
+        return load_data(runs, self.law, method=self.data.method or None, family=self.family,
+                         objective=self.data.objective, after_warmup=self.data.after_warmup)
 
     # -- what the card can and cannot say -------------------------------------------------
 

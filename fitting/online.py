@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from data.cli import BadInput
-from fitting.pilot import CardPrior, Pilot, card_prior, fit_pilot, fit_points, pilot_reference, too_few_points
+from fitting.pilot import CardPrior, Pilot, card_prior, fit_pilot, pilot_reference, too_few_points
+from fitting.table import fit_points
 from fitting.criteria import Criterion
 
 KEYS = ("d_star", "low", "high", "final_loss", "final_low", "final_high")
@@ -51,7 +52,7 @@ def forecast(tokens: np.ndarray, loss: np.ndarray, *, criterion: str, value: flo
         card at the run's own parent and ratio.
     lr : array or None
         The learning rate at each point: points inside the warm-up are left out of the fit
-        (``fitting.pilot.fit_points``).
+        (``fitting.table.fit_points``).
 
     Raises
     ------

@@ -54,6 +54,7 @@ import numpy as np
 from data.cli import BadInput
 from data.units import format_count
 from fitting.criteria import Reference
+from fitting.table import fit_points
 from fitting.term import TokenTerm, percentile
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,27 +94,11 @@ class Pilot:
     params_before: float | None
     ratio: float | None
     warmup_left_out: int = 0
-    """Evaluations inside the learning-rate warm-up, left out of the fit (:func:`fit_points`)."""
+    """Evaluations inside the learning-rate warm-up, left out of the fit (``fitting.table.fit_points``)."""
 
     @property
     def max_tokens(self) -> float:
         return float(self.tokens[-1])
-
-
-def fit_points(tokens: np.ndarray, lr: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """Which points the token term is fitted on, and how many were left out as warm-up.
-
-    Points after step 0 and, where the curve records its learning rate, not inside the warm-up
-    (before the first point at the peak rate): while the rate ramps up the loss barely moves,
-    then falls fast, a shape no ``a + k D^-beta`` follows. Left in, the first few percent of a
-    run made the pilot's asymptote and beta absurd (benchmarks/pilot_backtest.py on the SmolLM2
-    curves: D* off by 7-14 decades from a 20-30 % pilot; 0.26 with the warm-up left out).
-    """
-    after = tokens > 0
-    if lr is None or len(lr) != len(tokens) or not np.all(np.isfinite(lr)) or not np.any(lr > 0):
-        return after, 0
-    warm = after & (np.arange(len(tokens)) < int(np.argmax(lr >= lr.max() * (1 - 1e-9))))
-    return after & ~warm, int(warm.sum())
 
 
 def too_few_points(kept: int, warm: int) -> str:

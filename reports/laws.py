@@ -90,11 +90,8 @@ def check_against_store(cards: list["LawCard"], runs: Path, frame: pd.DataFrame)
 
 
 def _fitted_on(card: "LawCard", runs: Path) -> bool:
-    from fitting.table import load_data
-
     try:
-        data = load_data(runs, card.law, method=card.data.method or None, family=card.family,
-                         objective=card.data.objective, after_warmup=card.data.after_warmup)
+        data = card.points_in(runs)
     except BadInput:
         return False
     return data.content_hash() == card.data.content_hash
@@ -232,15 +229,13 @@ def heldout(frame: pd.DataFrame, card: "LawCard", by: str, runs: Path) -> HeldOu
     ``frame`` (the store's rows) names each held-out run's method.
     """
     from fitting.fit import FitConfig, fit
-    from fitting.table import load_data
     from fitting.validate import heldout_metrics, split, split_axis
 
     law = card.law
     rows = card_rows(frame.loc[frame["status"] == "done"], card)
     if rows.empty:
         return HeldOut(by, "", pd.DataFrame(), {}, "no finished runs the card describes")
-    data = load_data(runs, law, method=card.data.method or None, family=card.family,
-                     objective=card.data.objective, after_warmup=card.data.after_warmup)
+    data = card.points_in(runs)
     if split_axis(law, by) is None:
         return HeldOut(by, "", pd.DataFrame(), {}, f"law {card.law.name!r} has no {by} axis")
     train, label = split(data, by)

@@ -4,7 +4,7 @@ Loss curves of post-training change fastest right after pruning, so the first ha
 points is log-spaced and the rest evenly spaced up to the budget; one long run with these
 checkpoints serves every smaller token budget of a scaling-law fit. The log-spaced half starts
 where the learning-rate warm-up ends: every fit leaves the ramp's points out
-(``fitting.pilot.fit_points``), and with a 2% warm-up and 16 points, 6 of the 8 log-spaced
+(``fitting.table.fit_points``), and with a 2% warm-up and 16 points, 6 of the 8 log-spaced
 points of a 10,000-step pilot used to fall on it.
 """
 

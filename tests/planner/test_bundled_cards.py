@@ -16,7 +16,6 @@ import pytest
 from data.runs import load, size_order_violations
 from fitting.card import LawCard
 from fitting.fit import FitConfig, fit
-from fitting.table import load_data
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "docs" / "reference_runs"
@@ -46,8 +45,7 @@ def test_card_is_refitted_from_the_committed_curves(path):
     card = LawCard.load(path)
     source = ROOT / card.data["source"]
     assert source.parent == ROOT / "docs", card.data["source"]  # committed curves, not a work dir
-    data = load_data(source, "p2", method=card.data["method"], family=card.data["family"],
-                     objective=card.data.get("objective"), after_warmup=card.data.get("after_warmup", False))
+    data = card.points_in(source)
     assert data.content_hash() == card.data["content_hash"]
     again = fit(data, FitConfig(seed=card.fit.get("seed", 0), n_bootstrap=0))
     # The same optimum: the objective and the fitted curves agree to rounding. Parameters the card
