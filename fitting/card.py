@@ -50,6 +50,16 @@ REQUIRED = ("law", "version", "params", "fit", "range", "data")
 EDGE_SLACK = 0.01
 """A query within 1% of the card's fitted edge is at the edge, not beyond it: a parent of
 134.5M parameters is asked about as "135M", its L0 of 3.19996 as 3.2."""
+
+
+def beyond_edge(value: float, lo: float, hi: float) -> int:
+    """+1 above ``hi``, -1 below ``lo``, 0 inside or within ``EDGE_SLACK`` of an edge: the one
+    rule the card's range notes, the planner's range warnings and its verdict all use."""
+    if value > hi * (1 + EDGE_SLACK):
+        return 1
+    if value < lo * (1 - EDGE_SLACK):
+        return -1
+    return 0
 CI_KIND = ("confidence interval of the mean law: hull of the run bootstrap's percentile interval "
            "(widened for the number of runs) and the leave-one-run-out jackknife-t interval")
 PI_KIND = ("prediction interval for a new run: bootstrap of the mean law plus the measured "
@@ -360,9 +370,10 @@ class LawCard:
             if span is None:
                 continue
             lo, hi = span["min"], span["max"]
-            if value > hi * (1 + EDGE_SLACK):
+            side = beyond_edge(value, lo, hi)
+            if side > 0:
                 out.append(f"{axis}={value:.4g} is {value / hi:.3g}x above the fitted max {hi:.4g}")
-            elif value < lo * (1 - EDGE_SLACK):
+            elif side < 0:
                 out.append(f"{axis}={value:.4g} is {lo / value:.3g}x below the fitted min {lo:.4g}")
         return out
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from data.cli import BadInput
 from data.units import format_count
-from fitting.card import EDGE_SLACK, LawCard
+from fitting.card import LawCard, beyond_edge
 from fitting.intervals import defined_enough
 from fitting.criteria import Criterion, Reference
 from fitting.term import Estimate, TokenTerm
@@ -203,10 +203,11 @@ def range_warnings(card: LawCard, *, n0: float | None = None, ratio: float | Non
         if value is None or span is None:
             continue
         lo, hi = span
-        if value > hi * (1 + EDGE_SLACK):
+        side = beyond_edge(value, lo, hi)
+        if side > 0:
             how = f"{value / hi:.3g}x" if by_factor else f"{value - hi:.3g}"
             out.append(f"{label} is {how} above the largest {noun} in the card's fit ({fmt(hi)})")
-        elif value < lo * (1 - EDGE_SLACK):
+        elif side < 0:
             how = f"{lo / value:.3g}x" if by_factor else f"{lo - value:.3g}"
             out.append(f"{label} is {how} below the smallest {noun} in the card's fit ({fmt(lo)})")
     return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from data.units import format_count
-from fitting.card import EDGE_SLACK, LawCard
+from fitting.card import LawCard, beyond_edge
 
 MODES = ("card", "pilot", "pilot+card")
 NOT_CREDIBLE = "verdict: not credible at this scale"
@@ -24,9 +24,8 @@ def _factor(value: float, span: tuple[float, float] | None) -> float:
     if span is None or not value > 0:
         return 1.0
     lo, hi = span
-    if lo * (1 - EDGE_SLACK) <= value <= hi * (1 + EDGE_SLACK):
-        return 1.0
-    return value / hi if value > hi else lo / value
+    side = beyond_edge(value, lo, hi)
+    return 1.0 if side == 0 else value / hi if side > 0 else lo / value
 
 
 def card_factor(card: LawCard, n0: float, tokens: float, what: str = "D*") -> tuple[float, list[str]]:
