@@ -105,14 +105,13 @@ def sequence_losses(model, shard_set, max_sequences: int = 48) -> tuple[np.ndarr
     import torch
 
     from data.loader import eval_batches
+    from engine.train.evaluate import sequence_sums
 
     sums, counts = [], []
     with torch.no_grad():
         for domain in shard_set.split_domains("eval"):
             for ids in eval_batches(shard_set, domain, batch_size=8, max_sequences=max_sequences):
-                logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
-                ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-                sums += ce.sum(1).tolist()
+                sums += sequence_sums(model, ids).tolist()
                 counts += [ids.shape[1] - 1] * ids.shape[0]
     return np.array(sums), np.array(counts, float)
 

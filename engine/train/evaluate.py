@@ -14,6 +14,16 @@ EvalSource = Callable[[str], Iterable[torch.Tensor]]
 
 
 @torch.no_grad()
+def sequence_sums(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy of each sequence of ``ids`` [b, T] (fp32), every position
+    but the first predicted: per sequence, so a bootstrap over the eval set's sequences can
+    resample them (scripts/smollm2_evidence.py); the engine's eval sums them per domain."""
+    logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
+    ce = nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+    return ce.sum(1)
+
+
+@torch.no_grad()
 def _domain_sums(model: nn.Module, batches: Iterable[torch.Tensor], rank: int, world: int,
                  shard: bool) -> tuple[float, int]:
     """(summed token CE, predicted tokens) of this rank's share of ``batches``."""
@@ -21,10 +31,8 @@ def _domain_sums(model: nn.Module, batches: Iterable[torch.Tensor], rank: int, w
     for i, ids in enumerate(batches):
         if shard and i % world != rank:
             continue
-        out = model(input_ids=ids, labels=ids, use_cache=False)
-        n = ids[:, 1:].numel()  # tokens predicted: every position but the first
-        total += float(out.loss.float()) * n
-        count += n
+        total += float(sequence_sums(model, ids).double().sum())
+        count += ids[:, 1:].numel()
     return total, count
 
 
