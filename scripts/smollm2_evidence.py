@@ -7,9 +7,10 @@
    data cannot fix and what the fit collapses to), without the points inside each run's LR
    warm-up (``--after-warmup``: on these curves they left a 0.37-nat RMSE, 0.07 without);
 3. the numbers behind docs/FINDINGS.md's real-parent section, into docs/smollm2_runs/evidence.json:
-   per run the loss right after pruning and at the end, throughput, the loss of every method at
-   equal tokens, pruned vs random init, beta per card against the toy cards', and the eval-set
-   noise (the standard error of the parent's loss over the eval sequences, by bootstrap).
+   per run the loss right after pruning and at the end, throughput, the loss of every run at
+   equal tokens and at equal training seconds (pruned vs random init, KD vs LM), beta per card
+   against the toy cards', and the eval-set noise (the standard error of the parent's loss over
+   the eval sequences, by bootstrap).
 
     python scripts/smollm2_evidence.py                        # export + cards + numbers
     python scripts/smollm2_evidence.py --skip-export --skip-cards --skip-noise
@@ -69,21 +70,23 @@ def fit_cards(store: Path, methods: list[str]) -> list[str]:
     return written
 
 
-def loss_at(curve, tokens: float) -> float:
-    """The eval loss at ``tokens``, interpolated in log tokens between the curve's points."""
-    c = curve[curve["tokens"] > 0].sort_values("tokens")
-    return float(np.interp(np.log(tokens), np.log(c["tokens"].to_numpy(float)), c["eval_loss"].to_numpy(float)))
+def loss_at(curve, value: float, axis: str = "tokens") -> float:
+    """The eval loss at ``value`` of ``axis`` (tokens, or training seconds ``elapsed_s``),
+    interpolated in log ``axis`` between the curve's points."""
+    c = curve[curve[axis] > 0].sort_values(axis)
+    return float(np.interp(np.log(value), np.log(c[axis].to_numpy(float)), c["eval_loss"].to_numpy(float)))
 
 
-def at_equal_tokens(frame, last, points: tuple[float, ...] = (25e3, 1e5, 2.5e5, 5e5)) -> list[dict]:
-    """Every finished run's loss at the same token counts (runs that reached them)."""
+def at_equal(frame, last, axis: str, points: tuple[float, ...]) -> list[dict]:
+    """Every finished run's loss at the same values of ``axis`` (those the run reached)."""
     rows = []
     for r in last.itertuples():
         curve = frame[frame["run_id"] == r.run_id]
-        reached = [t for t in points if t <= r.tokens]
+        # a run of "500K" stops at its last whole step (499,712 tokens): within 1 % is reached
+        reached = [t for t in points if t <= getattr(r, axis) * 1.01]
         rows.append({"run_id": r.run_id, "method": r.method, "ratio": round(float(r.ratio), 3),
                      "objective": r.objective, "init": r.init,
-                     "loss": {f"{t:.0f}": round(loss_at(curve, t), 4) for t in reached}})
+                     "loss": {f"{t:.0f}": round(loss_at(curve, t, axis), 4) for t in reached}})
     return rows
 
 
@@ -178,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                   "loss_before": round(float(r.loss_before), 4), "loss_pruned": round(float(r.loss_pruned), 4),
                   "loss_final": round(float(r.eval_loss), 4), "dl_final": round(float(r.dl), 4),
                   "tok_per_s": round(float(r.tok_per_s), 1)} for r in last.itertuples()],
-        "equal_tokens": at_equal_tokens(frame, last),
+        "equal_tokens": at_equal(frame, last, "tokens", (25e3, 1e5, 2.5e5, 5e5)),
+        # training seconds (eval excluded), each run on one thread beside one other job: KD
+        # pays a teacher forward per step, so equal tokens and equal compute can disagree
+        "equal_seconds": at_equal(frame, last, "elapsed_s", (600.0, 1200.0, 1800.0, 3000.0)),
         "cards": cards or old.get("cards", []),
         "betas": card_betas([Path(c).name for c in cards or old.get("cards", [])] + list(TOY_CARDS)),
         "eval_noise": old.get("eval_noise") if a.skip_noise else eval_noise(ROOT / a.parent, ROOT / a.shards),
