@@ -119,7 +119,7 @@ def load_data(path: str | Path, law: str | Law, *, method: str | None = None,
         if method is not None:
             frame = _only_method(frame, method)
     if after_warmup:
-        frame, n_warm = _drop_warmup(frame, str(path))
+        frame, n_warm = drop_warmup(frame, str(path))
         notes = [*notes, f"left out {n_warm} points inside their run's learning-rate warm-up (--after-warmup)"]
     data = _checked(law, frame, str(path), notes)
     family = _single(frame, "family")
@@ -143,8 +143,9 @@ def fit_points(tokens: np.ndarray, lr: np.ndarray | None = None) -> tuple[np.nda
     return after & ~warm, int(warm.sum())
 
 
-def _drop_warmup(frame: "pd.DataFrame", where: str) -> tuple["pd.DataFrame", int]:
-    """Each run's points before its first at the peak learning rate (one rule with the pilot's)."""
+def drop_warmup(frame: "pd.DataFrame", where: str) -> tuple["pd.DataFrame", int]:
+    """Each run's points before its first at the peak learning rate (one rule with the pilot's)
+    left out, and how many; ``BadInput`` naming ``where`` if no ``lr`` column says where."""
     if "lr" not in frame.columns or frame["lr"].isna().all():
         raise BadInput(f"--after-warmup: {where!r} records no 'lr' column to find the warm-up in")
     keep = np.ones(len(frame), dtype=bool)

@@ -58,7 +58,12 @@ def open_cards(paths: list[str]) -> list["LawCard"]:
 
 
 def card_rows(frame: pd.DataFrame, card: "LawCard") -> pd.DataFrame:
-    """Post-training rows of the runs a card describes: its init kind, family and methods."""
+    """Post-training rows of the runs a card describes: its init kind, family, methods and
+    objective, and, for a card fitted ``--after-warmup``, only the points after each run's LR
+    warm-up (the law's curves, residuals and RMSE are then those of the points it was fitted on:
+    a KD card is not drawn over an LM run of the same shape, nor scored on the ramp it left out)."""
+    from fitting.table import drop_warmup
+
     law = card.law
     rows = post_training_points(frame)
     rows = rows.loc[rows["init"] == law.store_init]
@@ -66,6 +71,10 @@ def card_rows(frame: pd.DataFrame, card: "LawCard") -> pd.DataFrame:
         rows = rows.loc[rows["method"].isin(card.methods)]
     if card.family and "family" in rows.columns:
         rows = rows.loc[rows["family"] == card.family]
+    if card.data.objective and "objective" in rows.columns:
+        rows = rows.loc[rows["objective"] == card.data.objective]
+    if card.data.after_warmup and "lr" in rows.columns and rows["lr"].notna().any():
+        rows = drop_warmup(rows, "the report's store")[0]
     return rows
 
 
