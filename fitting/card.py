@@ -50,6 +50,12 @@ REQUIRED = ("law", "version", "params", "fit", "range", "data")
 EDGE_SLACK = 0.01
 """A query within 1% of the card's fitted edge is at the edge, not beyond it: a parent of
 134.5M parameters is asked about as "135M", its L0 of 3.19996 as 3.2."""
+CI_KIND = ("confidence interval of the mean law: hull of the run bootstrap's percentile interval "
+           "(widened for the number of runs) and the leave-one-run-out jackknife-t interval")
+PI_KIND = ("prediction interval for a new run: bootstrap of the mean law plus the measured "
+           "run-to-run and point scatter")
+PI_DRAWS = 16
+"""Scatter draws per bootstrap sample in a prediction interval (seeded: cards are reproducible)."""
 
 
 def beyond_edge(value: float, lo: float, hi: float) -> int:
@@ -60,12 +66,6 @@ def beyond_edge(value: float, lo: float, hi: float) -> int:
     if value < lo * (1 - EDGE_SLACK):
         return -1
     return 0
-CI_KIND = ("confidence interval of the mean law: hull of the run bootstrap's percentile interval "
-           "(widened for the number of runs) and the leave-one-run-out jackknife-t interval")
-PI_KIND = ("prediction interval for a new run: bootstrap of the mean law plus the measured "
-           "run-to-run and point scatter")
-PI_DRAWS = 16
-"""Scatter draws per bootstrap sample in a prediction interval (seeded: cards are reproducible)."""
 
 
 def _rows(values: Any, n: int) -> np.ndarray:

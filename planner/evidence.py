@@ -76,13 +76,14 @@ class LoopRow:
         return {**asdict(self), "err_dl": self.err_dl, "inside": self.inside, "beyond": self.beyond}
 
 
-def loss_at(curve: "pd.DataFrame", tokens: float) -> float | None:
-    """Eval loss of one run at ``tokens``, interpolated in log tokens; None past its last point."""
-    points = curve[curve["tokens"] > 0].sort_values("tokens")
-    d, loss = points["tokens"].to_numpy(float), points["eval_loss"].to_numpy(float)
-    if len(d) == 0 or not d[0] <= tokens <= d[-1]:
+def loss_at(curve: "pd.DataFrame", value: float, axis: str = "tokens") -> float | None:
+    """Eval loss of one run at ``value`` of ``axis`` (tokens, or training seconds ``elapsed_s``),
+    interpolated in log ``axis``; None outside its points."""
+    points = curve[curve[axis] > 0].sort_values(axis)
+    d, loss = points[axis].to_numpy(float), points["eval_loss"].to_numpy(float)
+    if len(d) == 0 or not d[0] <= value <= d[-1]:
         return None
-    return float(np.interp(np.log(tokens), np.log(d), loss))
+    return float(np.interp(np.log(value), np.log(d), loss))
 
 
 def _split(runs: "pd.DataFrame", holdout: str) -> "pd.Series":

@@ -70,23 +70,20 @@ def fit_cards(store: Path, methods: list[str]) -> list[str]:
     return written
 
 
-def loss_at(curve, value: float, axis: str = "tokens") -> float:
-    """The eval loss at ``value`` of ``axis`` (tokens, or training seconds ``elapsed_s``),
-    interpolated in log ``axis`` between the curve's points."""
-    c = curve[curve[axis] > 0].sort_values(axis)
-    return float(np.interp(np.log(value), np.log(c[axis].to_numpy(float)), c["eval_loss"].to_numpy(float)))
-
-
 def at_equal(frame, last, axis: str, points: tuple[float, ...]) -> list[dict]:
     """Every finished run's loss at the same values of ``axis`` (those the run reached)."""
+    from planner.evidence import loss_at
+
     rows = []
     for r in last.itertuples():
         curve = frame[frame["run_id"] == r.run_id]
-        # a run of "500K" stops at its last whole step (499,712 tokens): within 1 % is reached
-        reached = [t for t in points if t <= getattr(r, axis) * 1.01]
+        end = float(getattr(r, axis))
+        # a run of "500K" stops at its last whole step (499,712 tokens): within 1 % is reached,
+        # and read at that last point
+        reached = [t for t in points if t <= end * 1.01]
         rows.append({"run_id": r.run_id, "method": r.method, "ratio": round(float(r.ratio), 3),
                      "objective": r.objective, "init": r.init,
-                     "loss": {f"{t:.0f}": round(loss_at(curve, t, axis), 4) for t in reached}})
+                     "loss": {f"{t:.0f}": round(loss_at(curve, min(t, end), axis), 4) for t in reached}})
     return rows
 
 
@@ -105,17 +102,14 @@ def card_betas(names: list[str]) -> dict:
 
 def sequence_losses(model, shard_set, max_sequences: int = 48) -> tuple[np.ndarray, np.ndarray]:
     """(summed token CE, predicted tokens) per eval sequence, in the engine's eval order."""
-    import torch
-
     from data.loader import eval_batches
     from engine.train.evaluate import sequence_sums
 
     sums, counts = [], []
-    with torch.no_grad():
-        for domain in shard_set.split_domains("eval"):
-            for ids in eval_batches(shard_set, domain, batch_size=8, max_sequences=max_sequences):
-                sums += sequence_sums(model, ids).tolist()
-                counts += [ids.shape[1] - 1] * ids.shape[0]
+    for domain in shard_set.split_domains("eval"):
+        for ids in eval_batches(shard_set, domain, batch_size=8, max_sequences=max_sequences):
+            sums += sequence_sums(model, ids).tolist()  # under no_grad itself
+            counts += [ids.shape[1] - 1] * ids.shape[0]
     return np.array(sums), np.array(counts, float)
 
 
